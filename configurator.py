@@ -1,0 +1,100 @@
+"""
+configurator.py: nanoGPT-style configuration. A stage script defines its config as plain globals at
+the top, each with a one-line comment, then calls
+
+    config = configure(globals())
+
+which applies, in order: an optional config file given as the first argument (a .py file of
+`key = value` lines, or a .json object), then `--key=value` overrides. Types are checked against the
+defaults; unknown keys are rejected with the list of valid ones; `--help` prints every key with its
+default and its comment. Returns the final config as a dict (stored in every checkpoint).
+"""
+import ast
+import json
+import re
+import sys
+
+SIMPLE = (int, float, bool, str, type(None))
+
+
+def _parse(key, raw, default):
+    """Convert the string `raw` to the type of `default`, or fail with a message naming the key."""
+    if isinstance(default, bool):
+        if raw.lower() in ("true", "1", "yes"):
+            return True
+        if raw.lower() in ("false", "0", "no"):
+            return False
+        raise ValueError(f"--{key}: expected True or False, got {raw!r}")
+    if isinstance(default, str):
+        return raw
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        if default is None:
+            return raw  # a None default takes any value; strings need no quotes
+        raise ValueError(f"--{key}: expected {type(default).__name__}, got {raw!r}") from None
+    return _check(key, value, default)
+
+
+def _check(key, value, default):
+    if default is None or value is None:
+        return value
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not type(default):
+        raise ValueError(f"{key}: expected {type(default).__name__}, got {type(value).__name__} ({value!r})")
+    return value
+
+
+def _comments(path):
+    """key -> the comment on its line in the stage script, for --help."""
+    out = {}
+    try:
+        for line in open(path, encoding="utf-8"):
+            m = re.match(r"^(\w+)\s*=\s*(.+?)\s*#\s*(.*)$", line)
+            if m and m.group(1) not in out:
+                out[m.group(1)] = m.group(3)
+    except OSError:
+        pass
+    return out
+
+
+def configure(g, argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    keys = [k for k, v in g.items() if not k.startswith("_") and isinstance(v, SIMPLE)]
+    script = g.get("__file__", "script")
+    if "--help" in argv or "-h" in argv:
+        doc = (g.get("__doc__") or "").strip().splitlines()
+        print(f"usage: python {script.split('/')[-1]} [config.py|config.json] [--key=value ...]\n")
+        if doc:
+            print(doc[0] + "\n")
+        notes = _comments(script)
+        width = max(len(k) + len(repr(g[k])) for k in keys) + 4
+        for k in keys:
+            print(f"  --{k}={g[k]!r}".ljust(width + 4) + notes.get(k, ""))
+        sys.exit(0)
+    for arg in argv:
+        if not arg.startswith("--"):  # a config file
+            try:
+                text = open(arg, encoding="utf-8").read()
+            except OSError as e:
+                sys.exit(f"config file {arg}: {e.strerror}")
+            if arg.endswith(".json"):
+                updates = json.loads(text)
+            else:
+                updates = {}
+                exec(text, {}, updates)
+            items = [(k, v) for k, v in updates.items() if not k.startswith("_")]
+        else:
+            if "=" not in arg:
+                sys.exit(f"{arg}: write options as --key=value")
+            k, raw = arg[2:].split("=", 1)
+            items = [(k, raw)]
+        for k, v in items:
+            if k not in keys:
+                sys.exit(f"unknown config key {k!r} (from {arg}). Valid keys: {', '.join(keys)}")
+            try:
+                g[k] = _parse(k, v, g[k]) if isinstance(v, str) and arg.startswith("--") else _check(k, v, g[k])
+            except ValueError as e:
+                sys.exit(f"bad value: {e}")
+    return {k: g[k] for k in keys}
