@@ -279,26 +279,37 @@ def encode_prompts(tok, prompts, max_len, where="prompt"):
         out.append(ids)
     return out
 
-def sample_responses(model, tok, prompts, max_new_tokens, temperature=1.0, batch_size=64, **kw):
+def sample_responses(model, tok, prompts, max_new_tokens, temperature=1.0, batch_size=64, ref=None, **kw):
     """Generate one response per prompt. Returns the texts (ending in <|endoftext|> when the model
-    stopped) and their lengths in tokens."""
+    stopped), their lengths in tokens and, given a reference model, each response's exact sequence
+    KL(model || ref) in nats: the full-vocabulary KL of every response token (kernels.kl), summed."""
+    import torch
+    import kernels
     ids = encode_prompts(tok, prompts, model.config.block_size - max_new_tokens)
-    texts, lengths = [], []
+    texts, lengths, kls = [], [], []
     for i in range(0, len(ids), batch_size):
         out = model.generate(ids[i:i + batch_size], max_new_tokens, tok.eot, temperature, **kw)
-        P = out["prompt_len"]
-        for row, m in zip(out["tokens"][:, P:].tolist(), out["response_mask"].sum(1).tolist()):
+        P, mask = out["prompt_len"], out["response_mask"]
+        for row, m in zip(out["tokens"][:, P:].tolist(), mask.sum(1).tolist()):
             texts.append(tok.decode(row[:m]))
             lengths.append(m)
-    return texts, lengths
+        if ref is not None:
+            with torch.no_grad():  # logits at P-1+j predict response token j
+                logits = model(out["tokens"], out["attention_mask"])[:, P - 1:-1]
+                ref_logits = ref(out["tokens"], out["attention_mask"])[:, P - 1:-1]
+                kl = kernels.kl(logits, ref_logits, temperature if temperature > 0 else 1.0)
+            kls += (kl * mask).sum(1).tolist()
+    return texts, lengths, kls
 
-def task_report(prompts, responses, lengths=None):
+def task_report(prompts, responses, lengths=None, kls=None):
     """The numbers every stage prints on the built-in task: mean gold score, fraction that parse
-    (grammatical and ended), fraction ended, mean response length in tokens."""
+    (grammatical and ended), fraction ended, mean response length in tokens, mean sequence KL."""
     n = max(1, len(prompts))
     rep = dict(gold=sum(gold(p, r) for p, r in zip(prompts, responses)) / n,
                parse=sum(parses(p, r) for p, r in zip(prompts, responses)) / n,
                ended=sum(r.endswith(EOT_TEXT) for r in responses) / n)
-    if lengths is not None:
+    if lengths:
         rep["response_len"] = sum(lengths) / n
+    if kls:
+        rep["kl"] = sum(kls) / n
     return rep

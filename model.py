@@ -278,6 +278,12 @@ def last_index(mask):
     return (mask.long() * torch.arange(mask.shape[1], device=mask.device)).argmax(-1)
 
 
+def gather_last(values, mask):
+    """values (B, T), mask (B, T) bool -> (B,): the value at each row's last real token. A reward model
+    reads its score there (after the <|endoftext|> that ends the response, when it ended)."""
+    return values.gather(1, last_index(mask)[:, None])[:, 0]
+
+
 # -----------------------------------------------------------------------------------------------------
 # Training utilities shared by the stages.
 

@@ -58,145 +58,149 @@ device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
 dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
 seed = 1337  # random seed (offset by rank under DDP)
 compile = False  # torch.compile the model
-config = configure(globals())
 
-# ----------------------------------------------------------------------------- runtime
-rt = setup(device, dtype, seed)
-metrics_path = os.path.join(out_dir, "metrics.jsonl")
-if rt.master:
-    os.makedirs(out_dir, exist_ok=True)
-
-# ----------------------------------------------------------------------------- model
-if init_from == "resume":
-    model, vocab, ckpt = load_model(out_dir)
-elif init_from == "scratch":
-    vocab = data.task_vocab() if data_path == "builtin" else None  # compact vocabulary: see data.py
-    model, vocab, ckpt = load_model("scratch", model_args=dict(
-        n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, dropout=dropout,
-        vocab_size=len(vocab) if vocab else 50257), vocab=vocab)
-else:
-    model, vocab, ckpt = load_model(init_from)
-tok = data.Tokenizer(vocab)
-T = model.config.block_size
-model.to(rt.device)
-
-# ----------------------------------------------------------------------------- data
-def tokenize(pairs):
-    """(prompt, completion, where) -> list of (ids, n_prompt). The completion ends with <|endoftext|>
-    so the model learns to stop; one longer than the context is cut, a prompt that fills it is an error."""
-    out, cut = [], 0
-    for prompt, completion, where in pairs:
-        p = tok.encode(prompt, where)
-        c = tok.encode(completion, where)
-        if not c or c[-1] != tok.eot:
-            c.append(tok.eot)
-        if len(p) >= T:
-            raise ValueError(f"{where}: prompt has {len(p)} tokens, longer than the context ({T}); "
-                             f"shorten it or use a model with a larger block_size")
-        cut += len(p) + len(c) > T
-        out.append(((p + c)[:T], len(p)))
-    if cut and rt.master:
-        print(f"note: {cut} of {len(out)} examples were longer than {T} tokens and were cut")
-    return out
-
-if data_path == "builtin":
-    train = tokenize((p, c, f"builtin demo {i}") for i, (p, c) in enumerate(data.task_demos(n_demos, seed=0)))
-    val = tokenize((p, c, f"builtin val {i}") for i, (p, c) in enumerate(data.task_demos(500, 1, "test")))
-    eval_prompts_list = data.task_prompts("test")[:eval_prompts]
-else:
-    rows = data.load_sft_jsonl(data_path, template)
-    val_rows = data.load_sft_jsonl(val_path, template) if val_path else rows[len(rows) - max(1, len(rows) // 20):]
-    train_rows = rows if val_path or len(rows) < 2 else rows[:len(rows) - len(val_rows)]
-    train, val = tokenize(train_rows), tokenize(val_rows)
-    eval_prompts_list = []  # no gold scorer for your data: we print samples instead
-    print_prompts = [p for p, _, _ in val_rows[:n_print]]
-
-def get_batch(split, rng):
-    """A right-padded batch. x: inputs, y: next tokens with -100 on prompt and padding (no loss)."""
-    rows = [(train if split == "train" else val)[rng.randrange(len(train if split == "train" else val))]
-            for _ in range(batch_size)]
-    L = max(len(ids) for ids, _ in rows)
-    x = torch.full((batch_size, L - 1), tok.eot, dtype=torch.long)
-    y = torch.full((batch_size, L - 1), -100, dtype=torch.long)
-    for i, (ids, n_p) in enumerate(rows):
-        x[i, :len(ids) - 1] = torch.tensor(ids[:-1])
-        y[i, n_p - 1:len(ids) - 1] = torch.tensor(ids[n_p:])  # predict completion tokens only
-    return x.to(rt.device), y.to(rt.device)
-
+# ----------------------------------------------------------------------------- the loss
 def sft_loss(logits, y):
     """Mean negative log-likelihood of the completion tokens. logits (B, T, V), y (B, T) with -100."""
     logp = kernels.logprobs(logits, y, ignore_index=-100)
     return -logp.sum() / (y != -100).sum().clamp(min=1)
 
-# ----------------------------------------------------------------------------- optimizer
-optimizer = configure_optimizer(model, lr, weight_decay, device_type=rt.device_type)
-iter_num = 0
-if init_from == "resume":
-    optimizer.load_state_dict(ckpt["optimizer"])
-    iter_num = ckpt["iter_num"]
-raw_model = model
-if compile:
-    model = torch.compile(model)
-if rt.ddp:
-    model = DDP(model, device_ids=[int(rt.device.split(":")[1])] if rt.device_type == "cuda" else None)
 
-@torch.no_grad()
-def evaluate():
-    """Eval loss on held-out demonstrations; on the built-in task, the gold score of fresh samples."""
-    raw_model.eval()  # rank 0 only: the raw model, since DDP's forward would wait for the other ranks
-    rng = random.Random(0)
-    losses = []
-    for _ in range(10):
-        x, y = get_batch("val", rng)
+if __name__ == "__main__":
+    config = configure(globals())
+
+    # ----------------------------------------------------------------------------- runtime
+    rt = setup(device, dtype, seed)
+    metrics_path = os.path.join(out_dir, "metrics.jsonl")
+    if rt.master:
+        os.makedirs(out_dir, exist_ok=True)
+
+    # ----------------------------------------------------------------------------- model
+    if init_from == "resume":
+        model, vocab, ckpt = load_model(out_dir)
+    elif init_from == "scratch":
+        vocab = data.task_vocab() if data_path == "builtin" else None  # compact vocabulary: see data.py
+        model, vocab, ckpt = load_model("scratch", model_args=dict(
+            n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, dropout=dropout,
+            vocab_size=len(vocab) if vocab else 50257), vocab=vocab)
+    else:
+        model, vocab, ckpt = load_model(init_from)
+    tok = data.Tokenizer(vocab)
+    T = model.config.block_size
+    model.to(rt.device)
+
+    # ----------------------------------------------------------------------------- data
+    def tokenize(pairs):
+        """(prompt, completion, where) -> list of (ids, n_prompt). The completion ends with <|endoftext|>
+        so the model learns to stop; one longer than the context is cut, a prompt that fills it is an error."""
+        out, cut = [], 0
+        for prompt, completion, where in pairs:
+            p = tok.encode(prompt, where)
+            c = tok.encode(completion, where)
+            if not c or c[-1] != tok.eot:
+                c.append(tok.eot)
+            if len(p) >= T:
+                raise ValueError(f"{where}: prompt has {len(p)} tokens, longer than the context ({T}); "
+                                 f"shorten it or use a model with a larger block_size")
+            cut += len(p) + len(c) > T
+            out.append(((p + c)[:T], len(p)))
+        if cut and rt.master:
+            print(f"note: {cut} of {len(out)} examples were longer than {T} tokens and were cut")
+        return out
+
+    if data_path == "builtin":
+        train = tokenize((p, c, f"builtin demo {i}") for i, (p, c) in enumerate(data.task_demos(n_demos, seed=0)))
+        val = tokenize((p, c, f"builtin val {i}") for i, (p, c) in enumerate(data.task_demos(500, 1, "test")))
+        eval_prompts_list = data.task_prompts("test")[:eval_prompts]
+    else:
+        rows = data.load_sft_jsonl(data_path, template)
+        val_rows = data.load_sft_jsonl(val_path, template) if val_path else rows[len(rows) - max(1, len(rows) // 20):]
+        train_rows = rows if val_path or len(rows) < 2 else rows[:len(rows) - len(val_rows)]
+        train, val = tokenize(train_rows), tokenize(val_rows)
+        eval_prompts_list = []  # no gold scorer for your data: we print samples instead
+        print_prompts = [p for p, _, _ in val_rows[:n_print]]
+
+    def get_batch(split, rng):
+        """A right-padded batch. x: inputs, y: next tokens with -100 on prompt and padding (no loss)."""
+        rows = [(train if split == "train" else val)[rng.randrange(len(train if split == "train" else val))]
+                for _ in range(batch_size)]
+        L = max(len(ids) for ids, _ in rows)
+        x = torch.full((batch_size, L - 1), tok.eot, dtype=torch.long)
+        y = torch.full((batch_size, L - 1), -100, dtype=torch.long)
+        for i, (ids, n_p) in enumerate(rows):
+            x[i, :len(ids) - 1] = torch.tensor(ids[:-1])
+            y[i, n_p - 1:len(ids) - 1] = torch.tensor(ids[n_p:])  # predict completion tokens only
+        return x.to(rt.device), y.to(rt.device)
+
+    # ----------------------------------------------------------------------------- optimizer
+    optimizer = configure_optimizer(model, lr, weight_decay, device_type=rt.device_type)
+    iter_num = 0
+    if init_from == "resume":
+        optimizer.load_state_dict(ckpt["optimizer"])
+        iter_num = ckpt["iter_num"]
+    raw_model = model
+    if compile:
+        model = torch.compile(model)
+    if rt.ddp:
+        model = DDP(model, device_ids=[int(rt.device.split(":")[1])] if rt.device_type == "cuda" else None)
+
+    @torch.no_grad()
+    def evaluate():
+        """Eval loss on held-out demonstrations; on the built-in task, the gold score of fresh samples."""
+        raw_model.eval()  # rank 0 only: the raw model, since DDP's forward would wait for the other ranks
+        rng = random.Random(0)
+        losses = []
+        for _ in range(10):
+            x, y = get_batch("val", rng)
+            with rt.ctx:
+                losses.append(sft_loss(raw_model(x), y).item())
+        out = {"val_loss": sum(losses) / len(losses)}
+        prompts = eval_prompts_list or print_prompts
         with rt.ctx:
-            losses.append(sft_loss(raw_model(x), y).item())
-    out = {"val_loss": sum(losses) / len(losses)}
-    prompts = eval_prompts_list or print_prompts
-    with rt.ctx:
-        responses, lengths = data.sample_responses(raw_model, tok, prompts, max_new_tokens, temperature)
-    if eval_prompts_list:
-        out.update(data.task_report(prompts, responses, lengths))
-    for p, r in list(zip(prompts, responses))[:n_print]:
-        print(f"  {p!r} -> {r!r}" + (f"  gold {data.gold(p, r):+.2f}" if eval_prompts_list else ""))
-    raw_model.train()
-    return out
+            responses, lengths, _ = data.sample_responses(raw_model, tok, prompts, max_new_tokens, temperature)
+        if eval_prompts_list:
+            out.update(data.task_report(prompts, responses, lengths))
+        for p, r in list(zip(prompts, responses))[:n_print]:
+            print(f"  {p!r} -> {r!r}" + (f"  gold {data.gold(p, r):+.2f}" if eval_prompts_list else ""))
+        raw_model.train()
+        return out
 
-# ----------------------------------------------------------------------------- training loop
-rng = random.Random(seed + rt.rank)
-t0 = time.time()
-model.train()
-while True:
-    if iter_num % eval_interval == 0 or iter_num == max_iters:
-        if rt.master:
-            log_metrics(metrics_path, {"iter": iter_num, **evaluate()})
-        if iter_num > 0 and rt.master:
-            save_checkpoint(os.path.join(out_dir, "ckpt.pt"), dict(
-                model=raw_model.state_dict(), model_args=model_args_of(raw_model), optimizer=optimizer.state_dict(),
-                iter_num=iter_num, config=config, vocab=vocab))
-    if iter_num >= max_iters:
-        break
-    for g in optimizer.param_groups:
-        g["lr"] = cosine_lr(iter_num, lr, warmup_iters, max_iters)
-    for micro in range(grad_accum):
-        x, y = get_batch("train", rng)
-        if rt.ddp:  # all-reduce gradients on the last micro-batch only
-            model.require_backward_grad_sync = micro == grad_accum - 1
-        with rt.ctx:
-            loss = sft_loss(model(x), y)
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"iter {iter_num}: loss is {loss.item()}; lower --lr or check the data")
-        (loss / grad_accum).backward()
-    if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    iter_num += 1
-    if iter_num % log_interval == 0 and rt.master:
-        dt = (time.time() - t0) / log_interval
-        log_metrics(metrics_path, {"iter": iter_num, "loss": loss.item(), "lr": optimizer.param_groups[0]["lr"],
-                                   "ms_per_iter": 1000 * dt,
-                                   "tokens_per_s": rt.world_size * grad_accum * x.numel() / dt})
-        t0 = time.time()
+    # ----------------------------------------------------------------------------- training loop
+    rng = random.Random(seed + rt.rank)
+    t0 = time.time()
+    model.train()
+    while True:
+        if iter_num % eval_interval == 0 or iter_num == max_iters:
+            if rt.master:
+                log_metrics(metrics_path, {"iter": iter_num, **evaluate()})
+            if iter_num > 0 and rt.master:
+                save_checkpoint(os.path.join(out_dir, "ckpt.pt"), dict(
+                    model=raw_model.state_dict(), model_args=model_args_of(raw_model), optimizer=optimizer.state_dict(),
+                    iter_num=iter_num, config=config, vocab=vocab))
+        if iter_num >= max_iters:
+            break
+        for g in optimizer.param_groups:
+            g["lr"] = cosine_lr(iter_num, lr, warmup_iters, max_iters)
+        for micro in range(grad_accum):
+            x, y = get_batch("train", rng)
+            if rt.ddp:  # all-reduce gradients on the last micro-batch only
+                model.require_backward_grad_sync = micro == grad_accum - 1
+            with rt.ctx:
+                loss = sft_loss(model(x), y)
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"iter {iter_num}: loss is {loss.item()}; lower --lr or check the data")
+            (loss / grad_accum).backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        iter_num += 1
+        if iter_num % log_interval == 0 and rt.master:
+            dt = (time.time() - t0) / log_interval
+            log_metrics(metrics_path, {"iter": iter_num, "loss": loss.item(), "lr": optimizer.param_groups[0]["lr"],
+                                       "ms_per_iter": 1000 * dt,
+                                       "tokens_per_s": rt.world_size * grad_accum * x.numel() / dt})
+            t0 = time.time()
 
-if rt.ddp:
-    torch.distributed.destroy_process_group()
+    if rt.ddp:
+        torch.distributed.destroy_process_group()

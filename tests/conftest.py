@@ -1,0 +1,48 @@
+"""Shared test helpers: run a stage script as a user would, read its metrics, and session-wide
+fixtures that train the small models the stage tests start from (once per test run)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_cache = os.path.join(os.path.dirname(ROOT), "shared", "tiktoken_cache")
+if "TIKTOKEN_CACHE_DIR" not in os.environ and os.path.isdir(_cache):
+    os.environ["TIKTOKEN_CACHE_DIR"] = _cache
+sys.path.insert(0, ROOT)
+
+
+def run(script, *args, ok=True, timeout=900, torchrun=0):
+    """Run `python script --args...` (or under torchrun with `torchrun` processes) from the repo root.
+    Returns the CompletedProcess; with ok=True a non-zero exit fails the test and shows the output."""
+    cmd = [sys.executable, script, *args]
+    if torchrun:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}",
+               script, *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    env.pop("TRITON_INTERPRET", None)  # stage scripts on CPU use the PyTorch reference path
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if ok and p.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} exited {p.returncode}\n--- stdout\n{p.stdout[-4000:]}\n--- stderr\n{p.stderr[-4000:]}")
+    return p
+
+
+def read_metrics(out_dir):
+    with open(os.path.join(out_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def last_eval(out_dir, key="gold"):
+    """The last metrics line that has `key` (eval lines carry gold, train lines carry loss)."""
+    return [m for m in read_metrics(out_dir) if key in m][-1]
+
+
+@pytest.fixture(scope="session")
+def sft_dir(tmp_path_factory):
+    """A small SFT model on the built-in task (about 30 s on 2 cores): the start of every RL stage."""
+    out = str(tmp_path_factory.mktemp("sft"))
+    run("sft.py", f"--out_dir={out}", "--max_iters=600", "--eval_interval=600", "--log_interval=100",
+        "--eval_prompts=50")
+    return out
