@@ -1,0 +1,105 @@
+"""
+sample.py: generate from any checkpoint (or GPT-2 weights), and best-of-N sampling.
+
+    python sample.py                                         # the SFT model on held-out task prompts
+    python sample.py --init_from=out/ppo --prompt="I went to the hotel."
+    python sample.py --init_from=gpt2 --prompt_file=prompts.txt --max_new_tokens=100
+    python sample.py --best_of=16                            # best-of-N with the reward model
+
+Best-of-N (Nakano et al. 2021; Stiennon et al. 2020): draw N responses per prompt, keep the one the
+reward model scores highest. It needs no training, and its KL to the sampling policy has a closed form,
+KL = log N - (N - 1) / N (Stiennon et al., appendix; Beirami et al. 2024 show it is an upper bound),
+so it is the baseline every RLHF method is drawn beside on a gold-score-vs-KL plot. With --best_of=N
+we draw N samples once and report every power of two n <= N from prefixes of the same samples.
+"""
+import math
+import os
+
+import torch
+
+import data
+from configurator import configure
+from model import check_vocab, gather_last, load_model, log_metrics, setup
+
+init_from = "out/sft"  # a checkpoint (file or out_dir), a Hugging Face GPT-2 directory, or 'gpt2'...
+prompt = ""  # one prompt; empty: the built-in task's held-out prompts (or --prompt_file)
+prompt_file = ""  # a text file with one prompt per line
+num_samples = 1  # responses per prompt (without best-of-N)
+max_prompts = 100  # at most this many held-out prompts
+max_new_tokens = 40  # response length limit in tokens
+temperature = 1.0  # sampling temperature (0: greedy)
+top_k = 0  # keep the k most likely tokens (0: off)
+top_p = 1.0  # nucleus sampling mass (1.0: off)
+best_of = 0  # best-of-N: N responses per prompt, keep the reward model's favourite (0: off)
+reward_path = "out/reward"  # the reward model for best-of-N
+out_dir = "out/sample"  # best-of-N writes metrics.jsonl here
+batch_size = 64  # prompts per generate() call
+device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', ...
+dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
+seed = 1337  # random seed
+compile = False  # unused here (generation is not compiled); kept so every script takes the same flags
+
+
+def best_of_n_kl(n):
+    """Analytic KL(best-of-n || base policy) = log n - (n - 1) / n, in nats."""
+    return math.log(n) - (n - 1) / n
+
+
+if __name__ == "__main__":
+    config = configure(globals())
+    rt = setup(device, dtype, seed)
+    model, vocab, _ = load_model(init_from)
+    model.to(rt.device).eval()
+    tok = data.Tokenizer(vocab)
+    builtin = not prompt and not prompt_file
+    if prompt:
+        prompts = [prompt]
+    elif prompt_file:
+        with open(prompt_file, encoding="utf-8") as f:
+            prompts = [line.rstrip("\n") for line in f if line.strip()]
+        if not prompts:
+            raise SystemExit(f"{prompt_file}: no prompts in it (one prompt per line)")
+    else:
+        prompts = data.task_prompts("test")[:max_prompts]
+
+    if not best_of:
+        with rt.ctx:
+            texts, lengths, _ = data.sample_responses(
+                model, tok, [p for p in prompts for _ in range(num_samples)], max_new_tokens, temperature,
+                batch_size, top_k=top_k or None, top_p=top_p)
+        rows = [p for p in prompts for _ in range(num_samples)]
+        for p, r in zip(rows, texts):
+            print(f"{p!r} -> {r!r}" + (f"  gold {data.gold(p, r):+.2f}" if builtin else ""))
+        if builtin:
+            print(" | ".join(f"{k} {v:.4g}" for k, v in data.task_report(rows, texts, lengths).items()))
+        raise SystemExit(0)
+
+    # ------------------------------------------------------------------ best-of-N
+    rm, rm_vocab, rm_ckpt = load_model(reward_path, scalar_head=True)
+    check_vocab(vocab, rm_vocab, f"policy {init_from} and reward model {reward_path}")
+    rm.to(rt.device).eval()
+    gain, bias = rm_ckpt.get("reward_gain", 1.0), rm_ckpt.get("reward_bias", 0.0)
+    rows = [p for p in prompts for _ in range(best_of)]  # N consecutive samples per prompt
+    with rt.ctx, torch.no_grad():
+        texts, lengths, _ = data.sample_responses(model, tok, rows, max_new_tokens, temperature, batch_size)
+        scores = []
+        for i in range(0, len(rows), batch_size):  # score prompt + response with the reward model
+            seqs = [tok.encode(p + r) for p, r in zip(rows[i:i + batch_size], texts[i:i + batch_size])]
+            L = max(len(s) for s in seqs)
+            ids = torch.tensor([[tok.eot] * (L - len(s)) + s for s in seqs], device=rt.device)
+            mask = torch.tensor([[0] * (L - len(s)) + [1] * len(s) for s in seqs], device=rt.device).bool()
+            scores += (gain * gather_last(rm(ids, mask).float(), mask) + bias).tolist()
+    n_list = [2 ** k for k in range(int(math.log2(best_of)) + 1) if 2 ** k < best_of] + [best_of]
+    for n in n_list:
+        picked = []
+        for j, p in enumerate(prompts):
+            cand = range(j * best_of, j * best_of + n)
+            picked.append(max(cand, key=lambda i: scores[i]))
+        rep = {"n": n, "reward": sum(scores[i] for i in picked) / len(picked),
+               "kl": best_of_n_kl(n), "response_len": sum(lengths[i] for i in picked) / len(picked)}
+        if builtin:
+            rep.update({k: v for k, v in data.task_report(prompts, [texts[i] for i in picked]).items()})
+        log_metrics(os.path.join(out_dir, "metrics.jsonl"), rep)
+    for j, p in enumerate(prompts[:3]):
+        i = picked[j]
+        print(f"  {p!r} -> {texts[i]!r}  reward {scores[i]:+.2f}" + (f"  gold {data.gold(p, texts[i]):+.2f}" if builtin else ""))

@@ -1,0 +1,110 @@
+"""data.py: JSONL readers and their errors, prompt formatting, the built-in task and its gold scorer."""
+import json
+import random
+
+import pytest
+
+import data
+
+P = "I went to the cafe with friends."
+
+
+@pytest.mark.parametrize("response, expected", [
+    (" The coffee was great.<|endoftext|>", 1.0),
+    (" The coffee was good.<|endoftext|>", 0.5),
+    (" The coffee was very good.<|endoftext|>", 0.75),  # intensifier: 1.5 x 0.5
+    (" The coffee was not bad.<|endoftext|>", 0.25),  # litotes: -0.5 x -0.5
+    (" The coffee was great and awful.<|endoftext|>", 0.0),
+    (" I hated the cake. I would go again.<|endoftext|>", 0.0),
+    (" The film was great.<|endoftext|>", 0.0),  # off-topic for a cafe
+    (" The coffee was great. The coffee was great.<|endoftext|>", 0.0),  # repeated: (1 - 1) / 2
+    (" great great great<|endoftext|>", -1.0),  # does not parse
+    (" The coffee was great", -1.5),  # a fragment that never ends: -1, and -0.5 for not ending
+    (" The coffee was great.", 0.5),  # grammatical but never ended
+    ("<|endoftext|>", -1.0),  # empty
+    (" The coffee was great. The tea was great. The cake was great. The staff was great. "
+     "The music was great.<|endoftext|>", 0.75),  # five sentences: -0.25 for the one beyond four
+])
+def test_gold_worked_examples(response, expected):
+    assert data.gold(P, response) == pytest.approx(expected)
+
+
+def test_parses():
+    assert data.parses(P, " The coffee was great.<|endoftext|>")
+    assert data.parses(P, " The film was great.<|endoftext|>")  # off-topic is still grammatical
+    assert not data.parses(P, " The coffee was great.")  # not ended
+    assert not data.parses(P, " The coffee were great.<|endoftext|>")
+
+
+def test_demos_are_in_the_grammar_and_neutral_on_average():
+    demos = data.task_demos(2000, seed=0)
+    assert all(data.parses(p, c) for p, c in demos)
+    g = [data.gold(p, c) for p, c in demos]
+    assert -0.2 < sum(g) / len(g) < 0.2  # the SFT data has no sentiment preference: RLHF must add it
+    sentences = {s for _, c in data.task_demos(20000, seed=1) for s in c.replace(data.EOT_TEXT, "").split(".")}
+    assert len(sentences) > 2000  # thousands of distinct sentences
+
+
+def test_prompt_split_and_vocab():
+    train, test = data.task_prompts("train"), data.task_prompts("test")
+    assert len(test) == 50 and len(train) == 202 and not set(train) & set(test)
+    vocab = data.task_vocab()
+    tok = data.Tokenizer(vocab)
+    assert tok.vocab_size == len(vocab) < 100 and vocab[tok.eot] == data.EOT
+    for p, c in data.task_demos(300, seed=3):
+        assert tok.decode(tok.encode(p + c)) == p + c
+    with pytest.raises(ValueError, match="not in this model's compact vocabulary"):
+        tok.encode("Hello world")
+    full = data.Tokenizer()
+    assert full.vocab_size == 50257 and full.decode(full.encode("Hello world")) == "Hello world"
+
+
+def test_encode_prompts_rejects_too_long():
+    tok = data.Tokenizer(data.task_vocab())
+    assert len(data.encode_prompts(tok, [P], 20)[0]) == 8  # I went to the cafe with friends .
+    with pytest.raises(ValueError, match="prompt 0 has 8 tokens"):
+        data.encode_prompts(tok, [P], 5)
+
+
+def test_read_jsonl_errors_name_file_and_line(tmp_path):
+    f = tmp_path / "d.jsonl"
+    f.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "a", oops}\n')
+    with pytest.raises(ValueError, match=r"d.jsonl:2: malformed JSON"):
+        data.read_jsonl(str(f))
+    f.write_text('{"prompt": "a", "completion": "b"}\n\n{"prompt": "a"}\n')
+    with pytest.raises(ValueError, match=r"d.jsonl:3: missing field"):
+        data.load_sft_jsonl(str(f))
+    f.write_text("[1, 2]\n")
+    with pytest.raises(ValueError, match=r"d.jsonl:1: expected a JSON object"):
+        data.read_jsonl(str(f))
+    f.write_text("\n\n")
+    with pytest.raises(ValueError, match="empty dataset"):
+        data.read_jsonl(str(f))
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        data.read_jsonl(str(tmp_path / "missing.jsonl"))
+
+
+def test_sft_formats_and_templates(tmp_path):
+    f = tmp_path / "d.jsonl"
+    rows = [{"prompt": "Say hi.", "completion": " Hi!"},
+            {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi."},
+                          {"role": "assistant", "content": "Hi!"}]}]
+    f.write_text("\n".join(json.dumps(r) for r in rows))
+    (p1, c1, w1), (p2, c2, w2) = data.load_sft_jsonl(str(f), template="instruction")
+    assert p1 == "### Instruction:\nSay hi.\n\n### Response:\n" and c1 == " Hi!" and w1.endswith("d.jsonl:1")
+    assert p2 == "System: Be brief.\n\nUser: Say hi.\n\nAssistant:" and c2 == " Hi!<|endoftext|>"
+    f.write_text(json.dumps({"messages": [{"role": "user", "content": "x"}]}))
+    with pytest.raises(ValueError, match="must end with an assistant turn"):
+        data.load_sft_jsonl(str(f))
+    with pytest.raises(ValueError, match="unknown template"):
+        data.format_prompt("x", "chatml")
+
+
+def test_labelers_follow_the_gold_score():
+    rng = random.Random(0)
+    wins = sum(data.label_pair(1.0, 0.5, rng) for _ in range(4000)) / 4000
+    assert wins == pytest.approx(1 / (1 + 2.718281828 ** -2), abs=0.03)  # sigmoid(0.5 / 0.25)
+    assert data.label_tie(0.5, 0.45, rng) is None
+    assert data.label_likert(1.0, rng, noise=0.0) == 5 and data.label_likert(-1.0, rng, noise=0.0) == 1
+    firsts = [data.label_ranking([1.0, 0.0, -1.0], rng)[0] for _ in range(2000)]
+    assert firsts.count(0) / 2000 > 0.9 and sorted(data.label_ranking([0.0] * 4, rng)) == [0, 1, 2, 3]
