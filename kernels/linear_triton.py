@@ -1,0 +1,134 @@
+"""
+Fused lm_head + log-prob/entropy in Triton: (logp, entropy) of softmax(hidden @ W^T / T) without ever
+holding the (tokens x V) logits. Logits are produced tile by tile on chip (tl.dot over d-tiles, fp32
+accumulation) and consumed immediately; backward recomputes them.
+
+Forward: one program per BLOCK_N tokens loops over the vocabulary in BLOCK_V tiles, keeping per-row
+online log-sum-exp statistics (as in logprobs_triton.py) and the label's logit:
+    z = h W^T / T,  m, s = sum exp(z - m), t = sum exp(z - m)(z - m)  ->  lse = m + log s,  H = log s - t / s
+    logp = z[label] - lse
+
+Backward: one program per (BLOCK_N tokens, BLOCK_V vocab) tile recomputes z, then with q = exp(z - lse):
+    dL/dz_j = G_logp (onehot_j - q_j) - G_H q_j (z_j - lse + H)          (G_logp = 0 on ignored rows)
+    dL/dh  += (dL/dz / T) @ W_tile      dL/dW_tile += (dL/dz / T)^T @ h    (fp32 atomic adds over d-tiles)
+so the backward costs two more matmul-sized passes and the atomics make the gradients' summation order
+(hence their last bits) nondeterministic.
+"""
+import torch
+import triton
+import triton.language as tl
+
+BLOCK_N, BLOCK_V, BLOCK_D, NUM_WARPS = 64, 128, 64, 8  # not tuned on a GPU yet
+
+
+@triton.jit
+def _dot(a, b, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    # The CPU interpreter (TRITON_INTERPRET=1) multiplies bf16 tiles as their raw uint16 bits, so there we
+    # upcast first: exact, since a bf16 x bf16 product fits in fp32, as on the GPU's MMA with fp32 accumulation.
+    if UPCAST:
+        a, b = a.to(tl.float32), b.to(tl.float32)
+    return tl.dot(a, b, input_precision=PRECISION)
+
+
+@triton.jit
+def _logits_tile(H, W, rows, cols, N, V, D, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr,
+                 BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    acc = tl.zeros([BLOCK_N, BLOCK_V], tl.float32)
+    for d0 in range(0, D, BLOCK_D):
+        ds = d0 + tl.arange(0, BLOCK_D)
+        h = tl.load(H + rows[:, None] * D + ds[None, :], mask=(rows[:, None] < N) & (ds[None, :] < D), other=0.0)
+        w = tl.load(W + cols[:, None] * D + ds[None, :], mask=(cols[:, None] < V) & (ds[None, :] < D), other=0.0)
+        acc += _dot(h, tl.trans(w), PRECISION, UPCAST)
+    return acc
+
+
+@triton.jit
+def _linear_fwd_kernel(H, W, Y, LOGP, ENT, LSE, N, V, D, ignore_index, inv_T, BLOCK_N: tl.constexpr,
+                       BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    labels = tl.load(Y + rows, mask=rows < N, other=ignore_index).to(tl.int64)
+    m = tl.full([BLOCK_N], -1e30, tl.float32)
+    s = tl.zeros([BLOCK_N], tl.float32)
+    t = tl.zeros([BLOCK_N], tl.float32)
+    z_label = tl.zeros([BLOCK_N], tl.float32)
+    for v0 in range(0, V, BLOCK_V):
+        cols = v0 + tl.arange(0, BLOCK_V).to(tl.int64)
+        z = _logits_tile(H, W, rows, cols, N, V, D, BLOCK_N, BLOCK_V, BLOCK_D, PRECISION, UPCAST) * inv_T
+        z = tl.where(cols[None, :] < V, z, -float("inf"))
+        m_new = tl.maximum(m, tl.max(z, 1))
+        a = tl.exp(m - m_new)
+        e = tl.exp(z - m_new[:, None])
+        t = a * (t + (m - m_new) * s) + tl.sum(e * tl.where(e > 0, z - m_new[:, None], 0.0), 1)
+        s = a * s + tl.sum(e, 1)
+        m = m_new
+        z_label += tl.sum(tl.where(cols[None, :] == labels[:, None], z, 0.0), 1)
+    lse = m + tl.log(s)
+    tl.store(LSE + rows, lse, mask=rows < N)
+    tl.store(ENT + rows, tl.log(s) - t / s, mask=rows < N)
+    tl.store(LOGP + rows, tl.where(labels == ignore_index, 0.0, z_label - lse), mask=rows < N)
+
+
+@triton.jit
+def _linear_bwd_kernel(H, W, Y, LSE, ENT, G_LOGP, G_ENT, DH, DW, N, V, D, ignore_index, inv_T,
+                       BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr,
+                       PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    cols = tl.program_id(1).to(tl.int64) * BLOCK_V + tl.arange(0, BLOCK_V)
+    labels = tl.load(Y + rows, mask=rows < N, other=ignore_index).to(tl.int64)
+    lse = tl.load(LSE + rows, mask=rows < N, other=0.0)
+    ent = tl.load(ENT + rows, mask=rows < N, other=0.0)
+    g_logp = tl.where(labels == ignore_index, 0.0, tl.load(G_LOGP + rows, mask=rows < N, other=0.0))
+    g_ent = tl.load(G_ENT + rows, mask=rows < N, other=0.0)
+
+    logq = _logits_tile(H, W, rows, cols, N, V, D, BLOCK_N, BLOCK_V, BLOCK_D, PRECISION, UPCAST) * inv_T - lse[:, None]
+    q = tl.exp(logq)
+    onehot = tl.where(cols[None, :] == labels[:, None], 1.0, 0.0)
+    dz = g_logp[:, None] * (onehot - q) - g_ent[:, None] * q * (logq + ent[:, None])
+    dz = tl.where((rows[:, None] < N) & (cols[None, :] < V), dz * inv_T, 0.0).to(W.dtype.element_ty)
+
+    for d0 in range(0, D, BLOCK_D):
+        ds = d0 + tl.arange(0, BLOCK_D)
+        h_mask = (rows[:, None] < N) & (ds[None, :] < D)
+        w_mask = (cols[:, None] < V) & (ds[None, :] < D)
+        h = tl.load(H + rows[:, None] * D + ds[None, :], mask=h_mask, other=0.0)
+        w = tl.load(W + cols[:, None] * D + ds[None, :], mask=w_mask, other=0.0)
+        tl.atomic_add(DH + rows[:, None] * D + ds[None, :], _dot(dz, w, PRECISION, UPCAST), mask=h_mask)
+        tl.atomic_add(DW + cols[:, None] * D + ds[None, :], _dot(tl.trans(dz), h, PRECISION, UPCAST),
+                      mask=w_mask)
+
+
+class LinearLogprobsEntropyFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, ignore_index, temperature):
+        dtype = torch.promote_types(hidden.dtype, weight.dtype)  # tl.dot needs one dtype
+        h = hidden.reshape(-1, hidden.shape[-1]).to(dtype).contiguous()
+        w = weight.to(dtype).contiguous()
+        y = labels.reshape(-1).contiguous()
+        (n, d), V = h.shape, w.shape[0]
+        logp, ent, lse = (torch.empty(n, device=h.device, dtype=torch.float32) for _ in range(3))
+        precision = "ieee" if dtype == torch.float32 else "tf32"  # fp32 stays exact (no TF32); ignored for 16-bit
+        if n > 0:
+            _linear_fwd_kernel[(triton.cdiv(n, BLOCK_N),)](h, w, y, logp, ent, lse, n, V, d, ignore_index,
+                                                           1.0 / temperature, BLOCK_N, BLOCK_V, BLOCK_D, precision, not h.is_cuda,
+                                                           num_warps=NUM_WARPS)
+        ctx.save_for_backward(h, w, y, lse, ent)
+        ctx.args = (ignore_index, 1.0 / temperature, precision, hidden.shape, hidden.dtype, weight.dtype)
+        return logp.view(hidden.shape[:-1]), ent.view(hidden.shape[:-1])
+
+    @staticmethod
+    def backward(ctx, g_logp, g_ent):
+        h, w, y, lse, ent = ctx.saved_tensors
+        ignore_index, inv_T, precision, h_shape, h_dtype, w_dtype = ctx.args
+        (n, d), V = h.shape, w.shape[0]
+        dh = torch.zeros((n, d), device=h.device, dtype=torch.float32)  # fp32: the atomics accumulate here
+        dw = torch.zeros((V, d), device=w.device, dtype=torch.float32)
+        if n > 0:
+            grid = (triton.cdiv(n, BLOCK_N), triton.cdiv(V, BLOCK_V))
+            _linear_bwd_kernel[grid](h, w, y, lse, ent, g_logp.reshape(-1).float().contiguous(),
+                                     g_ent.reshape(-1).float().contiguous(), dh, dw, n, V, d, ignore_index, inv_T,
+                                     BLOCK_N, BLOCK_V, BLOCK_D, precision, not h.is_cuda, num_warps=NUM_WARPS)
+        return dh.view(h_shape).to(h_dtype), dw.to(w_dtype), None, None, None
+
+
+def linear_logprobs_entropy(hidden, weight, labels, ignore_index=-100, temperature=1.0):
+    return LinearLogprobsEntropyFunction.apply(hidden, weight, labels, ignore_index, temperature)
