@@ -1,0 +1,395 @@
+"""
+grpo.py: Group Relative Policy Optimization with pluggable reward functions.
+
+For each prompt, sample a group of G responses, score them, and push up the log-probability of the
+responses that beat their group: the group itself is the baseline, so no value model is trained
+(GRPO, Shao et al. 2024, "DeepSeekMath"; DeepSeek-AI 2025, "DeepSeek-R1"). The update is PPO's
+clipped surrogate (Schulman et al. 2017) with a k3 KL penalty to the frozen SFT model in the loss.
+
+    python grpo.py                                          # built-in task, gold ("verifiable") reward
+    python grpo.py --rewards=rm                             # the trained reward model (python reward.py)
+    python grpo.py --rewards="gold:1.0,length:0.1"          # weighted sum of several rewards
+    python grpo.py --rewards="my_reward.py:score:1.0"       # your own function, in your own file
+    python grpo.py --advantage=drgrpo --loss_agg=fixed      # Dr. GRPO
+    python grpo.py --clip_high=0.28 --loss_agg=token        # DAPO's clip-higher and token-level loss
+    torchrun --nproc_per_node=2 grpo.py                     # DDP
+
+Reward functions. A reward is a plain Python function `fn(prompts, responses) -> list[float]`, one
+number per response; responses are the decoded texts and end with "<|endoftext|>" when the model
+stopped. --rewards is a comma-separated list of `name[:weight]` or `file.py:function[:weight]`; the
+reward of a response is the weighted sum. Built in: gold (data.gold: the task's verifiable reward),
+rm (the reward model from --reward_model, normalised by the gain/bias stored with it), format (1 if
+the response is grammatical and ended, else 0) and length (words / 10: a positive weight favours long
+answers, a negative one short answers). A file is imported as is, so your function needs no change
+to the project:
+
+    # my_reward.py
+    def score(prompts, responses):
+        return [1.0 if "great" in r else 0.0 for r in responses]
+
+Advantages (--advantage), for rewards r_1..r_G of one group:
+    grpo    (r_i - mean) / (std + eps)        GRPO (Shao et al. 2024)
+    drgrpo  r_i - mean                        Dr. GRPO (Liu et al. 2025, "Understanding R1-Zero-Like
+                                              Training"): dividing by the std up-weights groups that are
+                                              almost all right or all wrong (question-difficulty bias)
+    rloo    r_i - mean of the other G-1       RLOO (Ahmadian et al. 2024, "Back to Basics"; Kool et al.
+                                              2019): an unbiased baseline, = G/(G-1) (r_i - mean)
+    batch   (r_i - group mean) / batch std    group baseline, batch-level scale (Hu 2025, REINFORCE++;
+                                              Liu et al. 2025, "Tricks or Traps" / Lite PPO)
+A group whose rewards are all equal gets advantage 0 (no signal; logged as zero_std_frac).
+
+Loss aggregation (--loss_agg), how per-token losses become one number:
+    seq     mean over each response's tokens, then over responses (GRPO): a token of a long response
+            weighs less, so long wrong answers are penalised less per token -> length drift
+    token   mean over all tokens of the batch (DAPO, Yu et al. 2025): every token weighs the same
+    fixed   sum over tokens / (responses * max_new_tokens) (Dr. GRPO): a constant normaliser, unbiased
+Clipping: the ratio is clipped to [1 - clip_low, 1 + clip_high]; clip_high > clip_low is DAPO's
+"clip-higher", which lets low-probability tokens grow and keeps entropy from collapsing.
+
+Departures from the papers: one small model and rewards on text; the KL term (k3 estimator, in the
+loss as in GRPO, not in the reward as in PPO-RLHF) has its own coefficient and kl_coef=0 skips the
+reference model entirely (then no held-out KL is reported); the old log-probs come from a fresh forward
+pass (not from sampling) so that bf16 / KV-cache rounding does not show up as ratio != 1.
+Writes out_dir/ckpt.pt (a plain LM: sample.py reads it) and out_dir/metrics.jsonl.
+"""
+import importlib.util
+import os
+import random
+import time
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+import data
+import kernels
+from configurator import configure
+from model import (check_vocab, configure_optimizer, cosine_lr, gather_last, load_model, log_metrics,
+                   model_args_of, save_checkpoint, setup)
+
+# ----------------------------------------------------------------------------- config
+out_dir = "out/grpo"  # checkpoint, metrics.jsonl go here
+init_from = "out/sft/ckpt.pt"  # policy start: an SFT checkpoint, or 'resume' (from out_dir)
+ref_from = "out/sft/ckpt.pt"  # frozen reference model for the KL (not loaded when kl_coef=0)
+reward_model = "out/reward/ckpt.pt"  # reward model checkpoint, used by the 'rm' reward
+rewards = "gold"  # comma list of name[:weight] or file.py:function[:weight]; names: gold, rm, format, length
+data_path = "builtin"  # 'builtin' (the review task's train prompts) or a JSONL file of {"prompt"}
+template = "plain"  # prompt template for JSONL prompts: 'plain' or 'instruction'
+# GRPO
+group_size = 8  # G: responses sampled per prompt
+prompts_per_batch = 16  # prompts per rollout batch (per process); batch = prompts_per_batch * G responses
+advantage = "grpo"  # 'grpo' (r-mean)/std, 'drgrpo' r-mean, 'rloo' leave-one-out, 'batch' batch-std scaling
+loss_agg = "seq"  # 'seq' (GRPO), 'token' (DAPO), 'fixed' (Dr. GRPO): how token losses are averaged
+clip_low = 0.2  # ratio clipped below at 1 - clip_low
+clip_high = 0.2  # ratio clipped above at 1 + clip_high (DAPO clip-higher: 0.28)
+kl_coef = 0.02  # weight of the k3 KL(policy || reference) in the loss; 0 drops the reference model
+ent_coef = 0.0  # entropy bonus weight (0: entropy is only logged)
+ppo_epochs = 2  # inner passes over each rollout batch
+minibatch_size = 64  # responses per gradient step (per process); must divide the batch
+max_new_tokens = 32  # response length limit
+temperature = 1.0  # sampling temperature (the log-probs are of this tempered policy)
+# optimisation
+max_iters = 60  # rollout batches
+lr = 3e-4  # peak learning rate (use ~1e-6 for GPT-2 weights)
+warmup_iters = 5  # linear warmup (in rollout batches)
+weight_decay = 0.0  # AdamW weight decay on matrices
+grad_clip = 1.0  # clip the global gradient norm (0: off)
+# eval and logging
+log_interval = 5  # log training metrics every this many rollout batches
+eval_interval = 30  # held-out eval (gold, kl) every this many rollout batches
+eval_repeats = 4  # responses per held-out prompt (4 x 51 test prompts: less noise)
+n_print = 3  # samples printed at each eval
+# runtime
+device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
+dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
+seed = 1337  # random seed (offset by rank under DDP)
+compile = False  # torch.compile the policy
+
+# ----------------------------------------------------------------------------- pure functions
+def group_advantages(rewards, mode="grpo", eps=1e-6):
+    """rewards (n_groups, G) -> advantages (n_groups, G), one per response, shared by its tokens.
+    grpo: (r - mean) / (std + eps) (Shao et al. 2024); drgrpo: r - mean (Liu et al. 2025);
+    rloo: r - mean of the other G-1 (Ahmadian et al. 2024); batch: (r - group mean) / batch std
+    (REINFORCE++ / Lite PPO). std is the unbiased sample std as in TRL; an all-equal group gives 0."""
+    G = rewards.shape[1]
+    if G < 2:
+        raise ValueError("group advantages need group_size >= 2 (one response has no group to compare with)")
+    centred = rewards - rewards.mean(1, keepdim=True)
+    if mode == "grpo":
+        return centred / (rewards.std(1, keepdim=True) + eps)
+    if mode == "drgrpo":
+        return centred
+    if mode == "rloo":
+        return centred * G / (G - 1)  # r_i - (sum - r_i) / (G - 1)
+    if mode == "batch":
+        return centred / (centred.std() + eps)
+    raise ValueError(f"unknown advantage {mode!r}: use 'grpo', 'drgrpo', 'rloo' or 'batch'")
+
+
+def clipped_policy_loss(logp, old_logp, adv, clip_low=0.2, clip_high=0.2):
+    """PPO's clipped surrogate with separate bounds (DAPO clip-higher). logp, old_logp (B, N) log-probs of
+    the sampled tokens, adv (B,) or (B, N). Returns per-token loss (B, N) and the masks of tokens whose
+    gradient the clip cuts: clipped_low (ratio < 1 - clip_low, adv < 0) and clipped_high (ratio > 1 +
+    clip_high, adv > 0)."""
+    adv = adv[:, None] if adv.dim() == 1 else adv
+    ratio = torch.exp(logp - old_logp)
+    loss = -torch.min(ratio * adv, ratio.clamp(1 - clip_low, 1 + clip_high) * adv)
+    return loss, (ratio < 1 - clip_low) & (adv < 0), (ratio > 1 + clip_high) & (adv > 0)
+
+
+def aggregate(per_token, mask, mode="seq", max_len=None):
+    """per_token (B, N) and mask (B, N) -> scalar. seq: mean per response then over responses (GRPO);
+    token: mean over all tokens (DAPO); fixed: sum / (B * max_len) (Dr. GRPO's constant normaliser)."""
+    m = mask.float()
+    if mode == "seq":
+        return ((per_token * m).sum(1) / m.sum(1).clamp(min=1)).mean()
+    if mode == "token":
+        return (per_token * m).sum() / m.sum().clamp(min=1)
+    if mode == "fixed":
+        return (per_token * m).sum() / (per_token.shape[0] * (max_len or per_token.shape[1]))
+    raise ValueError(f"unknown loss_agg {mode!r}: use 'seq', 'token' or 'fixed'")
+
+
+# ----------------------------------------------------------------------------- reward functions
+def gold_reward(prompts, responses):
+    """The built-in task's hidden scorer as a verifiable reward (data.gold), about [-2, 1]."""
+    return [data.gold(p, r) for p, r in zip(prompts, responses)]
+
+
+def format_reward(prompts, responses):
+    """1 if every sentence is in the grammar and the response ended, else 0."""
+    return [float(data.parses(p, r)) for p, r in zip(prompts, responses)]
+
+
+def length_reward(prompts, responses):
+    """Response length in words / 10 (weight > 0 favours long answers, < 0 short ones)."""
+    return [len(r.replace(data.EOT_TEXT, "").split()) / 10 for r in responses]
+
+
+BUILTIN_REWARDS = {"gold": gold_reward, "format": format_reward, "length": length_reward}
+
+
+def load_rewards(spec, builtins=BUILTIN_REWARDS):
+    """'gold:1.0,my.py:fn:0.5' -> [(name, fn, weight)]. An entry is name[:weight] (a key of `builtins`)
+    or file.py:function[:weight] (imported from the file; the path is relative to the working dir)."""
+    out = []
+    for entry in [e.strip() for e in spec.split(",") if e.strip()]:
+        parts = entry.split(":")
+        weight = 1.0
+        if len(parts) > 1 and parts[-1] and parts[-1][0] in "+-.0123456789":
+            try:
+                weight = float(parts[-1])
+            except ValueError:
+                raise ValueError(f"--rewards entry {entry!r}: weight {parts[-1]!r} is not a number") from None
+            parts = parts[:-1]
+        if parts[0].endswith(".py"):
+            if len(parts) != 2:
+                raise ValueError(f"--rewards entry {entry!r}: write a file's function as file.py:function[:weight]")
+            path, fn_name = parts
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"--rewards entry {entry!r}: no file {path}")
+            spec_ = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+            module = importlib.util.module_from_spec(spec_)
+            spec_.loader.exec_module(module)
+            fn = getattr(module, fn_name, None)
+            if not callable(fn):
+                raise ValueError(f"--rewards entry {entry!r}: {path} has no function {fn_name!r}")
+            out.append((f"{os.path.basename(path)[:-3]}.{fn_name}", fn, weight))
+        elif len(parts) == 1 and parts[0] in builtins:
+            out.append((parts[0], builtins[parts[0]], weight))
+        else:
+            raise ValueError(f"--rewards entry {entry!r}: unknown reward; built in: {', '.join(builtins)}, "
+                             f"or your own as file.py:function[:weight]")
+    if not out:
+        raise ValueError("--rewards is empty: name at least one reward, e.g. --rewards=gold")
+    return out
+
+
+def score(reward_fns, prompts, responses):
+    """Run every reward function; returns the weighted sum (len(responses),) and each function's scores."""
+    each = {}
+    for name, fn, _ in reward_fns:
+        r = [float(x) for x in fn(prompts, responses)]
+        if len(r) != len(responses) or any(x != x for x in r):
+            raise ValueError(f"reward {name!r} returned {len(r)} scores (NaN: {any(x != x for x in r)}) for "
+                             f"{len(responses)} responses: it must return one finite float per response")
+        each[name] = torch.tensor(r)
+    total = sum(w * each[name] for name, _, w in reward_fns)
+    return total, each
+
+
+if __name__ == "__main__":
+    config = configure(globals())
+
+    # ----------------------------------------------------------------------------- runtime
+    rt = setup(device, dtype, seed)
+    metrics_path = os.path.join(out_dir, "metrics.jsonl")
+    if rt.master:
+        os.makedirs(out_dir, exist_ok=True)
+    batch = prompts_per_batch * group_size
+    if batch % minibatch_size:
+        raise ValueError(f"minibatch_size {minibatch_size} must divide prompts_per_batch * group_size = {batch}")
+
+    # ----------------------------------------------------------------------------- models
+    policy, vocab, ckpt = load_model(out_dir if init_from == "resume" else init_from)
+    if ckpt is None:
+        raise ValueError(f"init_from={init_from!r}: GRPO starts from an SFT checkpoint (python sft.py) or 'resume'")
+    tok = data.Tokenizer(vocab)
+    policy.to(rt.device)
+    ref = None
+    if kl_coef > 0:  # the frozen reference: never wrapped in DDP, never trained
+        ref, ref_vocab, _ = load_model(ref_from)
+        check_vocab(vocab, ref_vocab, f"policy {init_from} vs reference {ref_from}")
+        ref.to(rt.device).eval().requires_grad_(False)
+
+    reward_fns = load_rewards(rewards, {**BUILTIN_REWARDS, "rm": None})
+    if any(name == "rm" for name, _, _ in reward_fns):
+        rm, rm_vocab, rm_ckpt = load_model(reward_model, scalar_head=True)
+        rm.to(rt.device).eval().requires_grad_(False)
+        rm_tok = data.Tokenizer(rm_vocab)
+        gain, bias = rm_ckpt.get("reward_gain", 1.0), rm_ckpt.get("reward_bias", 0.0)
+
+        @torch.no_grad()
+        def rm_reward(prompts, responses, chunk=64):
+            """The reward model's score of prompt + response (at its last token), normalised with the gain
+            and bias reward.py stored so that SFT samples score mean 0, std 1."""
+            seqs = [rm_tok.encode(p + r, "rm input")[-rm.config.block_size:] for p, r in zip(prompts, responses)]
+            out = []
+            for i in range(0, len(seqs), chunk):
+                part = seqs[i:i + chunk]
+                L = max(len(s) for s in part)
+                x = torch.full((len(part), L), rm_tok.eot, dtype=torch.long)
+                m = torch.zeros(len(part), L, dtype=torch.bool)
+                for j, s in enumerate(part):  # right padding: the score sits at each row's last real token
+                    x[j, :len(s)], m[j, :len(s)] = torch.tensor(s), True
+                x, m = x.to(rt.device), m.to(rt.device)
+                with rt.ctx:
+                    out += (gain * gather_last(rm(x, m).float(), m) + bias).tolist()
+            return out
+
+        reward_fns = [(n, rm_reward if n == "rm" else fn, w) for n, fn, w in reward_fns]
+
+    # ----------------------------------------------------------------------------- data
+    if data_path == "builtin":
+        train_prompts = data.task_prompts("train")
+        eval_prompts = data.task_prompts("test") * eval_repeats
+    else:
+        train_prompts = [data.format_prompt(r["prompt"], template) for r in data.read_jsonl(data_path, ("prompt",))]
+        eval_prompts = train_prompts[:n_print]  # no gold scorer for your data: we print samples instead
+    max_prompt = policy.config.block_size - max_new_tokens
+    data.encode_prompts(tok, train_prompts + eval_prompts, max_prompt)  # fail now, not mid-run
+
+    # ----------------------------------------------------------------------------- optimizer
+    optimizer = configure_optimizer(policy, lr, weight_decay, device_type=rt.device_type)
+    iter_num = 0
+    if init_from == "resume":
+        optimizer.load_state_dict(ckpt["optimizer"])
+        iter_num = ckpt["iter_num"]
+    raw_policy = policy
+    if compile:
+        policy = torch.compile(policy)
+    if rt.ddp:
+        policy = DDP(policy, device_ids=[int(rt.device.split(":")[1])] if rt.device_type == "cuda" else None)
+
+    @torch.no_grad()
+    def evaluate():
+        """Held-out prompts: gold, parse, ended, response_len and the exact KL to the reference."""
+        raw_policy.eval()  # rank 0 only: the raw model (DDP's forward would wait for the other ranks)
+        with rt.ctx:
+            texts, lengths, kls = data.sample_responses(raw_policy, tok, eval_prompts, max_new_tokens,
+                                                        temperature, ref=ref)
+        out = data.task_report(eval_prompts, texts, lengths, kls) if data_path == "builtin" else {}
+        for p, r in list(zip(eval_prompts, texts))[:n_print]:
+            print(f"  {p!r} -> {r!r}" + (f"  gold {data.gold(p, r):+.2f}" if data_path == "builtin" else ""))
+        return out
+
+    # ----------------------------------------------------------------------------- training loop
+    rng = random.Random(seed + rt.rank)
+    t0, logs = time.time(), []
+    while True:
+        if iter_num % eval_interval == 0 or iter_num == max_iters:
+            if rt.master:
+                log_metrics(metrics_path, {"iter": iter_num, **evaluate()})
+            if iter_num > 0 and rt.master:
+                save_checkpoint(os.path.join(out_dir, "ckpt.pt"), dict(
+                    model=raw_policy.state_dict(), model_args=model_args_of(raw_policy),
+                    optimizer=optimizer.state_dict(), iter_num=iter_num, config=config, vocab=vocab))
+        if iter_num >= max_iters:
+            break
+        for g in optimizer.param_groups:
+            g["lr"] = cosine_lr(iter_num, lr, warmup_iters, max_iters)
+
+        # rollout: G responses for each of prompts_per_batch prompts (a group is G consecutive rows)
+        prompts = [p for p in rng.sample(train_prompts, prompts_per_batch) for _ in range(group_size)]
+        raw_policy.eval()
+        with torch.no_grad(), rt.ctx:
+            roll = raw_policy.generate(data.encode_prompts(tok, prompts, max_prompt), max_new_tokens,
+                                       tok.eot, temperature)
+        tokens, attn, mask, P = roll["tokens"], roll["attention_mask"], roll["response_mask"], roll["prompt_len"]
+        labels = tokens[:, P:].masked_fill(~mask, -100)
+        lengths = mask.sum(1)
+        texts = [tok.decode(row[:n]) for row, n in zip(tokens[:, P:].tolist(), lengths.tolist())]
+        reward, each = score(reward_fns, prompts, texts)
+        groups = reward.view(prompts_per_batch, group_size)
+        adv = group_advantages(groups, advantage).view(-1).to(rt.device)
+
+        # old (behaviour) and reference log-probs, from a full forward pass of each model
+        with torch.no_grad(), rt.ctx:
+            old_logp = kernels.logprobs(raw_policy(tokens, attn)[:, P - 1:-1], labels, temperature=temperature)
+            ref_logp = kernels.logprobs(ref(tokens, attn)[:, P - 1:-1], labels, temperature=temperature) \
+                if ref is not None else None
+
+        # update: ppo_epochs passes over the batch in shuffled minibatches
+        policy.train()
+        stats = {k: [] for k in ("policy_loss", "kl", "entropy", "clipfrac_low", "clipfrac_high", "approx_kl")}
+        for epoch in range(ppo_epochs):
+            for idx in torch.randperm(batch).split(minibatch_size):
+                m = mask[idx]
+                with rt.ctx:
+                    logits = policy(tokens[idx], attn[idx])[:, P - 1:-1]
+                logp, ent = kernels.logprobs_entropy(logits, labels[idx], temperature=temperature)
+                pg, clip_lo, clip_hi = clipped_policy_loss(logp, old_logp[idx], adv[idx], clip_low, clip_high)
+                per_token = pg - ent_coef * ent
+                if ref is not None:  # k3 = r - 1 - log r >= 0, unbiased, low variance (Schulman 2020)
+                    kl_tok = kernels.kl_estimate(logp, ref_logp[idx], kind="k3")
+                    per_token = per_token + kl_coef * kl_tok
+                    stats["kl"].append(((kl_tok * m).sum(1)).mean().item())
+                loss = aggregate(per_token, m, loss_agg, max_new_tokens)
+                if not torch.isfinite(loss):
+                    raise RuntimeError(f"iter {iter_num}: loss is {loss.item()}; lower --lr, raise --kl_coef "
+                                       f"or check your reward function for huge values")
+                loss.backward()
+                if grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                with torch.no_grad():
+                    n_tok = m.sum().clamp(min=1)
+                    log_ratio = (logp - old_logp[idx]).detach()
+                    stats["policy_loss"].append(aggregate(pg.detach(), m, loss_agg, max_new_tokens).item())
+                    stats["entropy"].append(((ent.detach() * m).sum() / n_tok).item())
+                    stats["clipfrac_low"].append(((clip_lo & m).sum() / n_tok).item())
+                    stats["clipfrac_high"].append(((clip_hi & m).sum() / n_tok).item())
+                    stats["approx_kl"].append((((log_ratio.exp() - 1 - log_ratio) * m).sum() / n_tok).item())
+        iter_num += 1
+
+        # monitoring: what the rollout looked like and what the update did
+        row = {"reward": reward.mean().item(), "reward_std": reward.std().item(),
+               **{f"reward/{k}": v.mean().item() for k, v in each.items()},
+               "zero_std_frac": (groups.std(1) < 1e-6).float().mean().item(),
+               **{k: sum(v) / len(v) for k, v in stats.items() if v},
+               "response_len": lengths.float().mean().item(),
+               "ended": sum(t.endswith(data.EOT_TEXT) for t in texts) / len(texts)}
+        if data_path == "builtin" and "gold" not in each:  # train_gold: "gold" alone is the held-out eval
+            row["train_gold"] = sum(gold_reward(prompts, texts)) / len(texts)
+        logs.append(row)
+        if iter_num % log_interval == 0 and rt.master:
+            avg = {k: sum(r[k] for r in logs) / len(logs) for k in logs[0]}
+            avg["clipfrac"] = avg["clipfrac_low"] + avg["clipfrac_high"]
+            log_metrics(metrics_path, {"iter": iter_num, **avg, "lr": optimizer.param_groups[0]["lr"],
+                                       "s_per_iter": (time.time() - t0) / len(logs)})
+            t0, logs = time.time(), []
+        elif iter_num % log_interval == 0:
+            logs = []
+
+    if rt.ddp:
+        torch.distributed.destroy_process_group()
