@@ -46,3 +46,15 @@ def sft_dir(tmp_path_factory):
     run("sft.py", f"--out_dir={out}", "--max_iters=600", "--eval_interval=600", "--log_interval=100",
         "--eval_prompts=50")
     return out
+
+
+@pytest.fixture(scope="session")
+def reward_dir(sft_dir, tmp_path_factory):
+    """A small pairwise Bradley-Terry reward model on the built-in task, trained from sft_dir on simulated
+    feedback: ckpt.pt (scalar head, reward_gain / reward_bias) and feedback/{pairwise,ties,rankings,likert}
+    _{train,test}.jsonl. The start of ppo.py and the data of dpo.py."""
+    out = str(tmp_path_factory.mktemp("reward"))
+    ckpt = os.path.join(sft_dir, "ckpt.pt")
+    run("reward.py", f"--out_dir={out}", f"--sft_path={ckpt}", "--n_rounds=1", "--max_iters=80",
+        "--eval_interval=1000", "--log_interval=20", "--n_norm=64", "--n_eval=1")
+    return out

@@ -1,0 +1,565 @@
+"""
+reward.py: a reward model from human feedback, the second stage of RLHF (Ouyang et al. 2022, step 2).
+
+A GPT with a scalar head, initialised from the SFT model, reads one number at the last token of
+prompt + response (the <|endoftext|> when the response ended) and is trained with the loss that fits
+the feedback people actually give:
+
+    label_kind  file                 loss (--loss)
+    pairwise    pairwise_*.jsonl     'bt': Bradley-Terry -log sigmoid(r+ - r-) (Stiennon et al. 2020)
+                                     'margin': -log sigmoid(r+ - r- - margin) (Touvron et al. 2023, Llama 2)
+                                     'hinge': max(0, m - (r+ - r-)) (torch's MarginRankingLoss, the tutorials)
+    rankings    rankings_*.jsonl     'pl': Plackett-Luce listwise likelihood (Plackett 1975; Luce 1959)
+                                     'pairs': Bradley-Terry on all K(K-1)/2 pairs (Ouyang et al. 2022)
+    ties        ties_*.jsonl         'rao_kupper': Bradley-Terry with an "about equal" outcome (Rao & Kupper 1967)
+    likert      likert_*.jsonl       'mse': regression on the score mapped to [-1, 1]
+                                     'ordinal': cumulative-logit ordinal model (McCullagh 1980)
+
+After training the reward is normalised to mean 0, std 1 over samples of the SFT policy (Ziegler et al.
+2019): the checkpoint stores `reward_gain`, `reward_bias`; RL stages use gain * raw + bias.
+
+The built-in task has no people, so this script plays them (Ziegler et al. 2019; Ouyang et al. 2022):
+it samples K responses per prompt from the SFT model at temperature 1, scores them with the hidden
+gold scorer (data.gold) and asks `n_annotators` simulated labelers (data.label_pair / label_tie /
+label_likert / label_ranking: Bradley-Terry noise, "about equal" when close, 1-5 ratings, Plackett-Luce
+rankings), keeping the majority vote and reporting how often labelers agree. All four kinds are written
+from the same responses to out_dir/feedback/{kind}_{train,test}.jsonl, one JSON object per line:
+
+    pairwise  {"prompt": str, "chosen": str, "rejected": str, "margin": float}   (TRL's names; margin
+              optional: here the vote margin |for - against| / n_annotators, in [0, 1])
+    ties      {"prompt": str, "chosen": str, "rejected": str, "tie": bool}       (tie: "about equal",
+              then the order of chosen/rejected means nothing)
+    rankings  {"prompt": str, "ranking": [best, ..., worst]}                     (2 or more responses)
+    likert    {"prompt": str, "completion": str, "score": int 1..5}
+
+Responses are the text after the prompt and end with "<|endoftext|>" when the writer stopped. To use
+real human data, write the same format and pass it file for file:
+
+    python reward.py                                       # built-in task, pairwise Bradley-Terry
+    python reward.py --label_kind=rankings                 # same responses, Plackett-Luce
+    python reward.py --label_kind=ties    /    --label_kind=likert --loss=ordinal
+    python reward.py --data_path=prefs.jsonl --label_kind=pairwise --init_from=out/sft/ckpt.pt
+    torchrun --nproc_per_node=2 reward.py                  # DDP
+
+Evaluation (printed, and in out_dir/metrics.jsonl): on held-out pairs, accuracy against the labelers'
+(noisy) choice `acc_noisy` and against the gold ordering `acc_gold`; Spearman correlation of the reward
+with the gold score on fresh SFT samples `spearman`; a reliability table of predicted P(a > b) against
+how often a was chosen, with its expected calibration error `ece`; and the same accuracies for a
+length-only reward (`length_*`), the classic shortcut a reward model must beat.
+Departures: one small model trained from the SFT checkpoint for a few hundred steps (the papers use
+one epoch over much more data); every kind is evaluated on the same pairwise test file so kinds compare.
+"""
+import json
+import math
+import os
+import random
+import time
+from itertools import combinations
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+import data
+from configurator import configure
+from model import (configure_optimizer, cosine_lr, gather_last, load_model, log_metrics, model_args_of,
+                   save_checkpoint, setup)
+
+# ----------------------------------------------------------------------------- config
+out_dir = "out/reward"  # checkpoint, metrics.jsonl and feedback/ go here
+init_from = "sft"  # 'sft' (the model at sft_path, new scalar head), 'resume', 'gpt2'.., or a checkpoint
+sft_path = "out/sft/ckpt.pt"  # SFT policy: samples the responses to label and the normalisation set ('' none)
+data_path = "builtin"  # 'builtin' (simulate feedback on the review task) or a JSONL file of label_kind
+test_path = ""  # held-out JSONL of the same kind; '' = builtin test prompts, or the last 10% of data_path
+label_kind = "pairwise"  # which feedback to train on: 'pairwise', 'rankings', 'ties' or 'likert'
+loss = ""  # '' = the kind's default (bt, pl, rao_kupper, mse); or margin, hinge, pairs, ordinal
+hinge_margin = 1.0  # the margin m of the hinge loss
+# simulated feedback (built-in task)
+n_samples = 4  # K responses per prompt, sampled from the SFT model (InstructGPT: K = 4..9)
+n_rounds = 4  # groups of K per train prompt (test prompts get half as many, at least 1)
+n_annotators = 3  # simulated labelers per item; the label is their majority vote
+label_temperature = 0.25  # Bradley-Terry / Plackett-Luce noise of the labelers (gold-score units)
+tie_margin = 0.15  # labelers say "about equal" when gold scores are closer than this
+likert_noise = 0.3  # std of the labelers' Gaussian noise on the gold score before rating 1-5
+max_new_tokens = 40  # response length limit when sampling
+temperature = 1.0  # sampling temperature of the SFT policy
+# optimisation
+batch_size = 32  # items (pairs, rankings or rated responses) per step, per process
+max_iters = 300  # optimizer steps
+lr = 3e-4  # peak learning rate (use ~1e-5 for GPT-2 weights)
+warmup_iters = 20  # linear warmup steps
+weight_decay = 0.0  # AdamW weight decay on matrices
+grad_clip = 1.0  # clip the global gradient norm (0: off)
+# eval and logging
+log_interval = 50  # print/log train loss every this many steps
+eval_interval = 150  # held-out accuracy every this many steps
+n_norm = 256  # SFT samples on train prompts the reward is normalised over
+n_eval = 2  # fresh SFT samples per test prompt for the Spearman correlation with gold
+n_bins = 5  # bins of the reliability table
+n_print = 3  # test pairs printed with their rewards
+# runtime
+device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
+dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
+seed = 1337  # random seed (offset by rank under DDP)
+compile = False  # torch.compile the model
+
+KINDS = ("pairwise", "ties", "rankings", "likert")
+LOSSES = dict(pairwise=("bt", "margin", "hinge"), rankings=("pl", "pairs"), ties=("rao_kupper",),
+              likert=("mse", "ordinal"))
+
+
+# ----------------------------------------------------------------------------- the losses
+def bt_loss(r_chosen, r_rejected, margin=None):
+    """Bradley-Terry (1952) as in Stiennon et al. 2020: -log sigmoid(r+ - r- [- margin]), mean over B.
+    r_chosen, r_rejected, margin: (B,). With a margin it is Llama 2's loss (Touvron et al. 2023, eq. 2):
+    pairs people marked as clearly better must be separated by more."""
+    d = r_chosen - r_rejected - (0.0 if margin is None else margin)
+    return -F.logsigmoid(d).mean()
+
+
+def hinge_loss(r_chosen, r_rejected, margin=1.0):
+    """Margin-ranking hinge max(0, margin - (r+ - r-)), mean over B (torch.nn.MarginRankingLoss)."""
+    return F.relu(margin - (r_chosen - r_rejected)).mean()
+
+
+def plackett_luce_loss(r, mask=None):
+    """Plackett-Luce negative log-likelihood of a ranking (Plackett 1975): r (B, K) rewards in ranked
+    order, best first; mask (B, K) bool, True for real entries (rankings may be shorter than K, padded at
+    the end). -log P = sum_k [logsumexp(r_k..r_K) - r_k]: the best is picked among all, the next among the
+    rest, ... Mean over B. For K = 2 it is Bradley-Terry."""
+    mask = torch.ones_like(r, dtype=torch.bool) if mask is None else mask
+    r = r.masked_fill(~mask, float("-inf"))
+    suffix = torch.logcumsumexp(r.flip(-1), -1).flip(-1)  # logsumexp over positions k..K
+    nll = (suffix - r).masked_fill(~mask, 0.0)
+    return nll.sum(-1).mean()
+
+
+def all_pairs_loss(r, mask=None):
+    """Bradley-Terry on every pair of a ranking, as InstructGPT trains on K-choose-2 comparisons
+    (Ouyang et al. 2022, eq. 1): r (B, K) best first, mask (B, K). Mean over all real pairs."""
+    mask = torch.ones_like(r, dtype=torch.bool) if mask is None else mask
+    i, j = torch.triu_indices(r.shape[1], r.shape[1], offset=1)  # i ranked above j
+    ok = mask[:, i] & mask[:, j]
+    return -(F.logsigmoid(r[:, i] - r[:, j]) * ok).sum() / ok.sum().clamp(min=1)
+
+
+def rao_kupper_loss(r_a, r_b, tie, alpha):
+    """Rao & Kupper (1967): Bradley-Terry with a tie. With d = r_a - r_b and alpha = log(theta) >= 0:
+    P(a > b) = sigmoid(d - alpha), P(b > a) = sigmoid(-d - alpha), P(tie) = the rest, i.e.
+    log P(tie) = log(exp(2 alpha) - 1) - softplus(alpha - d) - softplus(alpha + d).
+    r_a, r_b: (B,) with a the chosen one when not tied; tie: (B,) bool; alpha: scalar tensor, learned.
+    alpha = 0 (no ties) is Bradley-Terry. Mean negative log-likelihood over B."""
+    d = r_a - r_b
+    log_win = -F.softplus(alpha - d)
+    log_tie = 2 * alpha + torch.log(-torch.expm1(-2 * alpha).clamp(max=-1e-12)) \
+        - F.softplus(alpha - d) - F.softplus(alpha + d)
+    return -torch.where(tie, log_tie, log_win).mean()
+
+
+def mse_loss(r, score, lo=1, hi=5):
+    """Likert regression: MSE between r (B,) and the score (B,) mapped linearly from [lo, hi] to [-1, 1]."""
+    target = 2 * (score.float() - lo) / (hi - lo) - 1
+    return F.mse_loss(r, target)
+
+
+def ordinal_loss(r, score, cuts):
+    """Cumulative-logit ordinal regression (McCullagh 1980): P(score <= k) = sigmoid(c_k - r) with
+    increasing cut points cuts (L-1,) for levels 1..L; r (B,), score (B,) ints in 1..L.
+    -log P(score = k) = -log(sigmoid(c_k - r) - sigmoid(c_{k-1} - r)), c_0 = -inf, c_L = +inf. Mean over B."""
+    inf = torch.tensor([float("inf")], device=r.device)
+    c = torch.cat([-inf, cuts, inf])
+    k = score.long()
+    upper, lower = torch.sigmoid(c[k] - r), torch.sigmoid(c[k - 1] - r)
+    return -torch.log((upper - lower).clamp(min=1e-12)).mean()
+
+
+# ----------------------------------------------------------------------------- evaluation helpers
+def spearman(x, y):
+    """Spearman rank correlation: Pearson correlation of the ranks, ties get their average rank."""
+    def ranks(v):
+        order, out, i = sorted(range(len(v)), key=v.__getitem__), [0.0] * len(v), 0
+        while i < len(v):
+            j = i
+            while j + 1 < len(v) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                out[order[k]] = (i + j) / 2
+            i = j + 1
+        return out
+    rx, ry = ranks(list(x)), ranks(list(y))
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    sx, sy = math.sqrt(sum((a - mx) ** 2 for a in rx)), math.sqrt(sum((b - my) ** 2 for b in ry))
+    return cov / (sx * sy) if sx > 0 and sy > 0 else 0.0
+
+
+def reliability(p, y, n_bins=5):
+    """Calibration (reliability diagram, DeGroot & Fienberg 1983): predicted probabilities p and 0/1
+    outcomes y (lists) in n_bins equal-width bins. Returns rows (lo, hi, mean p, observed frequency, n)
+    for non-empty bins and the expected calibration error sum_b n_b / N |mean p_b - freq_b|."""
+    rows, ece = [], 0.0
+    for b in range(n_bins):
+        lo, hi = b / n_bins, (b + 1) / n_bins
+        idx = [i for i, q in enumerate(p) if lo <= q < hi or (b == n_bins - 1 and q == 1.0)]
+        if idx:
+            mp, fr = sum(p[i] for i in idx) / len(idx), sum(y[i] for i in idx) / len(idx)
+            rows.append((lo, hi, mp, fr, len(idx)))
+            ece += len(idx) / len(p) * abs(mp - fr)
+    return rows, ece
+
+
+# ----------------------------------------------------------------------------- simulated labelers
+def agreement(votes):
+    """(agreeing, total) pairs of annotators that gave the same label."""
+    n = len(votes)
+    return sum(a == b for a, b in combinations(votes, 2)), n * (n - 1) // 2
+
+
+def label_group(prompt, responses, rng, n_annotators=3, temp=0.25, tie_margin=0.15, noise=0.3):
+    """Play `n_annotators` people labelling K responses to one prompt with every kind of feedback.
+    Returns ({kind: rows}, {kind: [agreeing, total annotator pairs]}); rows are in the file formats."""
+    uniq = list(dict.fromkeys(responses))  # identical responses can't be compared
+    g = [data.gold(prompt, r) for r in uniq]
+    rows, agree = {k: [] for k in KINDS}, {k: [0, 0] for k in KINDS}
+
+    def tally(kind, votes):
+        a, n = agreement(votes)
+        agree[kind][0] += a
+        agree[kind][1] += n
+
+    for i, j in combinations(range(len(uniq)), 2):
+        votes = [data.label_pair(g[i], g[j], rng, temp) for _ in range(n_annotators)]
+        tally("pairwise", votes)
+        a_wins = 2 * sum(votes) > n_annotators or (2 * sum(votes) == n_annotators and rng.random() < 0.5)
+        c, r = (uniq[i], uniq[j]) if a_wins else (uniq[j], uniq[i])
+        rows["pairwise"].append(dict(prompt=prompt, chosen=c, rejected=r,
+                                     margin=round(abs(2 * sum(votes) - n_annotators) / n_annotators, 4)))
+        votes = [data.label_tie(g[i], g[j], rng, temp, tie_margin) for _ in range(n_annotators)]
+        tally("ties", votes)
+        counts = {v: votes.count(v) for v in (True, False, None)}
+        top = max(counts.values())
+        winner = None if counts[None] == top or counts[True] == counts[False] == top else counts[True] == top
+        c, r = (uniq[j], uniq[i]) if winner is False else (uniq[i], uniq[j])
+        rows["ties"].append(dict(prompt=prompt, chosen=c, rejected=r, tie=winner is None))
+    if len(uniq) >= 2:  # rankings: Borda count (mean position) over the annotators
+        orders = [data.label_ranking(g, rng, temp) for _ in range(n_annotators)]
+        for i, j in combinations(range(len(uniq)), 2):
+            tally("rankings", [o.index(i) < o.index(j) for o in orders])
+        pos = [sum(o.index(i) for o in orders) + rng.random() * 1e-3 for i in range(len(uniq))]
+        rows["rankings"].append(dict(prompt=prompt, ranking=[uniq[i] for i in sorted(range(len(uniq)), key=pos.__getitem__)]))
+    for i, resp in enumerate(uniq):  # Likert: the median rating
+        votes = sorted(data.label_likert(g[i], rng, noise) for _ in range(n_annotators))
+        tally("likert", votes)
+        rows["likert"].append(dict(prompt=prompt, completion=resp, score=votes[n_annotators // 2]))
+    return rows, agree
+
+
+# ----------------------------------------------------------------------------- reading feedback
+def load_feedback(path, kind):
+    """Read and check one feedback file. Returns (items, skipped): items are dicts with prompt, texts
+    (responses, best first for pairs and rankings) and y (margin, tie flag or score). Malformed rows
+    (missing field, wrong type, score out of 1..5) raise an error naming file and line; rows that carry
+    no comparison (identical chosen and rejected, a ranking with duplicates) are skipped and counted."""
+    need = dict(pairwise=("prompt|chosen|rejected",), ties=("prompt|chosen|rejected|tie",),
+                rankings=("prompt|ranking",), likert=("prompt|completion|score",))[kind]
+    items, skipped = [], []
+    for row in data.read_jsonl(path, required=need):
+        w = row["_where"]
+        texts = dict(pairwise=lambda: [row["chosen"], row["rejected"]], ties=lambda: [row["chosen"], row["rejected"]],
+                     rankings=lambda: row["ranking"], likert=lambda: [row["completion"]])[kind]()
+        if not isinstance(texts, list) or len(texts) < 1 or not all(isinstance(t, str) for t in [row["prompt"], *texts]):
+            raise ValueError(f"{w}: prompt and responses must be strings (ranking: a list of strings)")
+        if kind == "pairwise":
+            y = row.get("margin", 0.0)
+            if not isinstance(y, (int, float)) or isinstance(y, bool):
+                raise ValueError(f"{w}: margin must be a number, got {y!r}")
+        elif kind == "ties":
+            y = row["tie"]
+            if not isinstance(y, bool):
+                raise ValueError(f"{w}: tie must be true or false, got {y!r}")
+        elif kind == "likert":
+            y = row["score"]
+            if isinstance(y, bool) or not isinstance(y, int) or not 1 <= y <= 5:
+                raise ValueError(f"{w}: score must be an integer 1..5, got {y!r}")
+        else:
+            y = None
+            if len(texts) < 2:
+                raise ValueError(f"{w}: a ranking needs at least 2 responses, got {len(texts)}")
+        if len(set(texts)) < len(texts):
+            skipped.append(f"{w}: identical responses")
+            continue
+        items.append(dict(prompt=row["prompt"], texts=texts, y=y, where=w))
+    if not items:
+        raise ValueError(f"{path}: no usable rows ({len(skipped)} skipped, e.g. {skipped[:1]})")
+    return items, skipped
+
+
+def to_pairs(items, kind):
+    """Feedback of any kind -> (prompt, better, worse) pairs: a ranking gives all its pairs, a tie none,
+    Likert ratings of the same prompt give every pair with different scores."""
+    if kind in ("pairwise", "ties"):
+        return [(it["prompt"], *it["texts"]) for it in items if not (kind == "ties" and it["y"])]
+    if kind == "rankings":
+        return [(it["prompt"], it["texts"][i], it["texts"][j]) for it in items
+                for i, j in combinations(range(len(it["texts"])), 2)]
+    by_prompt = {}
+    for it in items:
+        by_prompt.setdefault(it["prompt"], []).append((it["y"], it["texts"][0]))
+    return [(p, a[1], b[1]) for p, rs in by_prompt.items() for a, b in combinations(sorted(rs, reverse=True), 2)
+            if a[0] > b[0]]
+
+
+if __name__ == "__main__":
+    config = configure(globals())
+    if label_kind not in KINDS:
+        raise SystemExit(f"--label_kind={label_kind!r}: use one of {KINDS}")
+    loss = loss or LOSSES[label_kind][0]
+    if loss not in LOSSES[label_kind]:
+        raise SystemExit(f"--loss={loss!r} does not fit label_kind {label_kind!r}: use one of {LOSSES[label_kind]}")
+
+    # ----------------------------------------------------------------------------- runtime
+    rt = setup(device, dtype, seed)
+    metrics_path = os.path.join(out_dir, "metrics.jsonl")
+    fb_dir = os.path.join(out_dir, "feedback")
+    if rt.master:
+        os.makedirs(fb_dir, exist_ok=True)
+
+    # ----------------------------------------------------------------------------- models
+    # The SFT policy (rank 0 only) samples the responses people label, the normalisation set and the
+    # fresh eval samples. The reward model starts from it with a new scalar head (Ouyang et al. 2022).
+    policy = vocab_p = None
+    if sft_path and rt.master:
+        policy, vocab_p, _ = load_model(sft_path)
+        policy.to(rt.device).eval()
+    if data_path == "builtin" and not sft_path:
+        raise SystemExit("the built-in task samples responses from the SFT model: set --sft_path (run sft.py first)")
+    if init_from == "resume":
+        model, vocab, ckpt = load_model(out_dir, scalar_head=True)
+    else:
+        model, vocab, ckpt = load_model(sft_path if init_from == "sft" else init_from, scalar_head=True)
+        ckpt = None
+    if policy is not None and vocab_p != vocab:
+        raise SystemExit(f"reward model ({init_from}) and SFT policy ({sft_path}) have different vocabularies; "
+                         f"start the reward model from the SFT checkpoint")
+    tok = data.Tokenizer(vocab)
+    T = model.config.block_size
+    model.to(rt.device)
+
+    # ----------------------------------------------------------------------------- data
+    t0 = time.time()
+    if data_path == "builtin" and rt.master and not (init_from == "resume" and os.path.exists(
+            os.path.join(fb_dir, f"{label_kind}_train.jsonl"))):
+        lab_rng = random.Random(seed)
+        for split, rounds in (("train", n_rounds), ("test", max(1, n_rounds // 2))):
+            prompts = [p for p in data.task_prompts(split) for _ in range(rounds * n_samples)]
+            with torch.no_grad(), rt.ctx:
+                texts, _, _ = data.sample_responses(policy, tok, prompts, max_new_tokens, temperature, batch_size=256)
+            rows, agree = {k: [] for k in KINDS}, {k: [0, 0] for k in KINDS}
+            for g in range(0, len(prompts), n_samples):
+                r, a = label_group(prompts[g], texts[g:g + n_samples], lab_rng, n_annotators,
+                                   label_temperature, tie_margin, likert_noise)
+                for k in KINDS:
+                    rows[k] += r[k]
+                    agree[k] = [agree[k][0] + a[k][0], agree[k][1] + a[k][1]]
+            for k in KINDS:
+                data.write_jsonl(os.path.join(fb_dir, f"{k}_{split}.jsonl"), rows[k])
+            if split == "train":
+                log_metrics(metrics_path, {"iter": 0, "feedback_s": time.time() - t0, "n_responses": len(texts),
+                                           **{f"n_{k}": len(rows[k]) for k in KINDS},
+                                           **{f"agreement/{k}": a / max(1, n) for k, (a, n) in agree.items()}})
+    if rt.ddp:
+        torch.distributed.barrier()  # rank 0 wrote the feedback files
+    train_file = os.path.join(fb_dir, f"{label_kind}_train.jsonl") if data_path == "builtin" else data_path
+    train_items, skipped = load_feedback(train_file, label_kind)
+    if data_path == "builtin":  # every kind is tested on the same pairs, so kinds compare side by side
+        test_items, test_skipped = load_feedback(os.path.join(fb_dir, "pairwise_test.jsonl"), "pairwise")
+        test_pairs, pair_train = to_pairs(test_items, "pairwise"), load_feedback(
+            os.path.join(fb_dir, "pairwise_train.jsonl"), "pairwise")[0]
+    elif test_path:
+        test_items, test_skipped = load_feedback(test_path, label_kind)
+        test_pairs, pair_train = to_pairs(test_items, label_kind), train_items
+    else:  # hold out the last 10% of the file
+        n_test = max(1, len(train_items) // 10)
+        train_items, test_items, test_skipped = train_items[:-n_test], train_items[-n_test:], []
+        test_pairs, pair_train = to_pairs(test_items, label_kind), train_items
+    if rt.master and (skipped or test_skipped):
+        print(f"skipped {len(skipped)} train / {len(test_skipped)} test rows without a comparison, "
+              f"e.g. {(skipped + test_skipped)[0]}")
+    has_gold = all(p in set(data.all_prompts()) for p, _, _ in test_pairs)  # the built-in task's prompts
+
+    cut = [0]
+    def encode(prompt, text):
+        ids = tok.encode(prompt, "prompt") + tok.encode(text, "response")
+        cut[0] += len(ids) > T
+        return ids[:T]  # a cut response loses its last tokens: the reward then reads the last kept one
+    for it in train_items:
+        it["ids"] = [encode(it["prompt"], t) for t in it["texts"]]
+    if rt.master and cut[0]:
+        print(f"note: {cut[0]} sequences were longer than {T} tokens and were cut")
+
+    def score(m, seqs):
+        """Rewards (N,) of a list of token-id lists: one padded forward, read at the last real token."""
+        L = max(len(s) for s in seqs)
+        x = torch.full((len(seqs), L), tok.eot, dtype=torch.long)
+        mask = torch.zeros(len(seqs), L, dtype=torch.bool)
+        for i, s in enumerate(seqs):
+            x[i, :len(s)], mask[i, :len(s)] = torch.tensor(s), True
+        x, mask = x.to(rt.device), mask.to(rt.device)
+        with rt.ctx:
+            return gather_last(m(x, mask), mask).float()
+
+    # ----------------------------------------------------------------------------- optimizer
+    # The loss's own parameters: Rao-Kupper's alpha = log(theta) >= 0, the ordinal model's cut points.
+    loss_params = torch.nn.ParameterDict(dict(tie=torch.nn.Parameter(torch.tensor(-1.0)),
+                                              cuts=torch.nn.Parameter(torch.tensor([-0.75, -0.25, 0.25, 0.75])))).to(rt.device)
+    optimizer = configure_optimizer(model, lr, weight_decay, device_type=rt.device_type)
+    optimizer.add_param_group(dict(params=list(loss_params.parameters()), weight_decay=0.0))
+    iter_num = 0
+    if init_from == "resume":
+        optimizer.load_state_dict(ckpt["optimizer"])
+        loss_params.load_state_dict(ckpt["loss_params"])
+        iter_num = ckpt["iter_num"]
+    raw_model = model
+    if compile:
+        model = torch.compile(model)
+    if rt.ddp:
+        model = DDP(model, device_ids=[int(rt.device.split(":")[1])] if rt.device_type == "cuda" else None)
+
+    def compute_loss(items, m):
+        """One batch of feedback items -> (loss, accuracy of the first response over the second)."""
+        seqs = [s for it in items for s in it["ids"]]
+        flat = score(m, seqs)
+        K = max(len(it["ids"]) for it in items)
+        r = torch.zeros(len(items), K, device=flat.device)
+        mask = torch.zeros(len(items), K, dtype=torch.bool, device=flat.device)
+        n = 0
+        for b, it in enumerate(items):
+            k = len(it["ids"])
+            r[b, :k], mask[b, :k] = flat[n:n + k], True
+            n += k
+        if label_kind == "likert":
+            y = torch.tensor([it["y"] for it in items], device=r.device)
+            cuts = loss_params["cuts"][:1] + torch.cat([torch.zeros(1, device=r.device), F.softplus(loss_params["cuts"][1:]).cumsum(0)])
+            return (mse_loss(r[:, 0], y) if loss == "mse" else ordinal_loss(r[:, 0], y, cuts)), float("nan")
+        acc = (r[:, 0] > r[:, 1]).float().mean().item()
+        if label_kind == "ties":
+            tie = torch.tensor([it["y"] for it in items], device=r.device)
+            acc = (r[~tie, 0] > r[~tie, 1]).float().mean().item() if (~tie).any() else float("nan")
+            return rao_kupper_loss(r[:, 0], r[:, 1], tie, F.softplus(loss_params["tie"])), acc
+        if label_kind == "rankings":
+            return (plackett_luce_loss(r, mask) if loss == "pl" else all_pairs_loss(r, mask)), acc
+        margin = torch.tensor([float(it["y"]) for it in items], device=r.device)
+        return {"bt": lambda: bt_loss(r[:, 0], r[:, 1]), "margin": lambda: bt_loss(r[:, 0], r[:, 1], margin),
+                "hinge": lambda: hinge_loss(r[:, 0], r[:, 1], hinge_margin)}[loss](), acc
+
+    @torch.no_grad()
+    def score_texts(pairs):
+        """Raw rewards of (prompt, response) pairs, in chunks (rank 0, raw model)."""
+        ids = [encode(p, t) for p, t in pairs]
+        return torch.cat([score(raw_model, ids[i:i + 256]) for i in range(0, len(ids), 256)]).cpu()
+
+    @torch.no_grad()
+    def evaluate(final=False):
+        """Held-out pairwise accuracy vs the labelers and vs gold; at the end also calibration, the
+        length baseline, the normalisation over SFT samples and the Spearman correlation with gold."""
+        raw_model.eval()
+        rc = score_texts([(p, c) for p, c, _ in test_pairs])
+        rr = score_texts([(p, r) for p, _, r in test_pairs])
+        out = {"acc_noisy": (rc > rr).float().mean().item()}
+        if has_gold:
+            gc = torch.tensor([data.gold(p, c) for p, c, _ in test_pairs])
+            gr = torch.tensor([data.gold(p, r) for p, _, r in test_pairs])
+            d = gc != gr  # gold ties have no right answer
+            out["acc_gold"] = ((rc > rr) == (gc > gr))[d].float().mean().item()
+            out["labelers_acc_gold"] = (gc > gr)[d].float().mean().item()  # the majority vote's own accuracy
+        if not final:
+            raw_model.train()
+            return out, None
+        # reliability: P(a > b) = sigmoid(r_a - r_b) against the labelers' choice, both orders of each pair
+        p = torch.sigmoid(rc - rr).tolist()
+        rel, out["ece"] = reliability(p + [1 - q for q in p], [1] * len(p) + [0] * len(p), n_bins)
+        # length-only baseline: reward = +-(response length), the sign fitted on the training pairs
+        ln = lambda p, t: len(tok.encode(t, "response"))
+        tr = to_pairs(pair_train, "pairwise")
+        sign = 1 if sum(ln(p, c) > ln(p, r) for p, c, r in tr) >= sum(ln(p, c) < ln(p, r) for p, c, r in tr) else -1
+        lc = torch.tensor([sign * ln(p, c) for p, c, _ in test_pairs], dtype=torch.float)
+        lr_ = torch.tensor([sign * ln(p, r) for p, _, r in test_pairs], dtype=torch.float)
+        out["length_acc_noisy"] = ((lc > lr_).float() + 0.5 * (lc == lr_).float()).mean().item()  # ties: a coin
+        if has_gold:
+            out["length_acc_gold"] = ((lc > lr_).float() + 0.5 * (lc == lr_).float())[d].mean().item()
+        # normalisation over SFT samples (Ziegler et al. 2019): gain * raw + bias has mean 0, std 1
+        if policy is not None:
+            prompts = [random.Random(seed).choice(data.task_prompts("train")) for _ in range(n_norm)] \
+                if data_path == "builtin" else [it["prompt"] for it in train_items[:n_norm]]
+            with rt.ctx:
+                texts, _, _ = data.sample_responses(policy, tok, prompts, max_new_tokens, temperature, batch_size=256)
+        else:  # no policy: the responses in the training data stand in for its samples
+            prompts, texts = zip(*[(it["prompt"], t) for it in train_items[:n_norm] for t in it["texts"]])
+        raw = score_texts(list(zip(prompts, texts)))
+        out["reward_gain"] = 1.0 / max(raw.std().item(), 1e-6)
+        out["reward_bias"] = -raw.mean().item() * out["reward_gain"]
+        if has_gold and policy is not None:  # fresh samples on test prompts
+            prompts = [p for p in data.task_prompts("test") for _ in range(n_eval)]
+            with rt.ctx:
+                texts, lengths, _ = data.sample_responses(policy, tok, prompts, max_new_tokens, temperature, batch_size=256)
+            rew = (score_texts(list(zip(prompts, texts))) * out["reward_gain"] + out["reward_bias"]).tolist()
+            golds = [data.gold(p, t) for p, t in zip(prompts, texts)]
+            out.update(spearman=spearman(rew, golds), length_spearman=spearman([sign * n for n in lengths], golds),
+                       reward=sum(rew) / len(rew), gold=sum(golds) / len(golds))
+        for (p, c, r), a, b in list(zip(test_pairs, rc, rr))[:n_print]:
+            print(f"  {p!r}\n    chosen   {c!r} reward {a:+.2f}" + (f" gold {data.gold(p, c):+.2f}" if has_gold else "")
+                  + f"\n    rejected {r!r} reward {b:+.2f}" + (f" gold {data.gold(p, r):+.2f}" if has_gold else ""))
+        print("reliability (P(a>b) predicted vs observed):")
+        for lo, hi, mp, fr, n in rel:
+            print(f"  [{lo:.1f}, {hi:.1f})  predicted {mp:.3f}  observed {fr:.3f}  n {n}")
+        return out, rel
+
+    # ----------------------------------------------------------------------------- training loop
+    rng = random.Random(seed + rt.rank)
+    if rt.master:
+        print(f"{label_kind} feedback, loss {loss}: {len(train_items)} train items, {len(test_pairs)} test pairs "
+              f"({time.time() - t0:.1f}s)")
+    t0 = time.time()
+    model.train()
+    while True:
+        if (iter_num % eval_interval == 0 and iter_num < max_iters) and rt.master:
+            log_metrics(metrics_path, {"iter": iter_num, **evaluate()[0]})
+        if iter_num >= max_iters:
+            break
+        for g in optimizer.param_groups:
+            g["lr"] = cosine_lr(iter_num, lr, warmup_iters, max_iters)
+        batch = [train_items[rng.randrange(len(train_items))] for _ in range(batch_size)]
+        loss_v, acc = compute_loss(batch, model)
+        if not torch.isfinite(loss_v):
+            raise RuntimeError(f"iter {iter_num}: loss is {loss_v.item()}; lower --lr or check the data")
+        loss_v.backward()
+        if rt.ddp:  # DDP averages the model's gradients; the loss's own parameters are averaged here
+            for q in loss_params.parameters():
+                if q.grad is not None:
+                    torch.distributed.all_reduce(q.grad)
+                    q.grad /= rt.world_size
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        iter_num += 1
+        if iter_num % log_interval == 0 and rt.master:
+            dt = (time.time() - t0) / log_interval
+            extra = {"alpha": F.softplus(loss_params["tie"]).item()} if label_kind == "ties" else {}
+            log_metrics(metrics_path, {"iter": iter_num, "loss": loss_v.item(), "accuracy": acc,
+                                       "lr": optimizer.param_groups[0]["lr"], "ms_per_iter": 1000 * dt, **extra})
+            t0 = time.time()
+
+    # ----------------------------------------------------------------------------- eval and save
+    if rt.master:
+        out, rel = evaluate(final=True)
+        log_metrics(metrics_path, {"iter": iter_num, "label_kind": label_kind, "loss_kind": loss, **out})
+        with open(metrics_path, "a") as f:  # the reliability table as one JSON line
+            f.write(json.dumps({"iter": iter_num, "reliability": [dict(lo=lo, hi=hi, predicted=round(mp, 4),
+                                observed=round(fr, 4), n=n) for lo, hi, mp, fr, n in rel]}) + "\n")
+        save_checkpoint(os.path.join(out_dir, "ckpt.pt"), dict(
+            model=raw_model.state_dict(), model_args=model_args_of(raw_model), optimizer=optimizer.state_dict(),
+            iter_num=iter_num, config=config, vocab=vocab, reward_gain=out["reward_gain"],
+            reward_bias=out["reward_bias"], label_kind=label_kind, loss_params=loss_params.state_dict()))
+    if rt.ddp:
+        torch.distributed.destroy_process_group()
