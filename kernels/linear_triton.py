@@ -109,8 +109,8 @@ class LinearLogprobsEntropyFunction(torch.autograd.Function):
         precision = "ieee" if dtype == torch.float32 else "tf32"  # fp32 stays exact (no TF32); ignored for 16-bit
         if n > 0:
             _linear_fwd_kernel[(triton.cdiv(n, BLOCK_N),)](h, w, y, logp, ent, lse, n, V, d, ignore_index,
-                                                           1.0 / temperature, BLOCK_N, BLOCK_V, BLOCK_D, precision, not h.is_cuda,
-                                                           num_warps=NUM_WARPS)
+                                                           1.0 / temperature, BLOCK_N, BLOCK_V, BLOCK_D, precision,
+                                                           not h.is_cuda, num_warps=NUM_WARPS)
         ctx.save_for_backward(h, w, y, lse, ent)
         ctx.args = (ignore_index, 1.0 / temperature, precision, hidden.shape, hidden.dtype, weight.dtype)
         return logp.view(hidden.shape[:-1]), ent.view(hidden.shape[:-1])
