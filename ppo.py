@@ -1,0 +1,352 @@
+"""
+ppo.py: RLHF with PPO, the third stage of classic RLHF (Ziegler et al. 2019, "Fine-Tuning Language
+Models from Human Preferences"; Stiennon et al. 2020; Ouyang et al. 2022, step 3), with the
+implementation details of OpenAI's lm-human-preferences as catalogued by Huang et al. 2024,
+"The N+ Implementation Details of RLHF with PPO", each visible below and tagged [detail].
+
+One iteration = the algorithm box:
+  1. rollout: sample a response per prompt from the policy (KV-cached, stops at <|endoftext|>)
+  2. score:   reward model score at the last token (-1 for a response that never ends),
+              per-token KL penalty -beta * KL(policy || reference)
+  3. GAE:     advantages with a reversed loop over time, returns = advantages + values, whitening
+  4. update:  ppo_epochs passes of shuffled minibatches; clipped policy loss, clipped value loss,
+              entropy bonus, gradient clipping
+  5. beta:    fixed, or Ziegler et al.'s proportional controller toward target_kl
+Four models: the policy (from SFT, trained), the reference (SFT, frozen), the reward model (frozen),
+the critic (a separate scalar-head GPT from the reward model or SFT, trained).
+
+    python sft.py && python reward.py && python ppo.py     # built-in task, a few minutes on 2 CPU cores
+    python ppo.py --beta=0 --adaptive_kl=False              # no KL penalty: watch the policy hack the RM
+    torchrun --nproc_per_node=2 ppo.py                      # DDP (batch_size is per process)
+    python ppo.py --init_from=resume                        # continue from out_dir/ckpt.pt
+
+Writes out_dir/ckpt.pt (the policy is a plain LM: sample.py and later stages load it) and
+out_dir/metrics.jsonl: one line per iteration (split "train") and one per eval (split "test").
+Departures from the papers: the critic is a separate model with its own optimizer (lm-human-preferences
+shares nothing either, but TRL's value head shares the body); the rollout log-probs are recomputed with
+a full forward pass (identical to the update's first forward, so the first ratio is exactly 1);
+advantages are whitened per process under DDP.
+"""
+import os
+import random
+import time
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+import data
+import kernels
+from configurator import configure
+from model import (check_vocab, configure_optimizer, gather_last, load_checkpoint, load_model, log_metrics,
+                   model_args_of, save_checkpoint, setup)
+
+# ----------------------------------------------------------------------------- config
+out_dir = "out/ppo"  # checkpoint, metrics.jsonl go here
+init_from = "sft"  # 'sft' (policy starts as sft_path) or 'resume' (continue from out_dir/ckpt.pt)
+sft_path = "out/sft/ckpt.pt"  # SFT checkpoint: the policy's start and the frozen reference
+reward_path = "out/reward/ckpt.pt"  # reward model checkpoint (reward.py), frozen
+critic_init = "reward"  # critic starts from the 'reward' model [detail: lm-human-preferences] or 'sft'
+data_path = "builtin"  # 'builtin' (the review task's train prompts) or a JSONL file of {"prompt"} rows
+template = "plain"  # prompt template for JSONL prompts: 'plain' or 'instruction'
+# rollout
+batch_size = 64  # prompts (= responses) per rollout, per process
+max_new_tokens = 40  # response length limit
+temperature = 1.0  # sampling temperature; the same temperature scales the logits in the update [detail]
+unended_penalty = True  # a response that never emits <|endoftext|> gets unended_score instead of the RM's [detail]
+unended_score = -1.0  # the score of such a response (OpenAI's -1)
+# rewards
+beta = 0.05  # KL penalty coefficient (initial value when adaptive)
+kl_estimator = "k1"  # per-token KL in the reward: 'k1' (log p - log p_ref, as the papers) or 'k3'
+adaptive_kl = True  # Ziegler et al.'s proportional controller moves beta toward target_kl
+target_kl = 3.0  # target sequence KL (nats) for the adaptive controller
+kl_horizon = 10000  # controller horizon in samples (Ziegler et al.)
+whiten_rewards = False  # whiten the per-token rewards over the batch before GAE
+score_clip = 0.0  # clip the RM score to [-score_clip, score_clip] (0: off)
+# advantages
+gamma = 1.0  # discount
+lam = 0.95  # GAE lambda
+# update
+ppo_epochs = 4  # passes over each rollout batch
+n_minibatches = 4  # minibatches per pass (shuffled every pass)
+lr = 3e-5  # policy learning rate (constant, as lm-human-preferences' default)
+critic_lr = 1e-4  # critic learning rate
+clip_range = 0.2  # policy ratio clip epsilon
+clip_range_value = 0.2  # value clip: new values stay within this of the rollout's values
+ent_coef = 0.0  # entropy bonus coefficient (OpenAI used 0)
+grad_clip = 1.0  # clip each model's gradient norm (0: off)
+max_iters = 150  # PPO iterations (rollout + update)
+# eval and logging
+eval_interval = 25  # eval on held-out prompts every this many iterations
+eval_repeats = 4  # responses per held-out prompt at eval
+n_print = 3  # samples printed at each eval
+# runtime
+device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
+dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
+seed = 1337  # random seed (offset by rank under DDP)
+compile = False  # torch.compile the policy and critic
+
+# ----------------------------------------------------------------------------- the pieces of PPO
+def masked_mean(x, mask):
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def masked_whiten(x, mask, shift_mean=True):
+    """Normalise x (B, N) to mean 0, std 1 over the valid tokens (mask True); 0 where masked.
+    shift_mean=False keeps the mean (lm-human-preferences whitens rewards that way). [detail]"""
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    out = (x - mean) * torch.rsqrt(var + 1e-8)
+    return (out if shift_mean else out + mean) * mask
+
+
+def kl_rewards(score, logp, ref_logp, mask, beta, kind="k1"):
+    """Ziegler et al. eq. 2 as per-token rewards: r_t = -beta * kl_t, plus the RM score at the last
+    response token. score (B,), logp / ref_logp / mask (B, N). Returns (rewards, kl) both (B, N)."""
+    kl = kernels.kl_estimate(logp, ref_logp, kind) * mask
+    rewards = -beta * kl
+    last = (mask.long() * torch.arange(mask.shape[1], device=mask.device)).argmax(1)  # last response token
+    rewards[torch.arange(len(score), device=score.device), last] += score
+    return rewards, kl
+
+
+def gae(rewards, values, mask, gamma, lam):
+    """Generalised Advantage Estimation (Schulman et al. 2016), the reversed loop over time.
+    rewards, values, mask (B, N); mask True on each response's tokens (a prefix of the row).
+    delta_t = r_t + gamma V_{t+1} - V_t (V = 0 after the last token); A_t = delta_t + gamma lam A_{t+1}.
+    Returns (advantages, returns = advantages + values), both 0 where masked."""
+    rewards, values = rewards * mask, values * mask
+    N = rewards.shape[1]
+    advantages = torch.zeros_like(rewards)
+    next_adv, next_value = torch.zeros_like(rewards[:, 0]), torch.zeros_like(values[:, 0])
+    for t in reversed(range(N)):
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        next_adv = delta + gamma * lam * next_adv
+        advantages[:, t] = next_adv
+        next_value = values[:, t]
+    advantages = advantages * mask
+    return advantages, (advantages + values) * mask
+
+
+def policy_loss(logp, old_logp, advantages, mask, clip_range):
+    """PPO's clipped surrogate (Schulman et al. 2017, eq. 7), a token-level mean [detail].
+    Objective per token: min(ratio * A, clip(ratio, 1-eps, 1+eps) * A); the loss is its negative.
+    Returns (loss, clipfrac, approx_kl); approx_kl = mean 0.5 (log ratio)^2 as lm-human-preferences."""
+    log_ratio = logp - old_logp
+    ratio = log_ratio.exp()
+    unclipped = ratio * advantages
+    clipped = ratio.clamp(1 - clip_range, 1 + clip_range) * advantages
+    loss = -masked_mean(torch.min(unclipped, clipped), mask)
+    clipfrac = masked_mean((clipped < unclipped).float(), mask)
+    approx_kl = masked_mean(0.5 * log_ratio ** 2, mask)
+    return loss, clipfrac.detach(), approx_kl.detach()
+
+
+def value_loss(values, old_values, returns, mask, clip_range_value):
+    """Clipped value loss [detail]: 0.5 * max((V - R)^2, (clip(V, V_old - eps, V_old + eps) - R)^2)."""
+    clipped = old_values + (values - old_values).clamp(-clip_range_value, clip_range_value)
+    return 0.5 * masked_mean(torch.max((values - returns) ** 2, (clipped - returns) ** 2), mask)
+
+
+def update_beta(beta, kl, target_kl, n_samples, horizon):
+    """Ziegler et al. 2019's adaptive KL controller: e = clip(KL / target - 1, -0.2, 0.2),
+    beta <- beta * (1 + e * n_samples / horizon)."""
+    error = min(max(kl / target_kl - 1.0, -0.2), 0.2)
+    return beta * (1.0 + error * n_samples / horizon)
+
+
+def explained_variance(values, returns, mask):
+    """1 - Var(R - V) / Var(R) over valid tokens: 1 is a perfect critic, <= 0 a useless one."""
+    var_r = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
+    err = returns - values
+    var_e = masked_mean((err - masked_mean(err, mask)) ** 2, mask)
+    return (1 - var_e / var_r.clamp(min=1e-8)).item()
+
+
+if __name__ == "__main__":
+    config = configure(globals())
+    if kl_estimator not in ("k1", "k3"):
+        raise SystemExit(f"--kl_estimator={kl_estimator!r}: use 'k1' or 'k3'")
+    if critic_init not in ("reward", "sft"):
+        raise SystemExit(f"--critic_init={critic_init!r}: use 'reward' or 'sft'")
+    if batch_size % n_minibatches:
+        raise SystemExit(f"batch_size {batch_size} is not divisible by n_minibatches {n_minibatches}")
+
+    # ----------------------------------------------------------------------------- runtime
+    rt = setup(device, dtype, seed)
+    metrics_path = os.path.join(out_dir, "metrics.jsonl")
+    if rt.master:
+        os.makedirs(out_dir, exist_ok=True)
+
+    # ----------------------------------------------------------------------------- 1. models
+    ckpt = load_checkpoint(out_dir) if init_from == "resume" else None
+    if init_from not in ("sft", "resume"):
+        raise SystemExit(f"--init_from={init_from!r}: use 'sft' or 'resume'")
+    policy, vocab, _ = load_model(out_dir if ckpt else sft_path)
+    ref, ref_vocab, _ = load_model(sft_path)
+    rm, rm_vocab, rm_ckpt = load_model(reward_path, scalar_head=True)
+    if "reward_gain" not in rm_ckpt:
+        raise ValueError(f"{reward_path}: no reward_gain/reward_bias in the checkpoint; train it with reward.py")
+    critic, critic_vocab, _ = load_model(reward_path if critic_init == "reward" else sft_path, scalar_head=True)
+    check_vocab(vocab, ref_vocab, f"policy vs reference {sft_path}")
+    check_vocab(vocab, rm_vocab, f"policy vs reward model {reward_path}")
+    if ckpt:
+        critic.load_state_dict(ckpt["critic"])
+    tok = data.Tokenizer(vocab)
+    for m in (policy, ref, rm, critic):
+        m.to(rt.device)
+    for m in (ref, rm):  # frozen
+        m.eval().requires_grad_(False)
+    gain, bias = rm_ckpt["reward_gain"], rm_ckpt["reward_bias"]  # RM normalised to mean 0, std 1 on SFT [detail]
+
+    # ----------------------------------------------------------------------------- data
+    if data_path == "builtin":
+        train_prompts, eval_prompts = data.task_prompts("train"), data.task_prompts("test")
+    else:
+        train_prompts = [data.format_prompt(r["prompt"], template) for r in data.read_jsonl(data_path, ("prompt",))]
+        eval_prompts = []
+    max_prompt = policy.config.block_size - max_new_tokens
+    train_ids = data.encode_prompts(tok, train_prompts, max_prompt, where=data_path)
+
+    # ----------------------------------------------------------------------------- optimizers
+    optimizer = configure_optimizer(policy, lr, device_type=rt.device_type)
+    critic_optimizer = configure_optimizer(critic, critic_lr, device_type=rt.device_type)
+    iter_num = 0
+    if ckpt:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        critic_optimizer.load_state_dict(ckpt["critic_optimizer"])
+        iter_num, beta = ckpt["iter_num"], ckpt["beta"]
+    raw_policy, raw_critic = policy, critic
+    if compile:
+        policy, critic = torch.compile(policy), torch.compile(critic)
+    if rt.ddp:
+        ids = [int(rt.device.split(":")[1])] if rt.device_type == "cuda" else None
+        policy, critic = DDP(policy, device_ids=ids), DDP(critic, device_ids=ids)
+
+    @torch.no_grad()
+    def rm_scores(tokens, attention_mask):
+        """Normalised RM score of each sequence, read at its last real token."""
+        return gain * gather_last(rm(tokens, attention_mask).float(), attention_mask) + bias
+
+    @torch.no_grad()
+    def evaluate():
+        """Held-out prompts: gold, parse, ended, response_len, exact KL to the reference, and RM score."""
+        raw_policy.eval()  # rank 0 only: raw models, a DDP forward would wait for the other ranks
+        prompts = eval_prompts * eval_repeats
+        with rt.ctx:
+            texts, lengths, kls = data.sample_responses(raw_policy, tok, prompts, max_new_tokens, temperature, ref=ref)
+        rows = [tok.encode(p) + tok.encode(t) for p, t in zip(prompts, texts)]  # re-tokenised text for the RM
+        tokens = torch.full((len(rows), max(map(len, rows))), tok.eot, dtype=torch.long)
+        mask = torch.zeros(tokens.shape, dtype=torch.bool)
+        for i, r in enumerate(rows):
+            tokens[i, :len(r)], mask[i, :len(r)] = torch.tensor(r), True
+        with rt.ctx:
+            reward = rm_scores(tokens.to(rt.device), mask.to(rt.device)).mean().item()
+        for p, t in list(zip(prompts, texts))[:n_print]:
+            print(f"  {p!r} -> {t!r}  gold {data.gold(p, t):+.2f}")
+        raw_policy.train()
+        return {"reward": reward, **data.task_report(prompts, texts, lengths, kls)}
+
+    def forward_logprobs(model, tokens, attention_mask, labels, P):
+        """Policy log-probs and entropy of the response tokens (B, N) at the sampling temperature."""
+        logits = model(tokens, attention_mask)[:, P - 1:-1]  # the logits at P-1+j predict response token j
+        return kernels.logprobs_entropy(logits, labels, temperature=temperature)
+
+    # ----------------------------------------------------------------------------- training loop
+    rng = random.Random(seed + rt.rank)
+    while True:
+        if eval_prompts and rt.master and (iter_num % eval_interval == 0 or iter_num == max_iters):
+            log_metrics(metrics_path, {"iter": iter_num, "split": "test", **evaluate()})
+        if iter_num > 0 and rt.master and (iter_num % eval_interval == 0 or iter_num == max_iters):
+            save_checkpoint(os.path.join(out_dir, "ckpt.pt"), dict(
+                model=raw_policy.state_dict(), model_args=model_args_of(raw_policy), optimizer=optimizer.state_dict(),
+                critic=raw_critic.state_dict(), critic_optimizer=critic_optimizer.state_dict(), beta=beta,
+                iter_num=iter_num, config=config, vocab=vocab))
+        if iter_num >= max_iters:
+            break
+        t0 = time.time()
+
+        # ------------------------------------------------------------------------- 2. rollout
+        batch = [rng.randrange(len(train_ids)) for _ in range(batch_size)]
+        raw_policy.eval()
+        with torch.no_grad(), rt.ctx:
+            out = raw_policy.generate([train_ids[i] for i in batch], max_new_tokens, tok.eot, temperature)
+        tokens, attn, mask, P = out["tokens"], out["attention_mask"], out["response_mask"], out["prompt_len"]
+        ended = (tokens[:, P:] == tok.eot).any(1)  # generate truncates after <|endoftext|> (kept, masked after)
+        labels = tokens[:, P:].masked_fill(~mask, -100)
+        fmask = mask.float()
+
+        # ------------------------------------------------------------------------- 3. rewards
+        with torch.no_grad(), rt.ctx:
+            # recompute the rollout log-probs with the same full forward the update uses: the first
+            # ratio is then exactly 1 (the KV-cached sampler's numbers differ by rounding) [detail]
+            old_logp, _ = forward_logprobs(raw_policy, tokens, attn, labels, P)
+            ref_logp = kernels.logprobs(ref(tokens, attn)[:, P - 1:-1], labels, temperature=temperature)
+            old_values = raw_critic(tokens, attn)[:, P - 1:-1].float() * fmask  # V of the state before token j
+            score = rm_scores(tokens, attn)
+        raw_score = score.clone()
+        if unended_penalty:  # [detail] no <|endoftext|>: a fixed low score, whatever the RM says
+            score = torch.where(ended, score, torch.full_like(score, unended_score))
+        if score_clip > 0:
+            score = score.clamp(-score_clip, score_clip)
+        rewards, kl = kl_rewards(score, old_logp, ref_logp, fmask, beta, kl_estimator)
+        if whiten_rewards:
+            rewards = masked_whiten(rewards, fmask, shift_mean=False)
+
+        # ------------------------------------------------------------------------- 4. advantages
+        advantages, returns = gae(rewards, old_values, fmask, gamma, lam)
+        advantages = masked_whiten(advantages, fmask)  # [detail] advantage whitening over valid tokens
+
+        # ------------------------------------------------------------------------- 5. update
+        raw_policy.train()
+        stats = []
+        mb = batch_size // n_minibatches
+        for epoch in range(ppo_epochs):
+            perm = torch.randperm(batch_size, device=tokens.device)  # fresh shuffle every epoch [detail]
+            for k in range(n_minibatches):
+                i = perm[k * mb:(k + 1) * mb]
+                with rt.ctx:
+                    logp, ent = forward_logprobs(policy, tokens[i], attn[i], labels[i], P)
+                    values = critic(tokens[i], attn[i])[:, P - 1:-1].float()
+                pg_loss, clipfrac, approx_kl = policy_loss(logp, old_logp[i], advantages[i], fmask[i], clip_range)
+                entropy = masked_mean(ent, fmask[i])
+                vf_loss = value_loss(values, old_values[i], returns[i], fmask[i], clip_range_value)
+                # two separate models, two optimizers: one backward fills both sets of gradients
+                loss = pg_loss - ent_coef * entropy + vf_loss
+                if not torch.isfinite(loss):
+                    raise RuntimeError(f"iter {iter_num}: PPO loss is {loss.item()}; lower --lr / --critic_lr, "
+                                       f"or use --kl_estimator=k1 and --dtype=float32")
+                loss.backward()
+                if grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip)
+                    torch.nn.utils.clip_grad_norm_(critic.parameters(), grad_clip)
+                optimizer.step()
+                critic_optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                critic_optimizer.zero_grad(set_to_none=True)
+                stats.append(torch.stack([pg_loss.detach(), vf_loss.detach(), entropy.detach(), clipfrac, approx_kl]))
+
+        # ------------------------------------------------------------------------- 6. beta and logging
+        n_tokens = mask.sum().item()
+        seq_kl = kl.sum(1).mean()  # sequence KL (nats): the sum over response tokens, mean over responses
+        pg, vf, ent, cf, akl = torch.stack(stats).mean(0).tolist()
+        rollout = torch.stack([seq_kl, raw_score.mean(), ended.float().mean(), fmask.sum(1).mean()])
+        if rt.ddp:  # every rank must use the same beta: average the rollout statistics
+            torch.distributed.all_reduce(rollout, op=torch.distributed.ReduceOp.AVG)
+        seq_kl, reward, frac_ended, response_len = rollout.tolist()
+        beta_used = beta
+        if adaptive_kl:
+            beta = update_beta(beta, seq_kl, target_kl, batch_size * rt.world_size, kl_horizon)
+        iter_num += 1
+        line = {"iter": iter_num, "split": "train", "reward": reward}
+        if data_path == "builtin":  # the hidden gold score of the rollout: monitoring only, never trained on
+            texts = [tok.decode(r[:m]) for r, m in zip(tokens[:, P:].tolist(), mask.sum(1).tolist())]
+            line["gold"] = sum(data.gold(train_prompts[b], t) for b, t in zip(batch, texts)) / batch_size
+        line.update({"kl": seq_kl, "beta": beta_used, "entropy": ent, "policy_loss": pg, "value_loss": vf,
+                     "clipfrac": cf, "approx_kl": akl,
+                     "explained_variance": explained_variance(old_values, returns, fmask),
+                     "response_len": response_len, "ended": frac_ended,
+                     "tokens_per_s": rt.world_size * n_tokens / (time.time() - t0)})
+        log_metrics(metrics_path, line, rt.master)
+
+    if rt.ddp:
+        torch.distributed.destroy_process_group()

@@ -1,0 +1,186 @@
+"""Tests for ppo.py: worked examples for each piece of PPO, the first-ratio identity, then the script
+(smoke, bad input, resume, DDP, learning on the built-in task)."""
+import math
+import os
+
+import pytest
+import torch
+
+import data
+import kernels
+import model
+from conftest import read_metrics, run
+from ppo import (explained_variance, gae, kl_rewards, masked_whiten, policy_loss, update_beta,
+                 value_loss)
+
+
+# ----------------------------------------------------------------------------- worked examples
+def test_policy_loss_worked_examples():
+    # ratio 0.06 / 0.02 = 3, advantage +4, eps 0.2: min(3 * 4, 1.2 * 4) = 4.8 (clipped: no more push up)
+    lp, old = torch.tensor([[math.log(0.06)]]), torch.tensor([[math.log(0.02)]])
+    one = torch.ones(1, 1)
+    loss, clipfrac, approx_kl = policy_loss(lp, old, torch.tensor([[4.0]]), one, 0.2)
+    assert loss.item() == pytest.approx(-4.8, abs=1e-5)
+    assert clipfrac.item() == 1.0
+    assert approx_kl.item() == pytest.approx(0.5 * math.log(3) ** 2, abs=1e-5)
+    # ratio 1.3, advantage -3: min(1.3 * -3, 1.2 * -3) = min(-3.9, -3.6) = -3.9. The pessimistic bound
+    # does NOT clip here (the issue's "-3.6" is the clipped term, which min() rejects): a move that made
+    # a bad action more likely keeps its full gradient so it can be undone.
+    loss, clipfrac, _ = policy_loss(torch.tensor([[math.log(1.3)]]), torch.zeros(1, 1), torch.tensor([[-3.0]]), one, 0.2)
+    assert loss.item() == pytest.approx(3.9, abs=1e-5)
+    assert clipfrac.item() == 0.0
+    # ratio 0.5, advantage -3: min(-1.5, 0.8 * -3 = -2.4) = -2.4, clipped
+    loss, clipfrac, _ = policy_loss(torch.tensor([[math.log(0.5)]]), torch.zeros(1, 1), torch.tensor([[-3.0]]), one, 0.2)
+    assert loss.item() == pytest.approx(2.4, abs=1e-5) and clipfrac.item() == 1.0
+    # token-level mean over valid tokens: the masked token (huge advantage) is ignored
+    lp = torch.tensor([[math.log(0.06), math.log(1.3), 5.0]])
+    old = torch.tensor([[math.log(0.02), 0.0, 0.0]])
+    adv = torch.tensor([[4.0, -3.0, 1e6]])
+    loss, clipfrac, _ = policy_loss(lp, old, adv, torch.tensor([[1.0, 1.0, 0.0]]), 0.2)
+    assert loss.item() == pytest.approx(-(4.8 - 3.9) / 2, abs=1e-5)
+    assert clipfrac.item() == pytest.approx(0.5)
+
+
+def test_value_loss_worked_example():
+    # old value 1.0, new 2.0, return 2.0, eps 0.2: unclipped error 0, clipped value 1.2 -> error 0.64;
+    # the max keeps 0.64: 0.5 * 0.64 = 0.32. A second token inside the clip range: 0.5 * (0.1)^2.
+    v, old, ret = torch.tensor([[2.0, 1.1]]), torch.tensor([[1.0, 1.0]]), torch.tensor([[2.0, 1.0]])
+    loss = value_loss(v, old, ret, torch.ones(1, 2), 0.2)
+    assert loss.item() == pytest.approx(0.5 * (0.64 + 0.01) / 2, abs=1e-6)
+
+
+def test_kl_rewards_worked_example():
+    logp = torch.tensor([[-1.0, -2.0, -0.3], [-0.5, -0.5, -0.5]])
+    ref = torch.tensor([[-1.5, -1.0, 0.0], [-0.5, -1.5, -0.2]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    rewards, kl = kl_rewards(torch.tensor([2.0, -1.0]), logp, ref, mask, beta=0.1, kind="k1")
+    # k1 = logp - ref_logp: [0.5, -1.0, (masked)], [0, 1.0, -0.3]; score added at each last valid token
+    assert torch.allclose(kl, torch.tensor([[0.5, -1.0, 0.0], [0.0, 1.0, -0.3]]))
+    assert torch.allclose(rewards, torch.tensor([[-0.05, 0.1 + 2.0, 0.0], [0.0, -0.1, 0.03 - 1.0]]))
+    _, kl3 = kl_rewards(torch.zeros(2), logp, ref, mask, beta=0.1, kind="k3")
+    assert kl3[0, 0].item() == pytest.approx(math.exp(-0.5) - 1 + 0.5, abs=1e-6)  # r - 1 - log r, r = e^-0.5
+
+
+def test_gae_against_direct_discounted_sums():
+    torch.manual_seed(0)
+    B, N, gamma, lam = 5, 7, 0.9, 0.8
+    rewards, values = torch.randn(B, N), torch.randn(B, N)
+    lengths = [7, 3, 1, 5, 6]
+    mask = torch.tensor([[float(t < n) for t in range(N)] for n in lengths])
+    adv, ret = gae(rewards, values, mask, gamma, lam)
+    for b, n in enumerate(lengths):
+        v = values[b, :n].tolist() + [0.0]  # V = 0 after the last token
+        deltas = [rewards[b, t].item() + gamma * v[t + 1] - v[t] for t in range(n)]
+        for t in range(N):
+            want = sum((gamma * lam) ** l * deltas[t + l] for l in range(n - t)) if t < n else 0.0
+            assert adv[b, t].item() == pytest.approx(want, abs=1e-5)
+            assert ret[b, t].item() == pytest.approx(want + v[t] if t < n else 0.0, abs=1e-5)
+    # lam = 1: the returns are the discounted reward-to-go, whatever the values
+    _, ret1 = gae(rewards, values, mask, gamma, 1.0)
+    for b, n in enumerate(lengths):
+        for t in range(n):
+            want = sum(gamma ** l * rewards[b, t + l].item() for l in range(n - t))
+            assert ret1[b, t].item() == pytest.approx(want, abs=1e-5)
+
+
+def test_masked_whiten_and_beta_controller():
+    x = torch.tensor([[1.0, 2.0, 3.0, 100.0], [4.0, 5.0, 100.0, 100.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
+    w = masked_whiten(x, mask)
+    valid = w[mask.bool()]
+    assert valid.mean().item() == pytest.approx(0.0, abs=1e-6)
+    assert (valid ** 2).mean().item() == pytest.approx(1.0, abs=1e-4)  # population variance 1
+    assert (w[~mask.bool()] == 0).all()
+    assert masked_whiten(x, mask, shift_mean=False)[mask.bool()].mean().item() == pytest.approx(3.0, abs=1e-5)
+    # KL 12 vs target 6: error +1 clipped to +0.2; 256 samples of a 10000 horizon
+    assert update_beta(0.1, 12.0, 6.0, 256, 10000) == pytest.approx(0.1 * (1 + 0.2 * 0.0256))
+    assert update_beta(0.1, 4.5, 6.0, 256, 10000) == pytest.approx(0.1 * (1 - 0.25 * 0.0256))
+    assert explained_variance(torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[1.0, 2.0, 3.0]]), torch.ones(1, 3)) == 1.0
+
+
+def test_rollout_logprobs_match_update_forward(sft_dir):
+    """At fp32 the sampler's log-probs (KV cache) equal a full forward's, and the update's minibatch
+    forward reproduces the recomputed rollout log-probs exactly: the first PPO ratio is 1."""
+    torch.manual_seed(0)
+    policy, vocab, _ = model.load_model(sft_dir)
+    policy.eval()
+    tok = data.Tokenizer(vocab)
+    ids = data.encode_prompts(tok, data.task_prompts("train")[:16], 24)
+    out = policy.generate(ids, 40, tok.eot, temperature=0.7)
+    tokens, attn, mask, P = out["tokens"], out["attention_mask"], out["response_mask"], out["prompt_len"]
+    labels = tokens[:, P:].masked_fill(~mask, -100)
+    with torch.no_grad():
+        full, _ = kernels.logprobs_entropy(policy(tokens, attn)[:, P - 1:-1], labels, temperature=0.7)
+        sub, _ = kernels.logprobs_entropy(policy(tokens[4:12], attn[4:12])[:, P - 1:-1], labels[4:12], temperature=0.7)
+    assert torch.allclose(out["logprobs"], full, atol=1e-4)
+    _, clipfrac, approx_kl = policy_loss(sub, full[4:12], torch.randn(8, full.shape[1]), mask[4:12].float(), 0.2)
+    assert clipfrac.item() == 0.0 and approx_kl.item() < 1e-10
+
+
+# ----------------------------------------------------------------------------- the script
+SMALL = ["--batch_size=16", "--n_minibatches=2", "--ppo_epochs=1", "--eval_repeats=1", "--n_print=1"]
+
+
+def _args(sft_dir, reward_dir, out, *extra):
+    return [f"--sft_path={sft_dir}", f"--reward_path={reward_dir}", f"--out_dir={out}", *SMALL, *extra]
+
+
+def test_smoke_metrics_and_checkpoint(sft_dir, reward_dir, tmp_path):
+    out = str(tmp_path / "ppo")
+    # one epoch of one minibatch: the only update step sees ratio exactly 1
+    run("ppo.py", *_args(sft_dir, reward_dir, out, "--max_iters=2", "--eval_interval=2", "--n_minibatches=1"))
+    ms = read_metrics(out)
+    train = [m for m in ms if m["split"] == "train"]
+    test = [m for m in ms if m["split"] == "test"]
+    assert [m["iter"] for m in train] == [1, 2] and [m["iter"] for m in test] == [0, 2]
+    for k in ("reward", "gold", "kl", "beta", "entropy", "policy_loss", "value_loss", "clipfrac", "approx_kl",
+              "explained_variance", "response_len", "ended", "tokens_per_s"):
+        assert k in train[0], k
+    for k in ("reward", "gold", "kl", "parse", "ended", "response_len"):
+        assert k in test[0], k
+    assert all(m["approx_kl"] == 0 and m["clipfrac"] == 0 for m in train)
+    assert test[0]["kl"] == pytest.approx(0.0, abs=1e-4)  # iter 0: the policy is the reference
+    ck = model.load_checkpoint(out)
+    assert ck["iter_num"] == 2 and "critic" in ck and "beta" in ck
+    policy, vocab, _ = model.load_model(out)  # a plain LM, loadable by sample.py / the next stage
+    assert not policy.config.scalar_head and vocab == model.load_checkpoint(sft_dir)["vocab"]
+
+
+def test_bad_input(sft_dir, reward_dir, tmp_path):
+    p = run("ppo.py", *_args(sft_dir, str(tmp_path / "nope"), str(tmp_path / "a"), "--max_iters=1"), ok=False)
+    assert p.returncode != 0 and "no checkpoint here" in p.stderr
+    p = run("ppo.py", *_args(sft_dir, reward_dir, str(tmp_path / "b"), "--kl_estimator=k9"), ok=False)
+    assert p.returncode != 0 and "k1" in p.stderr
+    p = run("ppo.py", *_args(sft_dir, reward_dir, str(tmp_path / "c"), "--init_from=resume"), ok=False)
+    assert p.returncode != 0 and "no checkpoint here" in p.stderr
+
+
+def test_resume(sft_dir, reward_dir, tmp_path):
+    out = str(tmp_path / "ppo")
+    run("ppo.py", *_args(sft_dir, reward_dir, out, "--max_iters=2", "--eval_interval=2"))
+    beta = model.load_checkpoint(out)["beta"]
+    run("ppo.py", *_args(sft_dir, reward_dir, out, "--max_iters=3", "--eval_interval=2", "--init_from=resume"))
+    train = [m for m in read_metrics(out) if m["split"] == "train"]
+    assert [m["iter"] for m in train] == [1, 2, 3]
+    assert train[2]["beta"] == pytest.approx(beta, rel=1e-4)  # the controller's state came back
+    assert model.load_checkpoint(out)["iter_num"] == 3
+
+
+def test_ddp_two_processes(sft_dir, reward_dir, tmp_path):
+    out = str(tmp_path / "ppo")
+    run("ppo.py", *_args(sft_dir, reward_dir, out, "--max_iters=2", "--eval_interval=2"), torchrun=2)
+    train = [m for m in read_metrics(out) if m["split"] == "train"]
+    assert [m["iter"] for m in train] == [1, 2]  # rank 0 logs once per iteration
+    assert model.load_checkpoint(out)["iter_num"] == 2
+
+
+def test_learning_gold_rises_kl_under_target(sft_dir, reward_dir, tmp_path):
+    out = str(tmp_path / "ppo")
+    target = 4.0
+    run("ppo.py", f"--sft_path={sft_dir}", f"--reward_path={reward_dir}", f"--out_dir={out}", "--max_iters=40",
+        "--eval_interval=40", "--n_print=0", f"--target_kl={target}")
+    test = [m for m in read_metrics(out) if m["split"] == "test"]
+    sft_gold, final = test[0], test[-1]
+    assert final["iter"] == 40
+    assert final["gold"] > sft_gold["gold"] + 0.2, (sft_gold, final)
+    assert final["kl"] < target, final
