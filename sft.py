@@ -118,7 +118,8 @@ if __name__ == "__main__":
         train_rows = rows if val_path or len(rows) < 2 else rows[:len(rows) - len(val_rows)]
         train, val = tokenize(train_rows), tokenize(val_rows)
         eval_prompts_list = []  # no gold scorer for your data: we print samples instead
-        print_prompts = [p for p, _, _ in val_rows[:n_print]]
+        fits = lambda p: len(tok.encode(p)) <= T - max_new_tokens  # room left to sample a response
+        print_prompts = [p for p, _, _ in val_rows if fits(p)][:n_print]
 
     def get_batch(split, rng):
         """A right-padded batch. x: inputs, y: next tokens with -100 on prompt and padding (no loss)."""

@@ -1,0 +1,57 @@
+"""configurator.py: --key=value overrides, type checks, config files, --help."""
+import json
+
+import pytest
+
+from conftest import run
+from configurator import configure
+
+
+def defaults():
+    return {"__file__": "x.py", "lr": 1e-3, "max_iters": 10, "compile": False, "out_dir": "out", "top_k": None}
+
+
+def test_overrides_and_types():
+    g = defaults()
+    cfg = configure(g, ["--lr=3e-4", "--max_iters=20", "--compile=true", "--out_dir=o2", "--top_k=5"])
+    assert cfg == {"lr": 3e-4, "max_iters": 20, "compile": True, "out_dir": "o2", "top_k": 5}
+    assert g["lr"] == 3e-4  # the script's globals are updated in place
+    assert configure(defaults(), ["--lr=1"])["lr"] == 1.0  # an int literal is fine for a float
+
+
+@pytest.mark.parametrize("arg, msg", [
+    ("--max_iters=abc", "expected int"),
+    ("--max_iters=2.5", "expected int"),
+    ("--compile=maybe", "expected True or False"),
+    ("--nope=1", "unknown config key 'nope'"),
+    ("--lr", "write options as --key=value"),
+])
+def test_bad_arguments_exit_with_a_message(arg, msg):
+    with pytest.raises(SystemExit) as e:
+        configure(defaults(), [arg])
+    assert msg in str(e.value)
+    if "unknown" in msg:
+        assert "Valid keys: lr, max_iters, compile, out_dir, top_k" in str(e.value)
+
+
+def test_config_files(tmp_path):
+    py = tmp_path / "c.py"
+    py.write_text("lr = 0.5\nmax_iters = 7\n")
+    js = tmp_path / "c.json"
+    js.write_text(json.dumps({"out_dir": "j"}))
+    cfg = configure(defaults(), [str(py), str(js), "--max_iters=8"])  # later arguments win
+    assert (cfg["lr"], cfg["max_iters"], cfg["out_dir"]) == (0.5, 8, "j")
+    py.write_text("max_iters = 'many'\n")
+    with pytest.raises(SystemExit, match="expected int"):
+        configure(defaults(), [str(py)])
+    with pytest.raises(SystemExit, match="No such file"):
+        configure(defaults(), [str(tmp_path / "missing.py")])
+
+
+def test_help_lists_every_key_with_its_meaning():
+    out = run("sft.py", "--help").stdout
+    assert "--max_iters=1200" in out and "optimizer steps" in out
+    for key in ("out_dir", "init_from", "device", "dtype", "seed", "compile"):
+        assert f"--{key}=" in out
+    p = run("sft.py", "--max_itres=5", ok=False)
+    assert p.returncode != 0 and "unknown config key 'max_itres'" in p.stderr

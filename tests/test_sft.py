@@ -1,0 +1,94 @@
+"""sft.py end to end: learning on the built-in task, resume, your own JSONL, bad input, DDP;
+sample.py on the result."""
+import json
+import math
+import os
+import shutil
+
+import pytest
+import torch
+
+from conftest import last_eval, read_metrics, run
+from model import load_checkpoint, load_model, model_args_of, save_checkpoint
+
+TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=48", "--batch_size=8", "--eval_prompts=8",
+        "--log_interval=2", "--n_demos=200", "--max_new_tokens=16"]
+
+
+def test_sft_learns_the_task(sft_dir):
+    evals = [m for m in read_metrics(sft_dir) if "gold" in m]
+    before, after = evals[0], evals[-1]
+    print(f"before SFT: {before}\nafter SFT: {after}")
+    assert before["iter"] == 0 and before["parse"] < 0.1 and before["gold"] < -0.8
+    assert after["parse"] >= 0.8, "SFT samples should be fluent in the task grammar"
+    assert after["gold"] > before["gold"] + 0.8
+    assert after["val_loss"] < 0.5 * before["val_loss"]
+    ck = load_checkpoint(sft_dir)
+    assert set(ck) >= {"model", "model_args", "optimizer", "iter_num", "config", "vocab"}
+    assert ck["iter_num"] == 600 and ck["config"]["max_iters"] == 600
+
+
+def test_sft_resumes(sft_dir, tmp_path):
+    out = str(tmp_path / "resumed")
+    shutil.copytree(sft_dir, out)
+    run("sft.py", f"--out_dir={out}", "--init_from=resume", "--max_iters=610", "--eval_interval=610",
+        "--log_interval=5", "--eval_prompts=8")
+    iters = [m["iter"] for m in read_metrics(out)]
+    assert iters[-3:] == [605, 610, 610] and load_checkpoint(out)["iter_num"] == 610
+
+
+def test_sft_on_jsonl_with_full_vocabulary(tmp_path):
+    f = tmp_path / "d.jsonl"
+    rows = [{"prompt": "Say hi.", "completion": " Hi there!"},
+            {"messages": [{"role": "user", "content": "Count to three."}, {"role": "assistant", "content": "1 2 3"}]}]
+    f.write_text("\n".join(json.dumps(r) for r in rows * 10))
+    out = str(tmp_path / "o")
+    run("sft.py", f"--out_dir={out}", f"--data_path={f}", "--template=instruction", "--max_iters=3",
+        "--eval_interval=3", *TINY)
+    model, vocab, ck = load_model(out)
+    assert vocab is None and model.config.vocab_size == 50257 and ck["iter_num"] == 3
+
+
+@pytest.mark.parametrize("content, msg", [
+    ('{"prompt": "a", "completion": "b"}\n{"prompt": "a", "completion": }\n', "d.jsonl:2: malformed JSON"),
+    ("", "empty dataset"),
+    ('{"prompt": "a"}\n', "d.jsonl:1: missing field"),
+    (json.dumps({"prompt": "word " * 60, "completion": "b"}), "longer than the context"),
+])
+def test_sft_bad_data(tmp_path, content, msg):
+    f = tmp_path / "d.jsonl"
+    f.write_text(content)
+    p = run("sft.py", f"--out_dir={tmp_path}", f"--data_path={f}", "--max_iters=1", *TINY, ok=False)
+    assert p.returncode != 0 and msg in p.stderr, p.stderr[-2000:]
+
+
+def test_sft_bad_checkpoints(tmp_path, sft_dir):
+    p = run("sft.py", f"--init_from={tmp_path}/nothing", ok=False)
+    assert p.returncode != 0 and "no checkpoint here" in p.stderr
+    f = tmp_path / "d.jsonl"  # the built-in task's compact vocabulary cannot read other text
+    f.write_text(json.dumps({"prompt": "Hello", "completion": " world"}))
+    p = run("sft.py", f"--init_from={sft_dir}", f"--data_path={f}", "--max_iters=1", ok=False)
+    assert p.returncode != 0 and "compact vocabulary" in p.stderr
+
+
+def test_sft_ddp_two_processes(tmp_path):
+    out = str(tmp_path / "ddp")
+    run("sft.py", f"--out_dir={out}", "--max_iters=4", "--eval_interval=4", *TINY, torchrun=2)
+    assert load_checkpoint(out)["iter_num"] == 4
+    assert [m["iter"] for m in read_metrics(out)].count(4) == 2  # rank 0 alone logs: one train, one eval line
+
+
+def test_sample_and_best_of_n(sft_dir, tmp_path):
+    p = run("sample.py", f"--init_from={sft_dir}", "--max_prompts=6", "--max_new_tokens=30")
+    assert p.stdout.count("gold") >= 7 and "parse" in p.stdout.splitlines()[-1]
+    # a stand-in reward model (SFT body, untrained head): checks the plumbing; test_reward checks gains
+    rm, vocab, _ = load_model(sft_dir, scalar_head=True)
+    save_checkpoint(str(tmp_path / "rm" / "ckpt.pt"), dict(model=rm.state_dict(), model_args=model_args_of(rm),
+                    optimizer={}, iter_num=0, config={}, vocab=vocab, reward_gain=1.0, reward_bias=0.0))
+    out = str(tmp_path / "bon")
+    run("sample.py", f"--init_from={sft_dir}", f"--reward_path={tmp_path}/rm", "--best_of=4", "--max_prompts=5",
+        f"--out_dir={out}")
+    rows = read_metrics(out)
+    assert [r["n"] for r in rows] == [1, 2, 4]
+    assert [r["kl"] for r in rows] == pytest.approx([0.0, math.log(2) - 0.5, math.log(4) - 0.75], abs=1e-4)
+    assert rows[0]["reward"] <= rows[1]["reward"] <= rows[2]["reward"]  # the max over more samples
