@@ -88,14 +88,14 @@ minibatch_size = 64  # responses per gradient step (per process); must divide th
 max_new_tokens = 32  # response length limit
 temperature = 1.0  # sampling temperature (the log-probs are of this tempered policy)
 # optimisation
-max_iters = 60  # rollout batches
+max_iters = 30  # rollout batches
 lr = 3e-4  # peak learning rate (use ~1e-6 for GPT-2 weights)
 warmup_iters = 5  # linear warmup (in rollout batches)
 weight_decay = 0.0  # AdamW weight decay on matrices
 grad_clip = 1.0  # clip the global gradient norm (0: off)
 # eval and logging
 log_interval = 5  # log training metrics every this many rollout batches
-eval_interval = 30  # held-out eval (gold, kl) every this many rollout batches
+eval_interval = 10  # held-out eval (gold, kl) every this many rollout batches
 eval_repeats = 4  # responses per held-out prompt (4 x 51 test prompts: less noise)
 n_print = 3  # samples printed at each eval
 # runtime
