@@ -70,7 +70,7 @@ out_dir = "out/reward"  # checkpoint, metrics.jsonl and feedback/ go here
 init_from = "sft"  # 'sft' (the model at sft_path, new scalar head), 'resume', 'gpt2'.., or a checkpoint
 sft_path = "out/sft/ckpt.pt"  # SFT policy: samples the responses to label and the normalisation set ('' none)
 data_path = "builtin"  # 'builtin' (simulate feedback on the review task) or a JSONL file of label_kind
-test_path = ""  # held-out JSONL of the same kind; '' = builtin test prompts, or the last 10% of data_path
+test_path = ""  # held-out JSONL of any kind (read as pairs); '' = builtin pairwise test, or last 10% of data_path
 label_kind = "pairwise"  # which feedback to train on: 'pairwise', 'rankings', 'ties' or 'likert'
 loss = ""  # '' = the kind's default (bt, pl, rao_kupper, mse); or margin, hinge, pairs, ordinal
 hinge_margin = 1.0  # the margin m of the hinge loss
@@ -86,7 +86,7 @@ temperature = 1.0  # sampling temperature of the SFT policy
 # optimisation
 batch_size = 32  # items (pairs, rankings or rated responses) per step, per process
 max_iters = 300  # optimizer steps
-lr = 3e-4  # peak learning rate (use ~1e-5 for GPT-2 weights)
+lr = 1e-3  # peak learning rate (the tiny built-in model; use ~1e-5 for GPT-2 weights)
 warmup_iters = 20  # linear warmup steps
 weight_decay = 0.0  # AdamW weight decay on matrices
 grad_clip = 1.0  # clip the global gradient norm (0: off)
@@ -294,6 +294,15 @@ def load_feedback(path, kind):
     return items, skipped
 
 
+def detect_kind(path):
+    """The kind of a feedback file, from the fields of its first row."""
+    row = data.read_jsonl(path)[0]
+    for kind, field in (("rankings", "ranking"), ("likert", "score"), ("ties", "tie"), ("pairwise", "chosen")):
+        if field in row:
+            return kind
+    raise ValueError(f"{row['_where']}: not a feedback row (expected chosen/rejected, tie, ranking or score)")
+
+
 def to_pairs(items, kind):
     """Feedback of any kind -> (prompt, better, worse) pairs: a ranking gives all its pairs, a tie none,
     Likert ratings of the same prompt give every pair with different scores."""
@@ -371,17 +380,15 @@ if __name__ == "__main__":
         torch.distributed.barrier()  # rank 0 wrote the feedback files
     train_file = os.path.join(fb_dir, f"{label_kind}_train.jsonl") if data_path == "builtin" else data_path
     train_items, skipped = load_feedback(train_file, label_kind)
-    if data_path == "builtin":  # every kind is tested on the same pairs, so kinds compare side by side
-        test_items, test_skipped = load_feedback(os.path.join(fb_dir, "pairwise_test.jsonl"), "pairwise")
-        test_pairs, pair_train = to_pairs(test_items, "pairwise"), load_feedback(
-            os.path.join(fb_dir, "pairwise_train.jsonl"), "pairwise")[0]
-    elif test_path:
-        test_items, test_skipped = load_feedback(test_path, label_kind)
-        test_pairs, pair_train = to_pairs(test_items, label_kind), train_items
+    if test_path:  # any kind: every kind is tested as pairs, so kinds compare side by side
+        test_kind = detect_kind(test_path)
+        test_items, test_skipped = load_feedback(test_path, test_kind)
+    elif data_path == "builtin":
+        test_kind, (test_items, test_skipped) = "pairwise", load_feedback(os.path.join(fb_dir, "pairwise_test.jsonl"), "pairwise")
     else:  # hold out the last 10% of the file
         n_test = max(1, len(train_items) // 10)
-        train_items, test_items, test_skipped = train_items[:-n_test], train_items[-n_test:], []
-        test_pairs, pair_train = to_pairs(test_items, label_kind), train_items
+        test_kind, train_items, test_items, test_skipped = label_kind, train_items[:-n_test], train_items[-n_test:], []
+    test_pairs, train_pairs = to_pairs(test_items, test_kind), to_pairs(train_items, label_kind)
     if rt.master and (skipped or test_skipped):
         print(f"skipped {len(skipped)} train / {len(test_skipped)} test rows without a comparison, "
               f"e.g. {(skipped + test_skipped)[0]}")
@@ -480,7 +487,7 @@ if __name__ == "__main__":
         rel, out["ece"] = reliability(p + [1 - q for q in p], [1] * len(p) + [0] * len(p), n_bins)
         # length-only baseline: reward = +-(response length), the sign fitted on the training pairs
         ln = lambda p, t: len(tok.encode(t, "response"))
-        tr = to_pairs(pair_train, "pairwise")
+        tr = train_pairs
         sign = 1 if sum(ln(p, c) > ln(p, r) for p, c, r in tr) >= sum(ln(p, c) < ln(p, r) for p, c, r in tr) else -1
         lc = torch.tensor([sign * ln(p, c) for p, c, _ in test_pairs], dtype=torch.float)
         lr_ = torch.tensor([sign * ln(p, r) for p, _, r in test_pairs], dtype=torch.float)
@@ -489,7 +496,8 @@ if __name__ == "__main__":
             out["length_acc_gold"] = ((lc > lr_).float() + 0.5 * (lc == lr_).float())[d].mean().item()
         # normalisation over SFT samples (Ziegler et al. 2019): gain * raw + bias has mean 0, std 1
         if policy is not None:
-            prompts = [random.Random(seed).choice(data.task_prompts("train")) for _ in range(n_norm)] \
+            norm_rng = random.Random(seed)
+            prompts = [norm_rng.choice(data.task_prompts("train")) for _ in range(n_norm)] \
                 if data_path == "builtin" else [it["prompt"] for it in train_items[:n_norm]]
             with rt.ctx:
                 texts, _, _ = data.sample_responses(policy, tok, prompts, max_new_tokens, temperature, batch_size=256)

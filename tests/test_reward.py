@@ -1,0 +1,212 @@
+"""Tests for reward.py: each loss at hand-computed values, the evaluation helpers, the simulated
+labelers, bad feedback files, and the script itself (smoke, learning, other kinds, DDP, resume)."""
+import json
+import math
+import os
+import random
+import shutil
+
+import pytest
+import torch
+
+import data
+import reward
+from conftest import last_eval, read_metrics, run
+from model import load_model
+
+t = torch.tensor
+
+
+# ----------------------------------------------------------------------------- losses, worked examples
+def test_bt_worked_example_and_gradient():
+    rc, rr = t([1.0], requires_grad=True), t([1.5])
+    loss = reward.bt_loss(rc, rr)
+    assert torch.sigmoid(t(-0.5)).item() == pytest.approx(0.3775, abs=1e-4)  # P(chosen wins)
+    assert loss.item() == pytest.approx(0.9741, abs=1e-4)  # -log 0.3775
+    loss.backward()
+    assert rc.grad.item() == pytest.approx(torch.sigmoid(t(-0.5)).item() - 1, abs=1e-6)  # sigmoid(delta) - 1
+
+
+def test_margin_and_hinge():
+    # Llama 2: -log sigmoid(1 - 0 - 1) = log 2; without the margin -log sigmoid(1) = 0.3133
+    assert reward.bt_loss(t([1.0]), t([0.0]), t([1.0])).item() == pytest.approx(math.log(2), abs=1e-6)
+    assert reward.bt_loss(t([1.0]), t([0.0])).item() == pytest.approx(0.313262, abs=1e-6)
+    # hinge: max(0, 1 - (1 - 1.5)) = 1.5 and max(0, 1 - (3 - 1)) = 0, mean 0.75
+    assert reward.hinge_loss(t([1.0, 3.0]), t([1.5, 1.0]), 1.0).item() == pytest.approx(0.75)
+
+
+def test_plackett_luce():
+    # r = [2, 1, 0] best first: [lse(2,1,0) - 2] + [lse(1,0) - 1] + 0 = 0.407606 + 0.313262
+    assert reward.plackett_luce_loss(t([[2.0, 1.0, 0.0]])).item() == pytest.approx(0.720868, abs=1e-5)
+    # K = 2 is Bradley-Terry
+    a, b = torch.randn(5), torch.randn(5)
+    assert reward.plackett_luce_loss(torch.stack([a, b], 1)).item() == pytest.approx(reward.bt_loss(a, b).item(), abs=1e-6)
+    # a ranking of 2 padded to 3 equals the unpadded one; padding values don't matter
+    padded = reward.plackett_luce_loss(t([[1.0, 0.0, 99.0]]), t([[True, True, False]]))
+    assert padded.item() == pytest.approx(reward.bt_loss(t([1.0]), t([0.0])).item(), abs=1e-6)
+    # PL probabilities of all 6 orders of 3 items sum to 1
+    from itertools import permutations
+    r = t([0.3, -1.2, 0.8])
+    total = sum(math.exp(-reward.plackett_luce_loss(r[list(o)][None]).item()) for o in permutations(range(3)))
+    assert total == pytest.approx(1.0, abs=1e-5)
+
+
+def test_all_pairs():
+    # pairs (2,1), (2,0), (1,0): softplus(-1), softplus(-2), softplus(-1), mean
+    assert reward.all_pairs_loss(t([[2.0, 1.0, 0.0]])).item() == pytest.approx((2 * 0.313262 + 0.126928) / 3, abs=1e-5)
+
+
+def test_rao_kupper():
+    a, b = torch.randn(6), torch.randn(6)
+    no = torch.zeros(6, dtype=torch.bool)
+    # alpha = 0 (theta = 1) with no ties is Bradley-Terry
+    assert reward.rao_kupper_loss(a, b, no, t(0.0)).item() == pytest.approx(reward.bt_loss(a, b).item(), abs=1e-6)
+    # theta = 2, equal rewards: P(win) = 1 / (1 + 2) and P(tie) = (4 - 1) / (1 + 2)^2, both 1/3
+    z = torch.zeros(1)
+    assert reward.rao_kupper_loss(z, z, t([True]), t(math.log(2))).item() == pytest.approx(math.log(3), abs=1e-5)
+    assert reward.rao_kupper_loss(z, z, t([False]), t(math.log(2))).item() == pytest.approx(math.log(3), abs=1e-5)
+    # win + loss + tie = 1 for any d
+    d, al = t([0.7]), t(0.4)
+    p = sum(math.exp(-reward.rao_kupper_loss(x, y, t([tie]), al).item())
+            for x, y, tie in ((d, z, False), (z, d, False), (d, z, True)))
+    assert p == pytest.approx(1.0, abs=1e-5)
+
+
+def test_likert_losses():
+    # scores 5 and 3 map to targets 1 and 0: MSE of r = [0, 0] is (1 + 0) / 2
+    assert reward.mse_loss(t([0.0, 0.0]), t([5, 3])).item() == pytest.approx(0.5)
+    cuts = t([-1.5, -0.5, 0.5, 1.5])
+    # r = 0, score 3: -log(sigmoid(0.5) - sigmoid(-0.5)) = -log(0.2449187) = 1.406829
+    assert reward.ordinal_loss(t([0.0]), t([3]), cuts).item() == pytest.approx(1.406829, abs=1e-5)
+    p = sum(math.exp(-reward.ordinal_loss(t([0.3]), t([k]), cuts).item()) for k in range(1, 6))
+    assert p == pytest.approx(1.0, abs=1e-5)
+
+
+# ----------------------------------------------------------------------------- evaluation helpers
+def test_spearman():
+    assert reward.spearman([1, 2, 3, 4], [10, 20, 30, 45]) == pytest.approx(1.0)
+    assert reward.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ties get average ranks: ranks [0, 1.5, 1.5, 3] vs [0, 1, 2, 3] -> 4.5 / sqrt(4.5 * 5)
+    assert reward.spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(4.5 / math.sqrt(22.5))
+    assert reward.spearman([1, 1, 1], [1, 2, 3]) == 0.0  # constant: no correlation
+
+
+def test_reliability():
+    rows, ece = reward.reliability([0.1, 0.3, 0.9, 0.95], [0, 1, 1, 1], n_bins=2)
+    assert [(r[2], r[3], r[4]) for r in rows] == [pytest.approx((0.2, 0.5, 2)), pytest.approx((0.925, 1.0, 2))]
+    assert ece == pytest.approx(0.5 * 0.3 + 0.5 * 0.075)
+
+
+# ----------------------------------------------------------------------------- simulated labelers
+def test_label_group_formats_and_sharp_labelers():
+    prompt = "I went to the cafe."
+    responses = [" The coffee was great.<|endoftext|>", " The coffee was awful.<|endoftext|>",
+                 " The cake was okay.<|endoftext|>", " The coffee was great.<|endoftext|>"]  # one duplicate
+    rows, agree = reward.label_group(prompt, responses, random.Random(0), n_annotators=3, temp=0.01,
+                                     tie_margin=0.1, noise=0.01)
+    g = {r: data.gold(prompt, r) for r in responses}
+    assert len(rows["pairwise"]) == 3 and len(rows["ties"]) == 3  # 3 unique responses -> 3 pairs
+    assert all(g[r["chosen"]] > g[r["rejected"]] and r["margin"] == 1.0 for r in rows["pairwise"])
+    assert not any(r["tie"] for r in rows["ties"])
+    assert rows["rankings"][0]["ranking"] == sorted(set(responses), key=lambda r: -g[r])
+    assert [r["score"] for r in rows["likert"]] == [5, 1, 3]
+    assert agree["pairwise"] == [9, 9]  # 3 pairs x 3 annotator pairs, all agree
+    # very noisy labelers disagree sometimes, and ties appear when gold scores are close
+    rows, agree = reward.label_group(prompt, [" The cake was good.<|endoftext|>", " The cake was nice.<|endoftext|>"],
+                                     random.Random(0), n_annotators=3, temp=10.0, tie_margin=0.15)
+    assert rows["ties"][0]["tie"] and set(rows["pairwise"][0]) == {"prompt", "chosen", "rejected", "margin"}
+
+
+# ----------------------------------------------------------------------------- bad input
+def write(tmp_path, name, rows):
+    p = tmp_path / name
+    p.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return str(p)
+
+
+def test_bad_feedback(tmp_path, sft_dir):
+    ok = dict(prompt="p", chosen="a", rejected="b")
+    items, skipped = reward.load_feedback(write(tmp_path, "pairs.jsonl", [ok, dict(ok, rejected="a"), ok]), "pairwise")
+    assert len(items) == 2 and len(skipped) == 1 and "pairs.jsonl:2" in skipped[0]  # identical: counted skip
+    items, skipped = reward.load_feedback(write(tmp_path, "rank.jsonl", [dict(prompt="p", ranking=["a", "b", "a"]),
+                                                                          dict(prompt="p", ranking=["a", "b"])]), "rankings")
+    assert len(items) == 1 and "rank.jsonl:1" in skipped[0]  # duplicates in a ranking: counted skip
+    path = write(tmp_path, "lik.jsonl", [dict(prompt="p", completion="a", score=3), dict(prompt="p", completion="a", score=6)])
+    with pytest.raises(ValueError, match=r"lik.jsonl:2: score must be an integer 1..5"):
+        reward.load_feedback(path, "likert")
+    with pytest.raises(ValueError, match=r"miss.jsonl:2: missing field"):
+        reward.load_feedback(write(tmp_path, "miss.jsonl", [ok, dict(prompt="p", chosen="a")]), "pairwise")
+    with pytest.raises(ValueError, match=r"tie.jsonl:1: tie must be true or false"):
+        reward.load_feedback(write(tmp_path, "tie.jsonl", [dict(ok, tie="yes")]), "ties")
+    with pytest.raises(ValueError, match=r"only.jsonl: no usable rows"):
+        reward.load_feedback(write(tmp_path, "only.jsonl", [dict(ok, rejected="a")]), "pairwise")
+    # the script says which file and line
+    p = run("reward.py", f"--out_dir={tmp_path}/o", f"--sft_path={sft_dir}/ckpt.pt", "--label_kind=likert",
+            f"--data_path={path}", ok=False)
+    assert p.returncode != 0 and "lik.jsonl:2" in p.stderr
+
+
+def test_to_pairs_and_detect_kind(tmp_path):
+    items = [dict(prompt="p", texts=[c], y=s) for c, s in (("a", 2), ("b", 5), ("c", 2))] + \
+            [dict(prompt="q", texts=["d"], y=1)]
+    assert sorted(reward.to_pairs(items, "likert")) == [("p", "b", "a"), ("p", "b", "c")]
+    assert reward.to_pairs([dict(prompt="p", texts=["a", "b", "c"], y=None)], "rankings") == \
+        [("p", "a", "b"), ("p", "a", "c"), ("p", "b", "c")]
+    assert reward.to_pairs([dict(prompt="p", texts=["a", "b"], y=True)], "ties") == []
+    assert reward.detect_kind(write(tmp_path, "r.jsonl", [dict(prompt="p", ranking=["a", "b"])])) == "rankings"
+
+
+# ----------------------------------------------------------------------------- the script
+def test_smoke_and_learning(reward_dir, sft_dir):
+    """The reward_dir fixture's run: files, checkpoint contract, and a reward model that learned."""
+    for kind in reward.KINDS:
+        for split in ("train", "test"):
+            rows = data.read_jsonl(os.path.join(reward_dir, "feedback", f"{kind}_{split}.jsonl"))
+            assert rows and all(r["prompt"] in data.task_prompts(split) for r in rows)
+    pair = data.read_jsonl(os.path.join(reward_dir, "feedback", "pairwise_train.jsonl"))[0]
+    assert set(pair) - {"_where"} == {"prompt", "chosen", "rejected", "margin"} and pair["chosen"].endswith("<|endoftext|>")
+    rm, vocab, ckpt = load_model(os.path.join(reward_dir, "ckpt.pt"), scalar_head=True)
+    assert {"model", "model_args", "optimizer", "iter_num", "config", "vocab", "reward_gain", "reward_bias",
+            "label_kind"} <= set(ckpt) and ckpt["label_kind"] == "pairwise" and ckpt["reward_gain"] > 0
+    assert vocab == load_model(os.path.join(sft_dir, "ckpt.pt"))[1]
+    m = last_eval(reward_dir, "spearman")
+    for k in ("acc_noisy", "acc_gold", "ece", "length_acc_gold", "length_acc_noisy", "reward_gain", "reward_bias", "reward"):
+        assert k in m
+    assert any("agreement/pairwise" in x for x in read_metrics(reward_dir))
+    assert any("reliability" in x for x in read_metrics(reward_dir))
+    # learning: held-out accuracy against gold well above chance and above the length-only reward
+    assert m["acc_gold"] > 0.65 and m["acc_gold"] > m["length_acc_gold"] + 0.05, m
+    assert m["spearman"] > 0.3, m
+    first = [x for x in read_metrics(reward_dir) if "acc_gold" in x][0]
+    assert m["acc_gold"] > first["acc_gold"] + 0.1  # it learned, from about chance at iter 0
+
+
+@pytest.mark.parametrize("kind,loss", [("rankings", "pl"), ("ties", "rao_kupper"), ("likert", "ordinal")])
+def test_other_kinds_run(reward_dir, sft_dir, tmp_path, kind, loss):
+    """Each kind's file from the fixture trains as user data would (a few steps) and is evaluated on pairs."""
+    fb = os.path.join(reward_dir, "feedback")
+    run("reward.py", f"--out_dir={tmp_path}", f"--sft_path={sft_dir}/ckpt.pt", f"--label_kind={kind}", f"--loss={loss}",
+        f"--data_path={fb}/{kind}_train.jsonl", f"--test_path={fb}/pairwise_test.jsonl", "--max_iters=4",
+        "--log_interval=2", "--eval_interval=1000", "--n_norm=16", "--n_eval=1")
+    m = last_eval(str(tmp_path), "acc_gold")
+    assert m["label_kind"] == kind and m["loss_kind"] == loss and 0 <= m["acc_gold"] <= 1
+    assert load_model(str(tmp_path), scalar_head=True)[2]["label_kind"] == kind
+
+
+def test_ddp(reward_dir, sft_dir, tmp_path):
+    fb = os.path.join(reward_dir, "feedback")
+    run("reward.py", f"--out_dir={tmp_path}", f"--sft_path={sft_dir}/ckpt.pt", "--label_kind=ties",
+        f"--data_path={fb}/ties_train.jsonl", f"--test_path={fb}/pairwise_test.jsonl", "--max_iters=4",
+        "--log_interval=2", "--eval_interval=1000", "--n_norm=16", "--n_eval=1", torchrun=2)
+    assert load_model(str(tmp_path), scalar_head=True)[2]["iter_num"] == 4
+
+
+def test_resume(reward_dir, tmp_path):
+    out = str(tmp_path / "r")
+    shutil.copytree(reward_dir, out)
+    n = load_model(out, scalar_head=True)[2]["iter_num"]
+    sft = load_model(out, scalar_head=True)[2]["config"]["sft_path"]
+    run("reward.py", f"--out_dir={out}", "--init_from=resume", f"--sft_path={sft}", f"--max_iters={n + 4}",
+        "--log_interval=2", "--eval_interval=1000", "--n_norm=16", "--n_eval=1")
+    ckpt = load_model(out, scalar_head=True)[2]
+    assert ckpt["iter_num"] == n + 4 and ckpt["optimizer"]["state"]
