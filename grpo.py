@@ -204,11 +204,13 @@ def load_rewards(spec, builtins=BUILTIN_REWARDS):
     return out
 
 
-def score(reward_fns, prompts, responses):
-    """Run every reward function; returns the weighted sum (len(responses),) and each function's scores."""
+def score(reward_fns, prompts, responses, token_ids=None):
+    """Run every reward function; returns the weighted sum (len(responses),) and each function's scores.
+    token_ids (the sampled prompt + response ids) go to the reward model only: see rm_reward."""
     each = {}
     for name, fn, _ in reward_fns:
-        r = [float(x) for x in fn(prompts, responses)]
+        r = fn(prompts, responses, token_ids=token_ids) if name == "rm" and token_ids else fn(prompts, responses)
+        r = [float(x) for x in r]
         if len(r) != len(responses) or any(x != x for x in r):
             raise ValueError(f"reward {name!r} returned {len(r)} scores (NaN: {any(x != x for x in r)}) for "
                              f"{len(responses)} responses: it must return one finite float per response")
@@ -248,11 +250,17 @@ if __name__ == "__main__":
         rm_tok = data.Tokenizer(rm_vocab)
         gain, bias = rm_ckpt.get("reward_gain", 1.0), rm_ckpt.get("reward_bias", 0.0)
 
+        same_vocab = list(rm_vocab or []) == list(vocab or [])
+
         @torch.no_grad()
-        def rm_reward(prompts, responses, chunk=64):
+        def rm_reward(prompts, responses, token_ids=None, chunk=64):
             """The reward model's score of prompt + response (at its last token), normalised with the gain
-            and bias reward.py stored so that SFT samples score mean 0, std 1."""
-            seqs = [rm_tok.encode(p + r, "rm input")[-rm.config.block_size:] for p, r in zip(prompts, responses)]
+            and bias reward.py stored so that SFT samples score mean 0, std 1. Given the sampled token_ids
+            (and a shared vocabulary) it scores exactly those: decoding and re-encoding text is not always
+            the identity (two sampled "." decode to "..", which BPE encodes as one other token)."""
+            if not (token_ids and same_vocab):
+                token_ids = [rm_tok.encode(p + r, "reward model input") for p, r in zip(prompts, responses)]
+            seqs = [s[-rm.config.block_size:] for s in token_ids]
             out = []
             for i in range(0, len(seqs), chunk):
                 part = seqs[i:i + chunk]
@@ -328,7 +336,8 @@ if __name__ == "__main__":
         labels = tokens[:, P:].masked_fill(~mask, -100)
         lengths = mask.sum(1)
         texts = [tok.decode(row[:n]) for row, n in zip(tokens[:, P:].tolist(), lengths.tolist())]
-        reward, each = score(reward_fns, prompts, texts)
+        ids = [row[m].tolist() for row, m in zip(tokens, attn)]  # unpadded prompt + response, for the RM
+        reward, each = score(reward_fns, prompts, texts, ids)
         groups = reward.view(prompts_per_batch, group_size)
         adv = group_advantages(groups, advantage).view(-1).to(rt.device)
 
