@@ -1,0 +1,329 @@
+"""
+dpo.py: Direct Preference Optimization and its common variants, one switch (--loss_type).
+
+DPO (Rafailov et al. 2023) fits the policy straight to preference pairs (prompt, chosen, rejected):
+the RLHF objective's optimal policy makes beta * log(pi / pi_ref) an implicit reward, so the
+Bradley-Terry loss on that reward trains the policy with no reward model and no sampling loop.
+Variants, all in `dpo_loss` below:
+
+    sigmoid   DPO, Rafailov et al. 2023 eq. 7; with --label_smoothing=eps it is conservative DPO
+              (cDPO, Mitchell 2023, "A note on DPO with noisy preferences & relationship to IPO")
+    robust    robust DPO, Chowdhury et al. 2024 ("Provably Robust DPO"), unbiased under label noise eps
+    ipo       IPO, Azar et al. 2023 eq. 17: squared loss to a finite margin 1/(2 beta), does not
+              push the margin to infinity
+    hinge     SLiC-HF, Zhao et al. 2023: hinge on the reference-normalised margin (as TRL)
+    simpo     SimPO, Meng et al. 2024 eq. 6: reference-free, length-normalised log-probs, margin gamma
+    --rpo_alpha > 0 adds an NLL term on the chosen response (RPO, Pang et al. 2024, "Iterative Reasoning
+              Preference Optimization"), against the "chosen log-probs fall too" failure of DPO.
+
+    python dpo.py                                   # built-in task: preference data from reward.py
+    python dpo.py --loss_type=ipo --beta=0.5
+    python dpo.py --data=my.jsonl --sft_path=out/sft/ckpt.pt
+    torchrun --nproc_per_node=2 dpo.py              # DDP
+
+Data: JSONL of {"prompt","chosen","rejected"} (TRL's fields; chosen/rejected are the response texts,
+ending in <|endoftext|> where the response ended). Default: the built-in task's simulated preferences
+that `python reward.py` writes (SFT samples labelled by noisy simulated humans from the gold scorer).
+Policy and frozen reference both start from the SFT checkpoint. Writes out_dir/ckpt.pt (an LM: sample.py
+and later stages load it) and out_dir/metrics.jsonl.
+
+Departures: reference log-probs are computed once before training by default (TRL's
+precompute_ref_log_probs) so no second model sits in memory while training; --ref_mode=online keeps it.
+IPO uses summed (sequence) log-probs as in the paper (TRL averages them per token). On the built-in task
+the model is tiny and the lr is far higher than the ~5e-7 used for billion-parameter models.
+"""
+import os
+import random
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+import data
+import kernels
+from configurator import configure
+from model import (check_vocab, configure_optimizer, cosine_lr, load_model, log_metrics, model_args_of,
+                   save_checkpoint, setup)
+
+# ----------------------------------------------------------------------------- config
+out_dir = "out/dpo"  # checkpoint, metrics.jsonl go here
+init_from = "sft"  # 'sft' (policy starts from sft_path) or 'resume' (from out_dir/ckpt.pt)
+sft_path = "out/sft/ckpt.pt"  # SFT checkpoint: the frozen reference and the policy's starting point
+data_path = "out/reward/feedback/pairwise_train.jsonl"  # JSONL of {prompt, chosen, rejected} (reward.py writes it)
+val_path = ""  # held-out pairs for eval metrics; empty: pairwise_test.jsonl next to data_path if it exists
+template = "plain"  # prompt template for JSONL prompts: 'plain' or 'instruction'
+# the loss
+loss_type = "sigmoid"  # 'sigmoid' (DPO), 'ipo', 'hinge', 'robust', 'simpo'
+beta = 0.1  # strength of the KL-to-reference constraint (sigmoid/ipo/hinge/robust)
+label_smoothing = 0.0  # assumed label-flip rate eps: sigmoid -> conservative DPO (cDPO), robust needs > 0
+simpo_beta = 2.0  # SimPO's reward scale (its rewards are per-token averages, so larger than beta)
+simpo_gamma = 1.0  # SimPO's target margin gamma (= simpo_beta * 0.5, the SimPO code's gamma_beta_ratio)
+rpo_alpha = 0.0  # weight of the length-normalised NLL on chosen responses (RPO); 0: off
+ref_mode = "precompute"  # 'precompute' (reference log-probs once, reference freed) or 'online'
+# optimisation
+batch_size = 32  # preference pairs per micro-batch per process (2x sequences in the forward)
+grad_accum = 1  # micro-batches per optimizer step
+max_iters = 300  # optimizer steps
+lr = 1e-4  # peak learning rate (use ~5e-7 for GPT-2 weights)
+warmup_iters = 20  # linear warmup steps
+weight_decay = 0.0  # AdamW weight decay on matrices
+grad_clip = 1.0  # clip the global gradient norm (0: off)
+# eval and logging
+log_interval = 25  # print/log train metrics (means over the interval) every this many steps
+eval_interval = 150  # eval held-out pairs, gold score and KL every this many steps
+eval_repeats = 4  # built-in task: samples per held-out prompt for the gold score and KL
+max_new_tokens = 40  # response length limit when sampling
+temperature = 1.0  # sampling temperature for eval samples
+n_print = 3  # samples printed at each eval
+# runtime
+device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
+dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
+seed = 1337  # random seed (offset by rank under DDP)
+compile = False  # torch.compile the policy
+
+LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "simpo")
+
+
+# ----------------------------------------------------------------------------- the loss
+def dpo_loss(logps_c, logps_r, ref_c, ref_r, len_c, len_r, loss_type="sigmoid", beta=0.1, label_smoothing=0.0,
+             simpo_beta=2.0, simpo_gamma=1.0, rpo_alpha=0.0):
+    """Per-pair preference loss. All inputs (B,) fp32: summed log-probs of the chosen / rejected response
+    under the policy (logps_*) and the reference (ref_*; unused by simpo, may be None), and the number of
+    response tokens (len_*). Returns (losses (B,), chosen_rewards (B,), rejected_rewards (B,)); the
+    rewards are the implicit ones, detached, for logging (rewards/accuracies = chosen > rejected).
+    Formulas follow the papers, with the same names and conventions as TRL's DPOTrainer / CPOTrainer."""
+    eps = label_smoothing
+    if loss_type == "simpo":  # Meng et al. 2024 eq. 6: r = beta/|y| log pi(y|x), no reference
+        rc, rr = simpo_beta * logps_c / len_c, simpo_beta * logps_r / len_r
+        h = rc - rr - simpo_gamma
+        losses = -F.logsigmoid(h) * (1 - eps) - F.logsigmoid(-h) * eps
+    else:
+        rc, rr = beta * (logps_c - ref_c), beta * (logps_r - ref_r)  # DPO's implicit rewards
+        h = (logps_c - ref_c) - (logps_r - ref_r)  # log-ratio margin, "logits" in TRL
+        if loss_type == "sigmoid":  # Rafailov et al. eq. 7; eps > 0: cDPO (Mitchell 2023)
+            losses = -F.logsigmoid(beta * h) * (1 - eps) - F.logsigmoid(-beta * h) * eps
+        elif loss_type == "robust":  # Chowdhury et al. 2024 eq. 8: unbiased estimate of the clean loss
+            losses = (-F.logsigmoid(beta * h) * (1 - eps) + F.logsigmoid(-beta * h) * eps) / (1 - 2 * eps)
+        elif loss_type == "ipo":  # Azar et al. 2023 eq. 17, tau = beta: regress h onto 1 / (2 beta)
+            losses = (h - 1 / (2 * beta)) ** 2
+        elif loss_type == "hinge":  # SLiC-HF (Zhao et al. 2023) on the reference-normalised margin
+            losses = torch.relu(1 - beta * h)
+        else:
+            raise ValueError(f"unknown loss_type {loss_type!r}: use one of {', '.join(LOSS_TYPES)}")
+    if rpo_alpha:  # RPO (Pang et al. 2024): + alpha * NLL of the chosen response, per token
+        losses = losses - rpo_alpha * logps_c / len_c
+    return losses, rc.detach(), rr.detach()
+
+
+def sequence_logps(model, x, y):
+    """Summed log-probs of the response tokens. x, y (N, L): inputs and next tokens with -100 on prompt
+    and padding. Returns logps (N,) fp32 and the number of response tokens (N,)."""
+    logp = kernels.logprobs(model(x), y, ignore_index=-100)
+    return logp.sum(-1), (y != -100).sum(-1)
+
+
+if __name__ == "__main__":
+    config = configure(globals())
+    if loss_type not in LOSS_TYPES:
+        raise SystemExit(f"--loss_type={loss_type!r}: use one of {', '.join(LOSS_TYPES)}")
+    if not 0 <= label_smoothing < 0.5:
+        raise SystemExit(f"--label_smoothing={label_smoothing}: must be in [0, 0.5)")
+    if ref_mode not in ("precompute", "online"):
+        raise SystemExit(f"--ref_mode={ref_mode!r}: use 'precompute' or 'online'")
+    need_ref = loss_type != "simpo"  # SimPO is reference-free (the eval KL still loads the reference)
+
+    # ----------------------------------------------------------------------------- runtime
+    rt = setup(device, dtype, seed)
+    metrics_path = os.path.join(out_dir, "metrics.jsonl")
+    if rt.master:
+        os.makedirs(out_dir, exist_ok=True)
+
+    # ----------------------------------------------------------------------------- models
+    def load_reference():
+        ref, ref_vocab, _ = load_model(sft_path)
+        check_vocab(ref_vocab, vocab, f"reference {sft_path} vs policy")
+        return ref.to(rt.device).eval().requires_grad_(False)
+
+    model, vocab, ckpt = load_model(out_dir if init_from == "resume" else sft_path)
+    if init_from not in ("sft", "resume"):
+        raise SystemExit(f"--init_from={init_from!r}: use 'sft' (start from --sft_path) or 'resume'")
+    model.to(rt.device)
+    tok = data.Tokenizer(vocab)
+    T = model.config.block_size
+    ref_model = load_reference() if need_ref else None
+
+    # ----------------------------------------------------------------------------- data
+    def load_pairs(path):
+        """{prompt, chosen, rejected} JSONL -> list of [chosen_ids, n_prompt, rejected_ids, n_prompt].
+        Identical chosen and rejected carry no preference: skipped and counted. Over-long pairs are cut."""
+        if not os.path.exists(path):
+            raise SystemExit(f"{path}: no preference data. Run `python reward.py` first (it writes the built-in "
+                             f"task's simulated preferences there) or pass --data_path=your.jsonl with "
+                             f'{{"prompt","chosen","rejected"}} lines')
+        out, same, bad, cut, first_bad = [], 0, 0, 0, ""
+        for r in data.read_jsonl(path, required=("prompt|chosen|rejected",)):
+            if not all(isinstance(r[k], str) for k in ("prompt", "chosen", "rejected")):
+                raise ValueError(f"{r['_where']}: prompt, chosen and rejected must be strings (plain text)")
+            if r["chosen"] == r["rejected"]:
+                same += 1
+                continue
+            p = tok.encode(data.format_prompt(r["prompt"], template), r["_where"])
+            if not p or len(p) >= T:
+                raise ValueError(f"{r['_where']}: prompt has {len(p)} tokens; it needs 1..{T - 1} "
+                                 f"(the model's context is {T}): shorten it")
+            try:  # decoded samples do not always re-encode into a compact vocabulary ('. .' -> '..')
+                c, rj = tok.encode(r["chosen"], r["_where"]), tok.encode(r["rejected"], r["_where"])
+            except ValueError as e:
+                bad, first_bad = bad + 1, first_bad or str(e)
+                continue
+            if not c or not rj:
+                raise ValueError(f"{r['_where']}: empty chosen or rejected response")
+            cut += (len(p) + len(c) > T) + (len(p) + len(rj) > T)
+            out.append([(p + c)[:T], len(p), (p + rj)[:T], len(p)])
+        if rt.master and (same or bad or cut):
+            print(f"{path}: skipped {same} pairs with identical chosen and rejected, {bad} with tokens outside "
+                  f"the model's vocabulary; cut {cut} responses longer than the context ({T} tokens)")
+        if not out:
+            raise ValueError(f"{path}: no usable pairs ({same} had identical chosen and rejected, {bad} did not "
+                             f"encode: {first_bad})")
+        return out
+
+    train = load_pairs(data_path)
+    train = train[rt.rank::rt.world_size]  # each rank trains on its own shard
+    if not val_path and os.path.basename(data_path) == "pairwise_train.jsonl":
+        val_path = os.path.join(os.path.dirname(data_path), "pairwise_test.jsonl")
+    val = load_pairs(val_path) if val_path and os.path.exists(val_path) and rt.master else []
+    builtin = vocab is not None and list(vocab) == data.task_vocab(tok)  # the built-in task's model
+    eval_prompts = [p for p in data.task_prompts("test") for _ in range(eval_repeats)] if builtin else []
+    if rt.master:
+        print(f"{len(train) * rt.world_size} training pairs, {len(val)} held-out pairs, loss {loss_type}")
+
+    def collate(rows):
+        """Chosen and rejected stacked into one right-padded batch (2B, L-1): rows 0..B-1 chosen,
+        B..2B-1 rejected, so one forward scores both (half the kernel launches, one pass of the weights)."""
+        seqs = [(r[0], r[1]) for r in rows] + [(r[2], r[3]) for r in rows]
+        L = max(len(ids) for ids, _ in seqs)
+        x = torch.full((len(seqs), L - 1), tok.eot, dtype=torch.long)
+        y = torch.full((len(seqs), L - 1), -100, dtype=torch.long)
+        for i, (ids, n_p) in enumerate(seqs):
+            x[i, :len(ids) - 1] = torch.tensor(ids[:-1])
+            y[i, n_p - 1:len(ids) - 1] = torch.tensor(ids[n_p:])  # predict response tokens only
+        return x.to(rt.device), y.to(rt.device)
+
+    @torch.no_grad()
+    def add_ref_logps(pairs, ref):
+        """Append the reference's (chosen, rejected) sequence log-probs to every pair, 64 pairs a forward."""
+        for i in range(0, len(pairs), 64):
+            rows = pairs[i:i + 64]
+            x, y = collate(rows)
+            with rt.ctx:
+                logps, _ = sequence_logps(ref, x, y)
+            for r, c, rj in zip(rows, logps[:len(rows)].tolist(), logps[len(rows):].tolist()):
+                r[4:] = [c, rj]
+
+    if ref_model is not None and ref_mode == "precompute":
+        t0 = time.time()
+        add_ref_logps(train, ref_model)
+        add_ref_logps(val, ref_model)
+        ref_model = None  # freed: training holds one model; eval reloads the reference for its KL
+        if rt.master:
+            print(f"reference log-probs precomputed in {time.time() - t0:.1f}s")
+
+    def batch_loss(m, rows):
+        """Loss and logged numbers for a list of pairs: one concatenated forward of chosen + rejected."""
+        B = len(rows)
+        x, y = collate(rows)
+        with rt.ctx:
+            logps, lens = sequence_logps(m, x, y)
+        ref_c = ref_r = None
+        if need_ref and ref_mode == "online":
+            with torch.no_grad(), rt.ctx:
+                ref_logps, _ = sequence_logps(ref_model, x, y)
+            ref_c, ref_r = ref_logps[:B], ref_logps[B:]
+        elif need_ref:
+            ref_c = torch.tensor([r[4] for r in rows], device=logps.device)
+            ref_r = torch.tensor([r[5] for r in rows], device=logps.device)
+        losses, rc, rr = dpo_loss(logps[:B], logps[B:], ref_c, ref_r, lens[:B], lens[B:], loss_type, beta,
+                                  label_smoothing, simpo_beta, simpo_gamma, rpo_alpha)
+        stats = torch.stack([losses.mean().detach(), rc.mean(), rr.mean(), (rc - rr).mean(), (rc > rr).float().mean(),
+                             logps[:B].mean().detach(), logps[B:].mean().detach()])
+        return losses.mean(), stats
+
+    STATS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
+             "logps/chosen", "logps/rejected")
+
+    # ----------------------------------------------------------------------------- optimizer
+    optimizer = configure_optimizer(model, lr, weight_decay, device_type=rt.device_type)
+    iter_num = 0
+    if init_from == "resume":
+        optimizer.load_state_dict(ckpt["optimizer"])
+        iter_num = ckpt["iter_num"]
+    raw_model = model
+    if compile:
+        model = torch.compile(model)
+    if rt.ddp:
+        model = DDP(model, device_ids=[int(rt.device.split(":")[1])] if rt.device_type == "cuda" else None)
+
+    @torch.no_grad()
+    def evaluate():
+        """Preference metrics on held-out pairs; on the built-in task the gold score of fresh samples
+        and their exact sequence KL to the reference (the SFT model)."""
+        raw_model.eval()  # rank 0 only: the raw model, since DDP's forward would wait for the other ranks
+        out = {}
+        if val:
+            stats = torch.stack([batch_loss(raw_model, val[i:i + batch_size])[1] * len(val[i:i + batch_size])
+                                 for i in range(0, len(val), batch_size)]).sum(0) / len(val)
+            out.update({"val_" + k: v for k, v in zip(STATS, stats.tolist())})
+        if eval_prompts:
+            ref = ref_model or load_reference()
+            with rt.ctx:
+                texts, lengths, kls = data.sample_responses(raw_model, tok, eval_prompts, max_new_tokens,
+                                                            temperature, ref=ref)
+            out.update(data.task_report(eval_prompts, texts, lengths, kls))
+            for p, r in list(zip(eval_prompts, texts))[::eval_repeats][:n_print]:
+                print(f"  {p!r} -> {r!r}  gold {data.gold(p, r):+.2f}")
+            del ref
+        raw_model.train()
+        return out
+
+    # ----------------------------------------------------------------------------- training loop
+    rng = random.Random(seed + rt.rank)
+    t0, sums, n_sums = time.time(), 0, 0
+    model.train()
+    while True:
+        if iter_num % eval_interval == 0 or iter_num == max_iters:
+            if rt.master:
+                log_metrics(metrics_path, {"iter": iter_num, **evaluate()})
+            if iter_num > 0 and rt.master:
+                save_checkpoint(os.path.join(out_dir, "ckpt.pt"), dict(
+                    model=raw_model.state_dict(), model_args=model_args_of(raw_model), optimizer=optimizer.state_dict(),
+                    iter_num=iter_num, config=config, vocab=vocab))
+            t0 = time.time()
+        if iter_num >= max_iters:
+            break
+        for g in optimizer.param_groups:
+            g["lr"] = cosine_lr(iter_num, lr, warmup_iters, max_iters)
+        for micro in range(grad_accum):
+            rows = [train[rng.randrange(len(train))] for _ in range(batch_size)]
+            if rt.ddp:  # all-reduce gradients on the last micro-batch only
+                model.require_backward_grad_sync = micro == grad_accum - 1
+            loss, stats = batch_loss(model, rows)
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"iter {iter_num}: loss is {loss.item()}; lower --lr (or raise --beta for "
+                                   f"ipo) or check the data")
+            (loss / grad_accum).backward()
+            sums, n_sums = sums + stats, n_sums + 1
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        iter_num += 1
+        if iter_num % log_interval == 0 and rt.master:  # rank 0's own pairs: means over the interval
+            dt = (time.time() - t0) / log_interval
+            log_metrics(metrics_path, {"iter": iter_num, **dict(zip(STATS, (sums / n_sums).tolist())),
+                                       "lr": optimizer.param_groups[0]["lr"], "ms_per_iter": 1000 * dt})
+            t0, sums, n_sums = time.time(), 0, 0
+
+    if rt.ddp:
+        torch.distributed.destroy_process_group()
