@@ -1,0 +1,159 @@
+"""dpo.py: the loss at hand-computed values, its gradient's direction, and the script end to end
+(smoke, online == precomputed reference, bad input, resume, DDP, learning on the built-in task)."""
+import json
+import math
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import last_eval, read_metrics, run
+from dpo import LOSS_TYPES, dpo_loss
+from model import load_model
+
+# ----------------------------------------------------------------------------- the pure loss
+
+def _t(*v):
+    return torch.tensor(v, dtype=torch.float32)
+
+
+def lossval(loss_type, logps_c, logps_r, ref_c, ref_r, len_c=1.0, len_r=1.0, **kw):
+    return dpo_loss(_t(logps_c), _t(logps_r), _t(ref_c), _t(ref_r), _t(len_c), _t(len_r), loss_type, **kw)
+
+
+# h = (logps_c - ref_c) - (logps_r - ref_r) = (-10 - -12) - (-15 - -13) = 2 + 2 = 4; with beta = 0.25, beta*h = 1
+SP1 = math.log(1 + math.exp(-1))  # -log sigmoid(1) = 0.31326
+SM1 = math.log(1 + math.exp(1))  # -log sigmoid(-1) = 1.31326
+
+
+@pytest.mark.parametrize("loss_type,kw,expected", [
+    ("sigmoid", {}, SP1),                                                   # 0.31326
+    ("sigmoid", {"label_smoothing": 0.1}, 0.9 * SP1 + 0.1 * SM1),           # cDPO: 0.41326
+    ("robust", {"label_smoothing": 0.1}, (0.9 * SP1 - 0.1 * SM1) / 0.8),    # 0.18826
+    ("ipo", {}, (4 - 1 / (2 * 0.25)) ** 2),                                # (4 - 2)^2 = 4
+    ("hinge", {}, 0.0),                                                     # relu(1 - 1) = 0
+    ("sigmoid", {"rpo_alpha": 0.5}, SP1 + 0.5 * 10 / 5),                    # + alpha * NLL per token = +1
+])
+def test_loss_hand_computed(loss_type, kw, expected):
+    losses, rc, rr = lossval(loss_type, -10, -15, -12, -13, len_c=5, len_r=5, beta=0.25, **kw)
+    assert losses.item() == pytest.approx(expected, abs=1e-5)
+    assert rc.item() == pytest.approx(0.25 * 2) and rr.item() == pytest.approx(0.25 * -2)  # beta * log ratio
+
+
+def test_hinge_and_ipo_off_the_margin():
+    # beta*h = 0.5: hinge = 1 - 0.5; ipo with beta = 0.5, h = 1: (1 - 1/(2*0.5))^2 = 0 (at its target)
+    assert lossval("hinge", -1, -2, -1, -1.5, beta=1.0)[0].item() == pytest.approx(0.5)
+    assert lossval("ipo", -1, -2, -1, -1, beta=0.5)[0].item() == pytest.approx(0.0)
+
+
+def test_simpo_hand_computed():
+    # average log-probs -6/3 = -2 and -12/4 = -3; simpo_beta 2 * (1) - gamma 1 = 1 -> -log sigmoid(1)
+    losses, rc, rr = dpo_loss(_t(-6), _t(-12), None, None, _t(3), _t(4), "simpo", simpo_beta=2.0, simpo_gamma=1.0)
+    assert losses.item() == pytest.approx(SP1, abs=1e-5)
+    assert (rc.item(), rr.item()) == (pytest.approx(-4.0), pytest.approx(-6.0))
+
+
+def test_sigmoid_without_smoothing_is_the_plain_formula():
+    g = torch.Generator().manual_seed(0)
+    pc, pr, rc, rr = (-20 * torch.rand(16, generator=g) for _ in range(4))
+    n = torch.randint(1, 20, (16,), generator=g).float()
+    losses, _, _ = dpo_loss(pc, pr, rc, rr, n, n, "sigmoid", beta=0.3, label_smoothing=0.0)
+    assert torch.allclose(losses, -F.logsigmoid(0.3 * ((pc - rc) - (pr - rr))), atol=1e-6)
+    # and robust with eps = 0 is the same loss
+    assert torch.allclose(dpo_loss(pc, pr, rc, rr, n, n, "robust", beta=0.3)[0], losses, atol=1e-6)
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+def test_gradient_pushes_chosen_up_and_rejected_down(loss_type):
+    pc, pr = _t(-10.0, -3.0).requires_grad_(), _t(-10.0, -8.0).requires_grad_()
+    losses, _, _ = dpo_loss(pc, pr, _t(-10.0, -4.0), _t(-10.0, -7.0), _t(4, 4), _t(4, 4), loss_type, beta=0.1)
+    losses.sum().backward()
+    assert (pc.grad < 0).all() and (pr.grad > 0).all()  # gradient descent raises chosen, lowers rejected
+
+
+def test_unknown_loss_type():
+    with pytest.raises(ValueError, match="unknown loss_type"):
+        lossval("kto", -1, -2, -1, -2)
+
+# ----------------------------------------------------------------------------- the script
+
+KEYS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
+        "logps/rejected")
+FAST = ["--eval_repeats=1", "--n_print=1", "--batch_size=8"]
+
+
+def args(reward_dir, sft_dir, out, *extra):
+    fb = os.path.join(reward_dir, "feedback")
+    return [f"--out_dir={out}", f"--sft_path={os.path.join(sft_dir, 'ckpt.pt')}",
+            f"--data_path={os.path.join(fb, 'pairwise_train.jsonl')}", *FAST, *extra]
+
+
+def test_smoke_and_online_reference_matches_precomputed(reward_dir, sft_dir, tmp_path):
+    outs = {}
+    for mode in ("precompute", "online"):
+        out = str(tmp_path / mode)
+        run("dpo.py", *args(reward_dir, sft_dir, out, "--max_iters=3", "--log_interval=1", "--eval_interval=3",
+                            f"--ref_mode={mode}"))
+        outs[mode] = read_metrics(out)
+    m = outs["precompute"]
+    train = [r for r in m if "loss" in r]
+    assert [r["iter"] for r in train] == [1, 2, 3] and all(k in train[0] for k in KEYS)
+    ev = last_eval(str(tmp_path / "precompute"))
+    assert ev["iter"] == 3 and all(k in ev for k in ("gold", "kl", "parse", "val_rewards/accuracies"))
+    assert m[0]["kl"] == pytest.approx(0.0, abs=1e-4)  # iter 0: the policy is the reference
+    # at the first step the policy equals the reference: both modes see the same numbers
+    on = [r for r in outs["online"] if "loss" in r]
+    for k in KEYS:
+        assert on[0][k] == pytest.approx(train[0][k], abs=1e-3), k
+    model, vocab, ckpt = load_model(str(tmp_path / "precompute"))
+    assert ckpt["iter_num"] == 3 and vocab is not None and not model.config.scalar_head
+
+
+def test_bad_input(sft_dir, tmp_path):
+    sft = f"--sft_path={os.path.join(sft_dir, 'ckpt.pt')}"
+    p = run("dpo.py", sft, f"--out_dir={tmp_path}/o", f"--data_path={tmp_path}/missing.jsonl", ok=False)
+    assert p.returncode != 0 and "python reward.py" in p.stderr + p.stdout
+    bad = tmp_path / "bad.jsonl"
+    good = {"prompt": "I went to the cafe.", "chosen": " I loved the cake.<|endoftext|>",
+            "rejected": " The cake was bad.<|endoftext|>"}
+    bad.write_text(json.dumps(good) + "\n" + json.dumps({"prompt": "x", "chosen": "y"}) + "\n")
+    p = run("dpo.py", sft, f"--out_dir={tmp_path}/o", f"--data_path={bad}", ok=False)
+    assert p.returncode != 0 and f"{bad}:2" in p.stderr and "rejected" in p.stderr
+    same = tmp_path / "same.jsonl"
+    same.write_text(json.dumps({**good, "rejected": good["chosen"]}) + "\n")
+    p = run("dpo.py", sft, f"--out_dir={tmp_path}/o", f"--data_path={same}", ok=False)
+    assert p.returncode != 0 and "identical" in p.stderr
+    p = run("dpo.py", sft, f"--out_dir={tmp_path}/o", f"--data_path={bad}", "--loss_type=kto", ok=False)
+    assert p.returncode != 0 and "sigmoid" in p.stderr + p.stdout
+
+
+def test_resume(reward_dir, sft_dir, tmp_path):
+    out = str(tmp_path / "r")
+    run("dpo.py", *args(reward_dir, sft_dir, out, "--max_iters=2", "--eval_interval=2", "--log_interval=1"))
+    run("dpo.py", *args(reward_dir, sft_dir, out, "--init_from=resume", "--max_iters=4", "--eval_interval=2",
+                        "--log_interval=1"))
+    assert [r["iter"] for r in read_metrics(out) if "loss" in r] == [1, 2, 3, 4]
+    assert load_model(out)[2]["iter_num"] == 4
+
+
+def test_ddp(reward_dir, sft_dir, tmp_path):
+    out = str(tmp_path / "ddp")
+    run("dpo.py", *args(reward_dir, sft_dir, out, "--max_iters=3", "--eval_interval=3", "--log_interval=1"),
+        torchrun=2)
+    assert last_eval(out)["iter"] == 3 and load_model(out)[2]["iter_num"] == 3
+
+
+def test_learns_builtin_task(reward_dir, sft_dir, tmp_path):
+    """DPO (+ the RPO NLL term) on simulated preferences raises the held-out gold score above the SFT model's
+    (iter 0 is the SFT model) without breaking the grammar."""
+    out = str(tmp_path / "learn")
+    run("dpo.py", *args(reward_dir, sft_dir, out, "--max_iters=150", "--eval_interval=150", "--log_interval=50",
+                        "--rpo_alpha=1.0"), "--eval_repeats=4", "--batch_size=32")
+    evals = [m for m in read_metrics(out) if "gold" in m]
+    before, after = evals[0], evals[-1]
+    print(f"gold {before['gold']:+.3f} -> {after['gold']:+.3f}, parse {before['parse']:.2f} -> {after['parse']:.2f}, "
+          f"kl {after['kl']:.2f}")
+    assert after["iter"] == 150
+    assert after["gold"] > before["gold"] + 0.1
+    assert after["parse"] > 0.8 and after["kl"] > 0
