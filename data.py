@@ -45,6 +45,10 @@ class Tokenizer:
         ids = self.enc.encode(text, allowed_special={EOT_TEXT})
         if self.vocab is None:
             return ids
+        # Text sampled from a compact model can merge into a GPT-2 token outside its vocabulary ("." "."
+        # decodes to "..", which BPE re-encodes as one token): spell such a token one character at a time.
+        ids = [j for i in ids for j in ([i] if i in self.to_model else
+                                        [k for ch in self.enc.decode([i]) for k in self.enc.encode(ch)])]
         missing = [self.enc.decode([i]) for i in ids if i not in self.to_model]
         if missing:
             raise ValueError(f"{where}: tokens {missing[:5]} are not in this model's compact vocabulary "

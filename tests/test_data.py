@@ -108,3 +108,11 @@ def test_labelers_follow_the_gold_score():
     assert data.label_likert(1.0, rng, noise=0.0) == 5 and data.label_likert(-1.0, rng, noise=0.0) == 1
     firsts = [data.label_ranking([1.0, 0.0, -1.0], rng)[0] for _ in range(2000)]
     assert firsts.count(0) / 2000 > 0.9 and sorted(data.label_ranking([0.0] * 4, rng)) == [0, 1, 2, 3]
+
+
+def test_compact_vocab_reads_back_merged_punctuation():
+    """A compact model can emit "." "." which decodes to "..", one GPT-2 token outside its vocabulary."""
+    tok = data.Tokenizer(data.task_vocab())
+    dot, i = tok.encode(".")[0], tok.encode("I")[0]
+    for ids in ([dot, dot], [dot, dot, dot, dot], [i, i, dot]):
+        assert tok.encode(tok.decode(ids)) == ids
