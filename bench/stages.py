@@ -1,0 +1,216 @@
+"""
+Throughput of every stage's inner step at GPT-2 124M shapes (random weights: no download needed), and
+generation against Hugging Face `generate` on the same weights.
+
+    python bench/stages.py                          # GPU: the table for bench/RESULTS.md
+    python bench/stages.py --device=cpu --small     # seconds on CPU: smoke test (tests/test_bench.py)
+
+One table, one row per measured step, each timed as the median of --reps after --warmup:
+  generate B=...   rollout tokens/s of model.generate (prompt --prompt_len, --new_tokens new tokens, no
+                   early stop); 'hf generate' rows when `transformers` is installed (same weights, exported
+                   with model.to_hf, sampling with the same settings)
+  sft              tokens/s: forward, kernels.logprobs, backward, AdamW step (sft.sft_loss)
+  reward           pairs/s: chosen and rejected through the scalar head, Bradley-Terry loss, step (reward.bt_loss)
+  ppo update       tokens/s: policy kernels.logprobs_entropy + clipped loss, critic clipped value loss,
+                   two backward passes and two steps (ppo.policy_loss, ppo.value_loss)
+  grpo update      tokens/s: reference forward, policy logprobs + k3 KL + clipped loss (grpo.clipped_policy_loss)
+  dpo              pairs/s: chosen and rejected concatenated in one forward, sequence log-probs, sigmoid loss
+                   (dpo.dpo_loss; reference log-probs precomputed, as dpo.py's default)
+Peak memory is torch.cuda.max_memory_allocated over the row (CUDA only).
+Not measured here yet: TRL's trainers on the same settings (issue 9 asks for them; they need a GPU run).
+"""
+import argparse
+import datetime
+import os
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import kernels  # noqa: E402
+from dpo import dpo_loss  # noqa: E402
+from grpo import aggregate, clipped_policy_loss  # noqa: E402
+from model import GPT, GPTConfig, configure_optimizer, to_hf  # noqa: E402
+from ppo import policy_loss, value_loss  # noqa: E402
+from reward import bt_loss  # noqa: E402
+from sft import sft_loss  # noqa: E402
+
+p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+p.add_argument("--batches", default="1,64,256", help="generation batch sizes")
+p.add_argument("--prompt_len", type=int, default=64)
+p.add_argument("--new_tokens", type=int, default=128)
+p.add_argument("--train_batch", type=int, default=16, help="sequences per training step (pairs for reward/dpo)")
+p.add_argument("--seq", type=int, default=512, help="tokens per training sequence")
+p.add_argument("--reps", type=int, default=10)
+p.add_argument("--warmup", type=int, default=2)
+p.add_argument("--compile", action="store_true", help="torch.compile the models")
+p.add_argument("--small", action="store_true", help="tiny model and sizes for a CPU smoke run")
+args = p.parse_args()
+cfg = dict(block_size=1024, vocab_size=50257, n_layer=12, n_head=12, n_embd=768)  # GPT-2 124M
+if args.small:
+    cfg = dict(block_size=64, vocab_size=512, n_layer=2, n_head=2, n_embd=64)
+    args.batches, args.prompt_len, args.new_tokens, args.train_batch, args.seq = "1,4", 8, 8, 4, 32
+    args.reps, args.warmup = 2, 1
+dev = torch.device(args.device)
+cuda = dev.type == "cuda"
+ctx = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
+torch.backends.cuda.matmul.allow_tf32 = True
+torch.manual_seed(0)
+
+
+def new_model(scalar_head=False):
+    m = GPT(GPTConfig(**cfg, scalar_head=scalar_head)).to(dev)
+    return torch.compile(m) if args.compile else m
+
+
+def timed(step):
+    """Median seconds of step() over args.reps (after args.warmup), and the peak memory in GiB."""
+    for _ in range(args.warmup):
+        step()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(args.reps):
+        t0 = time.perf_counter()
+        step()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), (torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan"))
+
+
+rows = []
+V, B, T = cfg["vocab_size"], args.train_batch, args.seq
+tokens = lambda b, t: torch.randint(0, V - 1, (b, t), device=dev)
+
+# ----------------------------------------------------------------------------- generation
+policy = new_model().eval()
+raw = getattr(policy, "_orig_mod", policy)
+hf = None
+try:
+    from transformers import GPT2LMHeadModel
+    with tempfile.TemporaryDirectory() as d:
+        to_hf(raw, d)
+        hf = GPT2LMHeadModel.from_pretrained(d, torch_dtype=torch.bfloat16 if cuda else torch.float32).to(dev).eval()
+except ImportError:
+    pass
+for b in [int(x) for x in args.batches.split(",")]:
+    prompts = tokens(b, args.prompt_len)
+    with ctx:  # eot=-1 never comes up: every row generates new_tokens tokens
+        s, mem = timed(lambda: raw.generate(prompts.tolist(), args.new_tokens, eot=-1))
+    rows.append((f"generate B={b}", "ours", s, b * args.new_tokens / s, "tok/s", mem))
+    if hf is not None:
+        with torch.no_grad():
+            s, mem = timed(lambda: hf.generate(prompts, attention_mask=torch.ones_like(prompts), do_sample=True,
+                                               top_k=0, max_new_tokens=args.new_tokens,
+                                               min_new_tokens=args.new_tokens, pad_token_id=50256))
+        rows.append((f"generate B={b}", "hf generate", s, b * args.new_tokens / s, "tok/s", mem))
+del hf
+
+# ----------------------------------------------------------------------------- training steps
+policy.train()
+opt = configure_optimizer(raw, 1e-5, device_type=dev.type)
+
+
+def step_sft():
+    x, y = tokens(B, T), tokens(B, T)
+    with ctx:
+        loss = sft_loss(policy(x), y)
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+s, mem = timed(step_sft)
+rows.append(("sft", "ours", s, B * T / s, "tok/s", mem))
+
+rm = new_model(scalar_head=True)
+rm_opt = configure_optimizer(getattr(rm, "_orig_mod", rm), 1e-5, device_type=dev.type)
+
+
+def step_reward():
+    x = tokens(2 * B, T)
+    with ctx:
+        r = rm(x)[:, -1].float()
+        loss = bt_loss(r[:B], r[B:])
+    loss.backward()
+    rm_opt.step()
+    rm_opt.zero_grad(set_to_none=True)
+
+
+s, mem = timed(step_reward)
+rows.append(("reward", "ours", s, B / s, "pairs/s", mem))
+
+critic, N = rm, args.new_tokens  # PPO / GRPO: prompt_len + new_tokens per sequence, loss on the response
+P = args.prompt_len
+mask = torch.ones(B, N, dtype=torch.bool, device=dev)
+ref = new_model().eval()
+
+
+def step_ppo():
+    x = tokens(B, P + N)
+    old_logp, adv = -torch.rand(B, N, device=dev), torch.randn(B, N, device=dev)
+    old_v, ret = torch.randn(B, N, device=dev), torch.randn(B, N, device=dev)
+    with ctx:
+        logp, ent = kernels.logprobs_entropy(policy(x)[:, P - 1:-1], x[:, P:])
+        loss, _, _ = policy_loss(logp, old_logp, adv, mask, 0.2)
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    with ctx:
+        vloss = value_loss(critic(x)[:, P - 1:-1].float(), old_v, ret, mask, 0.2)
+    vloss.backward()
+    rm_opt.step()
+    rm_opt.zero_grad(set_to_none=True)
+
+
+s, mem = timed(step_ppo)
+rows.append(("ppo update", "ours", s, B * N / s, "tok/s", mem))
+
+
+def step_grpo():
+    x = tokens(B, P + N)
+    old_logp, adv = -torch.rand(B, N, device=dev), torch.randn(B, device=dev)
+    with ctx:
+        with torch.no_grad():
+            ref_logp = kernels.logprobs(ref(x)[:, P - 1:-1], x[:, P:])
+        logp = kernels.logprobs(policy(x)[:, P - 1:-1], x[:, P:])
+        per_token, _, _ = clipped_policy_loss(logp, old_logp, adv)
+        loss = aggregate(per_token + 0.04 * kernels.kl_estimate(logp, ref_logp, "k3"), mask)
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+s, mem = timed(step_grpo)
+rows.append(("grpo update", "ours", s, B * N / s, "tok/s", mem))
+
+
+def step_dpo():
+    x, y = tokens(2 * B, T), tokens(2 * B, T)
+    ref_c, ref_r = -torch.rand(B, device=dev) * T, -torch.rand(B, device=dev) * T
+    lens = torch.full((B,), T, device=dev)
+    with ctx:
+        logps = kernels.logprobs(policy(x), y).sum(-1)
+        losses, _, _ = dpo_loss(logps[:B], logps[B:], ref_c, ref_r, lens, lens)
+    losses.mean().backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+s, mem = timed(step_dpo)
+rows.append(("dpo", "ours", s, B / s, "pairs/s", mem))
+
+# ----------------------------------------------------------------------------- the table
+name = torch.cuda.get_device_name(dev) if cuda else "cpu"
+print(f"# {name} | torch {torch.__version__} | {datetime.date.today()} | model {cfg} | "
+      f"train batch {B} x {T} | rollout {P}+{N} | compile {args.compile}")
+print(f"{'step':<16}{'impl':<13}{'ms/step':>10}{'throughput':>14}  {'unit':<8}{'peak GiB':>9}")
+for step, impl, s, thr, unit, mem in rows:
+    print(f"{step:<16}{impl:<13}{1000 * s:>10.2f}{thr:>14.1f}  {unit:<8}{mem:>9.2f}")
