@@ -55,6 +55,6 @@ def reward_dir(sft_dir, tmp_path_factory):
     _{train,test}.jsonl. The start of ppo.py and the data of dpo.py."""
     out = str(tmp_path_factory.mktemp("reward"))
     ckpt = os.path.join(sft_dir, "ckpt.pt")
-    run("reward.py", f"--out_dir={out}", f"--sft_path={ckpt}", "--n_rounds=1", "--max_iters=80",
+    run("reward.py", f"--out_dir={out}", f"--sft_path={ckpt}", "--n_rounds=1", "--max_iters=100",
         "--eval_interval=1000", "--log_interval=20", "--n_norm=64", "--n_eval=1")
     return out

@@ -210,3 +210,10 @@ def test_resume(reward_dir, tmp_path):
         "--log_interval=2", "--eval_interval=1000", "--n_norm=16", "--n_eval=1")
     ckpt = load_model(out, scalar_head=True)[2]
     assert ckpt["iter_num"] == n + 4 and ckpt["optimizer"]["state"]
+
+
+def test_encode_text_splits_unknown_tokens():
+    """A compact-vocabulary model can write '.' twice; GPT-2's BPE reads that back as '..', not in the vocabulary."""
+    tok = data.Tokenizer(data.task_vocab())
+    ids = reward.encode_text(tok, " The cake was good..<|endoftext|>")
+    assert tok.decode(ids) == " The cake was good..<|endoftext|>" and ids[-3] == ids[-2] == tok.encode(".")[0]
