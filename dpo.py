@@ -64,14 +64,14 @@ ref_mode = "precompute"  # 'precompute' (reference log-probs once, reference fre
 # optimisation
 batch_size = 32  # preference pairs per micro-batch per process (2x sequences in the forward)
 grad_accum = 1  # micro-batches per optimizer step
-max_iters = 300  # optimizer steps
+max_iters = 200  # optimizer steps
 lr = 1e-4  # peak learning rate (use ~5e-7 for GPT-2 weights)
 warmup_iters = 20  # linear warmup steps
 weight_decay = 0.0  # AdamW weight decay on matrices
 grad_clip = 1.0  # clip the global gradient norm (0: off)
 # eval and logging
 log_interval = 25  # print/log train metrics (means over the interval) every this many steps
-eval_interval = 150  # eval held-out pairs, gold score and KL every this many steps
+eval_interval = 100  # eval held-out pairs, gold score and KL every this many steps
 eval_repeats = 4  # built-in task: samples per held-out prompt for the gold score and KL
 max_new_tokens = 40  # response length limit when sampling
 temperature = 1.0  # sampling temperature for eval samples
