@@ -74,9 +74,9 @@ clip_range = 0.2  # policy ratio clip epsilon
 clip_range_value = 0.2  # value clip: new values stay within this of the rollout's values
 ent_coef = 0.0  # entropy bonus coefficient (OpenAI used 0)
 grad_clip = 1.0  # clip each model's gradient norm (0: off)
-max_iters = 150  # PPO iterations (rollout + update)
+max_iters = 60  # PPO iterations (rollout + update)
 # eval and logging
-eval_interval = 25  # eval on held-out prompts every this many iterations
+eval_interval = 20  # eval on held-out prompts every this many iterations
 eval_repeats = 4  # responses per held-out prompt at eval
 n_print = 3  # samples printed at each eval
 # runtime
