@@ -253,10 +253,12 @@ if __name__ == "__main__":
 
     # ----------------------------------------------------------------------------- training loop
     rng = random.Random(seed + rt.rank)
+    start_iter = iter_num
     while True:
-        if eval_prompts and rt.master and (iter_num % eval_interval == 0 or iter_num == max_iters):
+        due = (iter_num % eval_interval == 0 or iter_num == max_iters) and not (ckpt and iter_num == start_iter)
+        if eval_prompts and rt.master and due:  # (a resumed run's checkpoint was evaluated and saved already)
             log_metrics(metrics_path, {"iter": iter_num, "split": "test", **evaluate()})
-        if iter_num > 0 and rt.master and (iter_num % eval_interval == 0 or iter_num == max_iters):
+        if iter_num > 0 and rt.master and due:
             save_checkpoint(os.path.join(out_dir, "ckpt.pt"), dict(
                 model=raw_policy.state_dict(), model_args=model_args_of(raw_policy), optimizer=optimizer.state_dict(),
                 critic=raw_critic.state_dict(), critic_optimizer=critic_optimizer.state_dict(), beta=beta,
