@@ -294,17 +294,6 @@ def load_feedback(path, kind):
     return items, skipped
 
 
-def encode_text(tok, text, where="text"):
-    """tok.encode that also takes text a compact-vocabulary model wrote one piece at a time: a GPT-2 token
-    outside the vocabulary (e.g. '..' after the model wrote '.' twice) is split into its characters."""
-    if tok.vocab is None:
-        return tok.encode(text, where)
-    ids = []
-    for g in tok.enc.encode(text, allowed_special={data.EOT_TEXT}):
-        ids += [tok.to_model[g]] if g in tok.to_model else [i for ch in tok.enc.decode([g]) for i in tok.encode(ch, where)]
-    return ids
-
-
 def detect_kind(path):
     """The kind of a feedback file, from the fields of its first row."""
     row = data.read_jsonl(path)[0]
@@ -407,7 +396,7 @@ if __name__ == "__main__":
 
     cut = [0]
     def encode(prompt, text):
-        ids = tok.encode(prompt, "prompt") + encode_text(tok, text, "response")
+        ids = tok.encode(prompt, "prompt") + tok.encode(text, "response")
         cut[0] += len(ids) > T
         return ids[:T]  # a cut response loses its last tokens: the reward then reads the last kept one
     for it in train_items:
@@ -497,7 +486,7 @@ if __name__ == "__main__":
         p = torch.sigmoid(rc - rr).tolist()
         rel, out["ece"] = reliability(p + [1 - q for q in p], [1] * len(p) + [0] * len(p), n_bins)
         # length-only baseline: reward = +-(response length), the sign fitted on the training pairs
-        ln = lambda p, t: len(encode_text(tok, t, "response"))
+        ln = lambda p, t: len(tok.encode(t, "response"))
         tr = train_pairs
         sign = 1 if sum(ln(p, c) > ln(p, r) for p, c, r in tr) >= sum(ln(p, c) < ln(p, r) for p, c, r in tr) else -1
         lc = torch.tensor([sign * ln(p, c) for p, c, _ in test_pairs], dtype=torch.float)

@@ -212,8 +212,8 @@ def test_resume(reward_dir, tmp_path):
     assert ckpt["iter_num"] == n + 4 and ckpt["optimizer"]["state"]
 
 
-def test_encode_text_splits_unknown_tokens():
+def test_sampled_text_with_merged_punctuation_encodes():
     """A compact-vocabulary model can write '.' twice; GPT-2's BPE reads that back as '..', not in the vocabulary."""
     tok = data.Tokenizer(data.task_vocab())
-    ids = reward.encode_text(tok, " The cake was good..<|endoftext|>")
+    ids = tok.encode(" The cake was good..<|endoftext|>")
     assert tok.decode(ids) == " The cake was good..<|endoftext|>" and ids[-3] == ids[-2] == tok.encode(".")[0]
