@@ -18,7 +18,7 @@ Variants, all in `dpo_loss` below:
 
     python dpo.py                                   # built-in task: preference data from reward.py
     python dpo.py --loss_type=ipo --beta=0.5
-    python dpo.py --data=my.jsonl --sft_path=out/sft/ckpt.pt
+    python dpo.py --data_path=my.jsonl --sft_path=out/sft/ckpt.pt
     torchrun --nproc_per_node=2 dpo.py              # DDP
 
 Data: JSONL of {"prompt","chosen","rejected"} (TRL's fields; chosen/rejected are the response texts,
@@ -55,7 +55,7 @@ val_path = ""  # held-out pairs for eval metrics; empty: pairwise_test.jsonl nex
 template = "plain"  # prompt template for JSONL prompts: 'plain' or 'instruction'
 # the loss
 loss_type = "sigmoid"  # 'sigmoid' (DPO), 'ipo', 'hinge', 'robust', 'simpo'
-beta = 0.1  # strength of the KL-to-reference constraint (sigmoid/ipo/hinge/robust)
+beta = 0.5  # strength of the KL-to-reference constraint (sigmoid/ipo/hinge/robust); 0.1 drifts off-grammar here
 label_smoothing = 0.0  # assumed label-flip rate eps: sigmoid -> conservative DPO (cDPO), robust needs > 0
 simpo_beta = 2.0  # SimPO's reward scale (its rewards are per-token averages, so larger than beta)
 simpo_gamma = 1.0  # SimPO's target margin gamma (= simpo_beta * 0.5, the SimPO code's gamma_beta_ratio)

@@ -18,7 +18,7 @@ Reward functions. A reward is a plain Python function `fn(prompts, responses) ->
 number per response; responses are the decoded texts and end with "<|endoftext|>" when the model
 stopped. --rewards is a comma-separated list of `name[:weight]` or `file.py:function[:weight]`; the
 reward of a response is the weighted sum. Built in: gold (data.gold: the task's verifiable reward),
-rm (the reward model from --reward_model, normalised by the gain/bias stored with it), format (1 if
+rm (the reward model from --reward_path, normalised by the gain/bias stored with it), format (1 if
 the response is grammatical and ended, else 0) and length (words / 10: a positive weight favours long
 answers, a negative one short answers). A file is imported as is, so your function needs no change
 to the project:
@@ -68,9 +68,9 @@ from model import (check_vocab, configure_optimizer, cosine_lr, gather_last, loa
 
 # ----------------------------------------------------------------------------- config
 out_dir = "out/grpo"  # checkpoint, metrics.jsonl go here
-init_from = "out/sft/ckpt.pt"  # policy start: an SFT checkpoint, or 'resume' (from out_dir)
-ref_from = "out/sft/ckpt.pt"  # frozen reference model for the KL (not loaded when kl_coef=0)
-reward_model = "out/reward/ckpt.pt"  # reward model checkpoint, used by the 'rm' reward
+init_from = "sft"  # 'sft' (policy starts from sft_path) or 'resume' (continue from out_dir/ckpt.pt)
+sft_path = "out/sft/ckpt.pt"  # SFT checkpoint: the policy's start and the frozen reference (unused if kl_coef=0)
+reward_path = "out/reward/ckpt.pt"  # reward model checkpoint (reward.py), used by the 'rm' reward
 rewards = "gold"  # comma list of name[:weight] or file.py:function[:weight]; names: gold, rm, format, length
 data_path = "builtin"  # 'builtin' (the review task's train prompts) or a JSONL file of {"prompt"}
 template = "plain"  # prompt template for JSONL prompts: 'plain' or 'instruction'
@@ -232,20 +232,22 @@ if __name__ == "__main__":
         raise ValueError(f"minibatch_size {minibatch_size} must divide prompts_per_batch * group_size = {batch}")
 
     # ----------------------------------------------------------------------------- models
-    policy, vocab, ckpt = load_model(out_dir if init_from == "resume" else init_from)
+    if init_from not in ("sft", "resume"):
+        raise SystemExit(f"--init_from={init_from!r}: use 'sft' (start from --sft_path) or 'resume'")
+    policy, vocab, ckpt = load_model(out_dir if init_from == "resume" else sft_path)
     if ckpt is None:
-        raise ValueError(f"init_from={init_from!r}: GRPO starts from an SFT checkpoint (python sft.py) or 'resume'")
+        raise ValueError(f"sft_path={sft_path!r}: GRPO starts from one of our SFT checkpoints (python sft.py)")
     tok = data.Tokenizer(vocab)
     policy.to(rt.device)
     ref = None
     if kl_coef > 0:  # the frozen reference: never wrapped in DDP, never trained
-        ref, ref_vocab, _ = load_model(ref_from)
-        check_vocab(vocab, ref_vocab, f"policy {init_from} vs reference {ref_from}")
+        ref, ref_vocab, _ = load_model(sft_path)
+        check_vocab(vocab, ref_vocab, f"policy vs reference {sft_path}")
         ref.to(rt.device).eval().requires_grad_(False)
 
     reward_fns = load_rewards(rewards, {**BUILTIN_REWARDS, "rm": None})
     if any(name == "rm" for name, _, _ in reward_fns):
-        rm, rm_vocab, rm_ckpt = load_model(reward_model, scalar_head=True)
+        rm, rm_vocab, rm_ckpt = load_model(reward_path, scalar_head=True)
         rm.to(rt.device).eval().requires_grad_(False)
         rm_tok = data.Tokenizer(rm_vocab)
         gain, bias = rm_ckpt.get("reward_gain", 1.0), rm_ckpt.get("reward_bias", 0.0)

@@ -137,7 +137,7 @@ def test_reward_model_gets_the_sampled_token_ids():
 # ----------------------------------------------------------------------------- the script
 def test_smoke_ddp_resume(sft_dir, tmp_path):
     out = str(tmp_path / "grpo")
-    base = [f"--init_from={sft_dir}/ckpt.pt", f"--ref_from={sft_dir}/ckpt.pt", f"--out_dir={out}",
+    base = [f"--sft_path={sft_dir}/ckpt.pt", f"--out_dir={out}",
             "--rewards=gold:1.0,length:0.1,format:0.5", "--advantage=drgrpo", "--loss_agg=token",
             "--clip_high=0.28", "--ent_coef=0.01", *SMALL]
     run("grpo.py", *base, "--max_iters=2", "--eval_interval=2", torchrun=2)
@@ -158,22 +158,22 @@ def test_smoke_ddp_resume(sft_dir, tmp_path):
 
 
 def test_bad_input(sft_dir, tmp_path):
-    p = run("grpo.py", f"--init_from={tmp_path}/nothing.pt", ok=False)
+    p = run("grpo.py", f"--sft_path={tmp_path}/nothing.pt", ok=False)
     assert p.returncode != 0 and "python sft.py" in p.stderr
-    p = run("grpo.py", f"--init_from={sft_dir}/ckpt.pt", "--rewards=gold,nonsense", ok=False)
+    p = run("grpo.py", f"--sft_path={sft_dir}/ckpt.pt", "--rewards=gold,nonsense", ok=False)
     assert p.returncode != 0 and "unknown reward" in p.stderr
-    p = run("grpo.py", f"--init_from={sft_dir}/ckpt.pt", "--minibatch_size=7", ok=False)
+    p = run("grpo.py", f"--sft_path={sft_dir}/ckpt.pt", "--minibatch_size=7", ok=False)
     assert p.returncode != 0 and "must divide" in p.stderr
     bad = tmp_path / "prompts.jsonl"
     bad.write_text('{"prompt": "I went to the cafe."}\n{"text": 1}\n')
-    p = run("grpo.py", f"--init_from={sft_dir}/ckpt.pt", f"--data_path={bad}", ok=False)
+    p = run("grpo.py", f"--sft_path={sft_dir}/ckpt.pt", f"--data_path={bad}", ok=False)
     assert p.returncode != 0 and "prompts.jsonl:2" in p.stderr
 
 
 def _learn(sft_dir, out, *args):
-    run("grpo.py", f"--init_from={sft_dir}/ckpt.pt", f"--ref_from={sft_dir}/ckpt.pt", f"--out_dir={out}",
+    run("grpo.py", f"--sft_path={sft_dir}/ckpt.pt", f"--out_dir={out}",
         "--prompts_per_batch=8", "--group_size=8", "--max_iters=12", "--eval_interval=12", "--log_interval=4",
-        "--lr=5e-4",        "--max_new_tokens=24", "--eval_repeats=4", *args)
+        "--lr=5e-4", "--max_new_tokens=24", "--eval_repeats=4", *args)
     evals = [r for r in read_metrics(out) if "parse" in r]
     return evals[0], evals[-1]
 
@@ -185,7 +185,7 @@ def test_learns_with_gold_reward(sft_dir, tmp_path):
 
 
 def test_learns_with_reward_model(sft_dir, reward_dir, tmp_path):
-    before, after = _learn(sft_dir, str(tmp_path / "rm"), "--rewards=rm", f"--reward_model={reward_dir}/ckpt.pt")
+    before, after = _learn(sft_dir, str(tmp_path / "rm"), "--rewards=rm", f"--reward_path={reward_dir}/ckpt.pt")
     rows = [r for r in read_metrics(str(tmp_path / "rm")) if "reward/rm" in r]
     assert rows[-1]["reward/rm"] > rows[0]["reward/rm"]  # the reward the policy was trained on went up
     assert after["gold"] > before["gold"] + 0.1, (before, after)  # and the hidden human agrees
