@@ -79,8 +79,9 @@ n_print = 3  # samples printed at each eval
 # runtime
 device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
 dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
-seed = 1337  # random seed (offset by rank under DDP)
+seed = 1337  # random seed (data order shared by all ranks; sampling offset by rank)
 compile = False  # torch.compile the policy
+fused_lm_head = False  # log-probs straight from hidden states (kernels.linear_logprobs_entropy): no logits in memory
 
 LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "simpo")
 
@@ -116,10 +117,11 @@ def dpo_loss(logps_c, logps_r, ref_c, ref_r, len_c, len_r, loss_type="sigmoid", 
     return losses, rc.detach(), rr.detach()
 
 
-def sequence_logps(model, x, y):
+def sequence_logps(model, x, y, fused=False):
     """Summed log-probs of the response tokens. x, y (N, L): inputs and next tokens with -100 on prompt
-    and padding. Returns logps (N,) fp32 and the number of response tokens (N,)."""
-    logp = kernels.logprobs(model(x), y, ignore_index=-100)
+    and padding. Returns logps (N,) fp32 and the number of response tokens (N,).
+    fused: from the hidden states, never holding the (N, L, V) logits (kernels.linear_logprobs_entropy)."""
+    logp, _ = model(x, labels=y, fused=fused)  # (N, L), 0 where y is -100
     return logp.sum(-1), (y != -100).sum(-1)
 
 
@@ -190,14 +192,13 @@ if __name__ == "__main__":
         return out
 
     train = load_pairs(data_path)
-    train = train[rt.rank::rt.world_size]  # each rank trains on its own shard
     if not val_path and os.path.basename(data_path) == "pairwise_train.jsonl":
         val_path = os.path.join(os.path.dirname(data_path), "pairwise_test.jsonl")
     val = load_pairs(val_path) if val_path and os.path.exists(val_path) and rt.master else []
     builtin = vocab is not None and list(vocab) == data.task_vocab(tok)  # the built-in task's model
     eval_prompts = [p for p in data.task_prompts("test") for _ in range(eval_repeats)] if builtin else []
     if rt.master:
-        print(f"{len(train) * rt.world_size} training pairs, {len(val)} held-out pairs, loss {loss_type}")
+        print(f"{len(train)} training pairs, {len(val)} held-out pairs, loss {loss_type}")
 
     def collate(rows):
         """Chosen and rejected stacked into one right-padded batch (2B, L-1): rows 0..B-1 chosen,
@@ -235,7 +236,7 @@ if __name__ == "__main__":
         B = len(rows)
         x, y = collate(rows)
         with rt.ctx:
-            logps, lens = sequence_logps(m, x, y)
+            logps, lens = sequence_logps(m, x, y, fused_lm_head)
         ref_c = ref_r = None
         if need_ref and ref_mode == "online":
             with torch.no_grad(), rt.ctx:
@@ -288,7 +289,7 @@ if __name__ == "__main__":
         return out
 
     # ----------------------------------------------------------------------------- training loop
-    rng = random.Random(seed + rt.rank)
+    rng = random.Random(seed)  # the same on every rank: each draws the global batch and keeps its share
     t0, sums, n_sums = time.time(), 0, 0
     model.train()
     while True:
@@ -305,7 +306,9 @@ if __name__ == "__main__":
         for g in optimizer.param_groups:
             g["lr"] = cosine_lr(iter_num, lr, warmup_iters, max_iters)
         for micro in range(grad_accum):
-            rows = [train[rng.randrange(len(train))] for _ in range(batch_size)]
+            # DDP: all ranks draw the same batch_size x world pairs, each keeps every world-th; the loss is a
+            # mean over pairs, so N processes train exactly like one process at N x batch_size
+            rows = [train[rng.randrange(len(train))] for _ in range(batch_size * rt.world_size)][rt.rank::rt.world_size]
             if rt.ddp:  # all-reduce gradients on the last micro-batch only
                 model.require_backward_grad_sync = micro == grad_accum - 1
             loss, stats = batch_loss(model, rows)

@@ -96,13 +96,14 @@ grad_clip = 1.0  # clip the global gradient norm (0: off)
 # eval and logging
 log_interval = 5  # log training metrics every this many rollout batches
 eval_interval = 10  # held-out eval (gold, kl) every this many rollout batches
-eval_repeats = 4  # responses per held-out prompt (4 x 51 test prompts: less noise)
+eval_repeats = 4  # responses per held-out prompt (4 x 50 test prompts: less noise)
 n_print = 3  # samples printed at each eval
 # runtime
 device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
 dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
-seed = 1337  # random seed (offset by rank under DDP)
+seed = 1337  # random seed (data order shared by all ranks; sampling offset by rank)
 compile = False  # torch.compile the policy
+fused_lm_head = False  # policy log-probs straight from hidden states (kernels.linear_logprobs_entropy): no logits
 
 # ----------------------------------------------------------------------------- pure functions
 def group_advantages(rewards, mode="grpo", eps=1e-6):
@@ -287,6 +288,9 @@ if __name__ == "__main__":
         eval_prompts = train_prompts[:n_print]  # no gold scorer for your data: we print samples instead
     max_prompt = policy.config.block_size - max_new_tokens
     data.encode_prompts(tok, train_prompts + eval_prompts, max_prompt)  # fail now, not mid-run
+    if len(train_prompts) < prompts_per_batch * rt.world_size:  # a batch's prompts are distinct
+        raise ValueError(f"{data_path}: {len(train_prompts)} prompts, fewer than prompts_per_batch x processes = "
+                         f"{prompts_per_batch * rt.world_size}; lower --prompts_per_batch or add prompts")
 
     # ----------------------------------------------------------------------------- optimizer
     optimizer = configure_optimizer(policy, lr, weight_decay, device_type=rt.device_type)
@@ -313,7 +317,7 @@ if __name__ == "__main__":
         return out
 
     # ----------------------------------------------------------------------------- training loop
-    rng = random.Random(seed + rt.rank)
+    rng = random.Random(seed)  # the same on every rank: each draws the global batch and keeps its share
     t0, logs = time.time(), []
     while True:
         if iter_num % eval_interval == 0 or iter_num == max_iters:
@@ -329,7 +333,9 @@ if __name__ == "__main__":
             g["lr"] = cosine_lr(iter_num, lr, warmup_iters, max_iters)
 
         # rollout: G responses for each of prompts_per_batch prompts (a group is G consecutive rows)
-        prompts = [p for p in rng.sample(train_prompts, prompts_per_batch) for _ in range(group_size)]
+        # (DDP: all ranks draw the same prompts_per_batch x world prompts, each keeps every world-th)
+        drawn = rng.sample(train_prompts, prompts_per_batch * rt.world_size)[rt.rank::rt.world_size]
+        prompts = [p for p in drawn for _ in range(group_size)]
         raw_policy.eval()
         with torch.no_grad(), rt.ctx:
             roll = raw_policy.generate(data.encode_prompts(tok, prompts, max_prompt), max_new_tokens,
@@ -355,9 +361,9 @@ if __name__ == "__main__":
         for epoch in range(ppo_epochs):
             for idx in torch.randperm(batch).split(minibatch_size):
                 m = mask[idx]
-                with rt.ctx:
-                    logits = policy(tokens[idx], attn[idx])[:, P - 1:-1]
-                logp, ent = kernels.logprobs_entropy(logits, labels[idx], temperature=temperature)
+                with rt.ctx:  # the logits at P-1+j predict response token j: the last token is not an input
+                    logp, ent = policy(tokens[idx, :-1], attn[idx, :-1], labels=labels[idx], temperature=temperature,
+                                       fused=fused_lm_head)
                 pg, clip_lo, clip_hi = clipped_policy_loss(logp, old_logp[idx], adv[idx], clip_low, clip_high)
                 per_token = pg - ent_coef * ent
                 if ref is not None:  # k3 = r - 1 - log r >= 0, unbiased, low variance (Schulman 2020)

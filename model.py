@@ -22,6 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import kernels
+
 
 @dataclass
 class GPTConfig:
@@ -97,10 +99,15 @@ class GPT(nn.Module):
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx, attention_mask=None, kv_cache=None, pos=0, hidden=False):
+    def forward(self, idx, attention_mask=None, kv_cache=None, pos=0, hidden=False, labels=None,
+                temperature=1.0, fused=False):
         """idx: (B, T) token ids. attention_mask: (B, pos+T) bool, True for real tokens, over the cache
         and the new tokens (None: no padding, plain causal). Returns logits (B, T, V), or values (B, T)
-        with a scalar head, or the final hidden states (B, T, C) with hidden=True."""
+        with a scalar head, or the final hidden states (B, T, C) with hidden=True.
+        labels (B, N), N <= T: the token that follows each of the last N positions (-100: none). Returns
+        their log-probs and the entropies (B, N) fp32 under softmax(logits / temperature) instead of the
+        logits; fused=True gets them straight from the hidden states and the lm_head weight
+        (kernels.linear_logprobs_entropy), never holding the (B, N, V) logits in memory."""
         B, T = idx.shape
         if pos + T > self.config.block_size:
             raise ValueError(f"sequence of {pos + T} tokens is longer than block_size "
@@ -124,6 +131,14 @@ class GPT(nn.Module):
         x = self.transformer.ln_f(x)
         if hidden:
             return x
+        if labels is not None:
+            x = x[:, T - labels.shape[1]:]
+            if fused:
+                w, dev = self.lm_head.weight, x.device.type
+                if torch.is_autocast_enabled(dev):  # the operands autocast would give lm_head (bf16)
+                    x, w = x.to(torch.get_autocast_dtype(dev)), w.to(torch.get_autocast_dtype(dev))
+                return kernels.linear_logprobs_entropy(x, w, labels, temperature=temperature)
+            return kernels.logprobs_entropy(self.lm_head(x), labels, temperature=temperature)
         return self.score_head(x).squeeze(-1) if self.config.scalar_head else self.lm_head(x)
 
     # -------------------------------------------------------------------------------------------------

@@ -24,8 +24,10 @@ Writes out_dir/ckpt.pt (the policy is a plain LM: sample.py and later stages loa
 out_dir/metrics.jsonl: one line per iteration (split "train") and one per eval (split "test").
 Departures from the papers: the critic is a separate model with its own optimizer (lm-human-preferences
 shares nothing either, but TRL's value head shares the body); the rollout log-probs are recomputed with
-a full forward pass (identical to the update's first forward, so the first ratio is exactly 1);
-advantages are whitened per process under DDP.
+a full forward pass (identical to the update's first forward, so the first ratio is exactly 1).
+Under DDP every rank draws the same global batch of prompts and keeps its share, and advantages are
+whitened over all ranks' tokens: N processes see the same prompts and statistics as one process at N x
+batch_size; only the sampled responses differ (each rank samples with its own seed).
 """
 import os
 import random
@@ -82,8 +84,9 @@ n_print = 3  # samples printed at each eval
 # runtime
 device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
 dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
-seed = 1337  # random seed (offset by rank under DDP)
+seed = 1337  # random seed (data order shared by all ranks; sampling offset by rank)
 compile = False  # torch.compile the policy and critic
+fused_lm_head = False  # policy log-probs straight from hidden states (kernels.linear_logprobs_entropy): no logits
 
 # ----------------------------------------------------------------------------- the pieces of PPO
 def masked_mean(x, mask):
@@ -92,9 +95,14 @@ def masked_mean(x, mask):
 
 def masked_whiten(x, mask, shift_mean=True):
     """Normalise x (B, N) to mean 0, std 1 over the valid tokens (mask True); 0 where masked.
-    shift_mean=False keeps the mean (lm-human-preferences whitens rewards that way). [detail]"""
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
+    shift_mean=False keeps the mean (lm-human-preferences whitens rewards that way). [detail]
+    Under DDP the mean and variance are over every rank's tokens, as one process would compute them."""
+    sums = torch.stack([(x * mask).sum(), (x * x * mask).sum(), mask.sum()]).double()
+    if torch.distributed.is_initialized():
+        torch.distributed.all_reduce(sums)
+    mean = sums[0] / sums[2].clamp(min=1)
+    var = (sums[1] / sums[2].clamp(min=1) - mean ** 2).clamp(min=0)
+    mean, var = mean.to(x.dtype), var.to(x.dtype)
     out = (x - mean) * torch.rsqrt(var + 1e-8)
     return (out if shift_mean else out + mean) * mask
 
@@ -246,13 +254,14 @@ if __name__ == "__main__":
         raw_policy.train()
         return {"reward": reward, **data.task_report(prompts, texts, lengths, kls)}
 
-    def forward_logprobs(model, tokens, attention_mask, labels, P):
-        """Policy log-probs and entropy of the response tokens (B, N) at the sampling temperature."""
-        logits = model(tokens, attention_mask)[:, P - 1:-1]  # the logits at P-1+j predict response token j
-        return kernels.logprobs_entropy(logits, labels, temperature=temperature)
+    def forward_logprobs(model, tokens, attention_mask, labels):
+        """Policy log-probs and entropy of the response tokens (B, N) at the sampling temperature: the
+        logits at position P-1+j predict response token j, so the last token is not an input."""
+        return model(tokens[:, :-1], attention_mask[:, :-1], labels=labels, temperature=temperature,
+                     fused=fused_lm_head)
 
     # ----------------------------------------------------------------------------- training loop
-    rng = random.Random(seed + rt.rank)
+    rng = random.Random(seed)  # the same on every rank: each draws the global batch and keeps its share
     start_iter = iter_num
     while True:
         due = (iter_num % eval_interval == 0 or iter_num == max_iters) and not (ckpt and iter_num == start_iter)
@@ -268,7 +277,7 @@ if __name__ == "__main__":
         t0 = time.time()
 
         # ------------------------------------------------------------------------- 2. rollout
-        batch = [rng.randrange(len(train_ids)) for _ in range(batch_size)]
+        batch = [rng.randrange(len(train_ids)) for _ in range(batch_size * rt.world_size)][rt.rank::rt.world_size]
         raw_policy.eval()
         with torch.no_grad(), rt.ctx:
             out = raw_policy.generate([train_ids[i] for i in batch], max_new_tokens, tok.eot, temperature)
@@ -281,7 +290,7 @@ if __name__ == "__main__":
         with torch.no_grad(), rt.ctx:
             # recompute the rollout log-probs with the same full forward the update uses: the first
             # ratio is then exactly 1 (the KV-cached sampler's numbers differ by rounding) [detail]
-            old_logp, _ = forward_logprobs(raw_policy, tokens, attn, labels, P)
+            old_logp, _ = forward_logprobs(raw_policy, tokens, attn, labels)
             ref_logp = kernels.logprobs(ref(tokens, attn)[:, P - 1:-1], labels, temperature=temperature)
             old_values = raw_critic(tokens, attn)[:, P - 1:-1].float() * fmask  # V of the state before token j
             score = rm_scores(tokens, attn)
@@ -307,7 +316,7 @@ if __name__ == "__main__":
             for k in range(n_minibatches):
                 i = perm[k * mb:(k + 1) * mb]
                 with rt.ctx:
-                    logp, ent = forward_logprobs(policy, tokens[i], attn[i], labels[i], P)
+                    logp, ent = forward_logprobs(policy, tokens[i], attn[i], labels[i])
                     values = critic(tokens[i], attn[i])[:, P - 1:-1].float()
                 pg_loss, clipfrac, approx_kl = policy_loss(logp, old_logp[i], advantages[i], fmask[i], clip_range)
                 entropy = masked_mean(ent, fmask[i])

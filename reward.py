@@ -100,7 +100,7 @@ n_print = 3  # test pairs printed with their rewards
 # runtime
 device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
 dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
-seed = 1337  # random seed (offset by rank under DDP)
+seed = 1337  # random seed (data order shared by all ranks; sampling offset by rank)
 compile = False  # torch.compile the model
 
 KINDS = ("pairwise", "ties", "rankings", "likert")
@@ -523,7 +523,7 @@ if __name__ == "__main__":
         return out, rel
 
     # ----------------------------------------------------------------------------- training loop
-    rng = random.Random(seed + rt.rank)
+    rng = random.Random(seed)  # the same on every rank: each draws the global batch and keeps its share
     if rt.master:
         print(f"{label_kind} feedback, loss {loss}: {len(train_items)} train items, {len(test_pairs)} test pairs "
               f"({time.time() - t0:.1f}s)")
@@ -536,7 +536,10 @@ if __name__ == "__main__":
             break
         for g in optimizer.param_groups:
             g["lr"] = cosine_lr(iter_num, lr, warmup_iters, max_iters)
-        batch = [train_items[rng.randrange(len(train_items))] for _ in range(batch_size)]
+        # DDP: all ranks draw the same batch_size x world rows, each keeps every world-th: the averaged
+        # gradients are the global batch's, so N processes train exactly like one at N x batch_size
+        batch = [train_items[rng.randrange(len(train_items))] for _ in range(batch_size * rt.world_size)]
+        batch = batch[rt.rank::rt.world_size]
         loss_v, acc = compute_loss(batch, model)
         if not torch.isfinite(loss_v):
             raise RuntimeError(f"iter {iter_num}: loss is {loss_v.item()}; lower --lr or check the data")

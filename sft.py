@@ -20,7 +20,6 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import data
-import kernels
 from configurator import configure
 from model import (configure_optimizer, cosine_lr, load_model, log_metrics, model_args_of, save_checkpoint,
                    setup)
@@ -56,14 +55,18 @@ n_print = 3  # samples printed at each eval
 # runtime
 device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
 dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
-seed = 1337  # random seed (offset by rank under DDP)
+seed = 1337  # random seed (data order shared by all ranks; sampling offset by rank)
 compile = False  # torch.compile the model
+fused_lm_head = False  # log-probs straight from hidden states (kernels.linear_logprobs_entropy): no logits in memory
 
 # ----------------------------------------------------------------------------- the loss
-def sft_loss(logits, y):
-    """Mean negative log-likelihood of the completion tokens. logits (B, T, V), y (B, T) with -100."""
-    logp = kernels.logprobs(logits, y, ignore_index=-100)
-    return -logp.sum() / (y != -100).sum().clamp(min=1)
+def sft_loss(logp, y, n_tokens=None):
+    """Negative log-likelihood of the completion tokens, summed and divided by n_tokens (default: their
+    count in y, the mean). logp (B, T): log-probs of y (B, T), which has -100 where there is no loss
+    (logp is 0 there). Under DDP the loop passes the global batch's count / world size: DDP averages the
+    ranks' gradients, so they add up to the gradient of the mean over the global batch, exactly what one
+    process would compute."""
+    return -logp.sum() / (n_tokens or (y != -100).sum().clamp(min=1))
 
 
 if __name__ == "__main__":
@@ -121,17 +124,22 @@ if __name__ == "__main__":
         fits = lambda p: len(tok.encode(p)) <= T - max_new_tokens  # room left to sample a response
         print_prompts = [p for p, _, _ in val_rows if fits(p)][:n_print]
 
-    def get_batch(split, rng):
-        """A right-padded batch. x: inputs, y: next tokens with -100 on prompt and padding (no loss)."""
-        rows = [(train if split == "train" else val)[rng.randrange(len(train if split == "train" else val))]
-                for _ in range(batch_size)]
+    def get_batch(split, rng, ranks=1):
+        """A right-padded batch. x: inputs, y: next tokens with -100 on prompt and padding (no loss), and
+        n_tok, the number of loss tokens in the global batch. Under DDP (ranks = world size) every rank draws
+        the same global batch of batch_size x ranks rows (same rng) and keeps every ranks-th row: N processes
+        at batch_size B train exactly like one process at N x B."""
+        pool = train if split == "train" else val
+        rows = [pool[rng.randrange(len(pool))] for _ in range(batch_size * ranks)]
+        n_tok = sum(len(ids) - n_p for ids, n_p in rows)
+        rows = rows[rt.rank % ranks::ranks]
         L = max(len(ids) for ids, _ in rows)
         x = torch.full((batch_size, L - 1), tok.eot, dtype=torch.long)
         y = torch.full((batch_size, L - 1), -100, dtype=torch.long)
         for i, (ids, n_p) in enumerate(rows):
             x[i, :len(ids) - 1] = torch.tensor(ids[:-1])
             y[i, n_p - 1:len(ids) - 1] = torch.tensor(ids[n_p:])  # predict completion tokens only
-        return x.to(rt.device), y.to(rt.device)
+        return x.to(rt.device), y.to(rt.device), n_tok
 
     # ----------------------------------------------------------------------------- optimizer
     optimizer = configure_optimizer(model, lr, weight_decay, device_type=rt.device_type)
@@ -152,9 +160,9 @@ if __name__ == "__main__":
         rng = random.Random(0)
         losses = []
         for _ in range(10):
-            x, y = get_batch("val", rng)
+            x, y, _ = get_batch("val", rng)
             with rt.ctx:
-                losses.append(sft_loss(raw_model(x), y).item())
+                losses.append(sft_loss(raw_model(x, labels=y)[0], y).item())
         out = {"val_loss": sum(losses) / len(losses)}
         prompts = eval_prompts_list or print_prompts
         with rt.ctx:
@@ -167,7 +175,7 @@ if __name__ == "__main__":
         return out
 
     # ----------------------------------------------------------------------------- training loop
-    rng = random.Random(seed + rt.rank)
+    rng = random.Random(seed)  # the same on every rank: each draws the global batch and keeps its share
     t0 = time.time()
     model.train()
     while True:
@@ -183,11 +191,12 @@ if __name__ == "__main__":
         for g in optimizer.param_groups:
             g["lr"] = cosine_lr(iter_num, lr, warmup_iters, max_iters)
         for micro in range(grad_accum):
-            x, y = get_batch("train", rng)
+            x, y, n_tok = get_batch("train", rng, rt.world_size)
             if rt.ddp:  # all-reduce gradients on the last micro-batch only
                 model.require_backward_grad_sync = micro == grad_accum - 1
             with rt.ctx:
-                loss = sft_loss(model(x), y)
+                logp, _ = model(x, labels=y, fused=fused_lm_head)  # log-probs of the next tokens (B, T)
+                loss = sft_loss(logp, y, n_tok / rt.world_size)
             if not torch.isfinite(loss):
                 raise RuntimeError(f"iter {iter_num}: loss is {loss.item()}; lower --lr or check the data")
             (loss / grad_accum).backward()

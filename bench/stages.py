@@ -9,13 +9,16 @@ One table, one row per measured step, each timed as the median of --reps after -
   generate B=...   rollout tokens/s of model.generate (prompt --prompt_len, --new_tokens new tokens, no
                    early stop); 'hf generate' rows when `transformers` is installed (same weights, exported
                    with model.to_hf, sampling with the same settings)
-  sft              tokens/s: forward, kernels.logprobs, backward, AdamW step (sft.sft_loss)
+  sft              tokens/s: forward, log-probs, backward, AdamW step (sft.sft_loss)
   reward           pairs/s: chosen and rejected through the scalar head, Bradley-Terry loss, step (reward.bt_loss)
   ppo update       tokens/s: policy kernels.logprobs_entropy + clipped loss, critic clipped value loss,
                    two backward passes and two steps (ppo.policy_loss, ppo.value_loss)
   grpo update      tokens/s: reference forward, policy logprobs + k3 KL + clipped loss (grpo.clipped_policy_loss)
   dpo              pairs/s: chosen and rejected concatenated in one forward, sequence log-probs, sigmoid loss
                    (dpo.dpo_loss; reference log-probs precomputed, as dpo.py's default)
+sft, ppo, grpo and dpo run twice: 'ours' (logits, then the kernels.logprobs* kernels) and 'ours fused'
+(model(..., labels=, fused=True): kernels.linear_logprobs_entropy from the hidden states, no logits in
+memory), the two settings of the stages' --fused_lm_head switch.
 Peak memory is torch.cuda.max_memory_allocated over the row (CUDA only).
 Not measured here yet: TRL's trainers on the same settings (issue 9 asks for them; they need a GPU run).
 """
@@ -118,17 +121,20 @@ policy.train()
 opt = configure_optimizer(raw, 1e-5, device_type=dev.type)
 
 
-def step_sft():
+def step_sft(fused=False):
     x, y = tokens(B, T), tokens(B, T)
     with ctx:
-        loss = sft_loss(policy(x), y)
+        loss = sft_loss(policy(x, labels=y, fused=fused)[0], y)
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
 
 
-s, mem = timed(step_sft)
-rows.append(("sft", "ours", s, B * T / s, "tok/s", mem))
+# every log-prob step twice: logits + kernels.logprobs*, and fused_lm_head=True (the stages' switch)
+IMPLS = (("ours", False), ("ours fused", True))
+for impl, fused in IMPLS:
+    s, mem = timed(lambda: step_sft(fused))
+    rows.append(("sft", impl, s, B * T / s, "tok/s", mem))
 
 rm = new_model(scalar_head=True)
 rm_opt = configure_optimizer(getattr(rm, "_orig_mod", rm), 1e-5, device_type=dev.type)
@@ -153,12 +159,12 @@ mask = torch.ones(B, N, dtype=torch.bool, device=dev)
 ref = new_model().eval()
 
 
-def step_ppo():
+def step_ppo(fused=False):
     x = tokens(B, P + N)
     old_logp, adv = -torch.rand(B, N, device=dev), torch.randn(B, N, device=dev)
     old_v, ret = torch.randn(B, N, device=dev), torch.randn(B, N, device=dev)
     with ctx:
-        logp, ent = kernels.logprobs_entropy(policy(x)[:, P - 1:-1], x[:, P:])
+        logp, ent = policy(x[:, :-1], labels=x[:, P:], fused=fused)
         loss, _, _ = policy_loss(logp, old_logp, adv, mask, 0.2)
     loss.backward()
     opt.step()
@@ -170,17 +176,18 @@ def step_ppo():
     rm_opt.zero_grad(set_to_none=True)
 
 
-s, mem = timed(step_ppo)
-rows.append(("ppo update", "ours", s, B * N / s, "tok/s", mem))
+for impl, fused in IMPLS:
+    s, mem = timed(lambda: step_ppo(fused))
+    rows.append(("ppo update", impl, s, B * N / s, "tok/s", mem))
 
 
-def step_grpo():
+def step_grpo(fused=False):
     x = tokens(B, P + N)
     old_logp, adv = -torch.rand(B, N, device=dev), torch.randn(B, device=dev)
     with ctx:
         with torch.no_grad():
             ref_logp = kernels.logprobs(ref(x)[:, P - 1:-1], x[:, P:])
-        logp = kernels.logprobs(policy(x)[:, P - 1:-1], x[:, P:])
+        logp, _ = policy(x[:, :-1], labels=x[:, P:], fused=fused)
         per_token, _, _ = clipped_policy_loss(logp, old_logp, adv)
         loss = aggregate(per_token + 0.04 * kernels.kl_estimate(logp, ref_logp, "k3"), mask)
     loss.backward()
@@ -188,24 +195,26 @@ def step_grpo():
     opt.zero_grad(set_to_none=True)
 
 
-s, mem = timed(step_grpo)
-rows.append(("grpo update", "ours", s, B * N / s, "tok/s", mem))
+for impl, fused in IMPLS:
+    s, mem = timed(lambda: step_grpo(fused))
+    rows.append(("grpo update", impl, s, B * N / s, "tok/s", mem))
 
 
-def step_dpo():
+def step_dpo(fused=False):
     x, y = tokens(2 * B, T), tokens(2 * B, T)
     ref_c, ref_r = -torch.rand(B, device=dev) * T, -torch.rand(B, device=dev) * T
     lens = torch.full((B,), T, device=dev)
     with ctx:
-        logps = kernels.logprobs(policy(x), y).sum(-1)
+        logps = policy(x, labels=y, fused=fused)[0].sum(-1)
         losses, _, _ = dpo_loss(logps[:B], logps[B:], ref_c, ref_r, lens, lens)
     losses.mean().backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
 
 
-s, mem = timed(step_dpo)
-rows.append(("dpo", "ours", s, B / s, "pairs/s", mem))
+for impl, fused in IMPLS:
+    s, mem = timed(lambda: step_dpo(fused))
+    rows.append(("dpo", impl, s, B / s, "pairs/s", mem))
 
 # ----------------------------------------------------------------------------- the table
 name = torch.cuda.get_device_name(dev) if cuda else "cpu"

@@ -36,6 +36,21 @@ def read_metrics(out_dir):
         return [json.loads(line) for line in f]
 
 
+def assert_same_weights(dir_a, dir_b):
+    """The model weights of two checkpoints (out_dirs) agree to float rounding. Not a plain max: weights
+    whose true gradient is zero (attention key biases: softmax ignores a constant added to every score;
+    a reward head's bias under pairwise losses) get gradients of pure rounding noise, which Adam scales
+    up to ~lr/10 per step. So: under 0.1% of the weights may differ by more than 1e-6, none by 1e-3.
+    (Two runs on different batches differ in ~99% of weights, by up to ~0.07.)"""
+    import torch
+    a, b = (torch.load(os.path.join(d, "ckpt.pt"), weights_only=True)["model"] for d in (dir_a, dir_b))
+    assert a.keys() == b.keys()
+    d = torch.cat([(a[k].float() - b[k].float()).abs().flatten() for k in a])
+    frac = (d > 1e-6).float().mean().item()
+    print(f"weights: max |diff| {d.max().item():.2e}, fraction > 1e-6: {frac:.2e}")
+    assert frac < 1e-3 and d.max().item() < 1e-3, (frac, d.max().item())
+
+
 def last_eval(out_dir, key="gold"):
     """The last metrics line that has `key` (eval lines carry gold, train lines carry loss)."""
     return [m for m in read_metrics(out_dir) if key in m][-1]

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import last_eval, read_metrics, run
+from conftest import assert_same_weights, last_eval, read_metrics, run
 from dpo import LOSS_TYPES, dpo_loss
 from model import load_model
 
@@ -132,16 +132,20 @@ def test_resume(reward_dir, sft_dir, tmp_path):
     out = str(tmp_path / "r")
     run("dpo.py", *args(reward_dir, sft_dir, out, "--max_iters=2", "--eval_interval=2", "--log_interval=1"))
     run("dpo.py", *args(reward_dir, sft_dir, out, "--init_from=resume", "--max_iters=4", "--eval_interval=2",
-                        "--log_interval=1"))
+                        "--log_interval=1", "--fused_lm_head=True"))  # (and the fused lm_head path runs)
     assert [r["iter"] for r in read_metrics(out) if "loss" in r] == [1, 2, 3, 4]
     assert load_model(out)[2]["iter_num"] == 4
 
 
-def test_ddp(reward_dir, sft_dir, tmp_path):
-    out = str(tmp_path / "ddp")
-    run("dpo.py", *args(reward_dir, sft_dir, out, "--max_iters=3", "--eval_interval=3", "--log_interval=1"),
-        torchrun=2)
+def test_ddp_equals_one_process(reward_dir, sft_dir, tmp_path):
+    """2 processes at 4 pairs each train exactly like 1 process at 8 pairs."""
+    out, one = str(tmp_path / "ddp"), str(tmp_path / "one")
+    run("dpo.py", *args(reward_dir, sft_dir, out, "--max_iters=3", "--eval_interval=3", "--log_interval=1",
+                        "--batch_size=4"), torchrun=2)
     assert last_eval(out)["iter"] == 3 and load_model(out)[2]["iter_num"] == 3
+    run("dpo.py", *args(reward_dir, sft_dir, one, "--max_iters=3", "--eval_interval=3", "--log_interval=1",
+                        "--batch_size=8"))
+    assert_same_weights(out, one)
 
 
 def test_learns_builtin_task(reward_dir, sft_dir, tmp_path):

@@ -139,7 +139,7 @@ def test_smoke_ddp_resume(sft_dir, tmp_path):
     out = str(tmp_path / "grpo")
     base = [f"--sft_path={sft_dir}/ckpt.pt", f"--out_dir={out}",
             "--rewards=gold:1.0,length:0.1,format:0.5", "--advantage=drgrpo", "--loss_agg=token",
-            "--clip_high=0.28", "--ent_coef=0.01", *SMALL]
+            "--clip_high=0.28", "--ent_coef=0.01", "--fused_lm_head=True", *SMALL]
     run("grpo.py", *base, "--max_iters=2", "--eval_interval=2", torchrun=2)
     rows = read_metrics(out)
     train = [r for r in rows if "policy_loss" in r]

@@ -216,3 +216,28 @@ def test_cosine_lr():
     assert cosine_lr(10, 1.0, 10, 100) == pytest.approx(1.0)
     assert cosine_lr(100, 1.0, 10, 100) == pytest.approx(0.1)
     assert cosine_lr(55, 1.0, 10, 100) == pytest.approx(0.55)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_forward_with_labels_returns_logprobs_and_entropy(fused):
+    """model(idx, labels=) gives the log-probs / entropies of the last N positions' next tokens, with and
+    without the fused lm_head path (--fused_lm_head), matching log_softmax of the logits, and so do the
+    gradients of every parameter (the tied lm_head / wte weight included)."""
+    torch.manual_seed(0)
+    m = tiny()
+    idx = torch.randint(0, 61, (3, 12))
+    labels = torch.randint(0, 61, (3, 5))
+    labels[1, 2] = -100
+    logp, ent = m(idx, labels=labels, temperature=0.7, fused=fused)
+    (logp.sum() + 0.5 * ent.sum()).backward()
+    grads = {k: p.grad.clone() for k, p in m.named_parameters()}
+    m.zero_grad()
+    lsm = F.log_softmax(m(idx)[:, -5:] / 0.7, -1)
+    want_logp = lsm.gather(-1, labels.clamp(min=0)[..., None])[..., 0] * (labels != -100)
+    want_ent = -(lsm.exp() * lsm).sum(-1)
+    (want_logp.sum() + 0.5 * want_ent.sum()).backward()
+    assert logp.shape == ent.shape == (3, 5) and logp[1, 2] == 0
+    assert torch.allclose(logp, want_logp, atol=1e-5), (logp - want_logp).abs().max()
+    assert torch.allclose(ent, want_ent, atol=1e-5), (ent - want_ent).abs().max()
+    for k, p in m.named_parameters():
+        assert torch.allclose(grads[k], p.grad, atol=1e-5), (k, (grads[k] - p.grad).abs().max())

@@ -166,9 +166,10 @@ def test_resume(sft_dir, reward_dir, tmp_path):
     assert model.load_checkpoint(out)["iter_num"] == 3
 
 
-def test_ddp_two_processes(sft_dir, reward_dir, tmp_path):
+def test_ddp_two_processes_fused_lm_head(sft_dir, reward_dir, tmp_path):
     out = str(tmp_path / "ppo")
-    run("ppo.py", *_args(sft_dir, reward_dir, out, "--max_iters=2", "--eval_interval=2"), torchrun=2)
+    run("ppo.py", *_args(sft_dir, reward_dir, out, "--max_iters=2", "--eval_interval=2", "--fused_lm_head=True"),
+        torchrun=2)
     train = [m for m in read_metrics(out) if m["split"] == "train"]
     assert [m["iter"] for m in train] == [1, 2]  # rank 0 logs once per iteration
     assert model.load_checkpoint(out)["iter_num"] == 2

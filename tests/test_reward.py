@@ -11,7 +11,7 @@ import torch
 
 import data
 import reward
-from conftest import last_eval, read_metrics, run
+from conftest import assert_same_weights, last_eval, read_metrics, run
 from model import load_model
 
 t = torch.tensor
@@ -193,12 +193,17 @@ def test_other_kinds_run(reward_dir, sft_dir, tmp_path, kind, loss):
     assert load_model(str(tmp_path), scalar_head=True)[2]["label_kind"] == kind
 
 
-def test_ddp(reward_dir, sft_dir, tmp_path):
+def test_ddp_equals_one_process(reward_dir, sft_dir, tmp_path):
+    """2 processes at batch 8 train exactly like 1 process at batch 16 (ties: the Rao-Kupper tie parameter
+    is all-reduced by hand, the model by DDP)."""
     fb = os.path.join(reward_dir, "feedback")
-    run("reward.py", f"--out_dir={tmp_path}", f"--sft_path={sft_dir}/ckpt.pt", "--label_kind=ties",
-        f"--data_path={fb}/ties_train.jsonl", f"--test_path={fb}/pairwise_test.jsonl", "--max_iters=4",
-        "--log_interval=2", "--eval_interval=1000", "--n_norm=16", "--n_eval=1", torchrun=2)
-    assert load_model(str(tmp_path), scalar_head=True)[2]["iter_num"] == 4
+    common = [f"--sft_path={sft_dir}/ckpt.pt", "--label_kind=ties", f"--data_path={fb}/ties_train.jsonl",
+              f"--test_path={fb}/pairwise_test.jsonl", "--max_iters=4", "--log_interval=2", "--eval_interval=1000",
+              "--n_norm=16", "--n_eval=1"]
+    run("reward.py", f"--out_dir={tmp_path}/ddp", *common, "--batch_size=8", torchrun=2)
+    assert load_model(f"{tmp_path}/ddp", scalar_head=True)[2]["iter_num"] == 4
+    run("reward.py", f"--out_dir={tmp_path}/one", *common, "--batch_size=16")
+    assert_same_weights(f"{tmp_path}/ddp", f"{tmp_path}/one")
 
 
 def test_resume(reward_dir, tmp_path):
