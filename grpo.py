@@ -46,10 +46,21 @@ Loss aggregation (--loss_agg), how per-token losses become one number:
 Clipping: the ratio is clipped to [1 - clip_low, 1 + clip_high]; clip_high > clip_low is DAPO's
 "clip-higher", which lets low-probability tokens grow and keeps entropy from collapsing.
 
-Departures from the papers: one small model and rewards on text; the KL term (k3 estimator, in the
-loss as in GRPO, not in the reward as in PPO-RLHF) has its own coefficient and kl_coef=0 skips the
-reference model entirely (then no held-out KL is reported); the old log-probs come from a fresh forward
-pass (not from sampling) so that bf16 / KV-cache rounding does not show up as ratio != 1.
+KL to the reference (--kl_estimator), in the loss as in GRPO (not in the reward as in PPO-RLHF):
+    k3      r - 1 - log r at the sampled token, r = p_ref / p (GRPO, Shao et al. 2024). Its value is an
+            unbiased estimate of KL(p || p_ref), but its gradient, (1 - r) grad log p, is in expectation
+            the gradient of the other direction, KL(p_ref || p) (Tang & Munos 2025, "On a few pitfalls in
+            KL divergence gradient estimation for RL"); near p_ref the two agree to first order
+    full    the exact KL(p || p_ref) over the whole vocabulary at every response position: the true
+            gradient of the per-token KL, no sampling noise. Costs one reference forward per minibatch;
+            with --fused_lm_head neither model's logits are ever held (kernels.linear_kl)
+Both are per-token: the KL's effect on which later states are visited is left out, as in every
+formulation of GRPO (Tang & Munos 2025 derive the missing term).
+
+Departures from the papers: one small model and rewards on text; the KL term has its own coefficient
+and kl_coef=0 skips the reference model entirely (then no held-out KL is reported); the old log-probs
+come from a fresh forward pass (not from sampling) so that bf16 / KV-cache rounding does not show up as
+ratio != 1.
 Writes out_dir/ckpt.pt (a plain LM: sample.py reads it) and out_dir/metrics.jsonl.
 """
 import importlib.util
@@ -81,7 +92,8 @@ advantage = "grpo"  # 'grpo' (r-mean)/std, 'drgrpo' r-mean, 'rloo' leave-one-out
 loss_agg = "seq"  # 'seq' (GRPO), 'token' (DAPO), 'fixed' (Dr. GRPO): how token losses are averaged
 clip_low = 0.2  # ratio clipped below at 1 - clip_low
 clip_high = 0.2  # ratio clipped above at 1 + clip_high (DAPO clip-higher: 0.28)
-kl_coef = 0.02  # weight of the k3 KL(policy || reference) in the loss; 0 drops the reference model
+kl_coef = 0.02  # weight of the KL(policy || reference) in the loss; 0 drops the reference model
+kl_estimator = "k3"  # 'k3' (sampled-token estimator, GRPO) or 'full' (exact full-vocabulary KL, true gradient)
 ent_coef = 0.0  # entropy bonus weight (0: entropy is only logged)
 ppo_epochs = 2  # inner passes over each rollout batch
 minibatch_size = 64  # responses per gradient step (per process); must divide the batch
@@ -229,6 +241,8 @@ if __name__ == "__main__":
     if rt.master:
         os.makedirs(out_dir, exist_ok=True)
     batch = prompts_per_batch * group_size
+    if kl_estimator not in ("k3", "full"):
+        raise SystemExit(f"--kl_estimator={kl_estimator!r}: use 'k3' or 'full'")
     if batch % minibatch_size:
         raise ValueError(f"minibatch_size {minibatch_size} must divide prompts_per_batch * group_size = {batch}")
 
@@ -353,21 +367,26 @@ if __name__ == "__main__":
         with torch.no_grad(), rt.ctx:
             old_logp = kernels.logprobs(raw_policy(tokens, attn)[:, P - 1:-1], labels, temperature=temperature)
             ref_logp = kernels.logprobs(ref(tokens, attn)[:, P - 1:-1], labels, temperature=temperature) \
-                if ref is not None else None
+                if ref is not None and kl_estimator == "k3" else None
 
         # update: ppo_epochs passes over the batch in shuffled minibatches
         policy.train()
         stats = {k: [] for k in ("policy_loss", "kl", "entropy", "clipfrac_low", "clipfrac_high", "approx_kl")}
         for epoch in range(ppo_epochs):
             for idx in torch.randperm(batch).split(minibatch_size):
-                m = mask[idx]
+                m, x, x_attn = mask[idx], tokens[idx, :-1], attn[idx, :-1]
+                ref_arg = None
+                if ref is not None and kl_estimator == "full":  # the reference's hidden states at the same positions
+                    with torch.no_grad(), rt.ctx:
+                        ref_arg = (ref(x, x_attn, hidden=True)[:, P - 1:], ref.lm_head.weight)
                 with rt.ctx:  # the logits at P-1+j predict response token j: the last token is not an input
-                    logp, ent = policy(tokens[idx, :-1], attn[idx, :-1], labels=labels[idx], temperature=temperature,
-                                       fused=fused_lm_head)
+                    out = policy(x, x_attn, labels=labels[idx], temperature=temperature, fused=fused_lm_head,
+                                 ref=ref_arg)
+                logp, ent = out[0], out[1]
                 pg, clip_lo, clip_hi = clipped_policy_loss(logp, old_logp[idx], adv[idx], clip_low, clip_high)
                 per_token = pg - ent_coef * ent
-                if ref is not None:  # k3 = r - 1 - log r >= 0, unbiased, low variance (Schulman 2020)
-                    kl_tok = kernels.kl_estimate(logp, ref_logp[idx], kind="k3")
+                if ref is not None:  # k3 = r - 1 - log r >= 0 (Schulman 2020), or the exact KL (see the docstring)
+                    kl_tok = out[2] if kl_estimator == "full" else kernels.kl_estimate(logp, ref_logp[idx], kind="k3")
                     per_token = per_token + kl_coef * kl_tok
                     stats["kl"].append(((kl_tok * m).sum(1)).mean().item())
                 loss = aggregate(per_token, m, loss_agg, max_new_tokens)

@@ -100,14 +100,17 @@ class GPT(nn.Module):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
     def forward(self, idx, attention_mask=None, kv_cache=None, pos=0, hidden=False, labels=None,
-                temperature=1.0, fused=False):
+                temperature=1.0, fused=False, ref=None):
         """idx: (B, T) token ids. attention_mask: (B, pos+T) bool, True for real tokens, over the cache
         and the new tokens (None: no padding, plain causal). Returns logits (B, T, V), or values (B, T)
         with a scalar head, or the final hidden states (B, T, C) with hidden=True.
         labels (B, N), N <= T: the token that follows each of the last N positions (-100: none). Returns
         their log-probs and the entropies (B, N) fp32 under softmax(logits / temperature) instead of the
         logits; fused=True gets them straight from the hidden states and the lm_head weight
-        (kernels.linear_logprobs_entropy), never holding the (B, N, V) logits in memory."""
+        (kernels.linear_logprobs_entropy), never holding the (B, N, V) logits in memory.
+        ref=(ref_hidden, ref_weight), a reference model's final hidden states at the same N positions and
+        its lm_head weight: also return the exact KL(p || p_ref) (B, N) at each position (kernels.kl of
+        the two logits, or kernels.linear_kl from the hidden states when fused), differentiable here only."""
         B, T = idx.shape
         if pos + T > self.config.block_size:
             raise ValueError(f"sequence of {pos + T} tokens is longer than block_size "
@@ -137,8 +140,15 @@ class GPT(nn.Module):
                 w, dev = self.lm_head.weight, x.device.type
                 if torch.is_autocast_enabled(dev):  # the operands autocast would give lm_head (bf16)
                     x, w = x.to(torch.get_autocast_dtype(dev)), w.to(torch.get_autocast_dtype(dev))
-                return kernels.linear_logprobs_entropy(x, w, labels, temperature=temperature)
-            return kernels.logprobs_entropy(self.lm_head(x), labels, temperature=temperature)
+                out = kernels.linear_logprobs_entropy(x, w, labels, temperature=temperature)
+                if ref is not None:
+                    out += (kernels.linear_kl(x, w, ref[0].to(x.dtype), ref[1].to(w.dtype), temperature),)
+                return out
+            logits = self.lm_head(x)
+            out = kernels.logprobs_entropy(logits, labels, temperature=temperature)
+            if ref is not None:
+                out += (kernels.kl(logits, F.linear(ref[0], ref[1]).detach(), temperature),)
+            return out
         return self.score_head(x).squeeze(-1) if self.config.scalar_head else self.lm_head(x)
 
     # -------------------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ no_grad) and forward+backward time; the achieved bandwidth over the *minimum* tr
 the logits once, twice for KL; backward: read them once more and write the gradient once) and that as a % of a
 measured device-to-device copy; peak memory allocated on top of the inputs. Table 2, fused lm_head: time,
 TFLOP/s over the model FLOPs (2NVd forward, 6NVd forward+backward; our backward really does 8NVd as it
-recomputes the logits), peak memory. On CPU, "ours" is the PyTorch fallback (no Triton), memory is not measured.
+recomputes the logits), peak memory; and the same for the exact KL to a reference model from both models' hidden
+states (linear_kl: 4NVd forward, 8NVd forward+backward, no gradient to the reference). On CPU, "ours" is the PyTorch fallback (no Triton), memory is not measured.
 """
 import argparse
 import datetime
@@ -34,7 +35,7 @@ p.add_argument("--vocab", type=int, default=50257)
 p.add_argument("--seq", type=int, default=1024, help="tokens per sequence")
 p.add_argument("--dims", default="768,1600", help="hidden sizes d for the fused lm_head rows")
 p.add_argument("--linear-sizes", default="16384,65536", help="tokens N for the fused lm_head rows")
-p.add_argument("--ops", default="logprobs,entropy,logprobs_entropy,kl,linear")
+p.add_argument("--ops", default="logprobs,entropy,logprobs_entropy,kl,linear,linear_kl")
 p.add_argument("--reps", type=int, default=20)
 p.add_argument("--warmup", type=int, default=3)
 p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
@@ -91,6 +92,10 @@ def eager_linear(h, w, y):
     return eager_logprobs_entropy(h @ w.t(), y)
 
 
+def eager_linear_kl(h, w, hr, wr):
+    return eager_kl(h @ w.t(), (hr @ wr.t()).detach())
+
+
 def contenders():
     c = {
         "logprobs": [("eager log_softmax + gather", eager_logprobs),
@@ -102,10 +107,14 @@ def contenders():
         "linear": [("eager logits + log_softmax", eager_linear),
                    ("materialised logits + ours", lambda h, w, y: kernels.logprobs_entropy(h @ w.t(), y)),
                    ("ours chunked PyTorch (the CPU path)", reference.linear_logprobs_entropy_chunked)],
+        "linear_kl": [("eager 2x logits + 2x log_softmax", eager_linear_kl),
+                      ("materialised logits + ours", lambda h, w, hr, wr: kernels.kl(h @ w.t(), (hr @ wr.t()).detach())),
+                      ("ours chunked PyTorch (the CPU path)", reference.linear_kl_chunked)],
     }
     if use_compile:
         for op, fn in [("logprobs", eager_logprobs), ("entropy", lambda x, y: eager_entropy(x)),
-                       ("logprobs_entropy", eager_logprobs_entropy), ("kl", eager_kl), ("linear", eager_linear)]:
+                       ("logprobs_entropy", eager_logprobs_entropy), ("kl", eager_kl), ("linear", eager_linear),
+                       ("linear_kl", eager_linear_kl)]:
             c[op].append(("torch.compile of eager", torch.compile(fn, dynamic=False)))
     try:
         from liger_kernel.transformers import LigerCrossEntropyLoss, LigerFusedLinearCrossEntropyLoss
@@ -117,6 +126,12 @@ def contenders():
                             lambda h, w, y: -flce(w, h.reshape(-1, h.shape[-1]), y.reshape(-1)).view(y.shape)))
     except ImportError:
         print("(liger_kernel not installed: no Liger rows)")
+    try:
+        from cut_cross_entropy import linear_cross_entropy
+        c["linear"].append(("Cut Cross-Entropy (logp only)", lambda h, w, y: -linear_cross_entropy(
+            h.reshape(-1, h.shape[-1]), w, y.reshape(-1), reduction="none").view(y.shape)))
+    except ImportError:
+        print("(cut_cross_entropy not installed: no Cut Cross-Entropy rows)")
     triton_path = kernels.use_triton(torch.empty(0, device=device))
     ours = "ours (Triton)" if triton_path else "ours (PyTorch fallback)"
     c["logprobs"].append((ours, kernels.logprobs))
@@ -125,6 +140,7 @@ def contenders():
     c["kl"].append((ours, kernels.kl))
     if triton_path:
         c["linear"].append(("ours fused (Triton)", kernels.linear_logprobs_entropy))
+        c["linear_kl"].append(("ours fused (Triton)", kernels.linear_kl))
     return c
 
 
@@ -211,7 +227,7 @@ def main():
 
     print("\n| op | impl | N | V | fwd ms | fwd GB/s | fwd % copy | fwd+bwd ms | fwd+bwd GB/s | fwd+bwd % copy "
           "| fwd peak MiB | fwd+bwd peak MiB |\n" + "|---" * 12 + "|")
-    for op in [o for o in ops if o != "linear"]:
+    for op in [o for o in ops if o not in ("linear", "linear_kl")]:
         for n in sizes:
             shape = (max(n // args.seq, 1), min(n, args.seq), V)
             reads = 2 if op == "kl" else 1
@@ -232,7 +248,7 @@ def main():
                       f"{fb_ms:.3f} | {fb_gbps:.4g} | {100 * fb_gbps / copy:.0f}% | {fmt(f_mib, '.0f')} | "
                       f"{fmt(fb_mib, '.0f')} |")
 
-    if "linear" not in ops:
+    if "linear" not in ops and "linear_kl" not in ops:
         return
     print("\n| op | impl | N | d | V | fwd ms | fwd TFLOP/s | fwd+bwd ms | fwd+bwd TFLOP/s | fwd peak MiB "
           "| fwd+bwd peak MiB |\n" + "|---" * 11 + "|")
@@ -242,17 +258,23 @@ def main():
             h = torch.randn(*shape, d, device=device, generator=g).to(dtype).requires_grad_()
             w = (torch.randn(V, d, device=device, generator=g) * d ** -0.5).to(dtype).requires_grad_()
             y = torch.randint(0, V, shape, device=device, generator=g)
-            flops = 2 * n * V * d
-            for impl, fn in c["linear"]:
-                r = measure(fn, (h, w, y), (h, w))
-                if isinstance(r, str):
-                    print(f"| linear_logprobs_entropy | {impl} | {n} | {d} | {V} | {r} |")
+            # the reference: a nearby model (its hidden states and weight perturbed), no gradient
+            hr = (h.detach().float() + 0.5 * torch.randn(h.shape, device=device, generator=g)).to(dtype)
+            wr = (w.detach().float() + 0.1 * d ** -0.5 * torch.randn(w.shape, device=device, generator=g)).to(dtype)
+            mm = 2 * n * V * d  # one (N, d) x (d, V) matmul
+            for op, name, inputs, flops in [("linear", "linear_logprobs_entropy", (h, w, y), (mm, 3 * mm)),
+                                            ("linear_kl", "linear_kl", (h, w, hr, wr), (2 * mm, 4 * mm))]:
+                if op not in ops:
                     continue
-                f_ms, fb_ms, f_mib, fb_mib = r
-                print(f"| linear_logprobs_entropy | {impl} | {n} | {d} | {V} | {f_ms:.3f} | "
-                      f"{flops / f_ms / 1e9:.4g} | {fb_ms:.3f} | {3 * flops / fb_ms / 1e9:.4g} | "
-                      f"{fmt(f_mib, '.0f')} | {fmt(fb_mib, '.0f')} |")
-            del h, w, y
+                for impl, fn in c[op]:
+                    r = measure(fn, inputs, (h, w))
+                    if isinstance(r, str):
+                        print(f"| {name} | {impl} | {n} | {d} | {V} | {r} |")
+                        continue
+                    f_ms, fb_ms, f_mib, fb_mib = r
+                    print(f"| {name} | {impl} | {n} | {d} | {V} | {f_ms:.3f} | {flops[0] / f_ms / 1e9:.4g} | "
+                          f"{fb_ms:.3f} | {flops[1] / fb_ms / 1e9:.4g} | {fmt(f_mib, '.0f')} | {fmt(fb_mib, '.0f')} |")
+            del h, w, y, hr, wr
 
 
 if __name__ == "__main__":

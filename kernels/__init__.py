@@ -10,6 +10,9 @@ temperature as logits / T, compute in fp32 and return fp32 of shape (...), diffe
     linear_logprobs_entropy(hidden, weight, labels, ignore_index=-100, temperature=1.0)
         -> (logp, entropy) of softmax(hidden @ weight.T / T), never materialising the logits;
            differentiable w.r.t. hidden and weight
+    linear_kl(hidden, weight, ref_hidden, ref_weight, temperature=1.0)
+        -> exact KL(p || p_ref) of softmax(hidden @ weight.T / T) from softmax(ref_hidden @ ref_weight.T / T),
+           never materialising either model's logits; differentiable w.r.t. hidden and weight only
 
 Dispatch: the Triton kernels for CUDA tensors, or for any tensor when TRITON_INTERPRET=1 was set before
 kernels was imported (see INTERPRET below); otherwise the plain PyTorch code in kernels/reference.py, so
@@ -73,4 +76,11 @@ def linear_logprobs_entropy(hidden, weight, labels, ignore_index=-100, temperatu
     return reference.linear_logprobs_entropy_chunked(hidden, weight, labels, ignore_index, temperature)
 
 
-__all__ = ["logprobs", "entropy", "logprobs_entropy", "kl", "kl_estimate", "linear_logprobs_entropy"]
+def linear_kl(hidden, weight, ref_hidden, ref_weight, temperature=1.0):
+    if use_triton(hidden):
+        from .linear_triton import linear_kl as fused
+        return fused(hidden, weight, ref_hidden, ref_weight, temperature)
+    return reference.linear_kl_chunked(hidden, weight, ref_hidden, ref_weight, temperature)
+
+
+__all__ = ["logprobs", "entropy", "logprobs_entropy", "kl", "kl_estimate", "linear_logprobs_entropy", "linear_kl"]

@@ -13,6 +13,15 @@ Backward: one program per (BLOCK_N tokens, BLOCK_V vocab) tile recomputes z, the
     dL/dh  += (dL/dz / T) @ W_tile      dL/dW_tile += (dL/dz / T)^T @ h    (fp32 atomic adds over d-tiles)
 so the backward costs two more matmul-sized passes and the atomics make the gradients' summation order
 (hence their last bits) nondeterministic.
+
+Fused exact KL to a reference model, from both models' hidden states: KL(p || p_ref) per token with
+p = softmax(h W^T / T) and p_ref = softmax(h_ref W_ref^T / T), neither logits tensor ever held. Forward
+streams both logit tiles (z from the policy, u from the reference) through the same online statistics as
+kl_triton.py: (m_p, s_p) and (m_r, s_r) for the two log-sum-exps and t = sum exp(z - m_p)(z - u), so
+    KL = t / s_p - lse_p + lse_r
+Backward (gradients for h and W only; the reference is a constant), recomputing both tiles:
+    dL/dz_j = G p_j ((z_j - lse_p) - (u_j - lse_r) - KL)
+    dL/dh  += (dL/dz / T) @ W_tile      dL/dW_tile += (dL/dz / T)^T @ h
 """
 import torch
 import triton
@@ -97,6 +106,62 @@ def _linear_bwd_kernel(H, W, Y, LSE, ENT, G_LOGP, G_ENT, DH, DW, N, V, D, ignore
                       mask=w_mask)
 
 
+@triton.jit
+def _linear_kl_fwd_kernel(H, W, HR, WR, KL, LSE_P, LSE_R, N, V, D, inv_T, BLOCK_N: tl.constexpr,
+                          BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_p = tl.full([BLOCK_N], -1e30, tl.float32)
+    m_r = tl.full([BLOCK_N], -1e30, tl.float32)
+    s_p = tl.zeros([BLOCK_N], tl.float32)
+    s_r = tl.zeros([BLOCK_N], tl.float32)
+    t = tl.zeros([BLOCK_N], tl.float32)
+    for v0 in range(0, V, BLOCK_V):
+        cols = v0 + tl.arange(0, BLOCK_V).to(tl.int64)
+        z = _logits_tile(H, W, rows, cols, N, V, D, BLOCK_N, BLOCK_V, BLOCK_D, PRECISION, UPCAST) * inv_T
+        u = _logits_tile(HR, WR, rows, cols, N, V, D, BLOCK_N, BLOCK_V, BLOCK_D, PRECISION, UPCAST) * inv_T
+        valid = cols[None, :] < V
+        z = tl.where(valid, z, -float("inf"))
+        u = tl.where(valid, u, -float("inf"))
+        mp_new = tl.maximum(m_p, tl.max(z, 1))
+        mr_new = tl.maximum(m_r, tl.max(u, 1))
+        a_p = tl.exp(m_p - mp_new)
+        e_p = tl.exp(z - mp_new[:, None])
+        t = a_p * t + tl.sum(tl.where(valid, e_p * (z - u), 0.0), 1)
+        s_p = a_p * s_p + tl.sum(e_p, 1)
+        s_r = tl.exp(m_r - mr_new) * s_r + tl.sum(tl.exp(u - mr_new[:, None]), 1)
+        m_p, m_r = mp_new, mr_new
+    lse_p = m_p + tl.log(s_p)
+    lse_r = m_r + tl.log(s_r)
+    tl.store(KL + rows, t / s_p - lse_p + lse_r, mask=rows < N)
+    tl.store(LSE_P + rows, lse_p, mask=rows < N)
+    tl.store(LSE_R + rows, lse_r, mask=rows < N)
+
+
+@triton.jit
+def _linear_kl_bwd_kernel(H, W, HR, WR, KL, LSE_P, LSE_R, G, DH, DW, N, V, D, inv_T, BLOCK_N: tl.constexpr,
+                          BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    cols = tl.program_id(1).to(tl.int64) * BLOCK_V + tl.arange(0, BLOCK_V)
+    kl = tl.load(KL + rows, mask=rows < N, other=0.0)
+    lse_p = tl.load(LSE_P + rows, mask=rows < N, other=0.0)
+    lse_r = tl.load(LSE_R + rows, mask=rows < N, other=0.0)
+    g = tl.load(G + rows, mask=rows < N, other=0.0)
+    logp = _logits_tile(H, W, rows, cols, N, V, D, BLOCK_N, BLOCK_V, BLOCK_D, PRECISION, UPCAST) * inv_T - lse_p[:, None]
+    logr = _logits_tile(HR, WR, rows, cols, N, V, D, BLOCK_N, BLOCK_V, BLOCK_D, PRECISION, UPCAST) * inv_T - lse_r[:, None]
+    dz = g[:, None] * tl.exp(logp) * (logp - logr - kl[:, None])
+    dz = tl.where((rows[:, None] < N) & (cols[None, :] < V), dz * inv_T, 0.0).to(W.dtype.element_ty)
+
+    for d0 in range(0, D, BLOCK_D):
+        ds = d0 + tl.arange(0, BLOCK_D)
+        h_mask = (rows[:, None] < N) & (ds[None, :] < D)
+        w_mask = (cols[:, None] < V) & (ds[None, :] < D)
+        h = tl.load(H + rows[:, None] * D + ds[None, :], mask=h_mask, other=0.0)
+        w = tl.load(W + cols[:, None] * D + ds[None, :], mask=w_mask, other=0.0)
+        tl.atomic_add(DH + rows[:, None] * D + ds[None, :], _dot(dz, w, PRECISION, UPCAST), mask=h_mask)
+        tl.atomic_add(DW + cols[:, None] * D + ds[None, :], _dot(tl.trans(dz), h, PRECISION, UPCAST),
+                      mask=w_mask)
+
+
 class LinearLogprobsEntropyFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, labels, ignore_index, temperature):
@@ -132,3 +197,44 @@ class LinearLogprobsEntropyFunction(torch.autograd.Function):
 
 def linear_logprobs_entropy(hidden, weight, labels, ignore_index=-100, temperature=1.0):
     return LinearLogprobsEntropyFunction.apply(hidden, weight, labels, ignore_index, temperature)
+
+
+class LinearKLFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, ref_hidden, ref_weight, temperature):
+        if ref_hidden.shape != hidden.shape or ref_weight.shape != weight.shape:
+            raise ValueError(f"linear_kl: reference shapes {tuple(ref_hidden.shape)}, {tuple(ref_weight.shape)} "
+                             f"differ from the policy's {tuple(hidden.shape)}, {tuple(weight.shape)}")
+        dtype = torch.promote_types(torch.promote_types(hidden.dtype, weight.dtype),
+                                    torch.promote_types(ref_hidden.dtype, ref_weight.dtype))
+        h = hidden.reshape(-1, hidden.shape[-1]).to(dtype).contiguous()
+        hr = ref_hidden.detach().reshape(-1, hidden.shape[-1]).to(dtype).contiguous()
+        w, wr = weight.to(dtype).contiguous(), ref_weight.detach().to(dtype).contiguous()
+        (n, d), V = h.shape, w.shape[0]
+        kl, lse_p, lse_r = (torch.empty(n, device=h.device, dtype=torch.float32) for _ in range(3))
+        precision = "ieee" if dtype == torch.float32 else "tf32"
+        if n > 0:
+            _linear_kl_fwd_kernel[(triton.cdiv(n, BLOCK_N),)](h, w, hr, wr, kl, lse_p, lse_r, n, V, d,
+                                                              1.0 / temperature, BLOCK_N, BLOCK_V, BLOCK_D,
+                                                              precision, not h.is_cuda, num_warps=NUM_WARPS)
+        ctx.save_for_backward(h, w, hr, wr, kl, lse_p, lse_r)
+        ctx.args = (1.0 / temperature, precision, hidden.shape, hidden.dtype, weight.dtype)
+        return kl.view(hidden.shape[:-1])
+
+    @staticmethod
+    def backward(ctx, g):
+        h, w, hr, wr, kl, lse_p, lse_r = ctx.saved_tensors
+        inv_T, precision, h_shape, h_dtype, w_dtype = ctx.args
+        (n, d), V = h.shape, w.shape[0]
+        dh = torch.zeros((n, d), device=h.device, dtype=torch.float32)
+        dw = torch.zeros((V, d), device=w.device, dtype=torch.float32)
+        if n > 0:
+            grid = (triton.cdiv(n, BLOCK_N), triton.cdiv(V, BLOCK_V))
+            _linear_kl_bwd_kernel[grid](h, w, hr, wr, kl, lse_p, lse_r, g.reshape(-1).float().contiguous(), dh, dw,
+                                        n, V, d, inv_T, BLOCK_N, BLOCK_V, BLOCK_D, precision, not h.is_cuda,
+                                        num_warps=NUM_WARPS)
+        return dh.view(h_shape).to(h_dtype), dw.to(w_dtype), None, None, None
+
+
+def linear_kl(hidden, weight, ref_hidden, ref_weight, temperature=1.0):
+    return LinearKLFunction.apply(hidden, weight, ref_hidden, ref_weight, temperature)

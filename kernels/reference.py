@@ -134,3 +134,58 @@ def linear_logprobs_entropy_chunked(hidden, weight, labels, ignore_index=-100, t
     if chunk is None:  # ~32M fp32 logits (128 MiB) per chunk
         chunk = max(1, (1 << 25) // weight.shape[0])
     return ChunkedLinearLogprobsEntropy.apply(hidden, weight, labels, ignore_index, temperature, chunk)
+
+
+def linear_kl(hidden, weight, ref_hidden, ref_weight, temperature=1.0):
+    """Unfused definition: both models' logits (in fp32), then kl. No gradient to the reference."""
+    logits = hidden.float() @ weight.float().t()
+    ref_logits = ref_hidden.detach().float() @ ref_weight.detach().float().t()
+    return kl(logits, ref_logits, temperature)
+
+
+# ---------------------------------------------------------------------------------------------
+# Chunked lm_head + exact KL to a reference: the CPU path of kernels.linear_kl.
+# With z = hidden @ W^T / T, u = ref_hidden @ W_ref^T / T, log p = z - lse(z), log r = u - lse(u):
+#   KL = sum_j p_j (log p_j - log r_j),    d KL / dz_j = p_j (log p_j - log r_j - KL)
+#   dL/dhidden = (dL/dz / T) @ W,   dL/dW = (dL/dz / T)^T @ hidden;  nothing flows to the reference
+# ---------------------------------------------------------------------------------------------
+class ChunkedLinearKL(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, ref_hidden, ref_weight, temperature, chunk):
+        h, hr = hidden.reshape(-1, hidden.shape[-1]), ref_hidden.detach().reshape(-1, hidden.shape[-1])
+        w, wr = weight.float(), ref_weight.detach().float()
+        out = torch.empty(h.shape[0], device=h.device, dtype=torch.float32)
+        for i in range(0, h.shape[0], chunk):
+            logp = torch.log_softmax(h[i:i + chunk].float() @ w.t() / temperature, -1)
+            logr = torch.log_softmax(hr[i:i + chunk].float() @ wr.t() / temperature, -1)
+            out[i:i + chunk] = (logp.exp() * (logp - logr)).sum(-1)
+        ctx.save_for_backward(h, weight, hr, ref_weight, out)
+        ctx.temperature, ctx.chunk, ctx.lead_shape = temperature, chunk, hidden.shape[:-1]
+        return out.view(ctx.lead_shape)
+
+    @staticmethod
+    def backward(ctx, g):
+        h, weight, hr, ref_weight, kl_ = ctx.saved_tensors
+        T, chunk = ctx.temperature, ctx.chunk
+        g = g.reshape(-1).float()
+        w, wr = weight.float(), ref_weight.detach().float()
+        grad_h = torch.empty(h.shape, device=h.device, dtype=torch.float32)
+        grad_w = torch.zeros_like(w)
+        for i in range(0, h.shape[0], chunk):
+            hc = h[i:i + chunk].float()
+            logp = torch.log_softmax(hc @ w.t() / T, -1)
+            logr = torch.log_softmax(hr[i:i + chunk].float() @ wr.t() / T, -1)
+            gz = g[i:i + chunk, None] * logp.exp() * (logp - logr - kl_[i:i + chunk, None]) / T
+            grad_h[i:i + chunk] = gz @ w
+            grad_w += gz.t() @ hc
+        grad_h = grad_h.view(*ctx.lead_shape, h.shape[-1]).to(h.dtype)
+        return grad_h, grad_w.to(weight.dtype), None, None, None, None
+
+
+def linear_kl_chunked(hidden, weight, ref_hidden, ref_weight, temperature=1.0, chunk=None):
+    if ref_hidden.shape != hidden.shape or ref_weight.shape != weight.shape:
+        raise ValueError(f"linear_kl: reference shapes {tuple(ref_hidden.shape)}, {tuple(ref_weight.shape)} "
+                         f"differ from the policy's {tuple(hidden.shape)}, {tuple(weight.shape)}")
+    if chunk is None:  # ~32M fp32 logits per model per chunk
+        chunk = max(1, (1 << 25) // weight.shape[0])
+    return ChunkedLinearKL.apply(hidden, weight, ref_hidden, ref_weight, temperature, chunk)

@@ -139,7 +139,7 @@ def test_smoke_ddp_resume(sft_dir, tmp_path):
     out = str(tmp_path / "grpo")
     base = [f"--sft_path={sft_dir}/ckpt.pt", f"--out_dir={out}",
             "--rewards=gold:1.0,length:0.1,format:0.5", "--advantage=drgrpo", "--loss_agg=token",
-            "--clip_high=0.28", "--ent_coef=0.01", "--fused_lm_head=True", *SMALL]
+            "--clip_high=0.28", "--ent_coef=0.01", "--fused_lm_head=True", "--kl_estimator=full", *SMALL]
     run("grpo.py", *base, "--max_iters=2", "--eval_interval=2", torchrun=2)
     rows = read_metrics(out)
     train = [r for r in rows if "policy_loss" in r]
@@ -147,6 +147,7 @@ def test_smoke_ddp_resume(sft_dir, tmp_path):
     for key in ("reward", "reward_std", "reward/gold", "reward/length", "reward/format", "zero_std_frac", "kl",
                 "entropy", "clipfrac_low", "clipfrac_high", "clipfrac", "approx_kl", "response_len", "ended"):
         assert key in train[-1], key
+    assert all(r["kl"] >= 0 for r in train)  # the exact KL (--kl_estimator=full) is never negative
     assert {"gold", "parse", "ended", "response_len", "kl"} <= set(last_eval(out))
     model, vocab, ckpt = load_model(out)
     assert ckpt["iter_num"] == 2 and not model.config.scalar_head and vocab is not None
@@ -162,6 +163,8 @@ def test_bad_input(sft_dir, tmp_path):
     assert p.returncode != 0 and "python sft.py" in p.stderr
     p = run("grpo.py", f"--sft_path={sft_dir}/ckpt.pt", "--rewards=gold,nonsense", ok=False)
     assert p.returncode != 0 and "unknown reward" in p.stderr
+    p = run("grpo.py", f"--sft_path={sft_dir}/ckpt.pt", "--kl_estimator=k2", ok=False)
+    assert p.returncode != 0 and "use 'k3' or 'full'" in p.stderr
     p = run("grpo.py", f"--sft_path={sft_dir}/ckpt.pt", "--minibatch_size=7", ok=False)
     assert p.returncode != 0 and "must divide" in p.stderr
     bad = tmp_path / "prompts.jsonl"

@@ -253,5 +253,7 @@ def test_bench_runs_on_cpu():
     res = subprocess.run([sys.executable, "bench/kernels.py", "--device=cpu", "--small"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
-    for word in ("| op", "eager", "ours", "logprobs", "entropy", "kl", "linear_logprobs_entropy", "GB/s"):
+    for word in ("| op", "eager", "ours", "logprobs", "entropy", "kl", "linear_logprobs_entropy", "| linear_kl |",
+                 "GB/s"):
         assert word in res.stdout, f"{word!r} missing from the bench table:\n{res.stdout}\n{res.stderr}"
+    assert "error:" not in res.stdout, res.stdout  # every contender of this CPU run must run

@@ -124,3 +124,67 @@ def test_dispatch():
         assert type(out.grad_fn).__name__ == "ChunkedLinearLogprobsEntropyBackward"
     finally:
         kernels.INTERPRET = True
+
+
+# ------------------------------------------------------------------------------------------ linear_kl
+def make_kl_case(name, seed=0, same=False):
+    """A policy and a nearby reference (its hidden states and weight perturbed), or the very same model."""
+    hidden, weight, _, T, upstream = make_case(name, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    if same:
+        return hidden, weight, hidden.clone(), weight.clone(), T, upstream[0]
+    ref_hidden = (hidden.float() + 0.5 * torch.randn(hidden.shape, generator=g)).to(hidden.dtype)
+    ref_weight = (weight.float() + 0.3 * weight.float().std() * torch.randn(weight.shape, generator=g)).to(weight.dtype)
+    return hidden, weight, ref_hidden, ref_weight, T, upstream[0]
+
+
+def run_kl_with_grad(fn, hidden, weight, ref_hidden, ref_weight, T, upstream):
+    hidden, weight = hidden.detach().requires_grad_(), weight.detach().requires_grad_()
+    ref_hidden, ref_weight = ref_hidden.detach().requires_grad_(), ref_weight.detach().requires_grad_()
+    kl = fn(hidden, weight, ref_hidden, ref_weight, temperature=T)
+    (kl * upstream).sum().backward()
+    assert ref_hidden.grad is None and ref_weight.grad is None, "the reference must get no gradient"
+    return kl.detach(), hidden.grad, weight.grad
+
+
+def check_kl_against_unfused(fn, case, same=False):
+    args = make_kl_case(case, same=same)
+    ours = run_kl_with_grad(fn, *args)
+    expected = run_kl_with_grad(reference.linear_kl, *args)
+    bf16 = args[0].dtype == torch.bfloat16
+    for what, a, b in zip(("kl", "grad hidden", "grad weight"), ours, expected):
+        rtol, atol = 1e-5, 1e-5
+        if bf16 and what.startswith("grad"):  # dL/dz rounded to bf16 before the gradient matmuls (see above)
+            rtol, atol = 2 ** -6, 2 ** -6 * b.float().abs().max().item()
+        assert a.dtype == b.dtype, f"{what}: dtype {a.dtype} != {b.dtype}"
+        assert_close(a, b, rtol, atol, f"{case} {what}")
+    assert (ours[0] > -1e-5).all(), f"{case}: KL must be >= 0, min {ours[0].min().item():.3g}"
+    return ours
+
+
+@pytest.mark.parametrize("case", ["ragged", "temperature", "leading_dims", "single_token", "bf16"])
+def test_linear_kl_triton_matches_unfused(case):
+    kl = check_kl_against_unfused(kernels.linear_kl, case)[0]
+    assert kl.mean() > 0.05, "the test's reference is too close to the policy to test anything"
+
+
+@pytest.mark.parametrize("case", ["ragged", "temperature", "bf16"])
+def test_linear_kl_chunked_matches_unfused(case):
+    def chunked(h, w, hr, wr, temperature):
+        return reference.linear_kl_chunked(h, w, hr, wr, temperature=temperature, chunk=4)
+    check_kl_against_unfused(chunked, case)
+
+
+def test_linear_kl_of_a_model_to_itself_is_zero():
+    for fn in (kernels.linear_kl, lambda *a, **k: reference.linear_kl_chunked(*a, **k, chunk=4)):
+        kl, grad_h, grad_w = check_kl_against_unfused(fn, "ragged", same=True)
+        assert kl.abs().max() < 1e-5 and grad_h.abs().max() < 1e-5 and grad_w.abs().max() < 1e-5, \
+            f"KL(p || p) = {kl.abs().max().item():.3g}, gradients {grad_h.abs().max().item():.3g}, " \
+            f"{grad_w.abs().max().item():.3g}: all should be 0"
+
+
+def test_linear_kl_checks_shapes():
+    hidden, weight, ref_hidden, ref_weight, T, _ = make_kl_case("ragged")
+    for fn in (kernels.linear_kl, reference.linear_kl_chunked):
+        with pytest.raises(ValueError, match="reference shapes"):
+            fn(hidden, weight, ref_hidden[:1], ref_weight)

@@ -241,3 +241,29 @@ def test_forward_with_labels_returns_logprobs_and_entropy(fused):
     assert torch.allclose(ent, want_ent, atol=1e-5), (ent - want_ent).abs().max()
     for k, p in m.named_parameters():
         assert torch.allclose(grads[k], p.grad, atol=1e-5), (k, (grads[k] - p.grad).abs().max())
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_forward_with_ref_returns_exact_kl(fused):
+    """model(idx, labels=, ref=(ref_hidden, ref_weight)) also returns the exact full-vocabulary KL to the
+    reference at each position (kernels.kl, or kernels.linear_kl when fused): it matches sum p (log p -
+    log p_ref) of the two models' logits, its gradients reach every policy parameter and none the reference."""
+    torch.manual_seed(0)
+    m, ref = tiny(0), tiny(1)
+    with torch.no_grad():  # sharper distributions than the 0.02-std init's near-uniform ones
+        m.lm_head.weight.mul_(20), ref.lm_head.weight.mul_(20)
+    idx = torch.randint(0, 61, (3, 12))
+    labels = torch.randint(0, 61, (3, 5))
+    ref_hidden = ref(idx, hidden=True)[:, -5:]
+    logp, ent, kl = m(idx, labels=labels, temperature=0.7, fused=fused, ref=(ref_hidden, ref.lm_head.weight))
+    kl.sum().backward()
+    grads = {k: p.grad.clone() for k, p in m.named_parameters()}
+    m.zero_grad()
+    lp, lr = F.log_softmax(m(idx)[:, -5:] / 0.7, -1), F.log_softmax(ref(idx)[:, -5:].detach() / 0.7, -1)
+    want = (lp.exp() * (lp - lr)).sum(-1)
+    want.sum().backward()
+    assert kl.shape == (3, 5) and want.min() > 0.01, "the two random models should be far apart"
+    assert torch.allclose(kl, want, atol=1e-5), (kl - want).abs().max()
+    for k, p in m.named_parameters():
+        assert torch.allclose(grads[k], p.grad, atol=1e-5), (k, (grads[k] - p.grad).abs().max())
+    assert all(p.grad is None for p in ref.parameters()), "the reference must not be trained"
