@@ -14,16 +14,20 @@ One table, one row per measured step, each timed as the median of --reps after -
   ppo update       tokens/s: policy kernels.logprobs_entropy + clipped loss, critic clipped value loss,
                    two backward passes and two steps (ppo.policy_loss, ppo.value_loss)
   grpo update      tokens/s: reference forward, policy logprobs + k3 KL + clipped loss (grpo.clipped_policy_loss)
+  grpo step        tokens/s: a whole GRPO step, sampling B responses of --new_tokens tokens, then the grpo update
   dpo              pairs/s: chosen and rejected concatenated in one forward, sequence log-probs, sigmoid loss
                    (dpo.dpo_loss; reference log-probs precomputed, as dpo.py's default)
 sft, ppo, grpo and dpo run twice: 'ours' (logits, then the kernels.logprobs* kernels) and 'ours fused'
 (model(..., labels=, fused=True): kernels.linear_logprobs_entropy from the hidden states, no logits in
 memory), the two settings of the stages' --fused_lm_head switch.
+TRL rows (bench/trl_rows.py) when `trl` is installed: SFTTrainer, RewardTrainer, DPOTrainer and
+GRPOTrainer on the same weights, shapes and batch, timed per optimizer step; the 'x TRL' column is our
+throughput over TRL's for the same step. TRL has no PPO trainer any more.
 Peak memory is torch.cuda.max_memory_allocated over the row (CUDA only).
-Not measured here yet: TRL's trainers on the same settings (issue 9 asks for them; they need a GPU run).
 """
 import argparse
 import datetime
+import importlib.util
 import os
 import statistics
 import sys
@@ -53,6 +57,8 @@ p.add_argument("--reps", type=int, default=10)
 p.add_argument("--warmup", type=int, default=2)
 p.add_argument("--compile", action="store_true", help="torch.compile the models")
 p.add_argument("--small", action="store_true", help="tiny model and sizes for a CPU smoke run")
+p.add_argument("--trl", action=argparse.BooleanOptionalAction, default=None,
+               help="TRL rows (default: when trl is installed)")
 args = p.parse_args()
 cfg = dict(block_size=1024, vocab_size=50257, n_layer=12, n_head=12, n_embd=768)  # GPT-2 124M
 if args.small:
@@ -199,6 +205,21 @@ for impl, fused in IMPLS:
     s, mem = timed(lambda: step_grpo(fused))
     rows.append(("grpo update", impl, s, B * N / s, "tok/s", mem))
 
+rollout_prompts = tokens(B, P).tolist()
+
+
+def step_grpo_whole(fused=False):
+    policy.eval()
+    with ctx:
+        raw.generate(rollout_prompts, N, eot=-1)
+    policy.train()
+    step_grpo(fused)
+
+
+for impl, fused in IMPLS:
+    s, mem = timed(lambda: step_grpo_whole(fused))
+    rows.append(("grpo step", impl, s, B * N / s, "tok/s", mem))
+
 
 def step_dpo(fused=False):
     x, y = tokens(2 * B, T), tokens(2 * B, T)
@@ -216,10 +237,25 @@ for impl, fused in IMPLS:
     s, mem = timed(lambda: step_dpo(fused))
     rows.append(("dpo", impl, s, B / s, "pairs/s", mem))
 
+# ----------------------------------------------------------------------------- TRL, same settings
+use_trl = args.trl if args.trl is not None else importlib.util.find_spec("trl") is not None
+versions = ""
+if use_trl:
+    import trl
+    import transformers
+    from trl_rows import trl_rows
+    del ref, critic, rm, opt, rm_opt  # give TRL the memory
+    if cuda:
+        torch.cuda.empty_cache()
+    rows += trl_rows(raw.train(), cfg, B, T, P, N, args.reps, args.warmup, dev)
+    versions = f" | trl {trl.__version__} | transformers {transformers.__version__}"
+
 # ----------------------------------------------------------------------------- the table
 name = torch.cuda.get_device_name(dev) if cuda else "cpu"
-print(f"# {name} | torch {torch.__version__} | {datetime.date.today()} | model {cfg} | "
+print(f"# {name} | torch {torch.__version__}{versions} | {datetime.date.today()} | model {cfg} | "
       f"train batch {B} x {T} | rollout {P}+{N} | compile {args.compile}")
-print(f"{'step':<16}{'impl':<13}{'ms/step':>10}{'throughput':>14}  {'unit':<8}{'peak GiB':>9}")
+trl_thr = {step: thr for step, impl, _, thr, _, _ in rows if impl.startswith("TRL")}
+print(f"{'step':<16}{'impl':<20}{'ms/step':>10}{'throughput':>14}  {'unit':<8}{'peak GiB':>9}{'x TRL':>7}")
 for step, impl, s, thr, unit, mem in rows:
-    print(f"{step:<16}{impl:<13}{1000 * s:>10.2f}{thr:>14.1f}  {unit:<8}{mem:>9.2f}")
+    vs = f"{thr / trl_thr[step]:>7.2f}" if step in trl_thr and not impl.startswith("TRL") else ""
+    print(f"{step:<16}{impl:<20}{1000 * s:>10.2f}{thr:>14.1f}  {unit:<8}{mem:>9.2f}{vs}")
