@@ -54,8 +54,8 @@ KL to the reference (--kl_estimator), in the loss as in GRPO (not in the reward 
     full    the exact KL(p || p_ref) over the whole vocabulary at every response position: the true
             gradient of the per-token KL, no sampling noise. Costs one reference forward per minibatch;
             with --fused_lm_head neither model's logits are ever held (kernels.linear_kl)
-Both are per-token: the KL's effect on which later states are visited is left out, as in every
-formulation of GRPO (Tang & Munos 2025 derive the missing term).
+Both are per-token: the KL's effect on which later states are visited is left out, as in GRPO's own
+formulation (Tang & Munos 2025 derive the missing term).
 
 Departures from the papers: one small model and rewards on text; the KL term has its own coefficient
 and kl_coef=0 skips the reference model entirely (then no held-out KL is reported); the old log-probs
