@@ -27,6 +27,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .reference import check_linear_kl_shapes
+
 BLOCK_N, BLOCK_V, BLOCK_D, NUM_WARPS = 64, 128, 64, 8  # not tuned on a GPU yet
 
 
@@ -49,6 +51,22 @@ def _logits_tile(H, W, rows, cols, N, V, D, BLOCK_N: tl.constexpr, BLOCK_V: tl.c
         w = tl.load(W + cols[:, None] * D + ds[None, :], mask=(cols[:, None] < V) & (ds[None, :] < D), other=0.0)
         acc += _dot(h, tl.trans(w), PRECISION, UPCAST)
     return acc
+
+
+@triton.jit
+def _accumulate_grads(dz, H, W, DH, DW, rows, cols, N, V, D, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
+                      UPCAST: tl.constexpr):
+    """Given a tile's dL/dz / T (BLOCK_N x BLOCK_V): DH[rows] += dz @ W[cols], DW[cols] += dz^T @ H[rows],
+    d-tile by d-tile, with fp32 atomic adds (other tiles add into the same rows and columns)."""
+    for d0 in range(0, D, BLOCK_D):
+        ds = d0 + tl.arange(0, BLOCK_D)
+        h_mask = (rows[:, None] < N) & (ds[None, :] < D)
+        w_mask = (cols[:, None] < V) & (ds[None, :] < D)
+        h = tl.load(H + rows[:, None] * D + ds[None, :], mask=h_mask, other=0.0)
+        w = tl.load(W + cols[:, None] * D + ds[None, :], mask=w_mask, other=0.0)
+        tl.atomic_add(DH + rows[:, None] * D + ds[None, :], _dot(dz, w, PRECISION, UPCAST), mask=h_mask)
+        tl.atomic_add(DW + cols[:, None] * D + ds[None, :], _dot(tl.trans(dz), h, PRECISION, UPCAST),
+                      mask=w_mask)
 
 
 @triton.jit
@@ -94,16 +112,7 @@ def _linear_bwd_kernel(H, W, Y, LSE, ENT, G_LOGP, G_ENT, DH, DW, N, V, D, ignore
     onehot = tl.where(cols[None, :] == labels[:, None], 1.0, 0.0)
     dz = g_logp[:, None] * (onehot - q) - g_ent[:, None] * q * (logq + ent[:, None])
     dz = tl.where((rows[:, None] < N) & (cols[None, :] < V), dz * inv_T, 0.0).to(W.dtype.element_ty)
-
-    for d0 in range(0, D, BLOCK_D):
-        ds = d0 + tl.arange(0, BLOCK_D)
-        h_mask = (rows[:, None] < N) & (ds[None, :] < D)
-        w_mask = (cols[:, None] < V) & (ds[None, :] < D)
-        h = tl.load(H + rows[:, None] * D + ds[None, :], mask=h_mask, other=0.0)
-        w = tl.load(W + cols[:, None] * D + ds[None, :], mask=w_mask, other=0.0)
-        tl.atomic_add(DH + rows[:, None] * D + ds[None, :], _dot(dz, w, PRECISION, UPCAST), mask=h_mask)
-        tl.atomic_add(DW + cols[:, None] * D + ds[None, :], _dot(tl.trans(dz), h, PRECISION, UPCAST),
-                      mask=w_mask)
+    _accumulate_grads(dz, H, W, DH, DW, rows, cols, N, V, D, BLOCK_D, PRECISION, UPCAST)
 
 
 @triton.jit
@@ -150,16 +159,7 @@ def _linear_kl_bwd_kernel(H, W, HR, WR, KL, LSE_P, LSE_R, G, DH, DW, N, V, D, in
     logr = _logits_tile(HR, WR, rows, cols, N, V, D, BLOCK_N, BLOCK_V, BLOCK_D, PRECISION, UPCAST) * inv_T - lse_r[:, None]
     dz = g[:, None] * tl.exp(logp) * (logp - logr - kl[:, None])
     dz = tl.where((rows[:, None] < N) & (cols[None, :] < V), dz * inv_T, 0.0).to(W.dtype.element_ty)
-
-    for d0 in range(0, D, BLOCK_D):
-        ds = d0 + tl.arange(0, BLOCK_D)
-        h_mask = (rows[:, None] < N) & (ds[None, :] < D)
-        w_mask = (cols[:, None] < V) & (ds[None, :] < D)
-        h = tl.load(H + rows[:, None] * D + ds[None, :], mask=h_mask, other=0.0)
-        w = tl.load(W + cols[:, None] * D + ds[None, :], mask=w_mask, other=0.0)
-        tl.atomic_add(DH + rows[:, None] * D + ds[None, :], _dot(dz, w, PRECISION, UPCAST), mask=h_mask)
-        tl.atomic_add(DW + cols[:, None] * D + ds[None, :], _dot(tl.trans(dz), h, PRECISION, UPCAST),
-                      mask=w_mask)
+    _accumulate_grads(dz, H, W, DH, DW, rows, cols, N, V, D, BLOCK_D, PRECISION, UPCAST)
 
 
 class LinearLogprobsEntropyFunction(torch.autograd.Function):
@@ -202,9 +202,7 @@ def linear_logprobs_entropy(hidden, weight, labels, ignore_index=-100, temperatu
 class LinearKLFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, ref_hidden, ref_weight, temperature):
-        if ref_hidden.shape != hidden.shape or ref_weight.shape != weight.shape:
-            raise ValueError(f"linear_kl: reference shapes {tuple(ref_hidden.shape)}, {tuple(ref_weight.shape)} "
-                             f"differ from the policy's {tuple(hidden.shape)}, {tuple(weight.shape)}")
+        check_linear_kl_shapes(hidden, weight, ref_hidden, ref_weight)
         dtype = torch.promote_types(torch.promote_types(hidden.dtype, weight.dtype),
                                     torch.promote_types(ref_hidden.dtype, ref_weight.dtype))
         h = hidden.reshape(-1, hidden.shape[-1]).to(dtype).contiguous()

@@ -182,10 +182,14 @@ class ChunkedLinearKL(torch.autograd.Function):
         return grad_h, grad_w.to(weight.dtype), None, None, None, None
 
 
-def linear_kl_chunked(hidden, weight, ref_hidden, ref_weight, temperature=1.0, chunk=None):
+def check_linear_kl_shapes(hidden, weight, ref_hidden, ref_weight):
     if ref_hidden.shape != hidden.shape or ref_weight.shape != weight.shape:
         raise ValueError(f"linear_kl: reference shapes {tuple(ref_hidden.shape)}, {tuple(ref_weight.shape)} "
                          f"differ from the policy's {tuple(hidden.shape)}, {tuple(weight.shape)}")
+
+
+def linear_kl_chunked(hidden, weight, ref_hidden, ref_weight, temperature=1.0, chunk=None):
+    check_linear_kl_shapes(hidden, weight, ref_hidden, ref_weight)
     if chunk is None:  # ~32M fp32 logits per model per chunk
         chunk = max(1, (1 << 25) // weight.shape[0])
     return ChunkedLinearKL.apply(hidden, weight, ref_hidden, ref_weight, temperature, chunk)
