@@ -52,8 +52,9 @@ KL to the reference (--kl_estimator), in the loss as in GRPO (not in the reward 
             the gradient of the other direction, KL(p_ref || p) (Tang & Munos 2025, "On a few pitfalls in
             KL divergence gradient estimation for RL"); near p_ref the two agree to first order
     full    the exact KL(p || p_ref) over the whole vocabulary at every response position: the true
-            gradient of the per-token KL, no sampling noise. Costs one reference forward per minibatch;
-            with --fused_lm_head neither model's logits are ever held (kernels.linear_kl)
+            gradient of the per-token KL, no sampling noise. Keeps the reference's hidden states of the
+            batch (B x N x C) and applies its lm_head in every minibatch; with --fused_lm_head neither
+            model's logits are ever held (kernels.linear_kl)
 Both are per-token: the KL's effect on which later states are visited is left out, as in GRPO's own
 formulation (Tang & Munos 2025 derive the missing term).
 
@@ -363,25 +364,26 @@ if __name__ == "__main__":
         groups = reward.view(prompts_per_batch, group_size)
         adv = group_advantages(groups, advantage).view(-1).to(rt.device)
 
-        # old (behaviour) and reference log-probs, from a full forward pass of each model
+        # old (behaviour) log-probs and the reference's log-probs (k3) or final hidden states (full KL,
+        # (B, N, C): the update turns them into the exact KL without ever holding reference logits)
+        ref_logp = ref_hidden = None
         with torch.no_grad(), rt.ctx:
             old_logp = kernels.logprobs(raw_policy(tokens, attn)[:, P - 1:-1], labels, temperature=temperature)
-            ref_logp = kernels.logprobs(ref(tokens, attn)[:, P - 1:-1], labels, temperature=temperature) \
-                if ref is not None and kl_estimator == "k3" else None
+            if ref is not None and kl_estimator == "k3":
+                ref_logp = kernels.logprobs(ref(tokens, attn)[:, P - 1:-1], labels, temperature=temperature)
+            elif ref is not None:
+                ref_hidden = ref(tokens[:, :-1], attn[:, :-1], hidden=True)[:, P - 1:]
 
         # update: ppo_epochs passes over the batch in shuffled minibatches
         policy.train()
         stats = {k: [] for k in ("policy_loss", "kl", "entropy", "clipfrac_low", "clipfrac_high", "approx_kl")}
         for epoch in range(ppo_epochs):
             for idx in torch.randperm(batch).split(minibatch_size):
-                m, x, x_attn = mask[idx], tokens[idx, :-1], attn[idx, :-1]
-                ref_arg = None
-                if ref is not None and kl_estimator == "full":  # the reference's hidden states at the same positions
-                    with torch.no_grad(), rt.ctx:
-                        ref_arg = (ref(x, x_attn, hidden=True)[:, P - 1:], ref.lm_head.weight)
+                m = mask[idx]
+                ref_arg = None if ref_hidden is None else (ref_hidden[idx], ref.lm_head.weight)
                 with rt.ctx:  # the logits at P-1+j predict response token j: the last token is not an input
-                    out = policy(x, x_attn, labels=labels[idx], temperature=temperature, fused=fused_lm_head,
-                                 ref=ref_arg)
+                    out = policy(tokens[idx, :-1], attn[idx, :-1], labels=labels[idx], temperature=temperature,
+                                 fused=fused_lm_head, ref=ref_arg)
                 logp, ent = out[0], out[1]
                 pg, clip_lo, clip_hi = clipped_policy_loss(logp, old_logp[idx], adv[idx], clip_low, clip_high)
                 per_token = pg - ent_coef * ent
