@@ -8,11 +8,37 @@ which applies, in order: an optional config file given as the first argument (a 
 `key = value` lines, or a .json object), then `--key=value` overrides. Types are checked against the
 defaults; unknown keys are rejected with the list of valid ones; `--help` prints every key with its
 default and its comment. Returns the final config as a dict (stored in every checkpoint).
+
+It also defines UserError, the one way every script reports a user's mistake (a bad file, a missing
+field, an unknown key, a missing checkpoint): `configure` installs a hook so that an uncaught
+UserError prints one line, `error: <what> (<file>:<line>). <the fix>`, and exits with status 2, no
+traceback. Any other exception is a bug in our code and keeps its traceback.
 """
 import ast
+import difflib
 import json
+import os
 import re
 import sys
+
+
+class UserError(ValueError):
+    """A mistake the user can fix: printed as one line by the hook `configure` installs, exit status 2.
+    `where` names the file and line (or the option), `fix` says what to do."""
+    def __init__(self, what, where=None, fix=None):
+        super().__init__(what + (f" ({where})" if where else "") + (f". {fix}" if fix else ""))
+
+
+class MissingFile(UserError, FileNotFoundError):
+    """A file or checkpoint that is not there (still a FileNotFoundError for callers that catch that)."""
+
+
+def _excepthook(etype, value, tb):
+    if issubclass(etype, UserError):
+        sys.stdout.flush()
+        print(f"error: {value}", file=sys.stderr, flush=True)
+        os._exit(2)  # sys.exit would be ignored inside an excepthook
+    sys.__excepthook__(etype, value, tb)
 
 SIMPLE = (int, float, bool, str, type(None))
 
@@ -60,6 +86,7 @@ def _comments(path):
 
 
 def configure(g, argv=None):
+    sys.excepthook = _excepthook
     argv = sys.argv[1:] if argv is None else argv
     keys = [k for k, v in g.items() if not k.startswith("_") and isinstance(v, SIMPLE)]
     script = g.get("__file__", "script")
@@ -78,23 +105,31 @@ def configure(g, argv=None):
             try:
                 text = open(arg, encoding="utf-8").read()
             except OSError as e:
-                sys.exit(f"config file {arg}: {e.strerror}")
+                raise MissingFile(f"config file: {e.strerror}", arg, "give a .py or .json config file, "
+                                  "or options as --key=value") from None
             if arg.endswith(".json"):
-                updates = json.loads(text)
+                try:
+                    updates = json.loads(text)
+                except json.JSONDecodeError as e:
+                    raise UserError(f"malformed JSON config ({e.msg})", f"{arg}:{e.lineno}") from None
             else:
                 updates = {}
                 exec(text, {}, updates)
             items = [(k, v) for k, v in updates.items() if not k.startswith("_")]
         else:
             if "=" not in arg:
-                sys.exit(f"{arg}: write options as --key=value")
+                raise UserError(f"option {arg} has no value", fix="write options as --key=value")
             k, raw = arg[2:].split("=", 1)
             items = [(k, raw)]
         for k, v in items:
             if k not in keys:
-                sys.exit(f"unknown config key {k!r} (from {arg}). Valid keys: {', '.join(keys)}")
+                close = difflib.get_close_matches(k, keys, n=1)
+                raise UserError(f"unknown config key {k!r}", arg, (f"did you mean --{close[0]}? " if close else "")
+                                + f"Valid keys: {', '.join(keys)}")
             try:
                 g[k] = _parse(k, v, g[k]) if isinstance(v, str) and arg.startswith("--") else _check(k, v, g[k])
+            except UserError:
+                raise
             except ValueError as e:
-                sys.exit(f"bad value: {e}")
+                raise UserError(f"bad value: {e}", arg) from None
     return {k: g[k] for k in keys}

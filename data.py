@@ -22,6 +22,8 @@ import re
 
 import tiktoken
 
+from configurator import MissingFile, UserError
+
 EOT_TEXT = "<|endoftext|>"
 EOT = 50256  # GPT-2's <|endoftext|> id
 
@@ -40,33 +42,67 @@ class Tokenizer:
         else:
             self.to_model = {g: i for i, g in enumerate(self.vocab)}
             self.vocab_size, self.eot = len(self.vocab), self.to_model[EOT]
+            # the bytes of every compact token (not <|endoftext|>, which only the special text spells)
+            self.by_bytes = {self.enc.decode_single_token_bytes(g): i for i, g in enumerate(self.vocab) if g != EOT}
+            self.max_len = max(map(len, self.by_bytes))
 
     def encode(self, text, where="text"):
+        """GPT-2 BPE ids, or compact ids. Text decoded from compact ids can BPE-merge into GPT-2 tokens
+        outside the compact vocabulary (" I" + "I" decodes to " II", one GPT-2 token): each run of such
+        tokens is re-spelled with the fewest compact tokens covering the same bytes (`_respell`), so
+        decode(encode(text)) == text, and any text a compact model can write encodes back."""
         ids = self.enc.encode(text, allowed_special={EOT_TEXT})
         if self.vocab is None:
             return ids
-        # Text sampled from a compact model can merge into a GPT-2 token outside its vocabulary ("." "."
-        # decodes to "..", which BPE re-encodes as one token): spell such a token one character at a time.
-        ids = [j for i in ids for j in ([i] if i in self.to_model else
-                                        [k for ch in self.enc.decode([i]) for k in self.enc.encode(ch)])]
-        missing = [self.enc.decode([i]) for i in ids if i not in self.to_model]
-        if missing:
-            raise ValueError(f"{where}: tokens {missing[:5]} are not in this model's compact vocabulary "
-                             f"(the built-in task's {len(self.vocab)} tokens). For your own data start "
-                             f"from a full-vocabulary model, e.g. --init_from=gpt2.")
-        return [self.to_model[i] for i in ids]
+        out, i = [], 0
+        while i < len(ids):
+            if ids[i] in self.to_model:
+                out.append(self.to_model[ids[i]])
+                i += 1
+                continue
+            j = i  # a run ids[i:j] of out-of-vocabulary tokens, widened until its bytes can be spelled
+            while j < len(ids) and ids[j] not in self.to_model:
+                j += 1
+            lo, hi = i, j
+            while (spelled := self._respell(ids[lo:hi])) is None and (lo > 0 or hi < len(ids)):
+                lo, hi = max(0, lo - 1), min(len(ids), hi + 1)  # BPE may have merged across a boundary
+            if spelled is None:
+                bad = sorted({self.enc.decode([t]) for t in ids if t not in self.to_model})
+                raise UserError(f"text has {bad[:5]}, which the compact vocabulary (the built-in task's "
+                                f"{len(self.vocab)} tokens) cannot spell", where, "for your own data start "
+                                f"from a full-vocabulary model, e.g. --init_from=gpt2")
+            del out[len(out) - (i - lo):]  # the widened run re-spells tokens already emitted
+            out += spelled
+            i = hi
+        return out
+
+    def _respell(self, gpt2_ids):
+        """The fewest compact ids whose bytes are exactly those of `gpt2_ids`, or None (dynamic
+        programming over byte positions: best[k] = fewest tokens spelling the first k bytes)."""
+        if EOT in gpt2_ids:
+            return None
+        b = b"".join(self.enc.decode_single_token_bytes(t) for t in gpt2_ids)
+        best = [None] * (len(b) + 1)
+        best[0] = []
+        for k in range(1, len(b) + 1):
+            for L in range(1, min(self.max_len, k) + 1):
+                prev, t = best[k - L], self.by_bytes.get(b[k - L:k])
+                if prev is not None and t is not None and (best[k] is None or len(prev) + 1 < len(best[k])):
+                    best[k] = prev + [t]
+        return best[-1]
 
     def decode(self, ids):
         ids = [int(i) for i in ids]
         return self.enc.decode(ids if self.vocab is None else [self.vocab[i] for i in ids])
 
 # -----------------------------------------------------------------------------
-# JSONL readers. Field names follow TRL where it has them.
+# JSONL readers. Field names follow TRL where it has them; every error names the file and the line.
 
 def read_jsonl(path, required=()):
-    """Read a JSONL file into a list of dicts; every error names the file and the line."""
+    """Read a JSONL file into a list of dicts (each with "_where": "path:line"). `required` lists
+    alternatives of "|"-joined fields; a row must have all the fields of one of them."""
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file")
+        raise MissingFile("no such file", path, "check the path (--data_path / --test_path / --val_path)")
     rows = []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
@@ -75,18 +111,19 @@ def read_jsonl(path, required=()):
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: malformed JSON ({e.msg} at column {e.colno})") from None
+                raise UserError(f"malformed JSON ({e.msg} at column {e.colno})", f"{path}:{n}",
+                                "each line must be one JSON object") from None
             if not isinstance(row, dict):
-                raise ValueError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
+                raise UserError(f"expected a JSON object, got {type(row).__name__}", f"{path}:{n}")
             fields = next((r for r in required if all(k in row for k in r.split("|"))), None) \
                 if required else ""
             if fields is None:
                 want = " or ".join("{" + ", ".join(r.split("|")) + "}" for r in required)
-                raise ValueError(f"{path}:{n}: missing field(s): expected {want}, got {sorted(row)}")
+                raise UserError(f"missing field(s): expected {want}, got {sorted(row)}", f"{path}:{n}")
             row["_where"] = f"{path}:{n}"
             rows.append(row)
     if not rows:
-        raise ValueError(f"{path}: empty dataset (no JSON lines)")
+        raise UserError("empty dataset (no JSON lines)", path)
     return rows
 
 def write_jsonl(path, rows):
@@ -106,27 +143,155 @@ def format_prompt(prompt, template="plain"):
         return prompt
     if template == "instruction":
         return INSTRUCTION.format(prompt=prompt)
-    raise ValueError(f"unknown template {template!r}: use 'plain' or 'instruction'")
+    raise UserError(f"unknown template {template!r}", "--template", "use 'plain' or 'instruction'")
+
+def render_turns(messages, where="messages"):
+    """[{role, content}, ...] -> the plain-text chat transcript, ending with "Assistant:" (the cue)."""
+    text = ""
+    for m in messages:
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") \
+                or not isinstance(m.get("content"), str):
+            raise UserError("each message needs a role (system/user/assistant) and a string content", where)
+        text += f"{m['role'].capitalize()}: {m['content']}\n\n"
+    return text + "Assistant:"
 
 def render_messages(messages, where="messages"):
     """[{role, content}, ...] -> (prompt, completion): the last assistant turn is the completion."""
-    if not messages or messages[-1].get("role") != "assistant":
-        raise ValueError(f"{where}: `messages` must end with an assistant turn")
-    text = ""
-    for m in messages[:-1]:
-        if m.get("role") not in ("system", "user", "assistant") or "content" not in m:
-            raise ValueError(f"{where}: each message needs a role (system/user/assistant) and content")
-        text += f"{m['role'].capitalize()}: {m['content']}\n\n"
-    return text + "Assistant:", " " + messages[-1]["content"] + EOT_TEXT
+    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict) \
+            or messages[-1].get("role") != "assistant":
+        raise UserError("`messages` must be a list ending with an assistant turn", where)
+    prompt = render_turns(messages[:-1], where)
+    render_turns(messages[-1:], where)  # checks the last turn too
+    return prompt, " " + messages[-1]["content"] + EOT_TEXT
+
+# Dataset formats, detected from the fields of each row (the first that fits, in this order); every
+# row of a file must be of one format. The README's "Dataset formats" table lists the same.
+FORMATS = {
+    "sft": [("messages", ("messages",)), ("alpaca", ("instruction", "output")),
+            ("instruction_response", ("instruction", "response")), ("prompt_completion", ("prompt", "completion")),
+            ("text", ("text",))],
+    "preference": [("explicit", ("prompt", "chosen", "rejected")), ("implicit", ("chosen", "rejected"))],
+    "ranking": [("ranking_indices", ("prompt", "responses", "ranking")), ("ranking", ("prompt", "ranking"))],
+    "unpaired": [("unpaired", ("prompt", "completion", "label"))],
+}
+
+def read_format(path, family):
+    """Rows of a JSONL file and the one format (of FORMATS[family]) they are all in."""
+    formats = FORMATS[family]
+    rows = read_jsonl(path, required=["|".join(f) for _, f in formats])
+    name = lambda r: next(n for n, f in formats if all(k in r for k in f))
+    first = name(rows[0])
+    for r in rows[1:]:
+        if name(r) != first:
+            raise UserError(f"this row is in the {name(r)!r} format but line 1 is {first!r}; one file, one "
+                            f"format", r["_where"], "split the file, or make every row the same")
+    return rows, first
+
+def _text(row, key, where):
+    v = row[key]
+    if not isinstance(v, str) or not v.strip():
+        raise UserError(f"`{key}` must be a non-empty string, got {v!r}"[:160], where)
+    return v
 
 def load_sft_jsonl(path, template="plain"):
-    """{"prompt","completion"} or {"messages"} rows -> list of (prompt, completion, where)."""
+    """Demonstrations in any SFT format -> list of (prompt, completion, where). {"text"} rows are plain
+    language modelling: the prompt is <|endoftext|> (GPT-2's document start) and every token is learned.
+    Alpaca rows join instruction and input (when non-empty) with a blank line."""
+    rows, fmt = read_format(path, "sft")
     out = []
-    for r in read_jsonl(path, required=("prompt|completion", "messages")):
-        if "messages" in r:
-            out.append((*render_messages(r["messages"], r["_where"]), r["_where"]))
+    for r in rows:
+        w = r["_where"]
+        if fmt == "messages":
+            p, c = render_messages(r["messages"], w)
+        elif fmt == "text":
+            p, c = EOT_TEXT, _text(r, "text", w)
+        elif fmt in ("alpaca", "instruction_response"):
+            inp = r.get("input", "")
+            if not isinstance(inp, str):
+                raise UserError(f"`input` must be a string, got {inp!r}", w)
+            q = _text(r, "instruction", w) + (f"\n\n{inp}" if inp.strip() else "")
+            p = format_prompt(q, template) if template != "plain" else q + "\n"
+            c = _text(r, "output" if fmt == "alpaca" else "response", w)
         else:
-            out.append((format_prompt(r["prompt"], template), r["completion"], r["_where"]))
+            p, c = format_prompt(_text(r, "prompt", w), template), _text(r, "completion", w)
+        out.append((p, c, w))
+    return out
+
+def split_prompt(chosen, rejected, where):
+    """An implicit prompt: the longest common prefix of the two texts, cut after its last "Assistant:"
+    (Anthropic HH's turn marker) or else at its last whitespace, so no word is split."""
+    n = 0
+    while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
+        n += 1
+    k = chosen.rfind("Assistant:", 0, n)
+    cut = k + len("Assistant:") if k >= 0 else max(chosen.rfind(c, 0, n) for c in " \n\t")
+    if cut <= 0 or cut >= len(chosen) or cut >= len(rejected):
+        raise UserError("chosen and rejected share no prompt to split off", where,
+                        "add a `prompt` field (TRL's explicit-prompt format)")
+    return chosen[:cut], chosen[cut:], rejected[cut:]
+
+def load_preferences(path, template="plain"):
+    """Preference pairs in any of TRL's formats -> list of dicts prompt, chosen, rejected (strings),
+    where, and margin when the row has one. Explicit prompt (strings, or conversational: `prompt` and
+    the responses as message lists), or an implicit prompt (`split_prompt`; conversational: the common
+    leading turns are the prompt and each side's last turn the response)."""
+    rows, fmt = read_format(path, "preference")
+    out = []
+    for r in rows:
+        w = r["_where"]
+        conv = isinstance(r["chosen"], list)
+        if conv and fmt == "explicit":
+            if not isinstance(r["prompt"], list) or not isinstance(r["rejected"], list):
+                raise UserError("conversational rows need prompt, chosen and rejected all as message lists", w)
+            p = render_turns(r["prompt"], w)
+            c, j = (render_messages(r["prompt"] + r[k], w)[1] for k in ("chosen", "rejected"))
+        elif conv:
+            ch, rj = r["chosen"], r["rejected"]
+            if not isinstance(rj, list) or len(ch) < 2 or ch[:-1] != rj[:-1]:
+                raise UserError("conversational chosen / rejected must share every turn but the last", w)
+            p, c = render_messages(ch, w)
+            j = render_messages(rj, w)[1]
+        elif fmt == "explicit":
+            p, c, j = format_prompt(_text(r, "prompt", w), template), _text(r, "chosen", w), _text(r, "rejected", w)
+        else:
+            p, c, j = split_prompt(_text(r, "chosen", w), _text(r, "rejected", w), w)
+        row = dict(prompt=p, chosen=c, rejected=j, where=w)
+        if "margin" in r:
+            if not isinstance(r["margin"], (int, float)) or isinstance(r["margin"], bool):
+                raise UserError(f"margin must be a number, got {r['margin']!r}", w)
+            row["margin"] = float(r["margin"])
+        out.append(row)
+    return out
+
+def load_rankings(path):
+    """Rankings -> list of dicts prompt, ranking (response texts, best first), where. Either the texts
+    in order ({"prompt","ranking":[...]}) or {"prompt","responses":[...],"ranking":[indices, best first]}."""
+    rows, fmt = read_format(path, "ranking")
+    out = []
+    for r in rows:
+        w, ranking = r["_where"], r["ranking"]
+        if fmt == "ranking_indices":
+            resp = r["responses"]
+            if not isinstance(resp, list) or not isinstance(ranking, list) or \
+                    not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(resp) for i in ranking) \
+                    or len(set(ranking)) < len(ranking):
+                raise UserError("`ranking` must list distinct indices into `responses`, best first", w)
+            ranking = [resp[i] for i in ranking]
+        if not isinstance(ranking, list) or len(ranking) < 2 or \
+                not all(isinstance(t, str) and t.strip() for t in ranking):
+            raise UserError("a ranking needs at least 2 non-empty response strings, best first", w)
+        out.append(dict(prompt=_text(r, "prompt", w), ranking=ranking, where=w))
+    return out
+
+def load_unpaired(path):
+    """Thumbs up / down (TRL's unpaired preference format) -> dicts prompt, completion, label (bool), where."""
+    rows, _ = read_format(path, "unpaired")
+    out = []
+    for r in rows:
+        w = r["_where"]
+        if not isinstance(r["label"], bool):
+            raise UserError(f"label must be true or false, got {r['label']!r}", w)
+        out.append(dict(prompt=_text(r, "prompt", w), completion=_text(r, "completion", w), label=r["label"], where=w))
     return out
 
 # -----------------------------------------------------------------------------
@@ -278,32 +443,36 @@ def encode_prompts(tok, prompts, max_len, where="prompt"):
     for i, p in enumerate(prompts):
         ids = tok.encode(p, where=f"{where} {i}")
         if not ids or len(ids) > max_len:
-            raise ValueError(f"{where} {i} has {len(ids)} tokens; prompts must have 1..{max_len} tokens "
+            raise UserError(f"{where} {i} has {len(ids)} tokens; prompts must have 1..{max_len} tokens "
                              f"(block_size minus max_new_tokens). Shorten it or lower max_new_tokens.")
         out.append(ids)
     return out
 
-def sample_responses(model, tok, prompts, max_new_tokens, temperature=1.0, batch_size=64, ref=None, **kw):
+def sample_responses(model, tok, prompts, max_new_tokens, temperature=1.0, batch_size=64, ref=None,
+                     with_ids=False, **kw):
     """Generate one response per prompt. Returns the texts (ending in <|endoftext|> when the model
-    stopped), their lengths in tokens and, given a reference model, each response's exact sequence
-    KL(model || ref) in nats: the full-vocabulary KL of every response token (kernels.kl), summed."""
+    stopped), their lengths in tokens and, given a reference model, each response's KL(model || ref)
+    in nats: the full-vocabulary KL at every sampled response position (kernels.kl), summed (a one-
+    sample estimate of the sequence KL whose every term is exact). with_ids=True also returns each
+    prompt + response as the token ids sampled, for a reward model to score as they are."""
     import torch
     import kernels
     ids = encode_prompts(tok, prompts, model.config.block_size - max_new_tokens)
-    texts, lengths, kls = [], [], []
+    texts, lengths, kls, seqs = [], [], [], []
     for i in range(0, len(ids), batch_size):
         out = model.generate(ids[i:i + batch_size], max_new_tokens, tok.eot, temperature, **kw)
         P, mask = out["prompt_len"], out["response_mask"]
-        for row, m in zip(out["tokens"][:, P:].tolist(), mask.sum(1).tolist()):
+        for k, (row, m) in enumerate(zip(out["tokens"][:, P:].tolist(), mask.sum(1).tolist())):
             texts.append(tok.decode(row[:m]))
             lengths.append(m)
+            seqs.append(ids[i + k] + row[:m])
         if ref is not None:
             with torch.no_grad():  # logits at P-1+j predict response token j
                 logits = model(out["tokens"], out["attention_mask"])[:, P - 1:-1]
                 ref_logits = ref(out["tokens"], out["attention_mask"])[:, P - 1:-1]
                 kl = kernels.kl(logits, ref_logits, temperature if temperature > 0 else 1.0)
             kls += (kl * mask).sum(1).tolist()
-    return texts, lengths, kls
+    return (texts, lengths, kls, seqs) if with_ids else (texts, lengths, kls)
 
 def task_report(prompts, responses, lengths=None, kls=None):
     """The numbers every stage prints on the built-in task: mean gold score, fraction that parse

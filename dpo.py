@@ -42,7 +42,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import data
 import kernels
-from configurator import configure
+from configurator import MissingFile, UserError, configure
 from model import (check_vocab, configure_optimizer, cosine_lr, load_model, log_metrics, model_args_of,
                    save_checkpoint, setup)
 
@@ -128,11 +128,11 @@ def sequence_logps(model, x, y, fused=False):
 if __name__ == "__main__":
     config = configure(globals())
     if loss_type not in LOSS_TYPES:
-        raise SystemExit(f"--loss_type={loss_type!r}: use one of {', '.join(LOSS_TYPES)}")
+        raise UserError(f"--loss_type={loss_type!r}: use one of {', '.join(LOSS_TYPES)}")
     if not 0 <= label_smoothing < 0.5:
-        raise SystemExit(f"--label_smoothing={label_smoothing}: must be in [0, 0.5)")
+        raise UserError(f"--label_smoothing={label_smoothing}: must be in [0, 0.5)")
     if ref_mode not in ("precompute", "online"):
-        raise SystemExit(f"--ref_mode={ref_mode!r}: use 'precompute' or 'online'")
+        raise UserError(f"--ref_mode={ref_mode!r}: use 'precompute' or 'online'")
     need_ref = loss_type != "simpo"  # SimPO is reference-free (the eval KL still loads the reference)
 
     # ----------------------------------------------------------------------------- runtime
@@ -149,7 +149,7 @@ if __name__ == "__main__":
 
     model, vocab, ckpt = load_model(out_dir if init_from == "resume" else sft_path)
     if init_from not in ("sft", "resume"):
-        raise SystemExit(f"--init_from={init_from!r}: use 'sft' (start from --sft_path) or 'resume'")
+        raise UserError(f"unknown --init_from={init_from!r}", fix="use 'sft' (start from --sft_path) or 'resume'")
     model.to(rt.device)
     tok = data.Tokenizer(vocab)
     T = model.config.block_size
@@ -157,38 +157,35 @@ if __name__ == "__main__":
 
     # ----------------------------------------------------------------------------- data
     def load_pairs(path):
-        """{prompt, chosen, rejected} JSONL -> list of [chosen_ids, n_prompt, rejected_ids, n_prompt].
-        Identical chosen and rejected carry no preference: skipped and counted. Over-long pairs are cut."""
+        """Preference pairs in any of data.load_preferences' formats -> list of [chosen_ids, n_prompt,
+        rejected_ids, n_prompt]. Identical chosen and rejected carry no preference: skipped and counted.
+        Over-long pairs are cut."""
         if not os.path.exists(path):
-            raise SystemExit(f"{path}: no preference data. Run `python reward.py` first (it writes the built-in "
-                             f"task's simulated preferences there) or pass --data_path=your.jsonl with "
-                             f'{{"prompt","chosen","rejected"}} lines')
+            raise MissingFile("no preference data", path, "run `python reward.py` first (it writes the built-in "
+                              "task's simulated preferences there) or pass --data_path=your.jsonl (README: "
+                              "Dataset formats)")
         out, same, bad, cut, first_bad = [], 0, 0, 0, ""
-        for r in data.read_jsonl(path, required=("prompt|chosen|rejected",)):
-            if not all(isinstance(r[k], str) for k in ("prompt", "chosen", "rejected")):
-                raise ValueError(f"{r['_where']}: prompt, chosen and rejected must be strings (plain text)")
+        for r in data.load_preferences(path, template):
             if r["chosen"] == r["rejected"]:
                 same += 1
                 continue
-            p = tok.encode(data.format_prompt(r["prompt"], template), r["_where"])
+            p = tok.encode(r["prompt"], r["where"])
             if not p or len(p) >= T:
-                raise ValueError(f"{r['_where']}: prompt has {len(p)} tokens; it needs 1..{T - 1} "
-                                 f"(the model's context is {T}): shorten it")
-            try:  # decoded samples do not always re-encode into a compact vocabulary ('. .' -> '..')
-                c, rj = tok.encode(r["chosen"], r["_where"]), tok.encode(r["rejected"], r["_where"])
-            except ValueError as e:
+                raise UserError(f"prompt has {len(p)} tokens; it needs 1..{T - 1} (the model's context is {T})",
+                                r["where"], "shorten it")
+            try:  # user text with characters a compact vocabulary cannot spell
+                c, rj = tok.encode(r["chosen"], r["where"]), tok.encode(r["rejected"], r["where"])
+            except UserError as e:
                 bad, first_bad = bad + 1, first_bad or str(e)
                 continue
-            if not c or not rj:
-                raise ValueError(f"{r['_where']}: empty chosen or rejected response")
             cut += (len(p) + len(c) > T) + (len(p) + len(rj) > T)
             out.append([(p + c)[:T], len(p), (p + rj)[:T], len(p)])
         if rt.master and (same or bad or cut):
             print(f"{path}: skipped {same} pairs with identical chosen and rejected, {bad} with tokens outside "
                   f"the model's vocabulary; cut {cut} responses longer than the context ({T} tokens)")
         if not out:
-            raise ValueError(f"{path}: no usable pairs ({same} had identical chosen and rejected, {bad} did not "
-                             f"encode: {first_bad})")
+            raise UserError(f"no usable pairs ({same} had identical chosen and rejected, {bad} did not "
+                            f"encode: {first_bad})", path)
         return out
 
     train = load_pairs(data_path)

@@ -74,7 +74,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import data
 import kernels
-from configurator import configure
+from configurator import MissingFile, UserError, configure
 from model import (check_vocab, configure_optimizer, cosine_lr, gather_last, load_model, log_metrics,
                    model_args_of, save_checkpoint, setup)
 
@@ -126,7 +126,7 @@ def group_advantages(rewards, mode="grpo", eps=1e-6):
     (REINFORCE++ / Lite PPO). std is the unbiased sample std as in TRL; an all-equal group gives 0."""
     G = rewards.shape[1]
     if G < 2:
-        raise ValueError("group advantages need group_size >= 2 (one response has no group to compare with)")
+        raise UserError("group advantages need group_size >= 2 (one response has no group to compare with)")
     centred = rewards - rewards.mean(1, keepdim=True)
     if mode == "grpo":
         return centred / (rewards.std(1, keepdim=True) + eps)
@@ -136,7 +136,7 @@ def group_advantages(rewards, mode="grpo", eps=1e-6):
         return centred * G / (G - 1)  # r_i - (sum - r_i) / (G - 1)
     if mode == "batch":
         return centred / (centred.std() + eps)
-    raise ValueError(f"unknown advantage {mode!r}: use 'grpo', 'drgrpo', 'rloo' or 'batch'")
+    raise UserError(f"unknown advantage {mode!r}: use 'grpo', 'drgrpo', 'rloo' or 'batch'")
 
 
 def clipped_policy_loss(logp, old_logp, adv, clip_low=0.2, clip_high=0.2):
@@ -160,7 +160,7 @@ def aggregate(per_token, mask, mode="seq", max_len=None):
         return (per_token * m).sum() / m.sum().clamp(min=1)
     if mode == "fixed":
         return (per_token * m).sum() / (per_token.shape[0] * (max_len or per_token.shape[1]))
-    raise ValueError(f"unknown loss_agg {mode!r}: use 'seq', 'token' or 'fixed'")
+    raise UserError(f"unknown loss_agg {mode!r}: use 'seq', 'token' or 'fixed'")
 
 
 # ----------------------------------------------------------------------------- reward functions
@@ -193,28 +193,28 @@ def load_rewards(spec, builtins=BUILTIN_REWARDS):
             try:
                 weight = float(parts[-1])
             except ValueError:
-                raise ValueError(f"--rewards entry {entry!r}: weight {parts[-1]!r} is not a number") from None
+                raise UserError(f"--rewards entry {entry!r}: weight {parts[-1]!r} is not a number") from None
             parts = parts[:-1]
         if parts[0].endswith(".py"):
             if len(parts) != 2:
-                raise ValueError(f"--rewards entry {entry!r}: write a file's function as file.py:function[:weight]")
+                raise UserError(f"--rewards entry {entry!r}: write a file's function as file.py:function[:weight]")
             path, fn_name = parts
             if not os.path.exists(path):
-                raise FileNotFoundError(f"--rewards entry {entry!r}: no file {path}")
+                raise MissingFile(f"--rewards entry {entry!r}: no file {path}")
             spec_ = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
             module = importlib.util.module_from_spec(spec_)
             spec_.loader.exec_module(module)
             fn = getattr(module, fn_name, None)
             if not callable(fn):
-                raise ValueError(f"--rewards entry {entry!r}: {path} has no function {fn_name!r}")
+                raise UserError(f"--rewards entry {entry!r}: {path} has no function {fn_name!r}")
             out.append((f"{os.path.basename(path)[:-3]}.{fn_name}", fn, weight))
         elif len(parts) == 1 and parts[0] in builtins:
             out.append((parts[0], builtins[parts[0]], weight))
         else:
-            raise ValueError(f"--rewards entry {entry!r}: unknown reward; built in: {', '.join(builtins)}, "
+            raise UserError(f"--rewards entry {entry!r}: unknown reward; built in: {', '.join(builtins)}, "
                              f"or your own as file.py:function[:weight]")
     if not out:
-        raise ValueError("--rewards is empty: name at least one reward, e.g. --rewards=gold")
+        raise UserError("--rewards is empty: name at least one reward, e.g. --rewards=gold")
     return out
 
 
@@ -226,7 +226,7 @@ def score(reward_fns, prompts, responses, token_ids=None):
         r = fn(prompts, responses, token_ids=token_ids) if name == "rm" and token_ids else fn(prompts, responses)
         r = [float(x) for x in r]
         if len(r) != len(responses) or any(x != x for x in r):
-            raise ValueError(f"reward {name!r} returned {len(r)} scores (NaN: {any(x != x for x in r)}) for "
+            raise UserError(f"reward {name!r} returned {len(r)} scores (NaN: {any(x != x for x in r)}) for "
                              f"{len(responses)} responses: it must return one finite float per response")
         each[name] = torch.tensor(r)
     total = sum(w * each[name] for name, _, w in reward_fns)
@@ -243,16 +243,16 @@ if __name__ == "__main__":
         os.makedirs(out_dir, exist_ok=True)
     batch = prompts_per_batch * group_size
     if kl_estimator not in ("k3", "full"):
-        raise SystemExit(f"--kl_estimator={kl_estimator!r}: use 'k3' or 'full'")
+        raise UserError(f"--kl_estimator={kl_estimator!r}: use 'k3' or 'full'")
     if batch % minibatch_size:
-        raise ValueError(f"minibatch_size {minibatch_size} must divide prompts_per_batch * group_size = {batch}")
+        raise UserError(f"minibatch_size {minibatch_size} must divide prompts_per_batch * group_size = {batch}")
 
     # ----------------------------------------------------------------------------- models
     if init_from not in ("sft", "resume"):
-        raise SystemExit(f"--init_from={init_from!r}: use 'sft' (start from --sft_path) or 'resume'")
+        raise UserError(f"--init_from={init_from!r}: use 'sft' (start from --sft_path) or 'resume'")
     policy, vocab, ckpt = load_model(out_dir if init_from == "resume" else sft_path)
     if ckpt is None:
-        raise ValueError(f"sft_path={sft_path!r}: GRPO starts from one of our SFT checkpoints (python sft.py)")
+        raise UserError(f"sft_path={sft_path!r}: GRPO starts from one of our SFT checkpoints (python sft.py)")
     tok = data.Tokenizer(vocab)
     policy.to(rt.device)
     ref = None
@@ -304,7 +304,7 @@ if __name__ == "__main__":
     max_prompt = policy.config.block_size - max_new_tokens
     data.encode_prompts(tok, train_prompts + eval_prompts, max_prompt)  # fail now, not mid-run
     if len(train_prompts) < prompts_per_batch * rt.world_size:  # a batch's prompts are distinct
-        raise ValueError(f"{data_path}: {len(train_prompts)} prompts, fewer than prompts_per_batch x processes = "
+        raise UserError(f"{data_path}: {len(train_prompts)} prompts, fewer than prompts_per_batch x processes = "
                          f"{prompts_per_batch * rt.world_size}; lower --prompts_per_batch or add prompts")
 
     # ----------------------------------------------------------------------------- optimizer

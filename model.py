@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import kernels
+from configurator import MissingFile, UserError
 
 
 @dataclass
@@ -233,7 +234,7 @@ class GPT(nn.Module):
             if k.endswith(HF_TRANSPOSED):
                 v = v.t()  # HF's Conv1D stores (in, out); nn.Linear wants (out, in)
             if own["transformer." + k].shape != v.shape:
-                raise ValueError(f"{path}: {k} has shape {tuple(v.shape)}, expected {tuple(own['transformer.' + k].shape)}")
+                raise UserError(f"{path}: {k} has shape {tuple(v.shape)}, expected {tuple(own['transformer.' + k].shape)}")
             own["transformer." + k].copy_(v)
         return model
 
@@ -247,11 +248,11 @@ def _find_hf_weights(name_or_path, cache_dir=None):
         for f in ("model.safetensors", "pytorch_model.bin"):
             if os.path.exists(os.path.join(name_or_path, f)):
                 return os.path.join(name_or_path, f)
-        raise FileNotFoundError(f"{name_or_path}: no model.safetensors or pytorch_model.bin in it")
+        raise MissingFile(f"{name_or_path}: no model.safetensors or pytorch_model.bin in it")
     if os.path.isfile(name_or_path):
         return name_or_path
     if name_or_path not in GPT2_SIZES:
-        raise FileNotFoundError(f"{name_or_path}: not a file, directory or one of {GPT2_SIZES}")
+        raise MissingFile(f"{name_or_path}: not a file, directory or one of {GPT2_SIZES}")
     d = os.path.join(cache_dir or os.path.expanduser("~/.cache/nanorlhf"), name_or_path)
     f = os.path.join(d, "pytorch_model.bin")
     if not os.path.exists(f):
@@ -262,7 +263,7 @@ def _find_hf_weights(name_or_path, cache_dir=None):
             try:
                 urllib.request.urlretrieve(url, os.path.join(d, name + ".tmp"))
             except OSError as e:
-                raise RuntimeError(f"could not download {url} ({e}); offline? put the weights in a "
+                raise UserError(f"could not download {url} ({e}); offline? put the weights in a "
                                    f"directory and pass its path instead") from None
             os.replace(os.path.join(d, name + ".tmp"), os.path.join(d, name))
     return f
@@ -329,7 +330,7 @@ def setup(device="auto", dtype="auto", seed=1337):
     if dtype == "auto":
         dtype = "bfloat16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
     if dtype not in ("float32", "bfloat16"):
-        raise ValueError(f"dtype {dtype!r}: use 'float32' or 'bfloat16' (fp16 would need loss scaling)")
+        raise UserError(f"dtype {dtype!r}: use 'float32' or 'bfloat16' (fp16 would need loss scaling)")
     torch.manual_seed(seed + rank)  # each rank samples different data and responses
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     ctx = nullcontext() if dtype == "float32" else torch.autocast(device_type, dtype=torch.bfloat16)
@@ -348,12 +349,12 @@ def load_checkpoint(path):
     if os.path.isdir(path):
         path = os.path.join(path, "ckpt.pt")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no checkpoint here. Run the stage that writes it first "
+        raise MissingFile(f"{path}: no checkpoint here. Run the stage that writes it first "
                                 f"(e.g. python sft.py), or point --init_from / the path option at one.")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise RuntimeError(f"{path}: not a readable checkpoint ({e})") from None
+        raise UserError(f"{path}: not a readable checkpoint ({e})") from None
 
 
 def load_model(init_from, scalar_head=False, model_args=None, vocab=None):
@@ -372,7 +373,7 @@ def load_model(init_from, scalar_head=False, model_args=None, vocab=None):
         sd.pop("score_head.weight", None), sd.pop("score_head.bias", None)
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if unexpected or [k for k in missing if not k.startswith("score_head.")]:
-        raise ValueError(f"{init_from}: checkpoint does not match the model (missing {missing[:3]}, "
+        raise UserError(f"{init_from}: checkpoint does not match the model (missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]})")
     return model, ckpt.get("vocab"), ckpt
 
@@ -380,7 +381,7 @@ def load_model(init_from, scalar_head=False, model_args=None, vocab=None):
 def check_vocab(a, b, what):
     """Two models that exchange token ids must share the vocabulary."""
     if (a is None) != (b is None) or (a is not None and list(a) != list(b)):
-        raise ValueError(f"{what}: vocabularies differ ({'full GPT-2' if a is None else f'{len(a)} tokens'} vs "
+        raise UserError(f"{what}: vocabularies differ ({'full GPT-2' if a is None else f'{len(a)} tokens'} vs "
                          f"{'full GPT-2' if b is None else f'{len(b)} tokens'}); train both from the same SFT run")
 
 

@@ -38,7 +38,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import data
 import kernels
-from configurator import configure
+from configurator import MissingFile, UserError, configure
 from model import (check_vocab, configure_optimizer, gather_last, load_checkpoint, load_model, log_metrics,
                    model_args_of, save_checkpoint, setup)
 
@@ -173,11 +173,11 @@ def explained_variance(values, returns, mask):
 if __name__ == "__main__":
     config = configure(globals())
     if kl_estimator not in ("k1", "k3"):
-        raise SystemExit(f"--kl_estimator={kl_estimator!r}: use 'k1' or 'k3'")
+        raise UserError(f"--kl_estimator={kl_estimator!r}: use 'k1' or 'k3'")
     if critic_init not in ("reward", "sft"):
-        raise SystemExit(f"--critic_init={critic_init!r}: use 'reward' or 'sft'")
+        raise UserError(f"--critic_init={critic_init!r}: use 'reward' or 'sft'")
     if batch_size % n_minibatches:
-        raise SystemExit(f"batch_size {batch_size} is not divisible by n_minibatches {n_minibatches}")
+        raise UserError(f"batch_size {batch_size} is not divisible by n_minibatches {n_minibatches}")
 
     # ----------------------------------------------------------------------------- runtime
     rt = setup(device, dtype, seed)
@@ -188,12 +188,12 @@ if __name__ == "__main__":
     # ----------------------------------------------------------------------------- 1. models
     ckpt = load_checkpoint(out_dir) if init_from == "resume" else None
     if init_from not in ("sft", "resume"):
-        raise SystemExit(f"--init_from={init_from!r}: use 'sft' or 'resume'")
+        raise UserError(f"--init_from={init_from!r}: use 'sft' or 'resume'")
     policy, vocab, _ = load_model(out_dir if ckpt else sft_path)
     ref, ref_vocab, _ = load_model(sft_path)
     rm, rm_vocab, rm_ckpt = load_model(reward_path, scalar_head=True)
     if "reward_gain" not in rm_ckpt:
-        raise ValueError(f"{reward_path}: no reward_gain/reward_bias in the checkpoint; train it with reward.py")
+        raise UserError(f"{reward_path}: no reward_gain/reward_bias in the checkpoint; train it with reward.py")
     critic, critic_vocab, _ = load_model(reward_path if critic_init == "reward" else sft_path, scalar_head=True)
     check_vocab(vocab, ref_vocab, f"policy vs reference {sft_path}")
     check_vocab(vocab, rm_vocab, f"policy vs reward model {reward_path}")
@@ -241,8 +241,8 @@ if __name__ == "__main__":
         raw_policy.eval()  # rank 0 only: raw models, a DDP forward would wait for the other ranks
         prompts = eval_prompts * eval_repeats
         with rt.ctx:
-            texts, lengths, kls = data.sample_responses(raw_policy, tok, prompts, max_new_tokens, temperature, ref=ref)
-        rows = [tok.encode(p) + tok.encode(t) for p, t in zip(prompts, texts)]  # re-tokenised text for the RM
+            texts, lengths, kls, rows = data.sample_responses(raw_policy, tok, prompts, max_new_tokens, temperature,
+                                                              ref=ref, with_ids=True)  # the RM scores the sampled ids
         tokens = torch.full((len(rows), max(map(len, rows))), tok.eot, dtype=torch.long)
         mask = torch.zeros(tokens.shape, dtype=torch.bool)
         for i, r in enumerate(rows):

@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import data
-from configurator import configure
+from configurator import MissingFile, UserError, configure
 from model import (configure_optimizer, cosine_lr, gather_last, load_model, log_metrics, model_args_of,
                    save_checkpoint, setup)
 
@@ -257,40 +257,37 @@ def label_group(prompt, responses, rng, n_annotators=3, temp=0.25, tie_margin=0.
 # ----------------------------------------------------------------------------- reading feedback
 def load_feedback(path, kind):
     """Read and check one feedback file. Returns (items, skipped): items are dicts with prompt, texts
-    (responses, best first for pairs and rankings) and y (margin, tie flag or score). Malformed rows
-    (missing field, wrong type, score out of 1..5) raise an error naming file and line; rows that carry
-    no comparison (identical chosen and rejected, a ranking with duplicates) are skipped and counted."""
-    need = dict(pairwise=("prompt|chosen|rejected",), ties=("prompt|chosen|rejected|tie",),
-                rankings=("prompt|ranking",), likert=("prompt|completion|score",))[kind]
+    (responses, best first for pairs and rankings) and y (margin, tie flag or score). Pairs and rankings
+    come in any of data.py's formats (README: Dataset formats). Malformed rows (missing field, wrong
+    type, score out of 1..5) raise an error naming file and line; rows that carry no comparison
+    (identical chosen and rejected, a ranking with duplicates) are skipped and counted."""
+    if kind == "pairwise":
+        rows = [dict(prompt=r["prompt"], texts=[r["chosen"], r["rejected"]], y=r.get("margin", 0.0), where=r["where"])
+                for r in data.load_preferences(path)]
+    elif kind == "rankings":
+        rows = [dict(prompt=r["prompt"], texts=r["ranking"], y=None, where=r["where"]) for r in data.load_rankings(path)]
+    else:
+        need = dict(ties=("prompt|chosen|rejected|tie",), likert=("prompt|completion|score",))[kind]
+        rows = []
+        for row in data.read_jsonl(path, required=need):
+            w = row["_where"]
+            texts = [row["chosen"], row["rejected"]] if kind == "ties" else [row["completion"]]
+            if not all(isinstance(t, str) and t for t in [row["prompt"], *texts]):
+                raise UserError("prompt and responses must be non-empty strings", w)
+            y = row["tie"] if kind == "ties" else row["score"]
+            if kind == "ties" and not isinstance(y, bool):
+                raise UserError(f"tie must be true or false, got {y!r}", w)
+            if kind == "likert" and (isinstance(y, bool) or not isinstance(y, int) or not 1 <= y <= 5):
+                raise UserError(f"score must be an integer 1..5, got {y!r}", w)
+            rows.append(dict(prompt=row["prompt"], texts=texts, y=y, where=w))
     items, skipped = [], []
-    for row in data.read_jsonl(path, required=need):
-        w = row["_where"]
-        texts = dict(pairwise=lambda: [row["chosen"], row["rejected"]], ties=lambda: [row["chosen"], row["rejected"]],
-                     rankings=lambda: row["ranking"], likert=lambda: [row["completion"]])[kind]()
-        if not isinstance(texts, list) or len(texts) < 1 or not all(isinstance(t, str) for t in [row["prompt"], *texts]):
-            raise ValueError(f"{w}: prompt and responses must be strings (ranking: a list of strings)")
-        if kind == "pairwise":
-            y = row.get("margin", 0.0)
-            if not isinstance(y, (int, float)) or isinstance(y, bool):
-                raise ValueError(f"{w}: margin must be a number, got {y!r}")
-        elif kind == "ties":
-            y = row["tie"]
-            if not isinstance(y, bool):
-                raise ValueError(f"{w}: tie must be true or false, got {y!r}")
-        elif kind == "likert":
-            y = row["score"]
-            if isinstance(y, bool) or not isinstance(y, int) or not 1 <= y <= 5:
-                raise ValueError(f"{w}: score must be an integer 1..5, got {y!r}")
-        else:
-            y = None
-            if len(texts) < 2:
-                raise ValueError(f"{w}: a ranking needs at least 2 responses, got {len(texts)}")
-        if len(set(texts)) < len(texts):
-            skipped.append(f"{w}: identical responses")
+    for it in rows:
+        if len(set(it["texts"])) < len(it["texts"]):
+            skipped.append(f"{it['where']}: identical responses")
             continue
-        items.append(dict(prompt=row["prompt"], texts=texts, y=y, where=w))
+        items.append(it)
     if not items:
-        raise ValueError(f"{path}: no usable rows ({len(skipped)} skipped, e.g. {skipped[:1]})")
+        raise UserError(f"no usable rows ({len(skipped)} skipped, e.g. {skipped[:1]})", path)
     return items, skipped
 
 
@@ -300,7 +297,7 @@ def detect_kind(path):
     for kind, field in (("rankings", "ranking"), ("likert", "score"), ("ties", "tie"), ("pairwise", "chosen")):
         if field in row:
             return kind
-    raise ValueError(f"{row['_where']}: not a feedback row (expected chosen/rejected, tie, ranking or score)")
+    raise UserError("not a feedback row (expected chosen/rejected, tie, ranking or score)", row["_where"])
 
 
 def to_pairs(items, kind):
@@ -321,10 +318,10 @@ def to_pairs(items, kind):
 if __name__ == "__main__":
     config = configure(globals())
     if label_kind not in KINDS:
-        raise SystemExit(f"--label_kind={label_kind!r}: use one of {KINDS}")
+        raise UserError(f"--label_kind={label_kind!r}: use one of {KINDS}")
     loss = loss or LOSSES[label_kind][0]
     if loss not in LOSSES[label_kind]:
-        raise SystemExit(f"--loss={loss!r} does not fit label_kind {label_kind!r}: use one of {LOSSES[label_kind]}")
+        raise UserError(f"--loss={loss!r} does not fit label_kind {label_kind!r}: use one of {LOSSES[label_kind]}")
 
     # ----------------------------------------------------------------------------- runtime
     rt = setup(device, dtype, seed)
@@ -341,14 +338,14 @@ if __name__ == "__main__":
         policy, vocab_p, _ = load_model(sft_path)
         policy.to(rt.device).eval()
     if data_path == "builtin" and not sft_path:
-        raise SystemExit("the built-in task samples responses from the SFT model: set --sft_path (run sft.py first)")
+        raise UserError("the built-in task samples responses from the SFT model: set --sft_path (run sft.py first)")
     if init_from == "resume":
         model, vocab, ckpt = load_model(out_dir, scalar_head=True)
     else:
         model, vocab, ckpt = load_model(sft_path if init_from == "sft" else init_from, scalar_head=True)
         ckpt = None
     if policy is not None and vocab_p != vocab:
-        raise SystemExit(f"reward model ({init_from}) and SFT policy ({sft_path}) have different vocabularies; "
+        raise UserError(f"reward model ({init_from}) and SFT policy ({sft_path}) have different vocabularies; "
                          f"start the reward model from the SFT checkpoint")
     tok = data.Tokenizer(vocab)
     T = model.config.block_size
@@ -385,9 +382,14 @@ if __name__ == "__main__":
         test_items, test_skipped = load_feedback(test_path, test_kind)
     elif data_path == "builtin":
         test_kind, (test_items, test_skipped) = "pairwise", load_feedback(os.path.join(fb_dir, "pairwise_test.jsonl"), "pairwise")
-    else:  # hold out the last 10% of the file
-        n_test = max(1, len(train_items) // 10)
+    elif len(train_items) >= 20:  # hold out the last 10% of the file
+        n_test = len(train_items) // 10
         test_kind, train_items, test_items, test_skipped = label_kind, train_items[:-n_test], train_items[-n_test:], []
+    else:  # too few to hold any out
+        test_kind, test_items, test_skipped = label_kind, train_items, []
+        if rt.master:
+            print(f"note: {data_path} has only {len(train_items)} items, too few to hold 10% out: training and "
+                  f"evaluating on all of them (pass --test_path for a real test set)")
     test_pairs, train_pairs = to_pairs(test_items, test_kind), to_pairs(train_items, label_kind)
     if rt.master and (skipped or test_skipped):
         print(f"skipped {len(skipped)} train / {len(test_skipped)} test rows without a comparison, "

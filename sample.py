@@ -18,7 +18,7 @@ import os
 import torch
 
 import data
-from configurator import configure
+from configurator import MissingFile, UserError, configure
 from model import check_vocab, gather_last, load_model, log_metrics, setup
 
 init_from = "out/sft"  # a checkpoint (file or out_dir), a Hugging Face GPT-2 directory, or 'gpt2'...
@@ -58,7 +58,7 @@ if __name__ == "__main__":
         with open(prompt_file, encoding="utf-8") as f:
             prompts = [line.rstrip("\n") for line in f if line.strip()]
         if not prompts:
-            raise SystemExit(f"{prompt_file}: no prompts in it (one prompt per line)")
+            raise UserError(f"{prompt_file}: no prompts in it (one prompt per line)")
     else:
         prompts = data.task_prompts("test")[:max_prompts]
 
@@ -81,10 +81,11 @@ if __name__ == "__main__":
     gain, bias = rm_ckpt.get("reward_gain", 1.0), rm_ckpt.get("reward_bias", 0.0)
     rows = [p for p in prompts for _ in range(best_of)]  # N consecutive samples per prompt
     with rt.ctx, torch.no_grad():
-        texts, lengths, _ = data.sample_responses(model, tok, rows, max_new_tokens, temperature, batch_size)
+        texts, lengths, _, sampled = data.sample_responses(model, tok, rows, max_new_tokens, temperature, batch_size,
+                                                           with_ids=True)
         scores = []
-        for i in range(0, len(rows), batch_size):  # score prompt + response with the reward model
-            seqs = [tok.encode(p + r) for p, r in zip(rows[i:i + batch_size], texts[i:i + batch_size])]
+        for i in range(0, len(rows), batch_size):  # score prompt + response, the ids sampled, with the RM
+            seqs = sampled[i:i + batch_size]
             L = max(len(s) for s in seqs)
             ids = torch.tensor([[tok.eot] * (L - len(s)) + s for s in seqs], device=rt.device)
             mask = torch.tensor([[0] * (L - len(s)) + [1] * len(s) for s in seqs], device=rt.device).bool()

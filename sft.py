@@ -20,7 +20,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import data
-from configurator import configure
+from configurator import MissingFile, UserError, configure
 from model import (configure_optimizer, cosine_lr, load_model, log_metrics, model_args_of, save_checkpoint,
                    setup)
 
@@ -103,7 +103,7 @@ if __name__ == "__main__":
             if not c or c[-1] != tok.eot:
                 c.append(tok.eot)
             if len(p) >= T:
-                raise ValueError(f"{where}: prompt has {len(p)} tokens, longer than the context ({T}); "
+                raise UserError(f"{where}: prompt has {len(p)} tokens, longer than the context ({T}); "
                                  f"shorten it or use a model with a larger block_size")
             cut += len(p) + len(c) > T
             out.append(((p + c)[:T], len(p)))
@@ -117,8 +117,15 @@ if __name__ == "__main__":
         eval_prompts_list = data.task_prompts("test")[:eval_prompts]
     else:
         rows = data.load_sft_jsonl(data_path, template)
-        val_rows = data.load_sft_jsonl(val_path, template) if val_path else rows[len(rows) - max(1, len(rows) // 20):]
-        train_rows = rows if val_path or len(rows) < 2 else rows[:len(rows) - len(val_rows)]
+        if val_path:
+            train_rows, val_rows = rows, data.load_sft_jsonl(val_path, template)
+        elif len(rows) >= 20:  # hold out the last 5%
+            train_rows, val_rows = rows[:len(rows) - len(rows) // 20], rows[len(rows) - len(rows) // 20:]
+        else:
+            train_rows = val_rows = rows
+            if rt.master:
+                print(f"note: {data_path} has only {len(rows)} examples, too few to hold 5% out: training and "
+                      f"evaluating on all of them (pass --val_path for a real validation set)")
         train, val = tokenize(train_rows), tokenize(val_rows)
         eval_prompts_list = []  # no gold scorer for your data: we print samples instead
         fits = lambda p: len(tok.encode(p)) <= T - max_new_tokens  # room left to sample a response

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from conftest import run
-from configurator import configure
+from configurator import UserError, configure
 
 
 def defaults():
@@ -27,7 +27,7 @@ def test_overrides_and_types():
     ("--lr", "write options as --key=value"),
 ])
 def test_bad_arguments_exit_with_a_message(arg, msg):
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(UserError) as e:
         configure(defaults(), [arg])
     assert msg in str(e.value)
     if "unknown" in msg:
@@ -42,9 +42,9 @@ def test_config_files(tmp_path):
     cfg = configure(defaults(), [str(py), str(js), "--max_iters=8"])  # later arguments win
     assert (cfg["lr"], cfg["max_iters"], cfg["out_dir"]) == (0.5, 8, "j")
     py.write_text("max_iters = 'many'\n")
-    with pytest.raises(SystemExit, match="expected int"):
+    with pytest.raises(UserError, match="expected int"):
         configure(defaults(), [str(py)])
-    with pytest.raises(SystemExit, match="No such file"):
+    with pytest.raises(UserError, match="No such file"):
         configure(defaults(), [str(tmp_path / "missing.py")])
 
 
@@ -54,4 +54,6 @@ def test_help_lists_every_key_with_its_meaning():
     for key in ("out_dir", "init_from", "device", "dtype", "seed", "compile"):
         assert f"--{key}=" in out
     p = run("sft.py", "--max_itres=5", ok=False)
-    assert p.returncode != 0 and "unknown config key 'max_itres'" in p.stderr
+    assert p.returncode == 2 and p.stderr.startswith("error: unknown config key 'max_itres'")
+    assert "did you mean --max_iters?" in p.stderr and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1

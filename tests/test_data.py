@@ -53,7 +53,7 @@ def test_prompt_split_and_vocab():
     assert tok.vocab_size == len(vocab) < 100 and vocab[tok.eot] == data.EOT
     for p, c in data.task_demos(300, seed=3):
         assert tok.decode(tok.encode(p + c)) == p + c
-    with pytest.raises(ValueError, match="not in this model's compact vocabulary"):
+    with pytest.raises(ValueError, match="compact vocabulary .* cannot spell"):
         tok.encode("Hello world")
     full = data.Tokenizer()
     assert full.vocab_size == 50257 and full.decode(full.encode("Hello world")) == "Hello world"
@@ -69,13 +69,13 @@ def test_encode_prompts_rejects_too_long():
 def test_read_jsonl_errors_name_file_and_line(tmp_path):
     f = tmp_path / "d.jsonl"
     f.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "a", oops}\n')
-    with pytest.raises(ValueError, match=r"d.jsonl:2: malformed JSON"):
+    with pytest.raises(ValueError, match=r"malformed JSON .*\(.*d.jsonl:2\)"):
         data.read_jsonl(str(f))
     f.write_text('{"prompt": "a", "completion": "b"}\n\n{"prompt": "a"}\n')
-    with pytest.raises(ValueError, match=r"d.jsonl:3: missing field"):
+    with pytest.raises(ValueError, match=r"missing field.*\(.*d.jsonl:3\)"):
         data.load_sft_jsonl(str(f))
     f.write_text("[1, 2]\n")
-    with pytest.raises(ValueError, match=r"d.jsonl:1: expected a JSON object"):
+    with pytest.raises(ValueError, match=r"expected a JSON object, got list \(.*d.jsonl:1\)"):
         data.read_jsonl(str(f))
     f.write_text("\n\n")
     with pytest.raises(ValueError, match="empty dataset"):
@@ -89,12 +89,14 @@ def test_sft_formats_and_templates(tmp_path):
     rows = [{"prompt": "Say hi.", "completion": " Hi!"},
             {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi."},
                           {"role": "assistant", "content": "Hi!"}]}]
-    f.write_text("\n".join(json.dumps(r) for r in rows))
-    (p1, c1, w1), (p2, c2, w2) = data.load_sft_jsonl(str(f), template="instruction")
+    f.write_text(json.dumps(rows[0]))
+    g = tmp_path / "m.jsonl"
+    g.write_text(json.dumps(rows[1]))
+    ((p1, c1, w1),), ((p2, c2, w2),) = data.load_sft_jsonl(str(f), template="instruction"), data.load_sft_jsonl(str(g))
     assert p1 == "### Instruction:\nSay hi.\n\n### Response:\n" and c1 == " Hi!" and w1.endswith("d.jsonl:1")
     assert p2 == "System: Be brief.\n\nUser: Say hi.\n\nAssistant:" and c2 == " Hi!<|endoftext|>"
     f.write_text(json.dumps({"messages": [{"role": "user", "content": "x"}]}))
-    with pytest.raises(ValueError, match="must end with an assistant turn"):
+    with pytest.raises(ValueError, match="ending with an assistant turn"):
         data.load_sft_jsonl(str(f))
     with pytest.raises(ValueError, match="unknown template"):
         data.format_prompt("x", "chatml")
@@ -116,3 +118,27 @@ def test_compact_vocab_reads_back_merged_punctuation():
     dot, i = tok.encode(".")[0], tok.encode("I")[0]
     for ids in ([dot, dot], [dot, dot, dot, dot], [i, i, dot]):
         assert tok.encode(tok.decode(ids)) == ids
+
+
+def test_every_pair_and_triple_of_the_compact_vocabulary_reencodes():
+    """Any text a compact model can write encodes back into its vocabulary, to the same text: every
+    sequence of 2 and 3 tokens (79^2 + 79^3 = 499,280). " I" + "I" decodes to " II", one GPT-2 token
+    outside the vocabulary, which the old character-by-character fallback spelled as " " + "I" + "I"."""
+    tok = data.Tokenizer(data.task_vocab())
+    V = tok.vocab_size
+    seqs = [[a, b] for a in range(V) for b in range(V)] + [[a, b, c] for a in range(V) for b in range(V) for c in range(V)]
+    merged = 0
+    for ids in seqs:
+        text = tok.decode(ids)
+        enc = tok.encode(text)
+        assert tok.decode(enc) == text and enc == ids, (ids, text, enc)  # here even the same ids come back
+        merged += any(t not in tok.to_model for t in tok.enc.encode(text, allowed_special={data.EOT_TEXT}))
+    assert merged > 100  # GPT-2's BPE merges some of them outside the vocabulary (" II", "..")
+    i, big_i = tok.encode("I")[0], tok.encode(" I")[0]
+    assert tok.encode(" II") == [big_i, i]  # the fewest compact tokens
+
+
+def test_decode_encode_is_the_identity_on_text():
+    tok = data.Tokenizer(data.task_vocab())
+    for text in [" II.", "I went to the cafe... I.", ".....", " The coffee was great.<|endoftext|>I", " I I II III"]:
+        assert tok.decode(tok.encode(text)) == text

@@ -199,7 +199,7 @@ def test_missing_and_corrupt_checkpoint(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint here"):
         load_checkpoint(str(tmp_path))
     (tmp_path / "ckpt.pt").write_text("not a checkpoint")
-    with pytest.raises(RuntimeError, match="not a readable checkpoint"):
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
         load_checkpoint(str(tmp_path))
 
 
