@@ -1,5 +1,5 @@
 """
-configurator.py: nanoGPT-style configuration. A stage script defines its config as plain globals at
+configurator.py (goldRLHF): nanoGPT-style configuration. A stage script defines its config as plain globals at
 the top, each with a one-line comment, then calls
 
     config = configure(globals())

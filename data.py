@@ -1,5 +1,5 @@
 """
-data.py: the tokenizer, JSONL readers, prompt formatting, the built-in task with its hidden gold
+data.py (goldRLHF): the tokenizer, JSONL readers, prompt formatting, the built-in task with its hidden gold
 scorer, and the simulated human labelers that turn gold scores into noisy feedback.
 
 The built-in task ("reviews") needs no download. Prompts open a short review of a place:

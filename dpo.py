@@ -1,5 +1,5 @@
 """
-dpo.py: Direct Preference Optimization and its common variants, one switch (--loss_type).
+dpo.py (goldRLHF): Direct Preference Optimization and its common variants, one switch (--loss_type).
 
 DPO (Rafailov et al. 2023) fits the policy straight to preference pairs (prompt, chosen, rejected):
 the RLHF objective's optimal policy makes beta * log(pi / pi_ref) an implicit reward, so the
@@ -44,7 +44,7 @@ import data
 import kernels
 from configurator import MissingFile, UserError, configure
 from model import (check_vocab, configure_optimizer, cosine_lr, load_model, log_metrics, model_args_of,
-                   save_checkpoint, setup)
+                   restore_rng, rng_state, save_checkpoint, setup)
 
 # ----------------------------------------------------------------------------- config
 out_dir = "out/dpo"  # checkpoint, metrics.jsonl go here
@@ -287,16 +287,20 @@ if __name__ == "__main__":
 
     # ----------------------------------------------------------------------------- training loop
     rng = random.Random(seed)  # the same on every rank: each draws the global batch and keeps its share
+    if init_from == "resume":  # continue the data order and sampling exactly where the checkpoint was
+        restore_rng(ckpt.get("rng"), rng, rt)
+    start_iter = iter_num
     t0, sums, n_sums = time.time(), 0, 0
     model.train()
     while True:
-        if iter_num % eval_interval == 0 or iter_num == max_iters:
-            if rt.master:
+        if (iter_num % eval_interval == 0 or iter_num == max_iters) and not (init_from == "resume" and iter_num == start_iter):
+            if rt.master:  # (a resumed run's checkpoint was evaluated and saved already)
                 log_metrics(metrics_path, {"iter": iter_num, **evaluate()})
+            rng_now = rng_state(rng, rt)  # every rank's, after the eval's sampling
             if iter_num > 0 and rt.master:
                 save_checkpoint(os.path.join(out_dir, "ckpt.pt"), dict(
                     model=raw_model.state_dict(), model_args=model_args_of(raw_model), optimizer=optimizer.state_dict(),
-                    iter_num=iter_num, config=config, vocab=vocab))
+                    iter_num=iter_num, config=config, vocab=vocab, rng=rng_now))
             t0 = time.time()
         if iter_num >= max_iters:
             break

@@ -1,5 +1,5 @@
 """
-grpo.py: Group Relative Policy Optimization with pluggable reward functions.
+grpo.py (goldRLHF): Group Relative Policy Optimization with pluggable reward functions.
 
 For each prompt, sample a group of G responses, score them, and push up the log-probability of the
 responses that beat their group: the group itself is the baseline, so no value model is trained
@@ -76,7 +76,7 @@ import data
 import kernels
 from configurator import MissingFile, UserError, configure
 from model import (check_vocab, configure_optimizer, cosine_lr, gather_last, load_model, log_metrics,
-                   model_args_of, save_checkpoint, setup)
+                   model_args_of, restore_rng, rng_state, save_checkpoint, setup)
 
 # ----------------------------------------------------------------------------- config
 out_dir = "out/grpo"  # checkpoint, metrics.jsonl go here
@@ -333,15 +333,19 @@ if __name__ == "__main__":
 
     # ----------------------------------------------------------------------------- training loop
     rng = random.Random(seed)  # the same on every rank: each draws the global batch and keeps its share
+    if init_from == "resume":  # continue the data order and sampling exactly where the checkpoint was
+        restore_rng(ckpt.get("rng"), rng, rt)
+    start_iter = iter_num
     t0, logs = time.time(), []
     while True:
-        if iter_num % eval_interval == 0 or iter_num == max_iters:
-            if rt.master:
+        if (iter_num % eval_interval == 0 or iter_num == max_iters) and not (init_from == "resume" and iter_num == start_iter):
+            if rt.master:  # (a resumed run's checkpoint was evaluated and saved already)
                 log_metrics(metrics_path, {"iter": iter_num, **evaluate()})
+            rng_now = rng_state(rng, rt)  # every rank's, after the eval's sampling
             if iter_num > 0 and rt.master:
                 save_checkpoint(os.path.join(out_dir, "ckpt.pt"), dict(
                     model=raw_policy.state_dict(), model_args=model_args_of(raw_policy),
-                    optimizer=optimizer.state_dict(), iter_num=iter_num, config=config, vocab=vocab))
+                    optimizer=optimizer.state_dict(), iter_num=iter_num, config=config, vocab=vocab, rng=rng_now))
         if iter_num >= max_iters:
             break
         for g in optimizer.param_groups:

@@ -1,5 +1,5 @@
 """
-model.py: one GPT-2, shared by every stage.
+model.py: one GPT-2, shared by every stage of goldRLHF.
 
 - GPT: the GPT-2 architecture (nanoGPT-style), scaled_dot_product_attention, optional scalar head
   (reward model / critic): with `scalar_head=True` forward() returns one number per position.
@@ -12,6 +12,7 @@ model.py: one GPT-2, shared by every stage.
 import json
 import math
 import os
+import random
 import time
 import urllib.request
 from contextlib import nullcontext
@@ -253,7 +254,7 @@ def _find_hf_weights(name_or_path, cache_dir=None):
         return name_or_path
     if name_or_path not in GPT2_SIZES:
         raise MissingFile(f"{name_or_path}: not a file, directory or one of {GPT2_SIZES}")
-    d = os.path.join(cache_dir or os.path.expanduser("~/.cache/nanorlhf"), name_or_path)
+    d = os.path.join(cache_dir or os.path.expanduser("~/.cache/goldrlhf"), name_or_path)
     f = os.path.join(d, "pytorch_model.bin")
     if not os.path.exists(f):
         os.makedirs(d, exist_ok=True)
@@ -339,10 +340,52 @@ def setup(device="auto", dtype="auto", seed=1337):
 
 
 def save_checkpoint(path, ckpt):
-    """Atomic: a crash mid-write leaves the previous checkpoint intact."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    torch.save(ckpt, path + ".tmp")
+    """Atomic and durable: written to a temporary file, fsynced, then renamed over the old one (and the
+    directory fsynced), so a crash or power cut at any moment leaves one whole checkpoint."""
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    with open(path + ".tmp", "wb") as f:
+        torch.save(ckpt, f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(path + ".tmp", path)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def rng_state(data_rng, rt):
+    """Everything random a resumed run continues from, for every rank: the stage's data-order
+    generator (a random.Random: its position in the data), Python's and torch's CPU and CUDA generators
+    (sampling, dropout). Call it on every rank (under DDP it gathers the ranks' states to each)."""
+    state = dict(data=data_rng.getstate(), python=random.getstate(), torch=torch.get_rng_state(),
+                 cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
+    if not rt.ddp:
+        return [state]
+    states = [None] * rt.world_size
+    torch.distributed.all_gather_object(states, state)
+    return states
+
+
+def restore_rng(states, data_rng, rt):
+    """Put every generator back where rng_state found it, so a resumed run is bitwise the run that was
+    interrupted. A checkpoint from another number of processes restores rank 0's data order only."""
+    if states is None:  # a checkpoint from before the random state was saved
+        if rt.master:
+            print("note: this checkpoint holds no random state: the resumed run continues, but not exactly")
+        return
+    if len(states) != rt.world_size and rt.master:
+        print(f"note: the checkpoint's random state is from {len(states)} processes, this run has "
+              f"{rt.world_size}: the data order continues, sampling does not repeat exactly")
+    own = states[rt.rank] if len(states) == rt.world_size else states[0]
+    data_rng.setstate(own["data"])
+    if len(states) == rt.world_size:
+        random.setstate(own["python"])
+        torch.set_rng_state(own["torch"])
+        if own["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(own["cuda"])
 
 
 def load_checkpoint(path):

@@ -1,5 +1,5 @@
 """
-ppo.py: RLHF with PPO, the third stage of classic RLHF (Ziegler et al. 2019, "Fine-Tuning Language
+ppo.py (goldRLHF): RLHF with PPO, the third stage of classic RLHF (Ziegler et al. 2019, "Fine-Tuning Language
 Models from Human Preferences"; Stiennon et al. 2020; Ouyang et al. 2022, step 3), with the
 implementation details of OpenAI's lm-human-preferences as catalogued by Huang et al. 2024,
 "The N+ Implementation Details of RLHF with PPO", each visible below and tagged [detail].
@@ -40,7 +40,7 @@ import data
 import kernels
 from configurator import MissingFile, UserError, configure
 from model import (check_vocab, configure_optimizer, gather_last, load_checkpoint, load_model, log_metrics,
-                   model_args_of, save_checkpoint, setup)
+                   model_args_of, restore_rng, rng_state, save_checkpoint, setup)
 
 # ----------------------------------------------------------------------------- config
 out_dir = "out/ppo"  # checkpoint, metrics.jsonl go here
@@ -262,16 +262,19 @@ if __name__ == "__main__":
 
     # ----------------------------------------------------------------------------- training loop
     rng = random.Random(seed)  # the same on every rank: each draws the global batch and keeps its share
+    if ckpt:  # continue the data order and sampling exactly where the checkpoint was
+        restore_rng(ckpt.get("rng"), rng, rt)
     start_iter = iter_num
     while True:
         due = (iter_num % eval_interval == 0 or iter_num == max_iters) and not (ckpt and iter_num == start_iter)
         if eval_prompts and rt.master and due:  # (a resumed run's checkpoint was evaluated and saved already)
             log_metrics(metrics_path, {"iter": iter_num, "split": "test", **evaluate()})
+        rng_now = rng_state(rng, rt) if due else None  # every rank's, after the eval's sampling
         if iter_num > 0 and rt.master and due:
             save_checkpoint(os.path.join(out_dir, "ckpt.pt"), dict(
                 model=raw_policy.state_dict(), model_args=model_args_of(raw_policy), optimizer=optimizer.state_dict(),
                 critic=raw_critic.state_dict(), critic_optimizer=critic_optimizer.state_dict(), beta=beta,
-                iter_num=iter_num, config=config, vocab=vocab))
+                iter_num=iter_num, config=config, vocab=vocab, rng=rng_now))
         if iter_num >= max_iters:
             break
         t0 = time.time()

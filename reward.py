@@ -1,5 +1,5 @@
 """
-reward.py: a reward model from human feedback, the second stage of RLHF (Ouyang et al. 2022, step 2).
+reward.py (goldRLHF): a reward model from human feedback, the second stage of RLHF (Ouyang et al. 2022, step 2).
 
 A GPT with a scalar head, initialised from the SFT model, reads one number at the last token of
 prompt + response (the <|endoftext|> when the response ended) and is trained with the loss that fits
@@ -63,7 +63,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import data
 from configurator import MissingFile, UserError, configure
 from model import (configure_optimizer, cosine_lr, gather_last, load_model, log_metrics, model_args_of,
-                   save_checkpoint, setup)
+                   restore_rng, rng_state, save_checkpoint, setup)
 
 # ----------------------------------------------------------------------------- config
 out_dir = "out/reward"  # checkpoint, metrics.jsonl and feedback/ go here
@@ -529,11 +529,25 @@ if __name__ == "__main__":
     if rt.master:
         print(f"{label_kind} feedback, loss {loss}: {len(train_items)} train items, {len(test_pairs)} test pairs "
               f"({time.time() - t0:.1f}s)")
+    if init_from == "resume":  # continue the data order exactly where the checkpoint was
+        restore_rng(ckpt.get("rng"), rng, rt)
+    start_iter = iter_num
+
+    def checkpoint(rng_now, **extra):
+        save_checkpoint(os.path.join(out_dir, "ckpt.pt"), dict(
+            model=raw_model.state_dict(), model_args=model_args_of(raw_model), optimizer=optimizer.state_dict(),
+            iter_num=iter_num, config=config, vocab=vocab, label_kind=label_kind,
+            loss_params=loss_params.state_dict(), rng=rng_now, **extra))
+
     t0 = time.time()
     model.train()
     while True:
-        if (iter_num % eval_interval == 0 and iter_num < max_iters) and rt.master:
+        due = iter_num % eval_interval == 0 and iter_num < max_iters and not (init_from == "resume" and iter_num == start_iter)
+        if due and rt.master:  # (a resumed run's checkpoint was evaluated and saved already)
             log_metrics(metrics_path, {"iter": iter_num, **evaluate()[0]})
+        rng_now = rng_state(rng, rt) if due else None  # every rank's, after the eval
+        if due and iter_num > 0 and rt.master:  # to resume from; no reward_gain yet, so RL stages refuse it
+            checkpoint(rng_now)
         if iter_num >= max_iters:
             break
         for g in optimizer.param_groups:
@@ -564,15 +578,13 @@ if __name__ == "__main__":
             t0 = time.time()
 
     # ----------------------------------------------------------------------------- eval and save
+    rng_now = rng_state(rng, rt)
     if rt.master:
         out, rel = evaluate(final=True)
         log_metrics(metrics_path, {"iter": iter_num, "label_kind": label_kind, "loss_kind": loss, **out})
         with open(metrics_path, "a") as f:  # the reliability table as one JSON line
             f.write(json.dumps({"iter": iter_num, "reliability": [dict(lo=lo, hi=hi, predicted=round(mp, 4),
                                 observed=round(fr, 4), n=n) for lo, hi, mp, fr, n in rel]}) + "\n")
-        save_checkpoint(os.path.join(out_dir, "ckpt.pt"), dict(
-            model=raw_model.state_dict(), model_args=model_args_of(raw_model), optimizer=optimizer.state_dict(),
-            iter_num=iter_num, config=config, vocab=vocab, reward_gain=out["reward_gain"],
-            reward_bias=out["reward_bias"], label_kind=label_kind, loss_params=loss_params.state_dict()))
+        checkpoint(rng_now, reward_gain=out["reward_gain"], reward_bias=out["reward_bias"])
     if rt.ddp:
         torch.distributed.destroy_process_group()

@@ -1,5 +1,5 @@
 """
-sample.py: generate from any checkpoint (or GPT-2 weights), and best-of-N sampling.
+sample.py (goldRLHF): generate from any checkpoint (or GPT-2 weights), and best-of-N sampling.
 
     python sample.py                                         # the SFT model on held-out task prompts
     python sample.py --init_from=out/ppo --prompt="I went to the hotel."

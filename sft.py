@@ -1,5 +1,5 @@
 """
-sft.py: supervised fine-tuning, the first stage of RLHF (Ouyang et al. 2022, step 1).
+sft.py (goldRLHF): supervised fine-tuning, the first stage of RLHF (Ouyang et al. 2022, step 1).
 
 Trains a GPT on demonstrations (prompt -> completion) with the loss on completion tokens only.
 Default: a small GPT from scratch on the built-in review task (data.py), ~2 minutes on 2 CPU cores.
@@ -21,8 +21,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import data
 from configurator import MissingFile, UserError, configure
-from model import (configure_optimizer, cosine_lr, load_model, log_metrics, model_args_of, save_checkpoint,
-                   setup)
+from model import (configure_optimizer, cosine_lr, load_model, log_metrics, model_args_of, restore_rng, rng_state,
+                   save_checkpoint, setup)
 
 # ----------------------------------------------------------------------------- config
 out_dir = "out/sft"  # checkpoint, metrics.jsonl go here
@@ -183,16 +183,20 @@ if __name__ == "__main__":
 
     # ----------------------------------------------------------------------------- training loop
     rng = random.Random(seed)  # the same on every rank: each draws the global batch and keeps its share
+    if init_from == "resume":  # continue the data order and sampling exactly where the checkpoint was
+        restore_rng(ckpt.get("rng"), rng, rt)
+    start_iter = iter_num
     t0 = time.time()
     model.train()
     while True:
-        if iter_num % eval_interval == 0 or iter_num == max_iters:
-            if rt.master:
+        if (iter_num % eval_interval == 0 or iter_num == max_iters) and not (init_from == "resume" and iter_num == start_iter):
+            if rt.master:  # (a resumed run's checkpoint was evaluated and saved already)
                 log_metrics(metrics_path, {"iter": iter_num, **evaluate()})
+            rng_now = rng_state(rng, rt)  # every rank's, after the eval's sampling
             if iter_num > 0 and rt.master:
                 save_checkpoint(os.path.join(out_dir, "ckpt.pt"), dict(
                     model=raw_model.state_dict(), model_args=model_args_of(raw_model), optimizer=optimizer.state_dict(),
-                    iter_num=iter_num, config=config, vocab=vocab))
+                    iter_num=iter_num, config=config, vocab=vocab, rng=rng_now))
         if iter_num >= max_iters:
             break
         for g in optimizer.param_groups:

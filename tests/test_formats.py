@@ -81,3 +81,22 @@ def test_rankings_and_unpaired_formats(tmp_path):
 def test_bad_rows_name_the_line(tmp_path, loader, rows, message):
     with pytest.raises(UserError, match=message):
         loader(write(tmp_path, rows))
+
+
+@pytest.mark.parametrize("script, args, expected", [
+    ("sft.py", ["--data_path={bad}"], r"^error: malformed JSON .*\(.*bad\.jsonl:2\)\. each line must be one JSON object$"),
+    ("sft.py", ["--data_path={tmp}/none.jsonl"], r"^error: no such file \(.*none\.jsonl\)\. check the path"),
+    ("dpo.py", ["--sft_path={tmp}/nowhere"], r"^error: .*nowhere.*no checkpoint here"),
+    ("ppo.py", ["--batch_size=many"], r"^error: bad value: --batch_size: expected int, got 'many'"),
+    ("sample.py", ["--init_from={tmp}/nothing"], r"^error: .*nothing"),
+    ("grpo.py", ["--kl_estimator=k9", "--sft_path={tmp}/x"], r"^error: "),
+])
+def test_user_errors_are_one_line_with_exit_status_2(tmp_path, script, args, expected):
+    import re
+    from conftest import run
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": oops}\n')
+    p = run(script, *[a.format(bad=bad, tmp=tmp_path) for a in args], ok=False, timeout=120)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.search(expected, lines[0]), lines

@@ -222,3 +222,18 @@ def test_sampled_text_with_merged_punctuation_encodes():
     tok = data.Tokenizer(data.task_vocab())
     ids = tok.encode(" The cake was good..<|endoftext|>")
     assert tok.decode(ids) == " The cake was good..<|endoftext|>" and ids[-3] == ids[-2] == tok.encode(".")[0]
+
+
+def test_one_line_rankings_file(sft_dir, tmp_path):
+    """Seed 000's example: one prompt, five answers ranked 3 > 1 > 2 > 5 > 4, one line of a rankings file
+    (indices, best first). Too small to hold anything out: it trains and evaluates on that line, says so,
+    and the reward model recovers the order (all 10 pairs right)."""
+    answers = [" The coffee was good.<|endoftext|>", " The coffee was okay.<|endoftext|>",
+               " The coffee was great.<|endoftext|>", " The coffee was awful.<|endoftext|>",
+               " The coffee was bad.<|endoftext|>"]
+    path = write(tmp_path, "one.jsonl", [dict(prompt="I went to the cafe.", responses=answers, ranking=[2, 0, 1, 4, 3])])
+    out = str(tmp_path / "o")
+    p = run("reward.py", f"--out_dir={out}", f"--sft_path={sft_dir}/ckpt.pt", f"--data_path={path}",
+            "--label_kind=rankings", "--max_iters=60", "--batch_size=1", "--eval_interval=1000", "--n_norm=8")
+    assert "too few to hold 10% out" in p.stdout
+    assert last_eval(out, "acc_noisy")["acc_noisy"] == 1.0
