@@ -347,6 +347,7 @@ def plot_frontier(plt, sw, out_dir):
         ax.plot(0, sft[-1]["gold"], "k*", ms=10, label="SFT")
     ax.axhline(1.0, c="gray", ls=":", lw=1)
     ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlim(left=0)
     ax.set_xlabel("KL(policy || SFT) in nats (linear below 1, log above)")
     ax.set_ylabel("gold score, held-out prompts (max 1.0)")
     ax.set_title("(a) gold score against KL: every method, one SFT model, one reward model", fontsize=10)
