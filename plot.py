@@ -9,7 +9,9 @@ PNGs; matplotlib is needed here only (pip install matplotlib), never by the stag
 
 Curves: one PNG per file (named after the run's folder), one panel per numeric metric (reward, gold,
 kl, entropy, response_len first, then the stage's own in the order it logs them), one line per kind
-of line the stage logs (PPO's `split` train / test; elsewhere train lines and eval lines). Best-of-N
+of line the stage logs (PPO's `split` train / test; elsewhere train lines and eval lines); a metric
+logged only once (reward.py's final calibration, the feedback counts) is a line of text in the last
+panel. Best-of-N
 files (one line per N) are drawn against N. With two or more files that have held-out gold and KL,
 gold_vs_kl.png puts every run's eval trajectory on one plot (and the RM reward where the run logs it).
 A file that holds several runs appended one after another (a stage re-run into the same out_dir) is
@@ -125,10 +127,20 @@ def plot_curves(plt, rows, title, path):
     names = metric_names(rows)
     if not names:
         fail(f"{title}: no numeric metrics to plot")
+    once = [k for k in names if sum(numeric(r.get(k)) for r in rows) == 1]  # a line of text, not a panel
+    names = [k for k in names if k not in once]
+    text = [f"{k} = {r[k]:.4g}" + (f"  (iter {r['iter']})" if "iter" in r else "")
+            for k in once for r in rows if numeric(r.get(k))]
+    per_panel = 14  # lines of text a panel holds
+    n_panels = len(names) + math.ceil(len(text) / per_panel)
     groups = series(rows)
-    w, h = curves_size(len(names))
-    fig, axes = plt.subplots(math.ceil(len(names) / NCOLS), min(len(names), NCOLS), squeeze=False,
+    w, h = curves_size(n_panels)
+    fig, axes = plt.subplots(math.ceil(n_panels / NCOLS), min(n_panels, NCOLS), squeeze=False,
                              figsize=(w / DPI, h / DPI), dpi=DPI, layout="constrained")
+    for i in range(0, len(text), per_panel):
+        ax = axes.flat[len(names) + i // per_panel]
+        ax.text(0.0, 1.0, "\n".join((["logged once:"] if i == 0 else []) + text[i:i + per_panel]), va="top",
+                ha="left", fontsize=7, family="monospace", transform=ax.transAxes)
     for ax, name in zip(axes.flat, names):
         drawn = []
         for label, rs in groups.items():
@@ -146,7 +158,7 @@ def plot_curves(plt, rows, title, path):
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(names):]:
-        ax.axis("off")
+        ax.axis("off")  # the unused panels, and the text panel
     fig.suptitle(f"{title}  (x: {'N' if 'best-of-N' in groups else 'iteration'})", fontsize=10)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)

@@ -52,7 +52,7 @@ def sft_rows():
     return [{"iter": 0, "val_loss": 4.4, "gold": -1.3, "parse": 0.0},
             {"iter": 50, "loss": 2.0, "lr": 1e-3, "ms_per_iter": 50.0},
             {"iter": 100, "loss": 1.5, "lr": 5e-4, "ms_per_iter": 50.0},
-            {"iter": 100, "val_loss": 1.2, "gold": 0.0, "parse": 1.0}]
+            {"iter": 100, "val_loss": 1.2, "gold": 0.0, "parse": 1.0, "ece": 0.01}]  # ece: logged once
 
 
 def bon_rows(shift=0.0):
@@ -73,8 +73,9 @@ def test_curves_one_png_per_run_of_the_expected_size(mpl, tmp_path):
     r = run_plot(ppo, sft, bon, f"--out_dir={out}")
     assert r.returncode == 0, r.stderr
     # PPO: reward gold kl entropy response_len parse ended beta policy_loss clipfrac = 10 panels
-    # PPO: reward gold kl entropy response_len parse ended beta policy_loss clipfrac = 10 panels
-    for name, n_metrics in (("ppo", 10), ("sft", 6), ("sample", 4)):
+    # PPO: reward gold kl entropy response_len parse ended beta policy_loss clipfrac = 10 panels;
+    # SFT: gold val_loss parse loss lr ms_per_iter, and a text panel for ece
+    for name, n_metrics in (("ppo", 10), ("sft", 7), ("sample", 4)):
         path = out / f"{name}.png"
         assert path.stat().st_size > 10_000, name  # drawn, not a blank canvas
         assert png_size(path) == plot.curves_size(n_metrics), name
