@@ -15,7 +15,7 @@
 #
 # PPO's adaptive KL controller (Ziegler et al. 2019) moves beta by at most 0.2 * batch / kl_horizon per
 # iteration; ppo.py's default horizon (10,000 samples, lm-human-preferences' value for batch 512 and
-# thousands of steps) would move beta by under 10% in this sweep's 80 iterations, so the target would
+# thousands of steps) would move beta by at most 11% in the full sweep's 80 iterations, so the target would
 # not be reached. Here kl_horizon = 640 gives K_beta = 64 / 640 = 0.1, the value of Ziegler et al.
 set -euo pipefail
 cd "$(dirname "$0")"
