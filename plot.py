@@ -269,7 +269,7 @@ def tables(sw):
         seeds = bon[0]["seeds"]
         peak = max(bon, key=lambda r: r["gold"])
         md += [f"**Best-of-N** (reward model picks 1 of N SFT samples; 50 held-out prompts x {seeds} seed(s); "
-               f"mean {'+- standard error over seeds' if seeds > 1 else ''}; KL analytic, log N - (N-1)/N). "
+               f"{'mean +- standard error over seeds; ' if seeds > 1 else ''}KL analytic, log N - (N-1)/N). "
                f"Gold peaks at N = {peak['n']} ({peak['gold']:.2f}).", "",
                "| N | KL | sqrt KL | proxy (RM) | gold | parse |", "|---|---|---|---|---|---|"]
         se = lambda m, s: fmt(m) + (f" +- {s:.2f}" if seeds > 1 else "")
@@ -300,20 +300,24 @@ def tables(sw):
                "| gold | " + " | ".join(fmt(r["gold"]) for r in pts) + " |",
                "| KL | " + " | ".join(fmt(r["kl"], 1) for r in pts) + " |",
                "| parse | " + " | ".join(fmt(r.get("parse")) for r in pts) + " |", ""]
-    for key, what, col in (("dpo", "DPO** (`--beta`, on the reward model's training pairs)", "beta"),
-                           ("grpo", "GRPO** (`--rewards=rm`, `--kl_coef`; proxy: the last train log's RM reward "
-                                    "on train rollouts)", "kl_coef")):
+    for key, what, col, extra in (
+            ("dpo", "DPO** (`--beta`, on the reward model's training pairs; val accuracy: implicit reward "
+                    "on 600 held-out pairs)", "beta", "val accuracy"),
+            ("grpo", "GRPO** (`--rewards=rm`, `--kl_coef`; proxy: the RM reward of the last logged train "
+                     "rollouts, train prompts)", "kl_coef", "proxy (train)")):
         if not sw[key]:
             continue
-        md += [f"**{what}", "", f"| {col} | steps | KL | gold | parse | proxy | val accuracy |",
+        md += [f"**{what}", "", f"| {col} | steps | final KL | final gold | final parse | peak gold (at KL) | {extra} |",
                "|---|---|---|---|---|---|---|"]
         for p, rows in sw[key]:
             f = final(rows)
             if not f:
                 continue
             train = [r for r in rows if "lr" in r and numeric(r.get("reward"))]
+            last = fmt(f.get("val_rewards/accuracies"), 3) if key == "dpo" else fmt(train[-1]["reward"] if train else None)
+            pk = max(eval_points(rows), key=lambda r: r["gold"])
             md.append(f"| {p:g} | {f['iter']} | {f['kl']:.2f} | {f['gold']:.2f} | {fmt(f.get('parse'))} | "
-                      f"{fmt(train[-1]['reward'] if train else None)} | {fmt(f.get('val_rewards/accuracies'), 3)} |")
+                      f"{pk['gold']:.2f} ({pk['kl']:.2f}) | {last} |")
         md.append("")
     sft = [r for r in (sw["sft"] or []) if numeric(r.get("gold"))]
     if sft:
@@ -349,8 +353,11 @@ def plot_frontier(plt, sw, out_dir):
         pts = eval_points(sw["beta0"])
         ax.plot([r["kl"] for r in pts], [r["gold"] for r in pts], "v--", c="C3", ms=4, lw=1,
                 label="PPO, beta = 0 (every eval)")
-    for key, c, m, label in (("dpo", "C2", "D", "DPO, beta"), ("grpo", "C4", "^", "GRPO (RM reward), kl_coef")):
+    for key, c, m, label in (("dpo", "C2", "D", "DPO, beta (end of run)"), ("grpo", "C4", "^", "GRPO (RM reward), kl_coef (end of run)")):
         ends = [(p, final(rows)) for p, rows in sw[key] if final(rows)]
+        for _, rows in sw[key]:  # each run's eval trajectory, faint; its end is the marker
+            pts = eval_points(rows)
+            ax.plot([r["kl"] for r in pts], [r["gold"] for r in pts], "-", c=c, alpha=0.3, lw=1)
         if ends:
             ax.plot([f["kl"] for _, f in ends], [f["gold"] for _, f in ends], m + ":", c=c, ms=6, label=label)
             for p, f in ends:
@@ -370,7 +377,7 @@ def plot_frontier(plt, sw, out_dir):
     plt.close(fig)
 
     # (b) Gao et al. 2022 Fig. 1: proxy (dashed) and gold (solid) against sqrt(KL)
-    fig, (ax_b, ax_p) = plt.subplots(1, 2, figsize=(10, 4.2), dpi=DPI, layout="constrained", sharey=True)
+    fig, (ax_b, ax_p) = plt.subplots(1, 2, figsize=(10, 4.2), dpi=DPI, layout="constrained")
     if bon:
         x = [sk(r["kl"]) for r in bon]
         ax_b.plot(x, [r["reward"] for r in bon], "o--", c="C0", ms=4, label="proxy (reward model)")

@@ -139,8 +139,8 @@ def test_frontier_figures_and_tables(mpl, tmp_path):
     # PPO beta = 0: evals at 0, 2, .., 10 at KL 5 per iteration; gold peaks at iteration 2 (KL 10)
     assert "| beta = 0 | 10 | 50.00 | 3.00 | -5.40 | 1.00 | 1.00 (10.00) | 0.100 |" in md
     assert "| gold | 0.60 | 1.00 | 0.60 | -0.60 | -2.60 | -5.40 |" in md
-    assert "| 0.5 | 20 | 2.00 | 0.40 | 0.80 | - | 0.700 |" in md  # DPO beta 0.5, final eval
-    assert "| 0.02 | 10 | 3.00 | 0.90 | 0.95 | 1.50 | - |" in md  # GRPO: final eval, last train reward
+    assert "| 0.5 | 20 | 2.00 | 0.40 | 0.80 | 0.40 (2.00) | 0.700 |" in md  # DPO beta 0.5, final eval
+    assert "| 0.02 | 10 | 3.00 | 0.90 | 0.95 | 0.90 (3.00) | 1.50 |" in md  # GRPO: final eval, last train reward
     assert "| sft | bon_s1 | total |" in md and "| 60 | 20 | 80 |" in md
 
 
