@@ -43,6 +43,10 @@ else
     GRPO_KLS="0.005 0.02 0.05 0.1 0.2"; GRPO_ITERS=30
 fi
 
+if [ -e "$OUT" ] && [ ! -f "$OUT/times.tsv" ]; then  # never delete a folder this script did not write
+    echo "error: $OUT exists and is not a frontier.sh output folder (no times.tsv); remove it or set OUT=another/folder" >&2
+    exit 2
+fi
 rm -rf "$OUT"   # from nothing: the stages append to metrics.jsonl
 mkdir -p "$OUT"
 printf 'run\tseconds\n' > "$OUT/times.tsv"

@@ -182,10 +182,17 @@ def test_stages_never_import_matplotlib():
         assert "matplotlib" not in open(os.path.join(ROOT, f)).read(), f
 
 
-def test_frontier_sh_arguments():
+def test_frontier_sh_arguments(tmp_path):
     sh = os.path.join(ROOT, "frontier.sh")
     assert subprocess.run(["bash", "-n", sh]).returncode == 0
     r = subprocess.run(["bash", sh, "--help"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0 and "bash frontier.sh --quick" in r.stdout
     r = subprocess.run(["bash", sh, "--fast"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and r.stderr.strip() == "error: unknown argument --fast (use --quick or nothing)"
+    # it starts from nothing (rm -rf OUT), but never deletes a folder it did not write
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    r = subprocess.run(["bash", sh, "--quick"], capture_output=True, text=True, timeout=30,
+                       env={**os.environ, "OUT": str(tmp_path / "mine")})
+    assert r.returncode == 2 and "is not a frontier.sh output folder" in r.stderr
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
