@@ -4,6 +4,7 @@ generation against Hugging Face `generate` on the same weights.
 
     python bench/stages.py                          # GPU: the table for bench/RESULTS.md
     python bench/stages.py --device=cpu --small     # seconds on CPU: smoke test (tests/test_bench.py)
+    python bench/stages.py --steps=sft,dpo --impls=ours   # a subset of the rows
 
 One table, one row per measured step, each timed as the median of --reps after --warmup:
   generate B=...   rollout tokens/s of model.generate (prompt --prompt_len, --new_tokens new tokens, no
@@ -64,6 +65,9 @@ p.add_argument("--compile", action="store_true", help="torch.compile the models"
 p.add_argument("--small", action="store_true", help="tiny model and sizes for a CPU smoke run")
 p.add_argument("--trl", action=argparse.BooleanOptionalAction, default=None,
                help="TRL rows (default: when trl is installed)")
+p.add_argument("--steps", default="generate,sft,reward,ppo,grpo_update,grpo_step,dpo",
+               help="which rows to measure, comma separated")
+p.add_argument("--impls", default="ours,ours fused", help="our rows: 'ours' (logits), 'ours fused' (fused lm_head)")
 args = p.parse_args()
 cfg = dict(block_size=1024, vocab_size=50257, n_layer=12, n_head=12, n_embd=768)  # GPT-2 124M
 if args.small:
@@ -101,15 +105,25 @@ def timed(step):
 
 
 rows = []
+steps = args.steps.split(",")
+
+
+def add(*new):
+    """Record rows, and print each as it comes (a long CPU run leaves its partial results behind)."""
+    for r in new:
+        rows.append(r)
+        print(f"progress: {r[0]} | {r[1]} | {r[-1]} | {r[3]:.2f} {r[4]}", flush=True)
+
+
 use_trl = args.trl if args.trl is not None else importlib.util.find_spec("trl") is not None
 
 
 def trl_step(step):
     """TRL's rows for `step`, run right after ours: the two share the machine's state of the moment (on a
     shared, noisy machine the ratio is steadier than with all of TRL's rows at the end)."""
-    if use_trl:
+    if use_trl and step.replace(" ", "_") in steps:
         from trl_rows import trl_rows
-        rows.extend(trl_rows(raw, cfg, B, T, P, N, args.reps, args.warmup, dev, only=(step,)))
+        add(*trl_rows(raw, cfg, B, T, P, N, args.reps, args.warmup, dev, only=(step,)))
         raw.train()
 
 
@@ -129,17 +143,17 @@ try:
                                              attn_implementation="sdpa").to(dev).eval()
 except ImportError:
     pass
-for b in [int(x) for x in args.batches.split(",")]:
+for b in [int(x) for x in args.batches.split(",")] if "generate" in steps else []:
     prompts = tokens(b, args.prompt_len)
     with ctx:  # eot=-1 never comes up: every row generates new_tokens tokens
         s, mem = timed(lambda: raw.generate(prompts.tolist(), args.new_tokens, eot=-1))
-    rows.append((f"generate B={b}", "ours", s, b * args.new_tokens / s, "tok/s", mem, f"KV cache, sdpa, {DT}"))
+    add((f"generate B={b}", "ours", s, b * args.new_tokens / s, "tok/s", mem, f"KV cache, sdpa, {DT}"))
     if hf is not None:
         with torch.no_grad():
             s, mem = timed(lambda: hf.generate(prompts, attention_mask=torch.ones_like(prompts), do_sample=True,
                                                top_k=0, max_new_tokens=args.new_tokens,
                                                min_new_tokens=args.new_tokens, pad_token_id=50256))
-        rows.append((f"generate B={b}", "hf generate", s, b * args.new_tokens / s, "tok/s", mem,
+        add((f"generate B={b}", "hf generate", s, b * args.new_tokens / s, "tok/s", mem,
                      f"sdpa, dynamic KV cache, {'bf16 weights' if cuda else 'fp32'}"))
 del hf
 
@@ -158,11 +172,11 @@ def step_sft(fused=False):
 
 
 # every log-prob step twice: logits + kernels.logprobs*, and fused_lm_head=True (the stages' switch)
-IMPLS = (("ours", False), ("ours fused", True))
+IMPLS = [(impl, fused) for impl, fused in (("ours", False), ("ours fused", True)) if impl in args.impls.split(",")]
 SET = {False: f"logits + kernels, {DT}", True: f"fused lm_head, {DT}"}
-for impl, fused in IMPLS:
+for impl, fused in IMPLS if "sft" in steps else []:
     s, mem = timed(lambda: step_sft(fused))
-    rows.append(("sft", impl, s, B * T / s, "tok/s", mem, SET[fused]))
+    add(("sft", impl, s, B * T / s, "tok/s", mem, SET[fused]))
 trl_step("sft")
 
 rm = new_model(scalar_head=True)
@@ -179,9 +193,10 @@ def step_reward():
     rm_opt.zero_grad(set_to_none=True)
 
 
-s, mem = timed(step_reward)
-rows.append(("reward", "ours", s, B / s, "pairs/s", mem, DT))
-trl_step("reward")
+if "reward" in steps:
+    s, mem = timed(step_reward)
+    add(("reward", "ours", s, B / s, "pairs/s", mem, DT))
+    trl_step("reward")
 
 critic = rm  # the loss on the response tokens
 mask = torch.ones(B, N, dtype=torch.bool, device=dev)
@@ -205,9 +220,9 @@ def step_ppo(fused=False):
     rm_opt.zero_grad(set_to_none=True)
 
 
-for impl, fused in IMPLS:
+for impl, fused in IMPLS if "ppo" in steps else []:
     s, mem = timed(lambda: step_ppo(fused))
-    rows.append(("ppo update", impl, s, B * N / s, "tok/s", mem, SET[fused]))
+    add(("ppo update", impl, s, B * N / s, "tok/s", mem, SET[fused]))
 
 
 def step_grpo(fused=False):
@@ -224,9 +239,9 @@ def step_grpo(fused=False):
     opt.zero_grad(set_to_none=True)
 
 
-for impl, fused in IMPLS:
+for impl, fused in IMPLS if "grpo_update" in steps else []:
     s, mem = timed(lambda: step_grpo(fused))
-    rows.append(("grpo update", impl, s, B * N / s, "tok/s", mem, SET[fused]))
+    add(("grpo update", impl, s, B * N / s, "tok/s", mem, SET[fused]))
 
 rollout_prompts = tokens(B, P).tolist()
 
@@ -239,9 +254,9 @@ def step_grpo_whole(fused=False):
     step_grpo(fused)
 
 
-for impl, fused in IMPLS:
+for impl, fused in IMPLS if "grpo_step" in steps else []:
     s, mem = timed(lambda: step_grpo_whole(fused))
-    rows.append(("grpo step", impl, s, B * N / s, "tok/s", mem, SET[fused]))
+    add(("grpo step", impl, s, B * N / s, "tok/s", mem, SET[fused]))
 trl_step("grpo step")
 
 
@@ -257,9 +272,9 @@ def step_dpo(fused=False):
     opt.zero_grad(set_to_none=True)
 
 
-for impl, fused in IMPLS:
+for impl, fused in IMPLS if "dpo" in steps else []:
     s, mem = timed(lambda: step_dpo(fused))
-    rows.append(("dpo", impl, s, B / s, "pairs/s", mem, SET[fused]))
+    add(("dpo", impl, s, B / s, "pairs/s", mem, SET[fused]))
 trl_step("dpo")
 
 # ----------------------------------------------------------------------------- versions

@@ -33,11 +33,11 @@ def triton_interpreter():
         "run this file on its own or import it first")
     os.environ["TRITON_INTERPRET"] = "1"
     kernels.INTERPRET = True
-    blocks = linear_triton.BLOCK_N, linear_triton.BLOCK_V, linear_triton.BLOCK_D
+    configs = dict(linear_triton.CONFIGS)
     # 16 tokens x 64 vocab x 16 features per tile (16 is tl.dot's minimum): every loop below has a ragged tail
-    linear_triton.BLOCK_N, linear_triton.BLOCK_V, linear_triton.BLOCK_D = 16, 64, 16
+    linear_triton.CONFIGS.update({bits: (16, 64, 16, warps, stages) for bits, (_, _, _, warps, stages) in configs.items()})
     yield
-    linear_triton.BLOCK_N, linear_triton.BLOCK_V, linear_triton.BLOCK_D = blocks
+    linear_triton.CONFIGS.update(configs)
     kernels.INTERPRET = _ENV == "1"
     _restore_env()
 
