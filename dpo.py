@@ -121,7 +121,7 @@ def sequence_logps(model, x, y, fused=False):
     """Summed log-probs of the response tokens. x, y (N, L): inputs and next tokens with -100 on prompt
     and padding. Returns logps (N,) fp32 and the number of response tokens (N,).
     fused: from the hidden states, never holding the (N, L, V) logits (kernels.linear_logprobs_entropy)."""
-    logp, _ = model(x, labels=y, fused=fused)  # (N, L), 0 where y is -100
+    logp, _ = model(x, labels=y, fused=fused, entropy=False)  # (N, L), 0 where y is -100; no entropy needed
     return logp.sum(-1), (y != -100).sum(-1)
 
 

@@ -102,7 +102,7 @@ class GPT(nn.Module):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
     def forward(self, idx, attention_mask=None, kv_cache=None, pos=0, hidden=False, labels=None,
-                temperature=1.0, fused=False, ref=None):
+                temperature=1.0, fused=False, ref=None, entropy=True):
         """idx: (B, T) token ids. attention_mask: (B, pos+T) bool, True for real tokens, over the cache
         and the new tokens (None: no padding, plain causal). Returns logits (B, T, V), or values (B, T)
         with a scalar head, or the final hidden states (B, T, C) with hidden=True.
@@ -110,6 +110,8 @@ class GPT(nn.Module):
         their log-probs and the entropies (B, N) fp32 under softmax(logits / temperature) instead of the
         logits; fused=True gets them straight from the hidden states and the lm_head weight
         (kernels.linear_logprobs_entropy), never holding the (B, N, V) logits in memory.
+        entropy=False: a caller that only needs the log-probs (SFT, DPO) gets None in the entropy's place and
+        does not pay for it (on the unfused path, another pass over the (B, N, V) logits kept for backward).
         ref=(ref_hidden, ref_weight), a reference model's final hidden states at the same N positions and
         its lm_head weight: also return the exact KL(p || p_ref) (B, N) at each position (kernels.kl of
         the two logits, or kernels.linear_kl from the hidden states when fused), differentiable here only."""
@@ -142,12 +144,18 @@ class GPT(nn.Module):
                 w, dev = self.lm_head.weight, x.device.type
                 if torch.is_autocast_enabled(dev):  # the operands autocast would give lm_head (bf16)
                     x, w = x.to(torch.get_autocast_dtype(dev)), w.to(torch.get_autocast_dtype(dev))
-                out = kernels.linear_logprobs_entropy(x, w, labels, temperature=temperature)
+                if entropy:
+                    out = kernels.linear_logprobs_entropy(x, w, labels, temperature=temperature)
+                else:
+                    out = (kernels.linear_logprobs(x, w, labels, temperature=temperature), None)
                 if ref is not None:
                     out += (kernels.linear_kl(x, w, ref[0].to(x.dtype), ref[1].to(w.dtype), temperature),)
                 return out
             logits = self.lm_head(x)
-            out = kernels.logprobs_entropy(logits, labels, temperature=temperature)
+            if entropy:
+                out = kernels.logprobs_entropy(logits, labels, temperature=temperature)
+            else:
+                out = (kernels.logprobs(logits, labels, temperature=temperature), None)
             if ref is not None:
                 out += (kernels.kl(logits, F.linear(ref[0], ref[1]).detach(), temperature),)
             return out
@@ -186,7 +194,8 @@ class GPT(nn.Module):
         cache = [torch.empty(2, B, nh, L, hs, dtype=dt, device=dev) for _ in range(self.config.n_layer)]
         logprobs = torch.zeros(B, max_new_tokens, device=dev)
         finished = torch.zeros(B, dtype=torch.bool, device=dev)
-        logits = self(tokens[:, :P], mask[:, :P], kv_cache=cache)[:, -1]  # prefill the cache
+        # prefill the cache; the lm_head only at the last prompt position (left padding: real in every row)
+        logits = self.lm_head(self(tokens[:, :P], mask[:, :P], kv_cache=cache, hidden=True)[:, -1])
         for t in range(max_new_tokens):
             logits = logits.float() / (temperature if temperature > 0 else 1.0)
             logp = F.log_softmax(logits, dim=-1)

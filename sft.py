@@ -169,7 +169,7 @@ if __name__ == "__main__":
         for _ in range(10):
             x, y, _ = get_batch("val", rng)
             with rt.ctx:
-                losses.append(sft_loss(raw_model(x, labels=y)[0], y).item())
+                losses.append(sft_loss(raw_model(x, labels=y, entropy=False)[0], y).item())
         out = {"val_loss": sum(losses) / len(losses)}
         prompts = eval_prompts_list or print_prompts
         with rt.ctx:
@@ -206,7 +206,7 @@ if __name__ == "__main__":
             if rt.ddp:  # all-reduce gradients on the last micro-batch only
                 model.require_backward_grad_sync = micro == grad_accum - 1
             with rt.ctx:
-                logp, _ = model(x, labels=y, fused=fused_lm_head)  # log-probs of the next tokens (B, T)
+                logp, _ = model(x, labels=y, fused=fused_lm_head, entropy=False)  # log-probs of the next tokens (B, T)
                 loss = sft_loss(logp, y, n_tok / rt.world_size)
             if not torch.isfinite(loss):
                 raise RuntimeError(f"iter {iter_num}: loss is {loss.item()}; lower --lr or check the data")

@@ -4,6 +4,12 @@ Benchmark kernels/ against the usual PyTorch ways of getting per-token log-probs
 
     python bench/kernels.py                          # GPU: the tables for bench/RESULTS.md
     python bench/kernels.py --device=cpu --small     # seconds on CPU: smoke test (tests/test_kernels.py)
+    python bench/kernels.py --compile-report         # no GPU needed: every kernel compiled for sm_80 / sm_90a
+
+--compile-report (kernels/compile_report.py; tests/test_compile.py runs it in CI): every Triton kernel
+specialisation the wrappers can launch, compiled for sm_80 and sm_90a, with ptxas' registers per thread, spill
+stores / loads, shared memory per block and an occupancy estimate (resident warps / 64 per SM, from registers,
+shared memory and warps), then the rows that would spill or not fit. Runs on CPU; a GPU is not used.
 
 Table 1, per op and N tokens (logits (N / seq, seq, V), labels uniform over V): median forward time (under
 no_grad) and forward+backward time; the achieved bandwidth over the *minimum* traffic of the op (forward: read
@@ -41,6 +47,9 @@ p.add_argument("--warmup", type=int, default=3)
 p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                help="include torch.compile rows (default: on for cuda, off for cpu where compiling takes minutes)")
 p.add_argument("--small", action="store_true", help="tiny sizes for a CPU smoke run")
+p.add_argument("--compile-report", action="store_true",
+               help="compile every kernel specialisation for sm_80 / sm_90a and print registers, spills, shared memory")
+p.add_argument("--json", default=None, help="with --compile-report: also write the rows to this file")
 args = p.parse_args()
 if args.small:
     args.sizes, args.vocab, args.seq, args.dims, args.linear_sizes = "64,128", 2048, 32, "32", "64"
@@ -277,5 +286,24 @@ def main():
             del h, w, y, hr, wr
 
 
+def compile_report():
+    import json
+    import subprocess
+    import triton
+    from kernels import compile_report as cr
+    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    ptxas_version = subprocess.run([ptxas, "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    t0 = time.time()
+    rows = cr.compile_all()
+    print(f"# compile report | triton {triton.__version__} | ptxas {ptxas_version} | {datetime.date.today()} | "
+          f"{len(rows)} compilations in {time.time() - t0:.0f} s on {len(os.sched_getaffinity(0))} cores\n")
+    print(cr.table(rows))
+    bad = [f"{r['kernel']} [{r['spec']}] {r['arch']}: {'; '.join(cr.problems(r))}" for r in rows if cr.problems(r)]
+    print("\n" + ("\n".join(bad) if bad else "no spills; shared memory within the per-block limit everywhere"))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
 if __name__ == "__main__":
-    main()
+    compile_report() if args.compile_report else main()

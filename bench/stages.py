@@ -4,6 +4,7 @@ generation against Hugging Face `generate` on the same weights.
 
     python bench/stages.py                          # GPU: the table for bench/RESULTS.md
     python bench/stages.py --device=cpu --small     # seconds on CPU: smoke test (tests/test_bench.py)
+    python bench/stages.py --steps=sft,dpo --impls=ours   # a subset of the rows
 
 One table, one row per measured step, each timed as the median of --reps after --warmup:
   generate B=...   rollout tokens/s of model.generate (prompt --prompt_len, --new_tokens new tokens, no
@@ -21,9 +22,14 @@ sft, ppo, grpo and dpo run twice: 'ours' (logits, then the kernels.logprobs* ker
 (model(..., labels=, fused=True): kernels.linear_logprobs_entropy from the hidden states, no logits in
 memory), the two settings of the stages' --fused_lm_head switch.
 TRL rows (bench/trl_rows.py) when `trl` is installed: SFTTrainer, RewardTrainer, DPOTrainer and
-GRPOTrainer on the same weights, shapes and batch, timed per optimizer step; the 'x TRL' column is our
-throughput over TRL's for the same step. TRL has no PPO trainer any more.
-Peak memory is torch.cuda.max_memory_allocated over the row (CUDA only).
+GRPOTrainer on the same weights, shapes and batch, timed per optimizer step, each twice: as shipped (TRL's
+configs default to gradient checkpointing) and tuned (no gradient checkpointing; on CUDA also Liger kernels
+when installed). The 'x TRL' column is our throughput over TRL's *fastest* row for the same step; for the
+generate rows, over HF generate's. TRL has no PPO trainer any more.
+HF generate runs with the best settings transformers has for the device without compiling: sdpa attention,
+KV cache (its default dynamic cache), fp32 on CPU, bf16 weights on CUDA. The 'settings' column says what
+each row used. Peak memory is torch.cuda.max_memory_allocated over the row (CUDA only). CPU threads:
+torch's default (OMP_NUM_THREADS), printed in the header.
 """
 import argparse
 import datetime
@@ -59,6 +65,9 @@ p.add_argument("--compile", action="store_true", help="torch.compile the models"
 p.add_argument("--small", action="store_true", help="tiny model and sizes for a CPU smoke run")
 p.add_argument("--trl", action=argparse.BooleanOptionalAction, default=None,
                help="TRL rows (default: when trl is installed)")
+p.add_argument("--steps", default="generate,sft,reward,ppo,grpo_update,grpo_step,dpo",
+               help="which rows to measure, comma separated")
+p.add_argument("--impls", default="ours,ours fused", help="our rows: 'ours' (logits), 'ours fused' (fused lm_head)")
 args = p.parse_args()
 cfg = dict(block_size=1024, vocab_size=50257, n_layer=12, n_head=12, n_embd=768)  # GPT-2 124M
 if args.small:
@@ -70,6 +79,7 @@ cuda = dev.type == "cuda"
 ctx = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
 torch.backends.cuda.matmul.allow_tf32 = True
 torch.manual_seed(0)
+DT = "bf16 autocast" if cuda else "fp32"
 
 
 def new_model(scalar_head=False):
@@ -95,7 +105,30 @@ def timed(step):
 
 
 rows = []
+steps = args.steps.split(",")
+
+
+def add(*new):
+    """Record rows, and print each as it comes (a long CPU run leaves its partial results behind)."""
+    for r in new:
+        rows.append(r)
+        print(f"progress: {r[0]} | {r[1]} | {r[-1]} | {r[3]:.2f} {r[4]}", flush=True)
+
+
+use_trl = args.trl if args.trl is not None else importlib.util.find_spec("trl") is not None
+
+
+def trl_step(step):
+    """TRL's rows for `step`, run right after ours: the two share the machine's state of the moment (on a
+    shared, noisy machine the ratio is steadier than with all of TRL's rows at the end)."""
+    if use_trl and step.replace(" ", "_") in steps:
+        from trl_rows import trl_rows
+        add(*trl_rows(raw, cfg, B, T, P, N, args.reps, args.warmup, dev, only=(step,)))
+        raw.train()
+
+
 V, B, T = cfg["vocab_size"], args.train_batch, args.seq
+P, N = args.prompt_len, args.new_tokens  # PPO / GRPO: prompt_len + new_tokens per sequence
 tokens = lambda b, t: torch.randint(0, V - 1, (b, t), device=dev)
 
 # ----------------------------------------------------------------------------- generation
@@ -106,20 +139,22 @@ try:
     from transformers import GPT2LMHeadModel
     with tempfile.TemporaryDirectory() as d:
         to_hf(raw, d)
-        hf = GPT2LMHeadModel.from_pretrained(d, torch_dtype=torch.bfloat16 if cuda else torch.float32).to(dev).eval()
+        hf = GPT2LMHeadModel.from_pretrained(d, torch_dtype=torch.bfloat16 if cuda else torch.float32,
+                                             attn_implementation="sdpa").to(dev).eval()
 except ImportError:
     pass
-for b in [int(x) for x in args.batches.split(",")]:
+for b in [int(x) for x in args.batches.split(",")] if "generate" in steps else []:
     prompts = tokens(b, args.prompt_len)
     with ctx:  # eot=-1 never comes up: every row generates new_tokens tokens
         s, mem = timed(lambda: raw.generate(prompts.tolist(), args.new_tokens, eot=-1))
-    rows.append((f"generate B={b}", "ours", s, b * args.new_tokens / s, "tok/s", mem))
+    add((f"generate B={b}", "ours", s, b * args.new_tokens / s, "tok/s", mem, f"KV cache, sdpa, {DT}"))
     if hf is not None:
         with torch.no_grad():
             s, mem = timed(lambda: hf.generate(prompts, attention_mask=torch.ones_like(prompts), do_sample=True,
                                                top_k=0, max_new_tokens=args.new_tokens,
                                                min_new_tokens=args.new_tokens, pad_token_id=50256))
-        rows.append((f"generate B={b}", "hf generate", s, b * args.new_tokens / s, "tok/s", mem))
+        add((f"generate B={b}", "hf generate", s, b * args.new_tokens / s, "tok/s", mem,
+                     f"sdpa, dynamic KV cache, {'bf16 weights' if cuda else 'fp32'}"))
 del hf
 
 # ----------------------------------------------------------------------------- training steps
@@ -130,17 +165,19 @@ opt = configure_optimizer(raw, 1e-5, device_type=dev.type)
 def step_sft(fused=False):
     x, y = tokens(B, T), tokens(B, T)
     with ctx:
-        loss = sft_loss(policy(x, labels=y, fused=fused)[0], y)
+        loss = sft_loss(policy(x, labels=y, fused=fused, entropy=False)[0], y)
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
 
 
 # every log-prob step twice: logits + kernels.logprobs*, and fused_lm_head=True (the stages' switch)
-IMPLS = (("ours", False), ("ours fused", True))
-for impl, fused in IMPLS:
+IMPLS = [(impl, fused) for impl, fused in (("ours", False), ("ours fused", True)) if impl in args.impls.split(",")]
+SET = {False: f"logits + kernels, {DT}", True: f"fused lm_head, {DT}"}
+for impl, fused in IMPLS if "sft" in steps else []:
     s, mem = timed(lambda: step_sft(fused))
-    rows.append(("sft", impl, s, B * T / s, "tok/s", mem))
+    add(("sft", impl, s, B * T / s, "tok/s", mem, SET[fused]))
+trl_step("sft")
 
 rm = new_model(scalar_head=True)
 rm_opt = configure_optimizer(getattr(rm, "_orig_mod", rm), 1e-5, device_type=dev.type)
@@ -156,11 +193,12 @@ def step_reward():
     rm_opt.zero_grad(set_to_none=True)
 
 
-s, mem = timed(step_reward)
-rows.append(("reward", "ours", s, B / s, "pairs/s", mem))
+if "reward" in steps:
+    s, mem = timed(step_reward)
+    add(("reward", "ours", s, B / s, "pairs/s", mem, DT))
+    trl_step("reward")
 
-critic, N = rm, args.new_tokens  # PPO / GRPO: prompt_len + new_tokens per sequence, loss on the response
-P = args.prompt_len
+critic = rm  # the loss on the response tokens
 mask = torch.ones(B, N, dtype=torch.bool, device=dev)
 ref = new_model().eval()
 
@@ -182,9 +220,9 @@ def step_ppo(fused=False):
     rm_opt.zero_grad(set_to_none=True)
 
 
-for impl, fused in IMPLS:
+for impl, fused in IMPLS if "ppo" in steps else []:
     s, mem = timed(lambda: step_ppo(fused))
-    rows.append(("ppo update", impl, s, B * N / s, "tok/s", mem))
+    add(("ppo update", impl, s, B * N / s, "tok/s", mem, SET[fused]))
 
 
 def step_grpo(fused=False):
@@ -201,9 +239,9 @@ def step_grpo(fused=False):
     opt.zero_grad(set_to_none=True)
 
 
-for impl, fused in IMPLS:
+for impl, fused in IMPLS if "grpo_update" in steps else []:
     s, mem = timed(lambda: step_grpo(fused))
-    rows.append(("grpo update", impl, s, B * N / s, "tok/s", mem))
+    add(("grpo update", impl, s, B * N / s, "tok/s", mem, SET[fused]))
 
 rollout_prompts = tokens(B, P).tolist()
 
@@ -216,9 +254,10 @@ def step_grpo_whole(fused=False):
     step_grpo(fused)
 
 
-for impl, fused in IMPLS:
+for impl, fused in IMPLS if "grpo_step" in steps else []:
     s, mem = timed(lambda: step_grpo_whole(fused))
-    rows.append(("grpo step", impl, s, B * N / s, "tok/s", mem))
+    add(("grpo step", impl, s, B * N / s, "tok/s", mem, SET[fused]))
+trl_step("grpo step")
 
 
 def step_dpo(fused=False):
@@ -226,36 +265,36 @@ def step_dpo(fused=False):
     ref_c, ref_r = -torch.rand(B, device=dev) * T, -torch.rand(B, device=dev) * T
     lens = torch.full((B,), T, device=dev)
     with ctx:
-        logps = policy(x, labels=y, fused=fused)[0].sum(-1)
+        logps = policy(x, labels=y, fused=fused, entropy=False)[0].sum(-1)
         losses, _, _ = dpo_loss(logps[:B], logps[B:], ref_c, ref_r, lens, lens)
     losses.mean().backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
 
 
-for impl, fused in IMPLS:
+for impl, fused in IMPLS if "dpo" in steps else []:
     s, mem = timed(lambda: step_dpo(fused))
-    rows.append(("dpo", impl, s, B / s, "pairs/s", mem))
+    add(("dpo", impl, s, B / s, "pairs/s", mem, SET[fused]))
+trl_step("dpo")
 
-# ----------------------------------------------------------------------------- TRL, same settings
-use_trl = args.trl if args.trl is not None else importlib.util.find_spec("trl") is not None
+# ----------------------------------------------------------------------------- versions
 versions = ""
 if use_trl:
     import trl
     import transformers
-    from trl_rows import trl_rows
-    del ref, critic, rm, opt, rm_opt  # give TRL the memory
-    if cuda:
-        torch.cuda.empty_cache()
-    rows += trl_rows(raw.train(), cfg, B, T, P, N, args.reps, args.warmup, dev)
     versions = f" | trl {trl.__version__} | transformers {transformers.__version__}"
 
 # ----------------------------------------------------------------------------- the table
 name = torch.cuda.get_device_name(dev) if cuda else "cpu"
-print(f"# {name} | torch {torch.__version__}{versions} | {datetime.date.today()} | model {cfg} | "
+threads = "" if cuda else f" | {torch.get_num_threads()} CPU threads"
+print(f"# {name} | torch {torch.__version__}{versions} | {datetime.date.today()}{threads} | model {cfg} | "
       f"train batch {B} x {T} | rollout {P}+{N} | compile {args.compile}")
-trl_thr = {step: thr for step, impl, _, thr, _, _ in rows if impl.startswith("TRL")}
-print(f"{'step':<16}{'impl':<20}{'ms/step':>10}{'throughput':>14}  {'unit':<8}{'peak GiB':>9}{'x TRL':>7}")
-for step, impl, s, thr, unit, mem in rows:
-    vs = f"{thr / trl_thr[step]:>7.2f}" if step in trl_thr and not impl.startswith("TRL") else ""
-    print(f"{step:<16}{impl:<20}{1000 * s:>10.2f}{thr:>14.1f}  {unit:<8}{mem:>9.2f}{vs}")
+# the baseline of a step: TRL's fastest row (as shipped or tuned); for generation, HF generate
+best = {}
+for step, impl, _, thr, *_ in rows:
+    if impl.startswith("TRL") or impl == "hf generate":
+        best[step] = max(best.get(step, 0.0), thr)
+print(f"{'step':<16}{'impl':<20}{'ms/step':>10}{'throughput':>14}  {'unit':<8}{'peak GiB':>9}{'x TRL':>7}  settings")
+for step, impl, s, thr, unit, mem, settings in rows:
+    vs = f"{thr / best[step]:>7.2f}" if step in best and impl.startswith("ours") else f"{'':>7}"
+    print(f"{step:<16}{impl:<20}{1000 * s:>10.2f}{thr:>14.1f}  {unit:<8}{mem:>9.2f}{vs}  {settings}")

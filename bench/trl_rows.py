@@ -10,6 +10,12 @@ keep the median of the last reps. A step is what the trainer does per optimizer 
 padding included, as a user pays for them. DPO's reference log-probs are precomputed before training
 (precompute_ref_log_probs=True), as our dpo.py default and our bench row. TRL has no PPO trainer any more
 (removed in 2025), so there is no TRL PPO row.
+
+Each trainer runs twice: "defaults", its config as shipped (TRL 1.x's SFT / Reward / DPO / GRPO configs
+default to gradient_checkpointing=True: activations recomputed in backward), and "tuned", the fastest
+settings a user would pick for this model size: gradient_checkpointing=False, and on CUDA
+use_liger_kernel=True (Liger's fused kernels, when liger-kernel is installed). bench/stages.py compares our
+rows with the faster of the two.
 """
 import statistics
 import tempfile
@@ -48,9 +54,19 @@ def _step_timer(cuda):
     return StepTimer()
 
 
-def trl_rows(raw_model, cfg, B, T, P, N, reps, warmup, dev):
-    """[(step, impl, seconds, throughput, unit, peak GiB)] for TRL's SFT, reward, DPO and GRPO trainers,
-    the same tuple as bench/stages.py's rows."""
+def settings(cuda):
+    """[(label, config overrides)]: TRL as shipped, and tuned."""
+    import importlib.util
+    tuned = dict(gradient_checkpointing=False)
+    label = "tuned: no grad ckpt"
+    if cuda and importlib.util.find_spec("liger_kernel") is not None:
+        tuned["use_liger_kernel"], label = True, label + ", liger"
+    return [("defaults: grad ckpt", {}), (label, tuned)]
+
+
+def trl_rows(raw_model, cfg, B, T, P, N, reps, warmup, dev, only=("sft", "reward", "dpo", "grpo step")):
+    """[(step, impl, seconds, throughput, unit, peak GiB, settings)] for TRL's SFT, reward, DPO and GRPO
+    trainers (those in `only`), each as shipped and tuned: the same tuple as bench/stages.py's rows."""
     from datasets import Dataset
     from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel
     from trl import (DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, RewardConfig, RewardTrainer, SFTConfig,
@@ -75,49 +91,57 @@ def trl_rows(raw_model, cfg, B, T, P, N, reps, warmup, dev):
         def load(cls, **kw):
             return cls.from_pretrained(d, torch_dtype=torch.float32, **kw).to(dev)
 
-        def run(name, unit, per_step, trainer):
-            timer = _step_timer(cuda)
-            trainer.add_callback(timer)
-            if cuda:
-                torch.cuda.reset_peak_memory_stats()
-            trainer.train()
-            s = statistics.median(timer.times[warmup:])
-            mem = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
-            rows.append((name, f"TRL {type(trainer).__name__}", s, per_step / s, unit, mem))
-            del trainer
-            if cuda:
-                torch.cuda.empty_cache()
+        def run(name, unit, per_step, make_trainer):
+            if name not in only:
+                return
+            for label, overrides in settings(cuda):
+                trainer = make_trainer(overrides)
+                timer = _step_timer(cuda)
+                trainer.add_callback(timer)
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats()
+                trainer.train()
+                s = statistics.median(timer.times[warmup:])
+                mem = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+                rows.append((name, f"TRL {type(trainer).__name__}", s, per_step / s, unit, mem, label))
+                del trainer
+                if cuda:
+                    torch.cuda.empty_cache()
 
         # SFT: B x T tokens a step, loss on every token (as our sft row)
         data = Dataset.from_dict({"input_ids": ids(B * steps, T)})
-        run("sft", "tok/s", B * T, SFTTrainer(
+        run("sft", "tok/s", B * T, lambda o: SFTTrainer(
             model=load(GPT2LMHeadModel), processing_class=tok, train_dataset=data,
-            args=SFTConfig(**common, max_length=T, packing=False, completion_only_loss=False)))
+            args=SFTConfig(**common, **o, max_length=T, packing=False, completion_only_loss=False)))
 
         # reward: B pairs of T tokens, Bradley-Terry
         data = Dataset.from_dict({"chosen_ids": ids(B * steps, T), "rejected_ids": ids(B * steps, T)})
-        rm = load(GPT2ForSequenceClassification, num_labels=1)
-        rm.config.pad_token_id = tok.pad_token_id
-        run("reward", "pairs/s", B, RewardTrainer(
-            model=rm, processing_class=tok, train_dataset=data, args=RewardConfig(**common, max_length=2 * T)))
+
+        def reward_model():
+            rm = load(GPT2ForSequenceClassification, num_labels=1)
+            rm.config.pad_token_id = tok.pad_token_id
+            return rm
+        run("reward", "pairs/s", B, lambda o: RewardTrainer(
+            model=reward_model(), processing_class=tok, train_dataset=data,
+            args=RewardConfig(**common, **o, max_length=2 * T)))
 
         # DPO: B pairs, prompt P + response T - P tokens each side (the last one the eos TRL appends),
         # sigmoid loss, reference precomputed
         text = lambda n, t: [" ".join(f"t{i}" for i in row) + " " for row in ids(n, t)]
         data = Dataset.from_dict({"prompt": text(B * steps, P), "chosen": text(B * steps, T - P - 1),
                                   "rejected": text(B * steps, T - P - 1)})
-        run("dpo", "pairs/s", B, DPOTrainer(
+        run("dpo", "pairs/s", B, lambda o: DPOTrainer(
             model=load(GPT2LMHeadModel), processing_class=tok, train_dataset=data,
-            args=DPOConfig(**common, max_length=T, precompute_ref_log_probs=True, beta=0.1)))
+            args=DPOConfig(**common, **o, max_length=T, precompute_ref_log_probs=True, beta=0.1)))
 
         # GRPO, a whole step: sample B responses of exactly N tokens (B / G prompts of P tokens, G = 8
         # responses each), score them (a random reward: the scorer's cost is not the point), then the
         # k3-KL (beta 0.04, reference forward) clipped update; as bench/stages.py's 'grpo step' row
         G = 8 if B % 8 == 0 else B
         data = Dataset.from_dict({"prompt": text(B * steps // G, P)})
-        run("grpo step", "tok/s", B * N, GRPOTrainer(
+        run("grpo step", "tok/s", B * N, lambda o: GRPOTrainer(
             model=load(GPT2LMHeadModel), processing_class=tok, train_dataset=data,
             reward_funcs=lambda prompts, completions, **kw: torch.rand(len(completions)).tolist(),
-            args=GRPOConfig(**common, num_generations=G, max_completion_length=N, beta=0.04, top_k=0,
+            args=GRPOConfig(**common, **o, num_generations=G, max_completion_length=N, beta=0.04, top_k=0,
                             generation_kwargs={"min_new_tokens": N})))
     return rows

@@ -10,6 +10,7 @@ temperature as logits / T, compute in fp32 and return fp32 of shape (...), diffe
     linear_logprobs_entropy(hidden, weight, labels, ignore_index=-100, temperature=1.0)
         -> (logp, entropy) of softmax(hidden @ weight.T / T), never materialising the logits;
            differentiable w.r.t. hidden and weight
+    linear_logprobs(hidden, weight, labels, ignore_index=-100, temperature=1.0) -> logp alone, the same way
     linear_kl(hidden, weight, ref_hidden, ref_weight, temperature=1.0)
         -> exact KL(p || p_ref) of softmax(hidden @ weight.T / T) from softmax(ref_hidden @ ref_weight.T / T),
            never materialising either model's logits; differentiable w.r.t. hidden and weight only
@@ -76,6 +77,14 @@ def linear_logprobs_entropy(hidden, weight, labels, ignore_index=-100, temperatu
     return reference.linear_logprobs_entropy_chunked(hidden, weight, labels, ignore_index, temperature)
 
 
+def linear_logprobs(hidden, weight, labels, ignore_index=-100, temperature=1.0):
+    if use_triton(hidden):  # the kernel's entropy costs nothing next to its matmul: one kernel for both
+        from .linear_triton import linear_logprobs_entropy as fused
+        return fused(hidden, weight, labels, ignore_index, temperature)[0]
+    return reference.linear_logprobs_entropy_chunked(hidden, weight, labels, ignore_index, temperature,
+                                                     with_entropy=False)[0]
+
+
 def linear_kl(hidden, weight, ref_hidden, ref_weight, temperature=1.0):
     if use_triton(hidden):
         from .linear_triton import linear_kl as fused
@@ -83,4 +92,4 @@ def linear_kl(hidden, weight, ref_hidden, ref_weight, temperature=1.0):
     return reference.linear_kl_chunked(hidden, weight, ref_hidden, ref_weight, temperature)
 
 
-__all__ = ["logprobs", "entropy", "logprobs_entropy", "kl", "kl_estimate", "linear_logprobs_entropy", "linear_kl"]
+__all__ = ["logprobs", "entropy", "logprobs_entropy", "kl", "kl_estimate", "linear_logprobs_entropy", "linear_logprobs", "linear_kl"]

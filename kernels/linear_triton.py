@@ -29,7 +29,17 @@ import triton.language as tl
 
 from .reference import check_linear_kl_shapes
 
-BLOCK_N, BLOCK_V, BLOCK_D, NUM_WARPS = 64, 128, 64, 8  # not tuned on a GPU yet
+# Tiles per operand width: (BLOCK_N tokens, BLOCK_V vocab, BLOCK_D features, warps, pipeline stages), chosen so
+# that no kernel spills registers or overflows shared memory on sm_80 or sm_90a (tests/test_compile.py; the
+# table in bench/RESULTS.md). Speed not tuned on a GPU yet. 16-bit operands go to the tensor cores: a 64 x 128
+# output tile, 32 features deep (at 64 deep the backward kernels used all 255 registers on sm_80, and spilled
+# with triton 3.8). fp32 stays exact ("ieee": FMA dots whose operand tiles sit in registers) and needs much
+# smaller tiles: at 64 x 128 x 64 every fp32 kernel spilled, up to 3.6 KB per thread.
+CONFIGS = {16: (64, 128, 32, 8, 3), 32: (32, 64, 32, 8, 2)}
+
+
+def _config(dtype):
+    return CONFIGS[16 if torch.finfo(dtype).bits == 16 else 32]
 
 
 @triton.jit
@@ -173,9 +183,10 @@ class LinearLogprobsEntropyFunction(torch.autograd.Function):
         logp, ent, lse = (torch.empty(n, device=h.device, dtype=torch.float32) for _ in range(3))
         precision = "ieee" if dtype == torch.float32 else "tf32"  # fp32 stays exact (no TF32); ignored for 16-bit
         if n > 0:
-            _linear_fwd_kernel[(triton.cdiv(n, BLOCK_N),)](h, w, y, logp, ent, lse, n, V, d, ignore_index,
-                                                           1.0 / temperature, BLOCK_N, BLOCK_V, BLOCK_D, precision,
-                                                           not h.is_cuda, num_warps=NUM_WARPS)
+            bn, bv, bd, warps, stages = _config(dtype)
+            _linear_fwd_kernel[(triton.cdiv(n, bn),)](h, w, y, logp, ent, lse, n, V, d, ignore_index, 1.0 / temperature,
+                                                      bn, bv, bd, precision, not h.is_cuda, num_warps=warps,
+                                                      num_stages=stages)
         ctx.save_for_backward(h, w, y, lse, ent)
         ctx.args = (ignore_index, 1.0 / temperature, precision, hidden.shape, hidden.dtype, weight.dtype)
         return logp.view(hidden.shape[:-1]), ent.view(hidden.shape[:-1])
@@ -188,10 +199,11 @@ class LinearLogprobsEntropyFunction(torch.autograd.Function):
         dh = torch.zeros((n, d), device=h.device, dtype=torch.float32)  # fp32: the atomics accumulate here
         dw = torch.zeros((V, d), device=w.device, dtype=torch.float32)
         if n > 0:
-            grid = (triton.cdiv(n, BLOCK_N), triton.cdiv(V, BLOCK_V))
+            bn, bv, bd, warps, stages = _config(h.dtype)
+            grid = (triton.cdiv(n, bn), triton.cdiv(V, bv))
             _linear_bwd_kernel[grid](h, w, y, lse, ent, g_logp.reshape(-1).float().contiguous(),
                                      g_ent.reshape(-1).float().contiguous(), dh, dw, n, V, d, ignore_index, inv_T,
-                                     BLOCK_N, BLOCK_V, BLOCK_D, precision, not h.is_cuda, num_warps=NUM_WARPS)
+                                     bn, bv, bd, precision, not h.is_cuda, num_warps=warps, num_stages=stages)
         return dh.view(h_shape).to(h_dtype), dw.to(w_dtype), None, None, None
 
 
@@ -212,9 +224,10 @@ class LinearKLFunction(torch.autograd.Function):
         kl, lse_p, lse_r = (torch.empty(n, device=h.device, dtype=torch.float32) for _ in range(3))
         precision = "ieee" if dtype == torch.float32 else "tf32"
         if n > 0:
-            _linear_kl_fwd_kernel[(triton.cdiv(n, BLOCK_N),)](h, w, hr, wr, kl, lse_p, lse_r, n, V, d,
-                                                              1.0 / temperature, BLOCK_N, BLOCK_V, BLOCK_D,
-                                                              precision, not h.is_cuda, num_warps=NUM_WARPS)
+            bn, bv, bd, warps, stages = _config(dtype)
+            _linear_kl_fwd_kernel[(triton.cdiv(n, bn),)](h, w, hr, wr, kl, lse_p, lse_r, n, V, d, 1.0 / temperature,
+                                                         bn, bv, bd, precision, not h.is_cuda, num_warps=warps,
+                                                         num_stages=stages)
         ctx.save_for_backward(h, w, hr, wr, kl, lse_p, lse_r)
         ctx.args = (1.0 / temperature, precision, hidden.shape, hidden.dtype, weight.dtype)
         return kl.view(hidden.shape[:-1])
@@ -227,10 +240,11 @@ class LinearKLFunction(torch.autograd.Function):
         dh = torch.zeros((n, d), device=h.device, dtype=torch.float32)
         dw = torch.zeros((V, d), device=w.device, dtype=torch.float32)
         if n > 0:
-            grid = (triton.cdiv(n, BLOCK_N), triton.cdiv(V, BLOCK_V))
+            bn, bv, bd, warps, stages = _config(h.dtype)
+            grid = (triton.cdiv(n, bn), triton.cdiv(V, bv))
             _linear_kl_bwd_kernel[grid](h, w, hr, wr, kl, lse_p, lse_r, g.reshape(-1).float().contiguous(), dh, dw,
-                                        n, V, d, inv_T, BLOCK_N, BLOCK_V, BLOCK_D, precision, not h.is_cuda,
-                                        num_warps=NUM_WARPS)
+                                        n, V, d, inv_T, bn, bv, bd, precision, not h.is_cuda, num_warps=warps,
+                                        num_stages=stages)
         return dh.view(h_shape).to(h_dtype), dw.to(w_dtype), None, None, None
 
 

@@ -20,6 +20,9 @@ import triton
 import triton.language as tl
 
 BLOCK_V = 4096  # vocabulary block per loop step: a few thousand fp32 per program stays in registers
+# The backward keeps more live per element (x, p, the gradient): at 4096 its fp16 log-prob-only variant spilled
+# on sm_90a (4 B, tests/test_compile.py); at 2048 every variant takes <= 38 registers.
+BLOCK_V_BWD = 2048
 NUM_WARPS = 8
 
 
@@ -103,8 +106,8 @@ def rows_view(x):
     return x, (max(x.shape[0], 1), 0, x.stride(0))
 
 
-def _block(V):
-    return min(BLOCK_V, triton.next_power_of_2(V))
+def _block(V, backward=False):
+    return min(min(BLOCK_V, BLOCK_V_BWD) if backward else BLOCK_V, triton.next_power_of_2(V))
 
 
 class LogprobsEntropyFunction(torch.autograd.Function):
@@ -138,8 +141,8 @@ class LogprobsEntropyFunction(torch.autograd.Function):
         g_ent = grads[-1].reshape(-1).float().contiguous() if has_entropy else lse
         if n > 0:
             _logprobs_entropy_bwd_kernel[(n,)](x, dx, y, lse, ent, g_logp, g_ent, *ctx.layout, ctx.V,
-                                               ignore_index, inv_T, has_labels, has_entropy, _block(ctx.V),
-                                               num_warps=NUM_WARPS)
+                                               ignore_index, inv_T, has_labels, has_entropy,
+                                               _block(ctx.V, backward=True), num_warps=NUM_WARPS)
         return dx.view(ctx.shape), None, None, None, None, None, None
 
 

@@ -8,7 +8,10 @@ import torch
 
 
 def _logp(logits, temperature):
-    return torch.log_softmax(logits.float() / temperature, dim=-1)
+    x = logits.float()
+    if temperature != 1.0:  # x / 1 is x: skip a pass over (and a copy of) the logits
+        x = x / temperature
+    return torch.log_softmax(x, dim=-1)
 
 
 def _entropy_from_logp(logp):
@@ -87,21 +90,25 @@ def linear_logprobs_entropy(hidden, weight, labels, ignore_index=-100, temperatu
 # ---------------------------------------------------------------------------------------------
 class ChunkedLinearLogprobsEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, labels, ignore_index, temperature, chunk):
+    def forward(ctx, hidden, weight, labels, ignore_index, temperature, chunk, with_entropy=True):
         h, y = hidden.reshape(-1, hidden.shape[-1]), labels.reshape(-1)
         w = weight.float()
         n = h.shape[0]
         logp, ent, lse = (torch.empty(n, device=h.device, dtype=torch.float32) for _ in range(3))
+        ent.zero_()
         for i in range(0, n, chunk):
-            z = (h[i:i + chunk].float() @ w.t()) / temperature
+            z = h[i:i + chunk].float() @ w.t()
+            if temperature != 1.0:
+                z /= temperature
             ignored = y[i:i + chunk] == ignore_index
             lse[i:i + chunk] = torch.logsumexp(z, -1)
-            logq = z - lse[i:i + chunk, None]
-            ent[i:i + chunk] = -(logq.exp() * logq).sum(-1)
-            lab = logq.gather(-1, y[i:i + chunk].masked_fill(ignored, 0).long()[:, None])[:, 0]
+            lab = z.gather(-1, y[i:i + chunk].masked_fill(ignored, 0).long()[:, None])[:, 0] - lse[i:i + chunk]
             logp[i:i + chunk] = lab.masked_fill(ignored, 0.0)
+            if with_entropy:  # H = lse - E_q[z]
+                logq = z.sub_(lse[i:i + chunk, None])
+                ent[i:i + chunk] = -(logq.exp() * logq).sum(-1)
         ctx.save_for_backward(h, weight, y, lse, ent)
-        ctx.ignore_index, ctx.temperature, ctx.chunk = ignore_index, temperature, chunk
+        ctx.ignore_index, ctx.temperature, ctx.chunk, ctx.with_entropy = ignore_index, temperature, chunk, with_entropy
         ctx.lead_shape = hidden.shape[:-1]
         return logp.view(ctx.lead_shape), ent.view(ctx.lead_shape)
 
@@ -115,25 +122,34 @@ class ChunkedLinearLogprobsEntropy(torch.autograd.Function):
         grad_w = torch.zeros_like(w)
         for i in range(0, h.shape[0], chunk):
             hc = h[i:i + chunk].float()
-            logq = (hc @ w.t()) / T - lse[i:i + chunk, None]
+            logq = hc @ w.t()
+            if T != 1.0:
+                logq /= T
+            logq -= lse[i:i + chunk, None]
             q = logq.exp()
-            gz = -g_ent[i:i + chunk, None] * q * (logq + ent[i:i + chunk, None])
             yc, gl = y[i:i + chunk], g_logp[i:i + chunk]
             gl = gl.masked_fill(yc == ctx.ignore_index, 0.0)
-            gz -= gl[:, None] * q
+            if ctx.with_entropy:
+                gz = -g_ent[i:i + chunk, None] * q * (logq + ent[i:i + chunk, None])
+                gz -= gl[:, None] * q
+            else:  # log-probs only: dL/dz = G_logp (onehot - q)
+                gz = q.mul_(-gl[:, None])
             rows = torch.arange(len(yc), device=yc.device)
             gz[rows, yc.masked_fill(yc == ctx.ignore_index, 0).long()] += gl
-            gz /= T
+            if T != 1.0:
+                gz /= T
             grad_h[i:i + chunk] = gz @ w
             grad_w += gz.t() @ hc
         grad_h = grad_h.view(*ctx.lead_shape, h.shape[-1]).to(h.dtype)
-        return grad_h, grad_w.to(weight.dtype), None, None, None, None
+        return grad_h, grad_w.to(weight.dtype), None, None, None, None, None
 
 
-def linear_logprobs_entropy_chunked(hidden, weight, labels, ignore_index=-100, temperature=1.0, chunk=None):
+def linear_logprobs_entropy_chunked(hidden, weight, labels, ignore_index=-100, temperature=1.0, chunk=None,
+                                    with_entropy=True):
+    """(logp, entropy); with_entropy=False skips the entropy (returned as zeros, no gradient through it)."""
     if chunk is None:  # ~32M fp32 logits (128 MiB) per chunk
         chunk = max(1, (1 << 25) // weight.shape[0])
-    return ChunkedLinearLogprobsEntropy.apply(hidden, weight, labels, ignore_index, temperature, chunk)
+    return ChunkedLinearLogprobsEntropy.apply(hidden, weight, labels, ignore_index, temperature, chunk, with_entropy)
 
 
 def linear_kl(hidden, weight, ref_hidden, ref_weight, temperature=1.0):

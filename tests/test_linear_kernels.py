@@ -33,11 +33,11 @@ def triton_interpreter():
         "run this file on its own or import it first")
     os.environ["TRITON_INTERPRET"] = "1"
     kernels.INTERPRET = True
-    blocks = linear_triton.BLOCK_N, linear_triton.BLOCK_V, linear_triton.BLOCK_D
+    configs = dict(linear_triton.CONFIGS)
     # 16 tokens x 64 vocab x 16 features per tile (16 is tl.dot's minimum): every loop below has a ragged tail
-    linear_triton.BLOCK_N, linear_triton.BLOCK_V, linear_triton.BLOCK_D = 16, 64, 16
+    linear_triton.CONFIGS.update({bits: (16, 64, 16, warps, stages) for bits, (_, _, _, warps, stages) in configs.items()})
     yield
-    linear_triton.BLOCK_N, linear_triton.BLOCK_V, linear_triton.BLOCK_D = blocks
+    linear_triton.CONFIGS.update(configs)
     kernels.INTERPRET = _ENV == "1"
     _restore_env()
 
@@ -188,3 +188,27 @@ def test_linear_kl_checks_shapes():
     for fn in (kernels.linear_kl, reference.linear_kl_chunked):
         with pytest.raises(ValueError, match="reference shapes"):
             fn(hidden, weight, ref_hidden[:1], ref_weight)
+
+
+@pytest.mark.parametrize("case", ["ragged", "temperature", "bf16"])
+def test_logprobs_only_matches_unfused(case):
+    """kernels.linear_logprobs (log-probs alone: the chunked CPU path skips the entropy, the Triton path takes
+    the fused kernel's log-probs) against the unfused log-softmax, values and gradients."""
+    hidden, weight, labels, T, upstream = make_case(case)
+    zero = [upstream[0], torch.zeros_like(upstream[1])]
+
+    def logp_only(fn):
+        def f(h, w, y, temperature):
+            logp = fn(h, w, y, temperature=temperature)
+            return logp, torch.zeros_like(logp)
+        return f
+    chunked = logp_only(lambda h, w, y, temperature: reference.linear_logprobs_entropy_chunked(
+        h, w, y, temperature=temperature, chunk=4, with_entropy=False)[0])
+    expected = run_with_grad(reference.linear_logprobs_entropy, hidden, weight, labels, T, zero)
+    for fn in (chunked, logp_only(kernels.linear_logprobs)):
+        ours = run_with_grad(fn, hidden, weight, labels, T, zero)
+        for what, a, b in zip(("logp", "grad hidden", "grad weight"), (ours[0], *ours[2:]), (expected[0], *expected[2:])):
+            rtol, atol = 1e-5, 1e-5
+            if hidden.dtype == torch.bfloat16 and what.startswith("grad"):
+                rtol, atol = 2 ** -6, 2 ** -6 * b.float().abs().max().item()
+            assert_close(a, b, rtol, atol, f"{case} {what}")

@@ -267,3 +267,24 @@ def test_forward_with_ref_returns_exact_kl(fused):
     for k, p in m.named_parameters():
         assert torch.allclose(grads[k], p.grad, atol=1e-5), (k, (grads[k] - p.grad).abs().max())
     assert all(p.grad is None for p in ref.parameters()), "the reference must not be trained"
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_forward_with_labels_entropy_false_gives_the_same_logprobs_and_grads(fused):
+    """model(idx, labels=, entropy=False) (SFT, DPO: log-probs only, no entropy computed) returns (logp, None)
+    with the log-probs and parameter gradients of the entropy=True call."""
+    torch.manual_seed(0)
+    m = tiny()
+    idx = torch.randint(0, 61, (3, 12))
+    labels = torch.randint(0, 61, (3, 5))
+    labels[0, 1] = -100
+    out = {}
+    for entropy in (True, False):
+        logp, ent = m(idx, labels=labels, temperature=0.7, fused=fused, entropy=entropy)
+        assert (ent is None) == (not entropy)
+        logp.pow(2).sum().backward()
+        out[entropy] = logp.detach(), {k: p.grad.clone() for k, p in m.named_parameters()}
+        m.zero_grad()
+    assert torch.allclose(out[True][0], out[False][0], atol=1e-6) and out[False][0][0, 1] == 0
+    for k, g in out[True][1].items():
+        assert torch.allclose(g, out[False][1][k], atol=1e-6), (k, (g - out[False][1][k]).abs().max())
