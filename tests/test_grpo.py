@@ -298,7 +298,7 @@ def test_bad_input(sft_dir, tmp_path):
     p = run("grpo.py", f"--sft_path={sft_dir}/ckpt.pt", "--minibatch_size=7", ok=False)
     assert p.returncode != 0 and "must divide" in p.stderr
     p = run("grpo.py", f"--sft_path={sft_dir}/ckpt.pt", "--temperature=0", ok=False)
-    assert p.returncode != 0 and "--temperature=0: must be > 0" in p.stderr and "lower --lr" not in p.stderr
+    assert p.returncode != 0 and "--temperature=0.0: must be > 0" in p.stderr and "lower --lr" not in p.stderr
     p = run("grpo.py", f"--sft_path={sft_dir}/ckpt.pt", "--advantage=batch", ok=False)
     assert p.returncode != 0 and "batch_centred" in p.stderr
     bad = tmp_path / "prompts.jsonl"
