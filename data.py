@@ -451,10 +451,12 @@ def encode_prompts(tok, prompts, max_len, where="prompt"):
 def sample_responses(model, tok, prompts, max_new_tokens, temperature=1.0, batch_size=64, ref=None,
                      with_ids=False, **kw):
     """Generate one response per prompt. Returns the texts (ending in <|endoftext|> when the model
-    stopped), their lengths in tokens and, given a reference model, each response's KL(model || ref)
-    in nats: the full-vocabulary KL at every sampled response position (kernels.kl), summed (a one-
-    sample estimate of the sequence KL whose every term is exact). with_ids=True also returns each
-    prompt + response as the token ids sampled, for a reward model to score as they are."""
+    stopped), their lengths in tokens and, given a reference model, each response's sequence KL estimate
+    in nats: the exact full-vocabulary KL(model || ref) at every position of the sampled response
+    (kernels.kl), summed. Its mean over responses is an unbiased estimate of the sequence KL, with less
+    variance than summing log p - log p_ref (the per-position part is exact; the positions are sampled).
+    with_ids=True also returns each prompt + response as the token ids sampled, for a reward model to
+    score as they are."""
     import torch
     import kernels
     ids = encode_prompts(tok, prompts, model.config.block_size - max_new_tokens)
@@ -476,7 +478,7 @@ def sample_responses(model, tok, prompts, max_new_tokens, temperature=1.0, batch
 
 def task_report(prompts, responses, lengths=None, kls=None):
     """The numbers every stage prints on the built-in task: mean gold score, fraction that parse
-    (grammatical and ended), fraction ended, mean response length in tokens, mean sequence KL."""
+    (grammatical and ended), fraction ended, mean response length in tokens, mean sequence KL estimate."""
     n = max(1, len(prompts))
     rep = dict(gold=sum(gold(p, r) for p, r in zip(prompts, responses)) / n,
                parse=sum(parses(p, r) for p, r in zip(prompts, responses)) / n,

@@ -29,6 +29,9 @@ and later stages load it) and out_dir/metrics.jsonl.
 
 Departures: reference log-probs are computed once before training by default (TRL's
 precompute_ref_log_probs) so no second model sits in memory while training; --ref_mode=online keeps it.
+Policy and reference log-probs come from the same call (sequence_logps: same fused / unfused lm_head,
+same dtype), so at step 0 every implicit reward and margin is exactly 0, under bf16 and --fused_lm_head
+too; dropout is forced to 0 (TRL's disable_dropout) for the same reason.
 IPO uses summed (sequence) log-probs as in the paper (TRL averages them per token). On the built-in task
 the model is tiny and the lr is far higher than the ~5e-7 used for billion-parameter models.
 """
@@ -43,8 +46,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import data
 import kernels
 from configurator import MissingFile, UserError, configure
-from model import (check_vocab, configure_optimizer, cosine_lr, load_model, log_metrics, model_args_of,
-                   restore_rng, rng_state, save_checkpoint, setup)
+from model import (check_vocab, configure_optimizer, cosine_lr, disable_dropout, load_model, log_metrics,
+                   model_args_of, restore_rng, rng_state, save_checkpoint, setup)
 
 # ----------------------------------------------------------------------------- config
 out_dir = "out/dpo"  # checkpoint, metrics.jsonl go here
@@ -74,14 +77,14 @@ log_interval = 25  # print/log train metrics (means over the interval) every thi
 eval_interval = 100  # eval held-out pairs, gold score and KL every this many steps
 eval_repeats = 4  # built-in task: samples per held-out prompt for the gold score and KL
 max_new_tokens = 40  # response length limit when sampling
-temperature = 1.0  # sampling temperature for eval samples
+temperature = 1.0  # sampling temperature for eval samples (0: greedy)
 n_print = 3  # samples printed at each eval
 # runtime
 device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
 dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
 seed = 1337  # random seed (data order shared by all ranks; sampling offset by rank)
 compile = False  # torch.compile the policy
-fused_lm_head = False  # log-probs straight from hidden states (kernels.linear_logprobs_entropy): no logits in memory
+fused_lm_head = False  # policy and reference log-probs straight from hidden states (kernels.linear_logprobs_entropy)
 
 LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "simpo")
 
@@ -111,16 +114,17 @@ def dpo_loss(logps_c, logps_r, ref_c, ref_r, len_c, len_r, loss_type="sigmoid", 
         elif loss_type == "hinge":  # SLiC-HF (Zhao et al. 2023) on the reference-normalised margin
             losses = torch.relu(1 - beta * h)
         else:
-            raise ValueError(f"unknown loss_type {loss_type!r}: use one of {', '.join(LOSS_TYPES)}")
+            raise UserError(f"unknown loss_type {loss_type!r}: use one of {', '.join(LOSS_TYPES)}")
     if rpo_alpha:  # RPO (Pang et al. 2024): + alpha * NLL of the chosen response, per token
         losses = losses - rpo_alpha * logps_c / len_c
     return losses, rc.detach(), rr.detach()
 
 
 def sequence_logps(model, x, y, fused=False):
-    """Summed log-probs of the response tokens. x, y (N, L): inputs and next tokens with -100 on prompt
-    and padding. Returns logps (N,) fp32 and the number of response tokens (N,).
-    fused: from the hidden states, never holding the (N, L, V) logits (kernels.linear_logprobs_entropy)."""
+    """Summed log-probs of the response tokens: the one call for policy and reference alike. x, y (N, L):
+    inputs and next tokens with -100 on prompt and padding. Returns logps (N,) fp32 and the number of
+    response tokens (N,). fused: from the hidden states, never holding the (N, L, V) logits
+    (kernels.linear_logprobs_entropy)."""
     logp, _ = model(x, labels=y, fused=fused, entropy=False)  # (N, L), 0 where y is -100; no entropy needed
     return logp.sum(-1), (y != -100).sum(-1)
 
@@ -145,12 +149,15 @@ if __name__ == "__main__":
     def load_reference():
         ref, ref_vocab, _ = load_model(sft_path)
         check_vocab(ref_vocab, vocab, f"reference {sft_path} vs policy")
+        disable_dropout(ref)
         return ref.to(rt.device).eval().requires_grad_(False)
 
     model, vocab, ckpt = load_model(out_dir if init_from == "resume" else sft_path)
     if init_from not in ("sft", "resume"):
         raise UserError(f"unknown --init_from={init_from!r}", fix="use 'sft' (start from --sft_path) or 'resume'")
     model.to(rt.device)
+    if disable_dropout(model) and rt.master:
+        print("note: dropout set to 0 (policy and reference must be the same function at step 0)")
     tok = data.Tokenizer(vocab)
     T = model.config.block_size
     ref_model = load_reference() if need_ref else None
@@ -216,7 +223,7 @@ if __name__ == "__main__":
             rows = pairs[i:i + 64]
             x, y = collate(rows)
             with rt.ctx:
-                logps, _ = sequence_logps(ref, x, y)
+                logps, _ = sequence_logps(ref, x, y, fused_lm_head)
             for r, c, rj in zip(rows, logps[:len(rows)].tolist(), logps[len(rows):].tolist()):
                 r[4:] = [c, rj]
 
@@ -237,7 +244,7 @@ if __name__ == "__main__":
         ref_c = ref_r = None
         if need_ref and ref_mode == "online":
             with torch.no_grad(), rt.ctx:
-                ref_logps, _ = sequence_logps(ref_model, x, y)
+                ref_logps, _ = sequence_logps(ref_model, x, y, fused_lm_head)
             ref_c, ref_r = ref_logps[:B], ref_logps[B:]
         elif need_ref:
             ref_c = torch.tensor([r[4] for r in rows], device=logps.device)
@@ -266,7 +273,7 @@ if __name__ == "__main__":
     @torch.no_grad()
     def evaluate():
         """Preference metrics on held-out pairs; on the built-in task the gold score of fresh samples
-        and their exact sequence KL to the reference (the SFT model)."""
+        and their sequence KL to the reference (the SFT model; see data.sample_responses)."""
         raw_model.eval()  # rank 0 only: the raw model, since DDP's forward would wait for the other ranks
         out = {}
         if val:

@@ -34,14 +34,23 @@ Advantages (--advantage), for rewards r_1..r_G of one group:
                                               almost all right or all wrong (question-difficulty bias)
     rloo    r_i - mean of the other G-1       RLOO (Ahmadian et al. 2024, "Back to Basics"; Kool et al.
                                               2019): an unbiased baseline, = G/(G-1) (r_i - mean)
-    batch   (r_i - group mean) / batch std    group baseline, batch-level scale (Hu 2025, REINFORCE++;
-                                              Liu et al. 2025, "Tricks or Traps" / Lite PPO)
-A group whose rewards are all equal gets advantage 0 (no signal; logged as zero_std_frac).
+    batch_centred  (r_i - group mean) / std of the batch's group-centred rewards: group baseline,
+                   batch-level scale, as REINFORCE++-baseline (Hu et al. 2025, "REINFORCE++"), here
+                   over responses
+    batch_raw      (r_i - group mean) / std of the batch's raw rewards: TRL's scale_rewards="batch"
+                   (its eps is 1e-4, ours 1e-6); Liu et al. 2025 ("Tricks or Traps", Lite PPO) argue
+                   for a group mean with a batch std
+The batch std is over every rank's responses under DDP (all-reduced), as one process would compute it.
+Advantages are computed in fp64, and a group whose rewards are all equal (sample std < ZERO_STD = 1e-6)
+gets exactly 0 in every mode: no signal, logged as zero_std_frac. (In fp32, eight rewards of 0.1 have
+a group mean that is not 0.1, and (r - mean) / (std + eps) turns that rounding into advantages of
+-0.007, and of +0.03 for 1/3: every token of the group pushed in a direction set by rounding.)
 
 Loss aggregation (--loss_agg), how per-token losses become one number:
     seq     mean over each response's tokens, then over responses (GRPO): a token of a long response
             weighs less, so long wrong answers are penalised less per token -> length drift
-    token   mean over all tokens of the batch (DAPO, Yu et al. 2025): every token weighs the same
+    token   mean over all tokens of the batch (DAPO, Yu et al. 2025): every token weighs the same;
+            under DDP over every rank's tokens (the count is all-reduced), not per process
     fixed   sum over tokens / (responses * max_new_tokens) (Dr. GRPO): a constant normaliser, unbiased
 Clipping: the ratio is clipped to [1 - clip_low, 1 + clip_high]; clip_high > clip_low is DAPO's
 "clip-higher", which lets low-probability tokens grow and keeps entropy from collapsing.
@@ -59,12 +68,16 @@ Both are per-token: the KL's effect on which later states are visited is left ou
 formulation (Tang & Munos 2025 derive the missing term).
 
 Departures from the papers: one small model and rewards on text; the KL term has its own coefficient
-and kl_coef=0 skips the reference model entirely (then no held-out KL is reported); the old log-probs
-come from a fresh forward pass (not from sampling) so that bf16 / KV-cache rounding does not show up as
-ratio != 1.
+and kl_coef=0 skips the reference model entirely (then no held-out KL is reported). Every log-prob a
+ratio or KL compares (old, reference, new) comes from one call, response_logprobs: the same forward,
+the same fused / unfused lm_head, the same dtype, so under bf16 and --fused_lm_head the first ratio is
+exactly 1 and the first k3 exactly 0 (old log-probs from the sampler, or from bf16 logits against fused
+fp32 ones, differ by rounding: mean |d logp| ~0.01 here, ~0.1 at GPT-2's logit scale, enough to clip).
+Dropout is forced to 0 (as TRL's disable_dropout): with it the first ratio would not be 1 either.
 Writes out_dir/ckpt.pt (a plain LM: sample.py reads it) and out_dir/metrics.jsonl.
 """
 import importlib.util
+import math
 import os
 import random
 import time
@@ -75,8 +88,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import data
 import kernels
 from configurator import MissingFile, UserError, configure
-from model import (check_vocab, configure_optimizer, cosine_lr, gather_last, load_model, log_metrics,
-                   model_args_of, restore_rng, rng_state, save_checkpoint, setup)
+from model import (check_vocab, configure_optimizer, cosine_lr, disable_dropout, gather_last, load_model,
+                   log_metrics, model_args_of, restore_rng, rng_state, save_checkpoint, setup)
 
 # ----------------------------------------------------------------------------- config
 out_dir = "out/grpo"  # checkpoint, metrics.jsonl go here
@@ -89,7 +102,7 @@ template = "plain"  # prompt template for JSONL prompts: 'plain' or 'instruction
 # GRPO
 group_size = 8  # G: responses sampled per prompt
 prompts_per_batch = 16  # prompts per rollout batch (per process); batch = prompts_per_batch * G responses
-advantage = "grpo"  # 'grpo' (r-mean)/std, 'drgrpo' r-mean, 'rloo' leave-one-out, 'batch' batch-std scaling
+advantage = "grpo"  # 'grpo' (r-mean)/std, 'drgrpo' r-mean, 'rloo' leave-one-out, 'batch_centred' / 'batch_raw' batch std
 loss_agg = "seq"  # 'seq' (GRPO), 'token' (DAPO), 'fixed' (Dr. GRPO): how token losses are averaged
 clip_low = 0.2  # ratio clipped below at 1 - clip_low
 clip_high = 0.2  # ratio clipped above at 1 + clip_high (DAPO clip-higher: 0.28)
@@ -99,7 +112,7 @@ ent_coef = 0.0  # entropy bonus weight (0: entropy is only logged)
 ppo_epochs = 2  # inner passes over each rollout batch
 minibatch_size = 64  # responses per gradient step (per process); must divide the batch
 max_new_tokens = 32  # response length limit
-temperature = 1.0  # sampling temperature (the log-probs are of this tempered policy)
+temperature = 1.0  # sampling temperature, > 0 (the log-probs are of this tempered policy)
 # optimisation
 max_iters = 30  # rollout batches
 lr = 3e-4  # peak learning rate (use ~1e-6 for GPT-2 weights)
@@ -116,27 +129,43 @@ device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
 dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
 seed = 1337  # random seed (data order shared by all ranks; sampling offset by rank)
 compile = False  # torch.compile the policy
-fused_lm_head = False  # policy log-probs straight from hidden states (kernels.linear_logprobs_entropy): no logits
+fused_lm_head = False  # old, reference and new log-probs straight from hidden states (kernels.linear_logprobs_entropy): no logits
 
 # ----------------------------------------------------------------------------- pure functions
+ZERO_STD = 1e-6  # a group whose rewards' sample std is below this counts as all-equal: advantage exactly 0
+ADVANTAGES = ("grpo", "drgrpo", "rloo", "batch_centred", "batch_raw")
+
+
 def group_advantages(rewards, mode="grpo", eps=1e-6):
     """rewards (n_groups, G) -> advantages (n_groups, G), one per response, shared by its tokens.
     grpo: (r - mean) / (std + eps) (Shao et al. 2024); drgrpo: r - mean (Liu et al. 2025);
-    rloo: r - mean of the other G-1 (Ahmadian et al. 2024); batch: (r - group mean) / batch std
-    (REINFORCE++ / Lite PPO). std is the unbiased sample std as in TRL; an all-equal group gives 0."""
+    rloo: r - mean of the other G-1 (Ahmadian et al. 2024); batch_centred / batch_raw: (r - group mean)
+    over the batch std of the group-centred / raw rewards (REINFORCE++-baseline / TRL's "batch"), over all
+    ranks under DDP. std is the unbiased sample std as in TRL. Computed in fp64; a group whose std is
+    below ZERO_STD gets exactly 0 (see the docstring at the top)."""
     G = rewards.shape[1]
     if G < 2:
         raise UserError("group advantages need group_size >= 2 (one response has no group to compare with)")
-    centred = rewards - rewards.mean(1, keepdim=True)
+    if mode not in ADVANTAGES:
+        raise UserError(f"unknown advantage {mode!r}: use one of {', '.join(ADVANTAGES)}")
+    r = rewards.double()
+    centred = r - r.mean(1, keepdim=True)
+    std = r.std(1, keepdim=True)
     if mode == "grpo":
-        return centred / (rewards.std(1, keepdim=True) + eps)
-    if mode == "drgrpo":
-        return centred
-    if mode == "rloo":
-        return centred * G / (G - 1)  # r_i - (sum - r_i) / (G - 1)
-    if mode == "batch":
-        return centred / (centred.std() + eps)
-    raise UserError(f"unknown advantage {mode!r}: use 'grpo', 'drgrpo', 'rloo' or 'batch'")
+        adv = centred / (std + eps)
+    elif mode == "drgrpo":
+        adv = centred
+    elif mode == "rloo":
+        adv = centred * G / (G - 1)  # r_i - (sum - r_i) / (G - 1)
+    else:
+        x = centred if mode == "batch_centred" else r
+        sums = torch.stack([x.sum(), (x * x).sum(), torch.tensor(float(x.numel()), dtype=x.dtype, device=x.device)])
+        if torch.distributed.is_initialized():  # the batch is every rank's responses
+            torch.distributed.all_reduce(sums)
+        total, sq, n = sums
+        var = ((sq - total * total / n) / (n - 1).clamp(min=1)).clamp(min=0)
+        adv = centred / (var.sqrt() + eps)
+    return adv.masked_fill(std < ZERO_STD, 0.0).to(rewards.dtype)
 
 
 def clipped_policy_loss(logp, old_logp, adv, clip_low=0.2, clip_high=0.2):
@@ -150,17 +179,40 @@ def clipped_policy_loss(logp, old_logp, adv, clip_low=0.2, clip_high=0.2):
     return loss, (ratio < 1 - clip_low) & (adv < 0), (ratio > 1 + clip_high) & (adv > 0)
 
 
-def aggregate(per_token, mask, mode="seq", max_len=None):
+def aggregate(per_token, mask, mode="seq", max_len=None, n_tokens=None):
     """per_token (B, N) and mask (B, N) -> scalar. seq: mean per response then over responses (GRPO);
-    token: mean over all tokens (DAPO); fixed: sum / (B * max_len) (Dr. GRPO's constant normaliser)."""
+    token: mean over all tokens (DAPO); fixed: sum / (B * max_len) (Dr. GRPO's constant normaliser).
+    n_tokens: token mode's denominator (default mask.sum()); under DDP pass the all-ranks token count /
+    world size, so that DDP's gradient average is the mean over every rank's tokens."""
     m = mask.float()
     if mode == "seq":
         return ((per_token * m).sum(1) / m.sum(1).clamp(min=1)).mean()
     if mode == "token":
-        return (per_token * m).sum() / m.sum().clamp(min=1)
+        return (per_token * m).sum() / (m.sum() if n_tokens is None else n_tokens).clamp(min=1)
     if mode == "fixed":
         return (per_token * m).sum() / (per_token.shape[0] * (max_len or per_token.shape[1]))
     raise UserError(f"unknown loss_agg {mode!r}: use 'seq', 'token' or 'fixed'")
+
+
+def response_logprobs(model, tokens, attn, labels, temperature=1.0, fused=False, ref=None):
+    """The one call for every log-prob a ratio or KL compares (old, reference, new): log-probs and
+    entropies (B, N) fp32 of the response tokens under softmax(logits / temperature), and with ref =
+    (ref_hidden, ref_weight) the exact per-token KL (B, N) as a third output. tokens, attn (B, P + N);
+    labels (B, N), -100 after a response ends. The logits at P-1+j predict response token j, so the last
+    token is not an input. fused: straight from the hidden states (kernels.linear_logprobs_entropy)."""
+    return model(tokens[:, :-1], attn[:, :-1], labels=labels, temperature=temperature, fused=fused, ref=ref)
+
+
+def token_loss(logp, old_logp, adv, ent, kl_tok=None, clip_low=0.2, clip_high=0.2, kl_coef=0.0, ent_coef=0.0):
+    """GRPO's per-token loss (B, N): the clipped surrogate, minus ent_coef * entropy, plus kl_coef * the
+    per-token KL (kl_tok (B, N): k3 of (logp, ref_logp), or the exact KL; None: no KL term). The KL is in
+    the loss, not in the reward: its gradient flows through logp directly (Shao et al. 2024, eq. 3).
+    Returns (per_token, surrogate, clipped_low, clipped_high)."""
+    pg, clip_lo, clip_hi = clipped_policy_loss(logp, old_logp, adv, clip_low, clip_high)
+    per_token = pg - ent_coef * ent
+    if kl_tok is not None:
+        per_token = per_token + kl_coef * kl_tok
+    return per_token, pg, clip_lo, clip_hi
 
 
 # ----------------------------------------------------------------------------- reward functions
@@ -225,9 +277,10 @@ def score(reward_fns, prompts, responses, token_ids=None):
     for name, fn, _ in reward_fns:
         r = fn(prompts, responses, token_ids=token_ids) if name == "rm" and token_ids else fn(prompts, responses)
         r = [float(x) for x in r]
-        if len(r) != len(responses) or any(x != x for x in r):
-            raise UserError(f"reward {name!r} returned {len(r)} scores (NaN: {any(x != x for x in r)}) for "
-                             f"{len(responses)} responses: it must return one finite float per response")
+        bad = [x for x in r if not math.isfinite(x)]
+        if len(r) != len(responses) or bad:
+            raise UserError(f"reward {name!r} returned {len(r)} scores ({len(bad)} not finite, e.g. "
+                             f"{bad[:1]}) for {len(responses)} responses: it must return one finite float per response")
         each[name] = torch.tensor(r)
     total = sum(w * each[name] for name, _, w in reward_fns)
     return total, each
@@ -244,6 +297,11 @@ if __name__ == "__main__":
     batch = prompts_per_batch * group_size
     if kl_estimator not in ("k3", "full"):
         raise UserError(f"--kl_estimator={kl_estimator!r}: use 'k3' or 'full'")
+    if advantage not in ADVANTAGES:
+        raise UserError(f"--advantage={advantage!r}: use one of {', '.join(ADVANTAGES)}")
+    if not temperature > 0:  # the log-probs are of softmax(logits / temperature): 0 would divide by 0
+        raise UserError(f"--temperature={temperature}: must be > 0 (GRPO needs a sampling policy's log-probs; "
+                         f"greedy decoding has none)")
     if batch % minibatch_size:
         raise UserError(f"minibatch_size {minibatch_size} must divide prompts_per_batch * group_size = {batch}")
 
@@ -255,11 +313,14 @@ if __name__ == "__main__":
         raise UserError(f"sft_path={sft_path!r}: GRPO starts from one of our SFT checkpoints (python sft.py)")
     tok = data.Tokenizer(vocab)
     policy.to(rt.device)
+    if disable_dropout(policy) and rt.master:
+        print("note: dropout set to 0 (the rollout and the update must be the same function)")
     ref = None
     if kl_coef > 0:  # the frozen reference: never wrapped in DDP, never trained
         ref, ref_vocab, _ = load_model(sft_path)
         check_vocab(vocab, ref_vocab, f"policy vs reference {sft_path}")
         ref.to(rt.device).eval().requires_grad_(False)
+        disable_dropout(ref)
 
     reward_fns = load_rewards(rewards, {**BUILTIN_REWARDS, "rm": None})
     if any(name == "rm" for name, _, _ in reward_fns):
@@ -321,7 +382,7 @@ if __name__ == "__main__":
 
     @torch.no_grad()
     def evaluate():
-        """Held-out prompts: gold, parse, ended, response_len and the exact KL to the reference."""
+        """Held-out prompts: gold, parse, ended, response_len and the sequence KL to the reference."""
         raw_policy.eval()  # rank 0 only: the raw model (DDP's forward would wait for the other ranks)
         with rt.ctx:
             texts, lengths, kls = data.sample_responses(raw_policy, tok, eval_prompts, max_new_tokens,
@@ -369,12 +430,14 @@ if __name__ == "__main__":
         adv = group_advantages(groups, advantage).view(-1).to(rt.device)
 
         # old (behaviour) log-probs and the reference's log-probs (k3) or final hidden states (full KL,
-        # (B, N, C): the update turns them into the exact KL without ever holding reference logits)
+        # (B, N, C): the update turns them into the exact KL without ever holding reference logits).
+        # Old, reference and new log-probs all come from response_logprobs, fused or not alike: the first
+        # ratio is exactly 1 and the first k3 exactly 0, in bf16 too.
         ref_logp = ref_hidden = None
         with torch.no_grad(), rt.ctx:
-            old_logp = kernels.logprobs(raw_policy(tokens, attn)[:, P - 1:-1], labels, temperature=temperature)
+            old_logp, _ = response_logprobs(raw_policy, tokens, attn, labels, temperature, fused_lm_head)
             if ref is not None and kl_estimator == "k3":
-                ref_logp = kernels.logprobs(ref(tokens, attn)[:, P - 1:-1], labels, temperature=temperature)
+                ref_logp, _ = response_logprobs(ref, tokens, attn, labels, temperature, fused_lm_head)
             elif ref is not None:
                 ref_hidden = ref(tokens[:, :-1], attn[:, :-1], hidden=True)[:, P - 1:]
 
@@ -385,17 +448,22 @@ if __name__ == "__main__":
             for idx in torch.randperm(batch).split(minibatch_size):
                 m = mask[idx]
                 ref_arg = None if ref_hidden is None else (ref_hidden[idx], ref.lm_head.weight)
-                with rt.ctx:  # the logits at P-1+j predict response token j: the last token is not an input
-                    out = policy(tokens[idx, :-1], attn[idx, :-1], labels=labels[idx], temperature=temperature,
-                                 fused=fused_lm_head, ref=ref_arg)
+                with rt.ctx:
+                    out = response_logprobs(policy, tokens[idx], attn[idx], labels[idx], temperature, fused_lm_head,
+                                            ref_arg)
                 logp, ent = out[0], out[1]
-                pg, clip_lo, clip_hi = clipped_policy_loss(logp, old_logp[idx], adv[idx], clip_low, clip_high)
-                per_token = pg - ent_coef * ent
+                kl_tok = None
                 if ref is not None:  # k3 = r - 1 - log r >= 0 (Schulman 2020), or the exact KL (see the docstring)
                     kl_tok = out[2] if kl_estimator == "full" else kernels.kl_estimate(logp, ref_logp[idx], kind="k3")
-                    per_token = per_token + kl_coef * kl_tok
                     stats["kl"].append(((kl_tok * m).sum(1)).mean().item())
-                loss = aggregate(per_token, m, loss_agg, max_new_tokens)
+                per_token, pg, clip_lo, clip_hi = token_loss(logp, old_logp[idx], adv[idx], ent, kl_tok, clip_low,
+                                                             clip_high, kl_coef, ent_coef)
+                n_tokens = None
+                if rt.ddp and loss_agg == "token":  # DAPO's token mean over every rank's tokens
+                    n_tokens = m.sum().float()
+                    torch.distributed.all_reduce(n_tokens)
+                    n_tokens = n_tokens / rt.world_size
+                loss = aggregate(per_token, m, loss_agg, max_new_tokens, n_tokens)
                 if not torch.isfinite(loss):
                     raise RuntimeError(f"iter {iter_num}: loss is {loss.item()}; lower --lr, raise --kl_coef "
                                        f"or check your reward function for huge values")
@@ -407,7 +475,7 @@ if __name__ == "__main__":
                 with torch.no_grad():
                     n_tok = m.sum().clamp(min=1)
                     log_ratio = (logp - old_logp[idx]).detach()
-                    stats["policy_loss"].append(aggregate(pg.detach(), m, loss_agg, max_new_tokens).item())
+                    stats["policy_loss"].append(aggregate(pg.detach(), m, loss_agg, max_new_tokens, n_tokens).item())
                     stats["entropy"].append(((ent.detach() * m).sum() / n_tok).item())
                     stats["clipfrac_low"].append(((clip_lo & m).sum() / n_tok).item())
                     stats["clipfrac_high"].append(((clip_hi & m).sum() / n_tok).item())
@@ -417,7 +485,7 @@ if __name__ == "__main__":
         # monitoring: what the rollout looked like and what the update did
         row = {"reward": reward.mean().item(), "reward_std": reward.std().item(),
                **{f"reward/{k}": v.mean().item() for k, v in each.items()},
-               "zero_std_frac": (groups.std(1) < 1e-6).float().mean().item(),
+               "zero_std_frac": (groups.double().std(1) < ZERO_STD).float().mean().item(),
                **{k: sum(v) / len(v) for k, v in stats.items() if v},
                "response_len": lengths.float().mean().item(),
                "ended": sum(t.endswith(data.EOT_TEXT) for t in texts) / len(texts)}

@@ -437,6 +437,21 @@ def check_vocab(a, b, what):
                          f"{'full GPT-2' if b is None else f'{len(b)} tokens'}); train both from the same SFT run")
 
 
+def disable_dropout(model):
+    """Set every dropout probability of `model` to 0 (its config too, so its checkpoint says so), as TRL's
+    disable_dropout. RL stages and DPO compare log-probs of two forwards (rollout vs update, policy vs
+    reference): with dropout on in training mode they differ, and the first ratio is not 1. Returns the
+    dropout the model had."""
+    was = model.config.dropout
+    model.config.dropout = 0.0
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+        elif isinstance(m, CausalSelfAttention):
+            m.dropout = 0.0
+    return was
+
+
 def configure_optimizer(model, lr, weight_decay=0.0, betas=(0.9, 0.95), device_type="cpu"):
     """AdamW; weight decay on matrices only (not biases, LayerNorms); fused kernel on CUDA."""
     params = [p for p in model.parameters() if p.requires_grad]

@@ -1,8 +1,10 @@
 """
 ppo.py (goldRLHF): RLHF with PPO, the third stage of classic RLHF (Ziegler et al. 2019, "Fine-Tuning Language
 Models from Human Preferences"; Stiennon et al. 2020; Ouyang et al. 2022, step 3), with the
-implementation details of OpenAI's lm-human-preferences as catalogued by Huang et al. 2024,
-"The N+ Implementation Details of RLHF with PPO", each visible below and tagged [detail].
+implementation details catalogued by Huang et al. 2024 ("The N+ Implementation Details of RLHF with
+PPO"), each visible below and tagged [detail]. Most are those of OpenAI's lm-human-preferences (the code
+of Ziegler et al. and Stiennon et al.); where we follow TRL's PPOTrainer / Huang et al.'s TL;DR setup
+instead, or depart from both, the comment says so.
 
 One iteration = the algorithm box:
   1. rollout: sample a response per prompt from the policy (KV-cached, stops at <|endoftext|>)
@@ -22,9 +24,14 @@ the critic (a separate scalar-head GPT from the reward model or SFT, trained).
 
 Writes out_dir/ckpt.pt (the policy is a plain LM: sample.py and later stages load it) and
 out_dir/metrics.jsonl: one line per iteration (split "train") and one per eval (split "test").
-Departures from the papers: the critic is a separate model with its own optimizer (lm-human-preferences
-shares nothing either, but TRL's value head shares the body); the rollout log-probs are recomputed with
-a full forward pass (identical to the update's first forward, so the first ratio is exactly 1).
+Departures from lm-human-preferences: its value head sits on the policy's body (one model, initialised
+from the policy, loss weight vf_coef 0.1); here the critic is a separate model, initialised from the
+reward model, with its own optimizer, as in TRL's PPOTrainer and Huang et al. 2024's TL;DR runs. Its
+rewards are whitened by default (whiten_rewards=True, per minibatch); here WHITEN_TODO. Its learning rate decays linearly to 0; here it is constant. Its
+old log-probs are the sampler's; here every log-prob a ratio or KL compares (old, reference, new) is
+recomputed by one call, response_logprobs (same forward, same fused / unfused lm_head, same dtype), so the
+first ratio is exactly 1 and the first KL exactly 0, under bf16 and --fused_lm_head too. Dropout is
+forced to 0 in every model (TRL's disable_dropout), or the first ratio would not be 1 either.
 Under DDP every rank draws the same global batch of prompts and keeps its share, and advantages are
 whitened over all ranks' tokens: N processes see the same prompts and statistics as one process at N x
 batch_size; only the sampled responses differ (each rank samples with its own seed).
@@ -39,21 +46,21 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import data
 import kernels
 from configurator import MissingFile, UserError, configure
-from model import (check_vocab, configure_optimizer, gather_last, load_checkpoint, load_model, log_metrics,
-                   model_args_of, restore_rng, rng_state, save_checkpoint, setup)
+from model import (check_vocab, configure_optimizer, disable_dropout, gather_last, load_checkpoint, load_model,
+                   log_metrics, model_args_of, restore_rng, rng_state, save_checkpoint, setup)
 
 # ----------------------------------------------------------------------------- config
 out_dir = "out/ppo"  # checkpoint, metrics.jsonl go here
 init_from = "sft"  # 'sft' (policy starts as sft_path) or 'resume' (continue from out_dir/ckpt.pt)
 sft_path = "out/sft/ckpt.pt"  # SFT checkpoint: the policy's start and the frozen reference
 reward_path = "out/reward/ckpt.pt"  # reward model checkpoint (reward.py), frozen
-critic_init = "reward"  # critic starts from the 'reward' model [detail: lm-human-preferences] or 'sft'
+critic_init = "reward"  # critic starts from the 'reward' model (TRL, Huang et al. 2024's TL;DR [detail]) or 'sft'
 data_path = "builtin"  # 'builtin' (the review task's train prompts) or a JSONL file of {"prompt"} rows
 template = "plain"  # prompt template for JSONL prompts: 'plain' or 'instruction'
 # rollout
 batch_size = 64  # prompts (= responses) per rollout, per process
 max_new_tokens = 40  # response length limit
-temperature = 1.0  # sampling temperature; the same temperature scales the logits in the update [detail]
+temperature = 1.0  # sampling temperature, > 0; the same temperature scales the logits in the update [detail]
 unended_penalty = True  # a response that never emits <|endoftext|> gets unended_score instead of the RM's [detail]
 unended_score = -1.0  # the score of such a response (OpenAI's -1)
 # rewards
@@ -62,7 +69,7 @@ kl_estimator = "k1"  # per-token KL in the reward: 'k1' (log p - log p_ref, as t
 adaptive_kl = True  # Ziegler et al.'s proportional controller moves beta toward target_kl
 target_kl = 3.0  # target sequence KL (nats) for the adaptive controller
 kl_horizon = 10000  # controller horizon in samples (Ziegler et al.)
-whiten_rewards = False  # whiten the per-token rewards over the batch before GAE
+whiten_rewards = False  # scale the per-token rewards to std 1 over the batch before GAE (lm-human-preferences: on)
 score_clip = 0.0  # clip the RM score to [-score_clip, score_clip] (0: off)
 # advantages
 gamma = 1.0  # discount
@@ -70,7 +77,7 @@ lam = 0.95  # GAE lambda
 # update
 ppo_epochs = 4  # passes over each rollout batch
 n_minibatches = 4  # minibatches per pass (shuffled every pass)
-lr = 3e-5  # policy learning rate (constant, as lm-human-preferences' default)
+lr = 3e-5  # policy learning rate, constant (lm-human-preferences decays it linearly to 0)
 critic_lr = 1e-4  # critic learning rate
 clip_range = 0.2  # policy ratio clip epsilon
 clip_range_value = 0.2  # value clip: new values stay within this of the rollout's values
@@ -86,7 +93,7 @@ device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
 dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
 seed = 1337  # random seed (data order shared by all ranks; sampling offset by rank)
 compile = False  # torch.compile the policy and critic
-fused_lm_head = False  # policy log-probs straight from hidden states (kernels.linear_logprobs_entropy): no logits
+fused_lm_head = False  # policy and reference log-probs straight from hidden states (kernels.linear_logprobs_entropy): no logits
 
 # ----------------------------------------------------------------------------- the pieces of PPO
 def masked_mean(x, mask):
@@ -105,6 +112,26 @@ def masked_whiten(x, mask, shift_mean=True):
     mean, var = mean.to(x.dtype), var.to(x.dtype)
     out = (x - mean) * torch.rsqrt(var + 1e-8)
     return (out if shift_mean else out + mean) * mask
+
+
+def response_logprobs(model, tokens, attention_mask, labels, temperature=1.0, fused=False):
+    """The one call for every log-prob a ratio or KL compares (rollout, reference, update): log-probs and
+    entropies (B, N) fp32 of the response tokens under softmax(logits / temperature) [detail]. tokens,
+    attention_mask (B, P + N); labels (B, N), -100 after a response ends. The logits at position P-1+j
+    predict response token j, so the last token is not an input. fused: from the hidden states."""
+    return model(tokens[:, :-1], attention_mask[:, :-1], labels=labels, temperature=temperature, fused=fused)
+
+
+def final_scores(score, response_tokens, eot, unended_score=None, score_clip=0.0):
+    """The score each response is rewarded with: the RM's score (B,), or unended_score (OpenAI's -1) for a
+    response whose tokens (B, N) never contain <|endoftext|> (None: no penalty) [detail], then clipped to
+    [-score_clip, score_clip] (0: off). Returns (scores (B,), ended (B,) bool)."""
+    ended = (response_tokens == eot).any(1)  # generate keeps <|endoftext|> as a response's last real token
+    if unended_score is not None:
+        score = torch.where(ended, score, torch.full_like(score, unended_score))
+    if score_clip > 0:
+        score = score.clamp(-score_clip, score_clip)
+    return score, ended
 
 
 def kl_rewards(score, logp, ref_logp, mask, beta, kind="k1"):
@@ -178,6 +205,9 @@ if __name__ == "__main__":
         raise UserError(f"--critic_init={critic_init!r}: use 'reward' or 'sft'")
     if batch_size % n_minibatches:
         raise UserError(f"batch_size {batch_size} is not divisible by n_minibatches {n_minibatches}")
+    if not temperature > 0:  # the log-probs are of softmax(logits / temperature): 0 would divide by 0
+        raise UserError(f"--temperature={temperature}: must be > 0 (PPO needs a sampling policy's log-probs; "
+                         f"greedy decoding has none)")
 
     # ----------------------------------------------------------------------------- runtime
     rt = setup(device, dtype, seed)
@@ -202,6 +232,8 @@ if __name__ == "__main__":
     tok = data.Tokenizer(vocab)
     for m in (policy, ref, rm, critic):
         m.to(rt.device)
+        if disable_dropout(m) and rt.master:
+            print("note: dropout set to 0 (rollout and update, policy and reference must be the same function)")
     for m in (ref, rm):  # frozen
         m.eval().requires_grad_(False)
     gain, bias = rm_ckpt["reward_gain"], rm_ckpt["reward_bias"]  # RM normalised to mean 0, std 1 on SFT [detail]
@@ -237,7 +269,7 @@ if __name__ == "__main__":
 
     @torch.no_grad()
     def evaluate():
-        """Held-out prompts: gold, parse, ended, response_len, exact KL to the reference, and RM score."""
+        """Held-out prompts: gold, parse, ended, response_len, sequence KL to the reference, and RM score."""
         raw_policy.eval()  # rank 0 only: raw models, a DDP forward would wait for the other ranks
         prompts = eval_prompts * eval_repeats
         with rt.ctx:
@@ -253,12 +285,6 @@ if __name__ == "__main__":
             print(f"  {p!r} -> {t!r}  gold {data.gold(p, t):+.2f}")
         raw_policy.train()
         return {"reward": reward, **data.task_report(prompts, texts, lengths, kls)}
-
-    def forward_logprobs(model, tokens, attention_mask, labels):
-        """Policy log-probs and entropy of the response tokens (B, N) at the sampling temperature: the
-        logits at position P-1+j predict response token j, so the last token is not an input."""
-        return model(tokens[:, :-1], attention_mask[:, :-1], labels=labels, temperature=temperature,
-                     fused=fused_lm_head)
 
     # ----------------------------------------------------------------------------- training loop
     rng = random.Random(seed)  # the same on every rank: each draws the global batch and keeps its share
@@ -285,23 +311,20 @@ if __name__ == "__main__":
         with torch.no_grad(), rt.ctx:
             out = raw_policy.generate([train_ids[i] for i in batch], max_new_tokens, tok.eot, temperature)
         tokens, attn, mask, P = out["tokens"], out["attention_mask"], out["response_mask"], out["prompt_len"]
-        ended = (tokens[:, P:] == tok.eot).any(1)  # generate truncates after <|endoftext|> (kept, masked after)
         labels = tokens[:, P:].masked_fill(~mask, -100)
         fmask = mask.float()
 
         # ------------------------------------------------------------------------- 3. rewards
         with torch.no_grad(), rt.ctx:
-            # recompute the rollout log-probs with the same full forward the update uses: the first
-            # ratio is then exactly 1 (the KV-cached sampler's numbers differ by rounding) [detail]
-            old_logp, _ = forward_logprobs(raw_policy, tokens, attn, labels)
-            ref_logp = kernels.logprobs(ref(tokens, attn)[:, P - 1:-1], labels, temperature=temperature)
+            # rollout and reference log-probs by the same call the update uses: the first ratio is then
+            # exactly 1 and the first KL exactly 0 (the KV-cached sampler's numbers, or bf16 logits against
+            # the fused head's fp32 ones, differ by rounding)
+            old_logp, _ = response_logprobs(raw_policy, tokens, attn, labels, temperature, fused_lm_head)
+            ref_logp, _ = response_logprobs(ref, tokens, attn, labels, temperature, fused_lm_head)
             old_values = raw_critic(tokens, attn)[:, P - 1:-1].float() * fmask  # V of the state before token j
             score = rm_scores(tokens, attn)
-        raw_score = score.clone()
-        if unended_penalty:  # [detail] no <|endoftext|>: a fixed low score, whatever the RM says
-            score = torch.where(ended, score, torch.full_like(score, unended_score))
-        if score_clip > 0:
-            score = score.clamp(-score_clip, score_clip)
+        raw_score = score  # [detail] no <|endoftext|>: a fixed low score, whatever the RM says
+        score, ended = final_scores(score, tokens[:, P:], tok.eot, unended_score if unended_penalty else None, score_clip)
         rewards, kl = kl_rewards(score, old_logp, ref_logp, fmask, beta, kl_estimator)
         if whiten_rewards:
             rewards = masked_whiten(rewards, fmask, shift_mean=False)
@@ -319,7 +342,7 @@ if __name__ == "__main__":
             for k in range(n_minibatches):
                 i = perm[k * mb:(k + 1) * mb]
                 with rt.ctx:
-                    logp, ent = forward_logprobs(policy, tokens[i], attn[i], labels[i])
+                    logp, ent = response_logprobs(policy, tokens[i], attn[i], labels[i], temperature, fused_lm_head)
                     values = critic(tokens[i], attn[i])[:, P - 1:-1].float()
                 pg_loss, clipfrac, approx_kl = policy_loss(logp, old_logp[i], advantages[i], fmask[i], clip_range)
                 entropy = masked_mean(ent, fmask[i])

@@ -173,6 +173,26 @@ def ordinal_loss(r, score, cuts):
     return -torch.log((upper - lower).clamp(min=1e-12)).mean()
 
 
+def ordinal_cuts(raw):
+    """The ordinal model's increasing cut points from unconstrained parameters raw (L-1,): c_1 = raw_1,
+    c_k = c_1 + sum_{j<=k} softplus(raw_j), so any raw gives strictly increasing cuts."""
+    return torch.cat([raw[:1], raw[:1] + F.softplus(raw[1:]).cumsum(0)])
+
+
+def ordinal_init(levels=5, spacing=1.0):
+    """raw parameters whose cuts are evenly spaced and centred on 0: [-1.5, -0.5, 0.5, 1.5] for 5 levels,
+    so an untrained reward of 0 puts about equal mass on every level (P = 0.18, 0.20, 0.24, 0.20, 0.18)."""
+    first = -spacing * (levels - 2) / 2
+    return torch.tensor([first] + [math.log(math.expm1(spacing))] * (levels - 2))  # softplus^-1(spacing)
+
+
+def normalisation(raw):
+    """gain, bias such that gain * raw + bias has mean 0 and (sample) std 1 over raw (N,), the rewards of
+    SFT samples (Ziegler et al. 2019). A constant reward (std 0) keeps gain 1e6 rather than dividing by 0."""
+    gain = 1.0 / max(raw.std().item(), 1e-6)
+    return gain, -raw.mean().item() * gain
+
+
 # ----------------------------------------------------------------------------- evaluation helpers
 def spearman(x, y):
     """Spearman rank correlation: Pearson correlation of the ranks, ties get their average rank."""
@@ -420,7 +440,7 @@ if __name__ == "__main__":
     # ----------------------------------------------------------------------------- optimizer
     # The loss's own parameters: Rao-Kupper's alpha = log(theta) >= 0, the ordinal model's cut points.
     loss_params = torch.nn.ParameterDict(dict(tie=torch.nn.Parameter(torch.tensor(-1.0)),
-                                              cuts=torch.nn.Parameter(torch.tensor([-0.75, -0.25, 0.25, 0.75])))).to(rt.device)
+                                              cuts=torch.nn.Parameter(ordinal_init()))).to(rt.device)
     optimizer = configure_optimizer(model, lr, weight_decay, device_type=rt.device_type)
     optimizer.add_param_group(dict(params=list(loss_params.parameters()), weight_decay=0.0))
     iter_num = 0
@@ -448,7 +468,7 @@ if __name__ == "__main__":
             n += k
         if label_kind == "likert":
             y = torch.tensor([it["y"] for it in items], device=r.device)
-            cuts = loss_params["cuts"][:1] + torch.cat([torch.zeros(1, device=r.device), F.softplus(loss_params["cuts"][1:]).cumsum(0)])
+            cuts = ordinal_cuts(loss_params["cuts"])
             return (mse_loss(r[:, 0], y) if loss == "mse" else ordinal_loss(r[:, 0], y, cuts)), float("nan")
         acc = (r[:, 0] > r[:, 1]).float().mean().item()
         if label_kind == "ties":
@@ -506,8 +526,7 @@ if __name__ == "__main__":
         else:  # no policy: the responses in the training data stand in for its samples
             prompts, texts = zip(*[(it["prompt"], t) for it in train_items[:n_norm] for t in it["texts"]])
         raw = score_texts(list(zip(prompts, texts)))
-        out["reward_gain"] = 1.0 / max(raw.std().item(), 1e-6)
-        out["reward_bias"] = -raw.mean().item() * out["reward_gain"]
+        out["reward_gain"], out["reward_bias"] = normalisation(raw)
         if has_gold and policy is not None:  # fresh samples on test prompts
             prompts = [p for p in data.task_prompts("test") for _ in range(n_eval)]
             with rt.ctx:

@@ -10,7 +10,9 @@ Best-of-N (Nakano et al. 2021; Stiennon et al. 2020): draw N responses per promp
 reward model scores highest. It needs no training, and its KL to the sampling policy has a closed form,
 KL = log N - (N - 1) / N (Stiennon et al., appendix; Beirami et al. 2024 show it is an upper bound),
 so it is the baseline every RLHF method is drawn beside on a gold-score-vs-KL plot. With --best_of=N
-we draw N samples once and report every power of two n <= N from prefixes of the same samples.
+we draw N samples once and report every power of two n <= N from prefixes of the same samples. The
+formula assumes N independent samples: at temperature 0 all N are the same greedy response (KL 0),
+so best-of-N refuses it.
 """
 import math
 import os
@@ -45,8 +47,19 @@ def best_of_n_kl(n):
     return math.log(n) - (n - 1) / n
 
 
+def best_of_n(scores, group, n):
+    """scores: one per sample, `group` consecutive samples per prompt. Returns, for each prompt, the index
+    of the highest-scoring of its first n samples (the prefix, so every n reuses the same draws)."""
+    return [max(range(j, j + n), key=lambda i: scores[i]) for j in range(0, len(scores), group)]
+
+
 if __name__ == "__main__":
     config = configure(globals())
+    if temperature < 0:
+        raise UserError(f"--temperature={temperature}: must be >= 0 (0: greedy)")
+    if best_of and temperature == 0:
+        raise UserError("--best_of with --temperature=0: greedy decoding draws the same response N times (KL 0, "
+                         "no choice to make); best-of-N needs sampling, e.g. --temperature=1")
     rt = setup(device, dtype, seed)
     model, vocab, _ = load_model(init_from)
     model.to(rt.device).eval()
@@ -92,10 +105,7 @@ if __name__ == "__main__":
             scores += (gain * gather_last(rm(ids, mask).float(), mask) + bias).tolist()
     n_list = [2 ** k for k in range(int(math.log2(best_of)) + 1) if 2 ** k < best_of] + [best_of]
     for n in n_list:
-        picked = []
-        for j, p in enumerate(prompts):
-            cand = range(j * best_of, j * best_of + n)
-            picked.append(max(cand, key=lambda i: scores[i]))
+        picked = best_of_n(scores, best_of, n)
         rep = {"n": n, "reward": sum(scores[i] for i in picked) / len(picked),
                "kl": best_of_n_kl(n), "response_len": sum(lengths[i] for i in picked) / len(picked)}
         if builtin:

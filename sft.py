@@ -69,6 +69,19 @@ def sft_loss(logp, y, n_tokens=None):
     return -logp.sum() / (n_tokens or (y != -100).sum().clamp(min=1))
 
 
+def collate(rows, eot, batch_size=None):
+    """rows: (ids, n_prompt) pairs -> right-padded x, y (batch_size, L - 1) long, L the longest row.
+    x[t] = ids[t] is the input and y[t] = ids[t + 1] the token to predict (the shift by one), kept only
+    where ids[t + 1] is a completion token: -100 on the prompt and the padding (no loss there)."""
+    L = max(len(ids) for ids, _ in rows)
+    x = torch.full((batch_size or len(rows), L - 1), eot, dtype=torch.long)
+    y = torch.full((batch_size or len(rows), L - 1), -100, dtype=torch.long)
+    for i, (ids, n_p) in enumerate(rows):
+        x[i, :len(ids) - 1] = torch.tensor(ids[:-1])
+        y[i, n_p - 1:len(ids) - 1] = torch.tensor(ids[n_p:])  # predict completion tokens only
+    return x, y
+
+
 if __name__ == "__main__":
     config = configure(globals())
 
@@ -139,13 +152,7 @@ if __name__ == "__main__":
         pool = train if split == "train" else val
         rows = [pool[rng.randrange(len(pool))] for _ in range(batch_size * ranks)]
         n_tok = sum(len(ids) - n_p for ids, n_p in rows)
-        rows = rows[rt.rank % ranks::ranks]
-        L = max(len(ids) for ids, _ in rows)
-        x = torch.full((batch_size, L - 1), tok.eot, dtype=torch.long)
-        y = torch.full((batch_size, L - 1), -100, dtype=torch.long)
-        for i, (ids, n_p) in enumerate(rows):
-            x[i, :len(ids) - 1] = torch.tensor(ids[:-1])
-            y[i, n_p - 1:len(ids) - 1] = torch.tensor(ids[n_p:])  # predict completion tokens only
+        x, y = collate(rows[rt.rank % ranks::ranks], tok.eot, batch_size)
         return x.to(rt.device), y.to(rt.device), n_tok
 
     # ----------------------------------------------------------------------------- optimizer

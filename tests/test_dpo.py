@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from conftest import assert_same_weights, last_eval, read_metrics, run
 from dpo import LOSS_TYPES, dpo_loss
-from model import load_model
+from model import load_model, save_checkpoint
 
 # ----------------------------------------------------------------------------- the pure loss
 
@@ -90,12 +90,24 @@ def args(reward_dir, sft_dir, out, *extra):
 
 
 def test_smoke_and_online_reference_matches_precomputed(reward_dir, sft_dir, tmp_path):
+    """Both reference modes, under bf16 with the fused head, from a checkpoint that asks for dropout: at
+    step 0 every implicit reward and margin is exactly 0 (policy and reference log-probs by one call,
+    dropout forced to 0), and the two modes see the same numbers."""
+    ck = torch.load(os.path.join(sft_dir, "ckpt.pt"), weights_only=True)
+    ck["model_args"] = {**ck["model_args"], "dropout": 0.3}
+    save_checkpoint(str(tmp_path / "sft" / "ckpt.pt"), ck)
     outs = {}
     for mode in ("precompute", "online"):
         out = str(tmp_path / mode)
-        run("dpo.py", *args(reward_dir, sft_dir, out, "--max_iters=3", "--log_interval=1", "--eval_interval=3",
-                            f"--ref_mode={mode}"))
+        p = run("dpo.py", *args(reward_dir, str(tmp_path / "sft"), out, "--max_iters=3", "--log_interval=1",
+                                "--eval_interval=3", f"--ref_mode={mode}", "--dtype=bfloat16", "--fused_lm_head=True"))
+        assert "dropout set to 0" in p.stdout
         outs[mode] = read_metrics(out)
+        first_train = [r for r in outs[mode] if "loss" in r][0]  # logged from step 1's forward, before its update
+        first_val = outs[mode][0]  # iter 0's held-out pairs
+        for k in ("rewards/chosen", "rewards/rejected", "rewards/margins"):
+            assert first_train[k] == 0 and first_val["val_" + k] == 0, (mode, k, first_train, first_val)
+        assert first_train["loss"] == pytest.approx(math.log(2), abs=1e-5)  # (metrics are rounded to 5 digits)
     m = outs["precompute"]
     train = [r for r in m if "loss" in r]
     assert [r["iter"] for r in train] == [1, 2, 3] and all(k in train[0] for k in KEYS)

@@ -7,8 +7,10 @@ import pytest
 import torch
 from conftest import last_eval, read_metrics, run
 
+import data
 import grpo
-from model import load_model
+import kernels
+from model import GPT, GPTConfig, disable_dropout, load_model, save_checkpoint
 
 EOT = "<|endoftext|>"
 
@@ -36,14 +38,47 @@ def test_batch_scaled_advantages_hand_example():
     r = torch.tensor([[1.0, 2.0, 3.0, 6.0], [0.0, 0.0, 0.0, 4.0]])
     # group-centred: (-2, -1, 0, 3) and (-1, -1, -1, 3); sum of squares 26 over 8 -> batch std sqrt(26/7)
     centred = torch.tensor([[-2.0, -1, 0, 3], [-1, -1, -1, 3]])
-    assert torch.allclose(grpo.group_advantages(r, "batch"), centred / math.sqrt(26 / 7), atol=1e-5)
+    assert torch.allclose(grpo.group_advantages(r, "batch_centred"), centred / math.sqrt(26 / 7), atol=1e-5)
+    # TRL's "batch": the raw rewards' std. Mean 2, deviations (-1, 0, 1, 4, -2, -2, -2, 2): 34 / 7
+    assert torch.allclose(grpo.group_advantages(r, "batch_raw"), centred / math.sqrt(34 / 7), atol=1e-5)
 
 
-@pytest.mark.parametrize("mode", ["grpo", "drgrpo", "rloo", "batch"])
-def test_all_equal_group_gives_zero_advantage_not_nan(mode):
-    r = torch.tensor([[0.5, 0.5, 0.5], [1.0, 1.0, 1.0]])
-    a = grpo.group_advantages(r, mode)
-    assert torch.isfinite(a).all() and (a == 0).all()
+@pytest.mark.parametrize("mode", grpo.ADVANTAGES)
+def test_equal_reward_groups_get_exactly_zero(mode):
+    """Realistic rewards (not exact binary fractions), every G from 2 to 16, next to a group that does
+    carry signal: the equal group's advantages are exactly 0, the other's are not. In fp32 a group of
+    eight 0.1s got -0.0074 (grpo), 1/3 got +0.029."""
+    for G in range(2, 17):
+        for v in (0.1, 1 / 3, 0.7, -0.25):
+            r = torch.cat([torch.full((1, G), v), torch.linspace(-1.0, 2.0, G)[None]])  # fp32, as score() returns
+            a = grpo.group_advantages(r, mode)
+            assert a.dtype == torch.float32 and torch.isfinite(a).all()
+            assert (a[0] == 0).all(), (mode, G, v, a[0].tolist())
+            assert (a[1] != 0).any(), (mode, G, v)
+    # rewards equal up to rounding (std ~5e-8 < ZERO_STD): still no signal, not +-0.35 after dividing by std
+    near = torch.tensor([[1.0, 1.0 + 2 ** -23, 1.0, 1.0], [0.0, 1.0, 0.0, 1.0]])
+    a = grpo.group_advantages(near, mode)
+    assert (a[0] == 0).all() and (a[1] != 0).all(), a
+
+
+def test_batch_std_is_over_all_ranks(monkeypatch):
+    """Under DDP the batch std of batch_centred / batch_raw is the global batch's: two ranks holding one
+    group each compute what one process holding both computes. The two ranks are simulated in-process
+    (a real 2-process start costs ~30 s on a loaded CI box; the smoke test runs the real DDP path)."""
+    both = torch.tensor([[1.0, 2.0, 3.0, 6.0], [0.0, 0.0, 0.0, 4.0]])
+    one_process = {m: grpo.group_advantages(both, m) for m in ("batch_centred", "batch_raw")}
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    for m in ("batch_centred", "batch_raw"):
+        sent = []
+        monkeypatch.setattr(torch.distributed, "all_reduce", lambda t, *a, **k: sent.append(t.clone()))
+        grpo.group_advantages(both[1:], m)  # rank 1: what it contributes to the all-reduce
+        def add_rank1(t, *a, **k):
+            t += sent[0]
+        monkeypatch.setattr(torch.distributed, "all_reduce", add_rank1)
+        rank0 = grpo.group_advantages(both[:1], m)
+        assert torch.allclose(rank0, one_process[m][:1], atol=1e-6), m
+        monkeypatch.setattr(torch.distributed, "all_reduce", lambda t, *a, **k: None)  # each rank alone
+        assert not torch.allclose(grpo.group_advantages(both[:1], m), rank0, atol=1e-3)
 
 
 def test_group_advantages_bad_input():
@@ -51,6 +86,8 @@ def test_group_advantages_bad_input():
         grpo.group_advantages(torch.tensor([[1.0], [2.0]]))
     with pytest.raises(ValueError, match="unknown advantage"):
         grpo.group_advantages(torch.ones(2, 2), "ppo")
+    with pytest.raises(ValueError, match="unknown advantage"):
+        grpo.group_advantages(torch.ones(2, 2), "batch")  # renamed: batch_centred or batch_raw
 
 
 # ----------------------------------------------------------------------------- clipping and aggregation
@@ -79,8 +116,63 @@ def test_aggregate_hand_example():
     assert grpo.aggregate(x, m, "seq").item() == pytest.approx((6 / 3 + 4 / 1) / 2)  # 3.0
     assert grpo.aggregate(x, m, "token").item() == pytest.approx(10 / 4)
     assert grpo.aggregate(x, m, "fixed", max_len=4).item() == pytest.approx(10 / (2 * 4))
+    # DDP: token mode divides by the all-ranks count / world size (here 8 tokens over 2 ranks -> 4)
+    assert grpo.aggregate(x, m, "token", n_tokens=torch.tensor(4.0)).item() == pytest.approx(10 / 4)
+    assert grpo.aggregate(x, m, "token", n_tokens=torch.tensor(5.0)).item() == pytest.approx(10 / 5)
     with pytest.raises(ValueError, match="loss_agg"):
         grpo.aggregate(x, m, "sum")
+
+
+def test_token_loss_adds_k3_to_the_surrogate():
+    """GRPO's KL is in the loss: per token, surrogate - ent_coef * entropy + kl_coef * k3(logp, ref_logp),
+    and its gradient through logp is kl_coef * (1 - r), r = p_ref / p."""
+    logp = torch.tensor([[math.log(0.5)]], requires_grad=True)
+    old, ref = torch.tensor([[math.log(0.5)]]), torch.tensor([[math.log(0.25)]])
+    ent, adv = torch.tensor([[0.3]]), torch.tensor([1.0])
+    kl = kernels.kl_estimate(logp, ref, kind="k3")  # r = 0.5: 0.5 - 1 - log 0.5 = 0.193147
+    assert kl.item() == pytest.approx(math.log(2) - 0.5, abs=1e-6)
+    per_token, pg, _, _ = grpo.token_loss(logp, old, adv, ent, kl, kl_coef=0.1, ent_coef=0.01)
+    assert pg.item() == pytest.approx(-1.0)  # ratio 1, advantage 1
+    assert per_token.item() == pytest.approx(-1.0 - 0.01 * 0.3 + 0.1 * (math.log(2) - 0.5), abs=1e-6)
+    per_token.sum().backward()
+    assert logp.grad.item() == pytest.approx(-1.0 + 0.1 * (1 - 0.5), abs=1e-6)  # d(-ratio A) + kl_coef (1 - r)
+    no_kl, _, _, _ = grpo.token_loss(logp, old, adv, ent, None, kl_coef=0.1, ent_coef=0.01)
+    assert no_kl.item() == pytest.approx(-1.0 - 0.003)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_first_ratio_is_one_under_bf16(sft_dir, tmp_path, fused):
+    """Under bf16 autocast, fused lm_head or not: old log-probs (full batch, eval), the reference's (another
+    copy of the SFT model) and the update's (a minibatch, train mode, from a checkpoint that asked for
+    dropout) come from response_logprobs and agree exactly, so the first ratio is 1 and the first k3 is 0
+    (the pre-fix path, bf16 logits against the fused head's fp32 ones, differs by ~1e-2 per token:
+    checked below, so this test can see the difference)."""
+    torch.manual_seed(0)
+    policy, vocab, _ = load_model(with_dropout(sft_dir, str(tmp_path / "sft_dropout.pt")))  # trained with dropout
+    disable_dropout(policy)  # as grpo.py does
+    ref = load_model(sft_dir)[0].eval()
+    tok = data.Tokenizer(vocab)
+    ids = data.encode_prompts(tok, data.task_prompts("train")[:16], 24)
+    bf16 = torch.autocast("cpu", dtype=torch.bfloat16)
+    with torch.no_grad(), bf16:
+        roll = policy.eval().generate(ids, 20, tok.eot, temperature=0.7)
+        tokens, attn, mask, P = roll["tokens"], roll["attention_mask"], roll["response_mask"], roll["prompt_len"]
+        labels = tokens[:, P:].masked_fill(~mask, -100)
+        old, _ = grpo.response_logprobs(policy, tokens, attn, labels, 0.7, fused)
+        ref_lp, _ = grpo.response_logprobs(ref, tokens, attn, labels, 0.7, fused)
+        logits_path = kernels.logprobs(policy(tokens, attn)[:, P - 1:-1], labels, temperature=0.7)
+    policy.train()
+    with bf16:
+        new, _ = grpo.response_logprobs(policy, tokens[4:12], attn[4:12], labels[4:12], 0.7, fused)
+    m = mask[4:12]
+    log_ratio = (new - old[4:12])[m]
+    assert log_ratio.abs().max().item() <= 1e-6, log_ratio.abs().max().item()
+    _, low, high = grpo.clipped_policy_loss(new, old[4:12], torch.randn(8), 0.2, 0.2)
+    assert not (low | high)[m].any()
+    k3 = kernels.kl_estimate(new, ref_lp[4:12], kind="k3")[m]
+    assert k3.abs().max().item() <= 1e-6
+    if fused:  # the mismatch this guards against is real at these shapes
+        assert (logits_path - old)[mask].abs().mean().item() > 1e-3
 
 
 # ----------------------------------------------------------------------------- reward functions
@@ -120,6 +212,11 @@ def test_bad_reward_specs(tmp_path):
         grpo.load_rewards(" , ")
     with pytest.raises(ValueError, match="one finite float per response"):
         grpo.score(grpo.load_rewards(f"{f}:short"), ["a", "b"], ["x", "y"])
+    for bad in ("float('nan')", "float('inf')", "-float('inf')"):
+        g = tmp_path / "bad_value.py"
+        g.write_text(f"def r(prompts, responses):\n    return [1.0] * (len(responses) - 1) + [{bad}]\n")
+        with pytest.raises(ValueError, match="1 not finite"):
+            grpo.score(grpo.load_rewards(f"{g}:r"), ["a", "b"], ["x", "y"])
 
 
 def test_reward_model_gets_the_sampled_token_ids():
@@ -138,7 +235,7 @@ def test_reward_model_gets_the_sampled_token_ids():
 def test_smoke_ddp_resume(sft_dir, tmp_path):
     out = str(tmp_path / "grpo")
     base = [f"--sft_path={sft_dir}/ckpt.pt", f"--out_dir={out}",
-            "--rewards=gold:1.0,length:0.1,format:0.5", "--advantage=drgrpo", "--loss_agg=token",
+            "--rewards=gold:1.0,length:0.1,format:0.5", "--advantage=batch_raw", "--loss_agg=token",
             "--clip_high=0.28", "--ent_coef=0.01", "--fused_lm_head=True", "--kl_estimator=full", *SMALL]
     run("grpo.py", *base, "--max_iters=2", "--eval_interval=2", torchrun=2)
     rows = read_metrics(out)
@@ -158,6 +255,39 @@ def test_smoke_ddp_resume(sft_dir, tmp_path):
     assert "kl" not in last_eval(out)  # no reference model was loaded
 
 
+def with_dropout(sft_dir, path, p=0.3):
+    """A copy of the SFT checkpoint that asks for dropout p (a model trained with dropout)."""
+    ck = torch.load(os.path.join(sft_dir, "ckpt.pt"), weights_only=True)
+    ck["model_args"] = {**ck["model_args"], "dropout": p}
+    save_checkpoint(path, ck)
+    return path
+
+
+def test_disable_dropout():
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=2, n_embd=8, dropout=0.5)).train()
+    x = torch.randint(0, 11, (2, 8))
+    assert not torch.equal(m(x), m(x))  # dropout on: two forwards differ
+    assert disable_dropout(m) == 0.5 and m.config.dropout == 0.0
+    assert torch.equal(m(x), m(x))
+
+
+def test_first_update_sees_ratio_one_bf16_fused(sft_dir, tmp_path):
+    """The script under bf16 with the fused head, from a checkpoint that asks for dropout, one minibatch
+    of one epoch: the only update step's ratio is 1 (no clipping, approx_kl 0) and its k3 to the reference
+    is 0 (the policy is the reference): one log-prob path, and dropout forced to 0."""
+    out = str(tmp_path / "bf16")
+    sft = with_dropout(sft_dir, str(tmp_path / "sft_dropout" / "ckpt.pt"))
+    p = run("grpo.py", f"--sft_path={sft}", f"--out_dir={out}", "--dtype=bfloat16", "--fused_lm_head=True",
+        "--ppo_epochs=1", "--prompts_per_batch=4", "--group_size=4", "--minibatch_size=16", "--max_new_tokens=16",
+        "--max_iters=1", "--eval_interval=100", "--eval_repeats=1", "--log_interval=1", "--n_print=0")
+    assert "dropout set to 0" in p.stdout
+    train = [r for r in read_metrics(out) if "policy_loss" in r]
+    assert len(train) == 1, train
+    t = train[0]
+    assert t["approx_kl"] == 0 and t["clipfrac_low"] == 0 and t["clipfrac_high"] == 0 and t["kl"] == 0, t
+
+
 def test_bad_input(sft_dir, tmp_path):
     p = run("grpo.py", f"--sft_path={tmp_path}/nothing.pt", ok=False)
     assert p.returncode != 0 and "python sft.py" in p.stderr
@@ -167,6 +297,10 @@ def test_bad_input(sft_dir, tmp_path):
     assert p.returncode != 0 and "use 'k3' or 'full'" in p.stderr
     p = run("grpo.py", f"--sft_path={sft_dir}/ckpt.pt", "--minibatch_size=7", ok=False)
     assert p.returncode != 0 and "must divide" in p.stderr
+    p = run("grpo.py", f"--sft_path={sft_dir}/ckpt.pt", "--temperature=0", ok=False)
+    assert p.returncode != 0 and "--temperature=0.0: must be > 0" in p.stderr and "lower --lr" not in p.stderr
+    p = run("grpo.py", f"--sft_path={sft_dir}/ckpt.pt", "--advantage=batch", ok=False)
+    assert p.returncode != 0 and "batch_centred" in p.stderr
     bad = tmp_path / "prompts.jsonl"
     bad.write_text('{"prompt": "I went to the cafe."}\n{"text": 1}\n')
     p = run("grpo.py", f"--sft_path={sft_dir}/ckpt.pt", f"--data_path={bad}", ok=False)

@@ -10,8 +10,8 @@ import data
 import kernels
 import model
 from conftest import read_metrics, run
-from ppo import (explained_variance, gae, kl_rewards, masked_whiten, policy_loss, update_beta,
-                 value_loss)
+from ppo import (explained_variance, final_scores, gae, kl_rewards, masked_whiten, policy_loss, response_logprobs,
+                 update_beta, value_loss)
 
 
 # ----------------------------------------------------------------------------- worked examples
@@ -95,26 +95,83 @@ def test_masked_whiten_and_beta_controller():
     # KL 12 vs target 6: error +1 clipped to +0.2; 256 samples of a 10000 horizon
     assert update_beta(0.1, 12.0, 6.0, 256, 10000) == pytest.approx(0.1 * (1 + 0.2 * 0.0256))
     assert update_beta(0.1, 5.4, 6.0, 256, 10000) == pytest.approx(0.1 * (1 - 0.1 * 0.0256))  # inside the clip
-    assert explained_variance(torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[1.0, 2.0, 3.0]]), torch.ones(1, 3)) == 1.0
 
 
-def test_rollout_logprobs_match_update_forward(sft_dir):
-    """At fp32 the sampler's log-probs (KV cache) equal a full forward's, and the update's minibatch
-    forward reproduces the recomputed rollout log-probs exactly: the first PPO ratio is 1."""
+def test_explained_variance_worked_example():
+    # returns (2, 2, 4): Var 8/9 (mean 8/3); errors R - V = (1, 0, 1): Var 2/9; 1 - (2/9) / (8/9) = 0.75.
+    # The masked 4th token (value 100) is ignored.
+    v, ret = torch.tensor([[1.0, 2.0, 3.0, 100.0]]), torch.tensor([[2.0, 2.0, 4.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    assert explained_variance(v, ret, mask) == pytest.approx(0.75, abs=1e-6)
+    # a critic off by a constant explains all the variance (it is a variance, not a squared error)
+    assert explained_variance(ret - 5.0, ret, mask) == pytest.approx(1.0, abs=1e-6)
+    # predicting the mean return explains none
+    assert explained_variance(torch.full_like(ret, 8 / 3), ret, mask) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_unended_penalty_and_score_clip():
+    """A response with no <|endoftext|> gets unended_score (-1) whatever the RM said; one that ended keeps
+    the RM's score; the clip applies after."""
+    eot = 9
+    resp = torch.tensor([[3, 4, eot, eot], [3, 4, 5, 6], [eot, eot, eot, eot], [5, 6, 7, eot]])
+    score = torch.tensor([2.5, 3.0, -0.5, 0.7])
+    out, ended = final_scores(score, resp, eot, unended_score=-1.0)
+    assert ended.tolist() == [True, False, True, True]
+    assert out.tolist() == pytest.approx([2.5, -1.0, -0.5, 0.7])
+    out, _ = final_scores(score, resp, eot, unended_score=None)  # --unended_penalty=False
+    assert out.tolist() == pytest.approx([2.5, 3.0, -0.5, 0.7])
+    out, _ = final_scores(score, resp, eot, unended_score=-1.0, score_clip=2.0)
+    assert out.tolist() == pytest.approx([2.0, -1.0, -0.5, 0.7])
+
+
+def test_sampler_logprobs_match_a_full_forward(sft_dir):
+    """At fp32 the sampler's log-probs (KV cache) equal a full forward's through response_logprobs."""
     torch.manual_seed(0)
     policy, vocab, _ = model.load_model(sft_dir)
     policy.eval()
     tok = data.Tokenizer(vocab)
     ids = data.encode_prompts(tok, data.task_prompts("train")[:16], 24)
     out = policy.generate(ids, 40, tok.eot, temperature=0.7)
-    tokens, attn, mask, P = out["tokens"], out["attention_mask"], out["response_mask"], out["prompt_len"]
-    labels = tokens[:, P:].masked_fill(~mask, -100)
+    labels = out["tokens"][:, out["prompt_len"]:].masked_fill(~out["response_mask"], -100)
     with torch.no_grad():
-        full, _ = kernels.logprobs_entropy(policy(tokens, attn)[:, P - 1:-1], labels, temperature=0.7)
-        sub, _ = kernels.logprobs_entropy(policy(tokens[4:12], attn[4:12])[:, P - 1:-1], labels[4:12], temperature=0.7)
+        full, _ = response_logprobs(policy, out["tokens"], out["attention_mask"], labels, 0.7)
     assert torch.allclose(out["logprobs"], full, atol=1e-4)
-    _, clipfrac, approx_kl = policy_loss(sub, full[4:12], torch.randn(8, full.shape[1]), mask[4:12].float(), 0.2)
-    assert clipfrac.item() == 0.0 and approx_kl.item() < 1e-10
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_first_ratio_is_one_and_first_kl_zero_under_bf16(sft_dir, tmp_path, fused):
+    """ppo.response_logprobs under bf16 autocast, fused head or not: the rollout's log-probs (full batch,
+    eval mode), the reference's (another copy of the SFT model) and the update's (a minibatch, train mode,
+    from a checkpoint that asked for dropout) agree exactly: the first ratio is 1 (clipfrac 0, approx_kl 0)
+    and the first KL penalty 0."""
+    torch.manual_seed(0)
+    ck = torch.load(os.path.join(sft_dir, "ckpt.pt"), weights_only=True)
+    ck["model_args"] = {**ck["model_args"], "dropout": 0.3}  # a model trained with dropout
+    model.save_checkpoint(str(tmp_path / "sft_dropout.pt"), ck)
+    policy, vocab, _ = model.load_model(str(tmp_path / "sft_dropout.pt"))
+    model.disable_dropout(policy)  # as ppo.py does
+    ref = model.load_model(sft_dir)[0].eval()
+    tok = data.Tokenizer(vocab)
+    ids = data.encode_prompts(tok, data.task_prompts("train")[:16], 24)
+    bf16 = torch.autocast("cpu", dtype=torch.bfloat16)
+    with torch.no_grad(), bf16:
+        out = policy.eval().generate(ids, 20, tok.eot, temperature=0.7)
+        tokens, attn, mask, P = out["tokens"], out["attention_mask"], out["response_mask"], out["prompt_len"]
+        labels = tokens[:, P:].masked_fill(~mask, -100)
+        old, _ = response_logprobs(policy, tokens, attn, labels, 0.7, fused)
+        ref_logp, _ = response_logprobs(ref, tokens, attn, labels, 0.7, fused)
+        logits_path = kernels.logprobs(ref(tokens, attn)[:, P - 1:-1], labels, temperature=0.7)  # the old ref path
+    policy.train()
+    with bf16:
+        new, _ = response_logprobs(policy, tokens[4:12], attn[4:12], labels[4:12], 0.7, fused)
+    fm = mask[4:12].float()
+    _, clipfrac, approx_kl = policy_loss(new, old[4:12], torch.randn(8, new.shape[1]), fm, 0.2)
+    assert clipfrac.item() == 0.0 and approx_kl.item() <= 1e-12
+    _, kl = kl_rewards(torch.zeros(16), old, ref_logp, mask.float(), beta=0.1)
+    assert kl.abs().max().item() <= 1e-6
+    if fused:  # the reference by bf16 logits against the fused policy: the phantom KL this test guards against
+        _, kl_before = kl_rewards(torch.zeros(16), old, logits_path, mask.float(), beta=0.1)
+        assert kl_before.abs().sum(1).mean().item() > 1e-2
 
 
 # ----------------------------------------------------------------------------- the script
@@ -127,8 +184,10 @@ def _args(sft_dir, reward_dir, out, *extra):
 
 def test_smoke_metrics_and_checkpoint(sft_dir, reward_dir, tmp_path):
     out = str(tmp_path / "ppo")
-    # one epoch of one minibatch: the only update step sees ratio exactly 1
-    run("ppo.py", *_args(sft_dir, reward_dir, out, "--max_iters=2", "--eval_interval=2", "--n_minibatches=1"))
+    # one epoch of one minibatch: the only update step sees ratio exactly 1, under bf16 and the fused head
+    # too (rollout, reference and update log-probs by one call), and at iter 1 the policy is the reference
+    run("ppo.py", *_args(sft_dir, reward_dir, out, "--max_iters=2", "--eval_interval=2", "--n_minibatches=1",
+                         "--dtype=bfloat16", "--fused_lm_head=True"))
     ms = read_metrics(out)
     train = [m for m in ms if m["split"] == "train"]
     test = [m for m in ms if m["split"] == "test"]
@@ -139,6 +198,7 @@ def test_smoke_metrics_and_checkpoint(sft_dir, reward_dir, tmp_path):
     for k in ("reward", "gold", "kl", "parse", "ended", "response_len"):
         assert k in test[0], k
     assert all(m["approx_kl"] == 0 and m["clipfrac"] == 0 for m in train)
+    assert train[0]["kl"] == 0  # rollout KL to the reference before any update: exactly 0
     assert test[0]["kl"] == pytest.approx(0.0, abs=1e-4)  # iter 0: the policy is the reference
     ck = model.load_checkpoint(out)
     assert ck["iter_num"] == 2 and "critic" in ck and "beta" in ck
@@ -153,6 +213,8 @@ def test_bad_input(sft_dir, reward_dir, tmp_path):
     assert p.returncode != 0 and "k1" in p.stderr
     p = run("ppo.py", *_args(sft_dir, reward_dir, str(tmp_path / "c"), "--init_from=resume"), ok=False)
     assert p.returncode != 0 and "no checkpoint here" in p.stderr
+    p = run("ppo.py", *_args(sft_dir, reward_dir, str(tmp_path / "d"), "--temperature=0"), ok=False)
+    assert p.returncode != 0 and "--temperature=0.0: must be > 0" in p.stderr and "lower --lr" not in p.stderr
 
 
 def test_resume(sft_dir, reward_dir, tmp_path):

@@ -9,6 +9,9 @@ import pytest
 import torch
 
 from conftest import assert_same_weights, last_eval, read_metrics, run
+
+import sample
+import sft
 from model import load_checkpoint, load_model, model_args_of, save_checkpoint
 
 TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=48", "--batch_size=8", "--eval_prompts=8",
@@ -95,4 +98,22 @@ def test_sample_and_best_of_n(sft_dir, tmp_path):
     rows = read_metrics(out)
     assert [r["n"] for r in rows] == [1, 2, 4]
     assert [r["kl"] for r in rows] == pytest.approx([0.0, math.log(2) - 0.5, math.log(4) - 0.75], abs=1e-4)
-    assert rows[0]["reward"] <= rows[1]["reward"] <= rows[2]["reward"]  # the max over more samples
+    # greedy decoding draws N identical responses: best-of-N refuses (its analytic KL would be wrong)
+    p = run("sample.py", f"--init_from={sft_dir}", f"--reward_path={tmp_path}/rm", "--best_of=4", "--temperature=0",
+            f"--out_dir={out}", ok=False)
+    assert p.returncode != 0 and "--temperature=0" in p.stderr and "best-of-N needs sampling" in p.stderr
+
+
+def test_best_of_n_picks_the_top_score_of_each_prompts_prefix():
+    scores = [0.1, 0.5, -1.0, 0.3, 2.0, 1.0, 0.0, 3.0]  # two prompts, 4 samples each
+    assert sample.best_of_n(scores, 4, 1) == [0, 4]
+    assert sample.best_of_n(scores, 4, 2) == [1, 4]
+    assert sample.best_of_n(scores, 4, 4) == [1, 7]
+
+
+def test_sft_batch_shift_and_mask():
+    """x is the input, y the next token, kept only on the completion: ids (5, 6 | 7, 8, 9) with a
+    2-token prompt -> x = 5 6 7 8, y = - 7 8 9; a shorter row is right-padded (x with eot, y with -100)."""
+    x, y = sft.collate([([5, 6, 7, 8, 9], 2), ([1, 2, 3], 1)], eot=0)
+    assert x.tolist() == [[5, 6, 7, 8], [1, 2, 0, 0]]
+    assert y.tolist() == [[-100, 7, 8, 9], [2, 3, -100, -100]]
