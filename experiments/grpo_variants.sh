@@ -21,8 +21,13 @@ VARIANTS=(
   "k3_corrected|--kl_estimator=k3_corrected"
   "full|--kl_estimator=full"
 )
-for seed in $SEEDS; do  # seed-major: an interrupted run still has every variant at the first seeds
-  for v in "${VARIANTS[@]}"; do
+# the default at every seed first (the noise floor), then seed-major (an interrupted run still has every
+# variant at the first seeds)
+JOBS=()
+for seed in $SEEDS; do JOBS+=("$seed|${VARIANTS[0]}"); done
+for seed in $SEEDS; do for v in "${VARIANTS[@]:1}"; do JOBS+=("$seed|$v"); done; done
+for job in "${JOBS[@]}"; do
+    seed=${job%%|*}; v=${job#*|}
     name=${v%%|*}; flags=${v#*|}; dir=$OUT/$name/s$seed
     if grep -q '"iter": 30, "gold"' "$dir/metrics.jsonl" 2>/dev/null; then continue; fi
     rm -rf "$dir"; mkdir -p "$dir"
@@ -34,7 +39,6 @@ for seed in $SEEDS; do  # seed-major: an interrupted run still has every variant
     else
       echo "$name seed $seed: FAILED (see $dir/log.txt)"
     fi
-  done
 done
 python - "$OUT" "${VARIANTS[@]}" <<'PY'
 import json, os, statistics, sys
