@@ -102,10 +102,10 @@ def kl_reward_to_go(old_logp, ref_logp, mask, coef):
 
 
 def kl_k3_plus(logp, ref_logp):
-    """verl's 'k3+' (kl_loss_type="low_var_kl+"): k3's value, r - 1 - log r with r = p_ref / p (unbiased
-    for KL(p || p_ref), >= 0), but k2's gradient, d/dlogp (log p - log p_ref)^2 / 2 = log(p / p_ref),
-    whose expectation under p is the true gradient of KL(p || p_ref); k3's own gradient, (1 - r), is in
-    expectation that of KL(p_ref || p) (Tang & Munos 2025). A straight-through sum: k2 + sg(k3 - k2).
+    """verl's "k3+" (a kl_loss_type ending in "+" is straight-through): k3's value, r - 1 - log r with
+    r = p_ref / p (unbiased for KL(p || p_ref), >= 0), but k2's gradient, d/dlogp (log p - log p_ref)^2
+    / 2 = log(p / p_ref), whose expectation under p is the true gradient of KL(p || p_ref); k3's own
+    gradient, (1 - r), is in expectation that of KL(p_ref || p) (Tang & Munos 2025). k2 + sg(k3 - k2).
     logp, ref_logp (B, N) -> (B, N)."""
     k2 = kernels.kl_estimate(logp, ref_logp, kind="k2")
     k3 = kernels.kl_estimate(logp, ref_logp, kind="k3")
