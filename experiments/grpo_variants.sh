@@ -21,11 +21,13 @@ VARIANTS=(
   "k3_corrected|--kl_estimator=k3_corrected"
   "full|--kl_estimator=full"
 )
-# the default at every seed first (the noise floor), then seed-major (an interrupted run still has every
-# variant at the first seeds)
+# the default at every seed first (the noise floor), then the new variants seed-major (an interrupted run
+# still has each at the first seeds), then 'full' (measured before: the KL table above)
 JOBS=()
+n=${#VARIANTS[@]}
 for seed in $SEEDS; do JOBS+=("$seed|${VARIANTS[0]}"); done
-for seed in $SEEDS; do for v in "${VARIANTS[@]:1}"; do JOBS+=("$seed|$v"); done; done
+for seed in $SEEDS; do for v in "${VARIANTS[@]:1:n-2}"; do JOBS+=("$seed|$v"); done; done
+for seed in $SEEDS; do JOBS+=("$seed|${VARIANTS[n-1]}"); done
 for job in "${JOBS[@]}"; do
     seed=${job%%|*}; v=${job#*|}
     name=${v%%|*}; flags=${v#*|}; dir=$OUT/$name/s$seed
