@@ -238,9 +238,7 @@ def test_grpo_runs_every_variant_flag(sft_dir, tmp_path):
 def test_variant_flags_bad_input(sft_dir):
     ckpt = f"--sft_path={sft_dir}/ckpt.pt"
     for flag, msg in [("--objective=trpo", "use 'ppo', 'gspo' or 'cispo'"),
-                      ("--advantage=gae", "'reinforce_baseline'"),
-                      ("--kl_in=value", "--kl_in=reward"),
-                      ("--overlong_cache=99", "--overlong_cache=99")]:
+                      ("--overlong_cache=99", "--overlong_cache=99")]:  # (one process each: keep them few)
         p = run("grpo.py", ckpt, flag, ok=False)
         assert p.returncode != 0 and msg in p.stderr, (flag, p.stderr[-500:])
     p = run("grpo.py", ckpt, "--kl_in=reward", "--kl_estimator=full", ok=False)
