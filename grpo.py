@@ -67,6 +67,20 @@ KL to the reference (--kl_estimator), in the loss as in GRPO (not in the reward 
 Both are per-token: the KL's effect on which later states are visited is left out, as in GRPO's own
 formulation (Tang & Munos 2025 derive the missing term).
 
+The rest of the family, each a flag and a pure function in grpo_variants.py (sources in its docstrings):
+    --objective=gspo        GSPO (Zheng et al. 2025): one length-normalised ratio per response, clipped
+                            per response (the paper's band is 1 - 3e-4 .. 1 + 4e-4)
+    --objective=cispo       CISPO (MiniMax-M1, 2025): REINFORCE times a clipped, stop-gradient IS weight;
+                            no token's gradient is dropped (use e.g. --clip_low=1 --clip_high=4)
+    --advantage=reinforce, reinforce_baseline   REINFORCE++ (Hu 2025; OpenRLHF's names): whitened over
+                            the global batch's tokens, without / with the group mean subtracted first
+                            ('batch' above: group-centred, scaled by the std of this process's responses)
+    --kl_in=reward          k1 per token in the reward, summed to the end (PPO-RLHF, REINFORCE++); no KL loss
+    --kl_estimator=k3+      k3's value with k2's gradient (verl), the true gradient of KL(p || p_ref)
+    --kl_estimator=k3_corrected   k3 x pi / pi_old, unbiased at the current policy (DeepSeek-V3.2, TRL)
+    --dynamic_sampling      DAPO: drop groups whose rewards are all equal, sample more (<= max_gen_batches)
+    --overlong_cache=L      DAPO's soft overlong punishment, 0 to -overlong_penalty over the last L tokens
+
 Departures from the papers: one small model and rewards on text; the KL term has its own coefficient
 and kl_coef=0 skips the reference model entirely (then no held-out KL is reported). Every log-prob a
 ratio or KL compares (old, reference, new) comes from one call, response_logprobs: the same forward,
@@ -86,6 +100,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import data
+import grpo_variants as gv
 import kernels
 from configurator import MissingFile, UserError, configure
 from model import (check_vocab, configure_optimizer, cosine_lr, disable_dropout, gather_last, load_model,
@@ -103,11 +118,19 @@ template = "plain"  # prompt template for JSONL prompts: 'plain' or 'instruction
 group_size = 8  # G: responses sampled per prompt
 prompts_per_batch = 16  # prompts per rollout batch (per process); batch = prompts_per_batch * G responses
 advantage = "grpo"  # 'grpo' (r-mean)/std, 'drgrpo' r-mean, 'rloo' leave-one-out, 'batch_centred' / 'batch_raw' batch std
+# (also 'reinforce' / 'reinforce_baseline': REINFORCE++'s global-batch normalisation, grpo_variants.py)
+objective = "ppo"  # 'ppo' clipped token ratio (GRPO), 'gspo' sequence ratio (GSPO), 'cispo' clipped IS weight (CISPO)
 loss_agg = "seq"  # 'seq' (GRPO), 'token' (DAPO), 'fixed' (Dr. GRPO): how token losses are averaged
 clip_low = 0.2  # ratio clipped below at 1 - clip_low
 clip_high = 0.2  # ratio clipped above at 1 + clip_high (DAPO clip-higher: 0.28)
 kl_coef = 0.02  # weight of the KL(policy || reference) in the loss; 0 drops the reference model
 kl_estimator = "k3"  # 'k3' (sampled-token estimator, GRPO) or 'full' (exact full-vocabulary KL, true gradient)
+# (also 'k3+': k3's value, k2's gradient; 'k3_corrected': k3 x pi/pi_old, DeepSeek-V3.2)
+kl_in = "loss"  # 'loss' (the KL estimator in the loss, GRPO) or 'reward' (k1 per token in the reward, PPO-RLHF)
+dynamic_sampling = False  # DAPO: drop groups whose rewards are all equal and sample more prompts
+max_gen_batches = 4  # dynamic sampling: at most this many rollout rounds per iteration
+overlong_cache = 0  # DAPO soft overlong punishment over the last this many tokens before max_new_tokens (0: off)
+overlong_penalty = 1.0  # ... reaching -overlong_penalty at max_new_tokens
 ent_coef = 0.0  # entropy bonus weight (0: entropy is only logged)
 ppo_epochs = 2  # inner passes over each rollout batch
 minibatch_size = 64  # responses per gradient step (per process); must divide the batch
@@ -203,12 +226,19 @@ def response_logprobs(model, tokens, attn, labels, temperature=1.0, fused=False,
     return model(tokens[:, :-1], attn[:, :-1], labels=labels, temperature=temperature, fused=fused, ref=ref)
 
 
-def token_loss(logp, old_logp, adv, ent, kl_tok=None, clip_low=0.2, clip_high=0.2, kl_coef=0.0, ent_coef=0.0):
-    """GRPO's per-token loss (B, N): the clipped surrogate, minus ent_coef * entropy, plus kl_coef * the
-    per-token KL (kl_tok (B, N): k3 of (logp, ref_logp), or the exact KL; None: no KL term). The KL is in
-    the loss, not in the reward: its gradient flows through logp directly (Shao et al. 2024, eq. 3).
-    Returns (per_token, surrogate, clipped_low, clipped_high)."""
-    pg, clip_lo, clip_hi = clipped_policy_loss(logp, old_logp, adv, clip_low, clip_high)
+def token_loss(logp, old_logp, adv, ent, kl_tok=None, clip_low=0.2, clip_high=0.2, kl_coef=0.0, ent_coef=0.0,
+               objective="ppo", mask=None):
+    """GRPO's per-token loss (B, N): the surrogate, minus ent_coef * entropy, plus kl_coef * the per-token
+    KL (kl_tok (B, N): k3 or a variant of (logp, ref_logp), or the exact KL; None: no KL term). The KL is
+    in the loss, not in the reward: its gradient flows through logp directly (Shao et al. 2024, eq. 3).
+    objective: 'ppo' the clipped token ratio; 'gspo' / 'cispo' (grpo_variants.py; GSPO needs the
+    response mask (B, N) for its sequence ratio). Returns (per_token, surrogate, clipped_low, clipped_high)."""
+    if objective == "gspo":
+        pg, clip_lo, clip_hi = gv.gspo_policy_loss(logp, old_logp, adv, mask, clip_low, clip_high)
+    elif objective == "cispo":
+        pg, clip_lo, clip_hi = gv.cispo_policy_loss(logp, old_logp, adv, clip_low, clip_high)
+    else:
+        pg, clip_lo, clip_hi = clipped_policy_loss(logp, old_logp, adv, clip_low, clip_high)
     per_token = pg - ent_coef * ent
     if kl_tok is not None:
         per_token = per_token + kl_coef * kl_tok
@@ -295,13 +325,21 @@ if __name__ == "__main__":
     if rt.master:
         os.makedirs(out_dir, exist_ok=True)
     batch = prompts_per_batch * group_size
-    if kl_estimator not in ("k3", "full"):
-        raise UserError(f"--kl_estimator={kl_estimator!r}: use 'k3' or 'full'")
-    if advantage not in ADVANTAGES:
-        raise UserError(f"--advantage={advantage!r}: use one of {', '.join(ADVANTAGES)}")
+    if kl_estimator not in ("k3", "full", "k3+", "k3_corrected"):
+        raise UserError(f"--kl_estimator={kl_estimator!r}: use 'k3', 'k3+', 'k3_corrected' or 'full'")
+    if objective not in ("ppo", "gspo", "cispo"):
+        raise UserError(f"--objective={objective!r}: use 'ppo', 'gspo' or 'cispo'")
+    if advantage not in ADVANTAGES + ("reinforce", "reinforce_baseline"):
+        raise UserError(f"--advantage={advantage!r}: use one of {', '.join(ADVANTAGES)}, reinforce or "
+                        f"reinforce_baseline")
     if not temperature > 0:  # the log-probs are of softmax(logits / temperature): 0 would divide by 0
         raise UserError(f"--temperature={temperature}: must be > 0 (GRPO needs a sampling policy's log-probs; "
-                         f"greedy decoding has none)")
+                        f"greedy decoding has none)")
+    if kl_in not in ("loss", "reward") or (kl_in == "reward" and kl_estimator != "k3"):
+        raise UserError(f"--kl_in={kl_in!r} --kl_estimator={kl_estimator!r}: use --kl_in=loss (with any "
+                        f"estimator) or --kl_in=reward (k1 in the reward; leave --kl_estimator at k3)")
+    if overlong_cache and not 0 < overlong_cache <= max_new_tokens:
+        raise UserError(f"--overlong_cache={overlong_cache}: use 1..max_new_tokens ({max_new_tokens}), or 0 (off)")
     if batch % minibatch_size:
         raise UserError(f"minibatch_size {minibatch_size} must divide prompts_per_batch * group_size = {batch}")
 
@@ -392,6 +430,42 @@ if __name__ == "__main__":
             print(f"  {p!r} -> {r!r}" + (f"  gold {data.gold(p, r):+.2f}" if data_path == "builtin" else ""))
         return out
 
+    def rollout():
+        """Draw prompts_per_batch prompts, sample G responses each, score them. (DDP: all ranks draw the
+        same prompts_per_batch x world prompts, each keeps every world-th.)"""
+        drawn = rng.sample(train_prompts, prompts_per_batch * rt.world_size)[rt.rank::rt.world_size]
+        prompts = [p for p in drawn for _ in range(group_size)]
+        raw_policy.eval()
+        with torch.no_grad(), rt.ctx:
+            roll = raw_policy.generate(data.encode_prompts(tok, prompts, max_prompt), max_new_tokens,
+                                       tok.eot, temperature)
+        tokens, attn, mask, P = roll["tokens"], roll["attention_mask"], roll["response_mask"], roll["prompt_len"]
+        lengths = mask.sum(1)
+        texts = [tok.decode(row[:n]) for row, n in zip(tokens[:, P:].tolist(), lengths.tolist())]
+        ids = [row[m].tolist() for row, m in zip(tokens, attn)]  # unpadded prompt + response, for the RM
+        reward, each = score(reward_fns, prompts, texts, ids)
+        if overlong_cache:  # DAPO's soft overlong punishment is part of the reward
+            each["overlong"] = gv.overlong_penalty(lengths.cpu(), max_new_tokens, overlong_cache, overlong_penalty)
+            reward = reward + each["overlong"]
+        return roll, prompts, texts, ids, reward, each
+
+    def sample_groups():
+        """One rollout round for dynamic sampling: rewards (groups, G) and each group's G rows (prompt,
+        prompt ids, response ids, text, reward, reward parts)."""
+        roll, prompts, texts, ids, reward, each = rollout()
+        n_resp = roll["response_mask"].sum(1).tolist()
+        rows = [(prompts[i], ids[i][:len(ids[i]) - n], ids[i][len(ids[i]) - n:], texts[i], reward[i],
+                 {k: v[i] for k, v in each.items()}) for i, n in enumerate(n_resp)]
+        return reward.view(-1, group_size), [rows[g:g + group_size] for g in range(0, len(rows), group_size)]
+
+    def any_rank(need):
+        """DDP: every rank samples another round while any rank still needs groups (same rng draws)."""
+        if not rt.ddp:
+            return need
+        t = torch.tensor(float(need), device=rt.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return bool(t.item())
+
     # ----------------------------------------------------------------------------- training loop
     rng = random.Random(seed)  # the same on every rank: each draws the global batch and keeps its share
     if init_from == "resume":  # continue the data order and sampling exactly where the checkpoint was
@@ -413,21 +487,23 @@ if __name__ == "__main__":
             g["lr"] = cosine_lr(iter_num, lr, warmup_iters, max_iters)
 
         # rollout: G responses for each of prompts_per_batch prompts (a group is G consecutive rows)
-        # (DDP: all ranks draw the same prompts_per_batch x world prompts, each keeps every world-th)
-        drawn = rng.sample(train_prompts, prompts_per_batch * rt.world_size)[rt.rank::rt.world_size]
-        prompts = [p for p in drawn for _ in range(group_size)]
-        raw_policy.eval()
-        with torch.no_grad(), rt.ctx:
-            roll = raw_policy.generate(data.encode_prompts(tok, prompts, max_prompt), max_new_tokens,
-                                       tok.eot, temperature)
+        if not dynamic_sampling:
+            roll, prompts, texts, ids, reward, each = rollout()
+            ds = None
+        else:  # DAPO: only groups whose rewards differ, re-padded into one batch
+            kept, ds = gv.dynamic_sampling(sample_groups, prompts_per_batch, max_gen_batches, any_rank)
+            rows = [row for group in kept for row in group]
+            prompts, texts, reward = [r[0] for r in rows], [r[3] for r in rows], torch.stack([r[4] for r in rows])
+            ids = [r[1] + r[2] for r in rows]
+            each = {k: torch.stack([r[5][k] for r in rows]) for k in rows[0][5]}
+            roll = {k: v.to(rt.device) if torch.is_tensor(v) else v
+                    for k, v in gv.pad_rollout([r[1] for r in rows], [r[2] for r in rows], tok.eot).items()}
         tokens, attn, mask, P = roll["tokens"], roll["attention_mask"], roll["response_mask"], roll["prompt_len"]
         labels = tokens[:, P:].masked_fill(~mask, -100)
         lengths = mask.sum(1)
-        texts = [tok.decode(row[:n]) for row, n in zip(tokens[:, P:].tolist(), lengths.tolist())]
-        ids = [row[m].tolist() for row, m in zip(tokens, attn)]  # unpadded prompt + response, for the RM
-        reward, each = score(reward_fns, prompts, texts, ids)
         groups = reward.view(prompts_per_batch, group_size)
-        adv = group_advantages(groups, advantage).view(-1).to(rt.device)
+        if advantage not in ("reinforce", "reinforce_baseline"):  # (REINFORCE++: below, once the KL is known)
+            adv = group_advantages(groups, advantage).view(-1).to(rt.device)
 
         # old (behaviour) log-probs and the reference's log-probs (k3) or final hidden states (full KL,
         # (B, N, C): the update turns them into the exact KL without ever holding reference logits).
@@ -436,10 +512,17 @@ if __name__ == "__main__":
         ref_logp = ref_hidden = None
         with torch.no_grad(), rt.ctx:
             old_logp, _ = response_logprobs(raw_policy, tokens, attn, labels, temperature, fused_lm_head)
-            if ref is not None and kl_estimator == "k3":
+            if ref is not None and (kl_estimator != "full" or kl_in == "reward"):
                 ref_logp, _ = response_logprobs(ref, tokens, attn, labels, temperature, fused_lm_head)
             elif ref is not None:
                 ref_hidden = ref(tokens[:, :-1], attn[:, :-1], hidden=True)[:, P - 1:]
+        kl_return = None  # --kl_in=reward: -kl_coef x the k1 reward-to-go, part of every token's advantage
+        if ref is not None and kl_in == "reward":
+            kl_return = gv.kl_reward_to_go(old_logp, ref_logp, mask, kl_coef)
+        if advantage in ("reinforce", "reinforce_baseline"):  # REINFORCE++: whitened over the global batch
+            adv = gv.reinforce_pp_advantages(groups, mask, advantage == "reinforce_baseline", kl_return)
+        elif kl_return is not None:
+            adv = (adv[:, None] + kl_return) * mask
 
         # update: ppo_epochs passes over the batch in shuffled minibatches
         policy.train()
@@ -453,11 +536,20 @@ if __name__ == "__main__":
                                             ref_arg)
                 logp, ent = out[0], out[1]
                 kl_tok = None
-                if ref is not None:  # k3 = r - 1 - log r >= 0 (Schulman 2020), or the exact KL (see the docstring)
-                    kl_tok = out[2] if kl_estimator == "full" else kernels.kl_estimate(logp, ref_logp[idx], kind="k3")
+                if ref is not None and kl_in == "reward" and epoch == 0:  # the k1 penalty the reward carried
+                    stats["kl"].append((((old_logp[idx] - ref_logp[idx]) * m).sum(1)).mean().item())
+                if ref is not None and kl_in == "loss":  # k3 = r - 1 - log r >= 0 (Schulman 2020), its variants,
+                    if kl_estimator == "full":            # or the exact KL (see the docstring)
+                        kl_tok = out[2]
+                    elif kl_estimator == "k3+":
+                        kl_tok = gv.kl_k3_plus(logp, ref_logp[idx])
+                    elif kl_estimator == "k3_corrected":
+                        kl_tok = gv.kl_k3_corrected(logp, old_logp[idx], ref_logp[idx])
+                    else:
+                        kl_tok = kernels.kl_estimate(logp, ref_logp[idx], kind="k3")
                     stats["kl"].append(((kl_tok * m).sum(1)).mean().item())
                 per_token, pg, clip_lo, clip_hi = token_loss(logp, old_logp[idx], adv[idx], ent, kl_tok, clip_low,
-                                                             clip_high, kl_coef, ent_coef)
+                                                             clip_high, kl_coef, ent_coef, objective, m)
                 n_tokens = None
                 if rt.ddp and loss_agg == "token":  # DAPO's token mean over every rank's tokens
                     n_tokens = m.sum().float()
@@ -485,7 +577,9 @@ if __name__ == "__main__":
         # monitoring: what the rollout looked like and what the update did
         row = {"reward": reward.mean().item(), "reward_std": reward.std().item(),
                **{f"reward/{k}": v.mean().item() for k, v in each.items()},
-               "zero_std_frac": (groups.double().std(1) < ZERO_STD).float().mean().item(),
+               "zero_std_frac": (groups.double().std(1) < ZERO_STD).float().mean().item() if ds is None else
+                                ds["zero_std"] / ds["groups"],  # (dynamic sampling: of all groups sampled)
+               **({} if ds is None else {"gen_batches": ds["rounds"], "filled_groups": ds["filled"]}),
                **{k: sum(v) / len(v) for k, v in stats.items() if v},
                "response_len": lengths.float().mean().item(),
                "ended": sum(t.endswith(data.EOT_TEXT) for t in texts) / len(texts)}

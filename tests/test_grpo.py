@@ -294,7 +294,7 @@ def test_bad_input(sft_dir, tmp_path):
     p = run("grpo.py", f"--sft_path={sft_dir}/ckpt.pt", "--rewards=gold,nonsense", ok=False)
     assert p.returncode != 0 and "unknown reward" in p.stderr
     p = run("grpo.py", f"--sft_path={sft_dir}/ckpt.pt", "--kl_estimator=k2", ok=False)
-    assert p.returncode != 0 and "use 'k3' or 'full'" in p.stderr
+    assert p.returncode != 0 and "'k3_corrected' or 'full'" in p.stderr
     p = run("grpo.py", f"--sft_path={sft_dir}/ckpt.pt", "--minibatch_size=7", ok=False)
     assert p.returncode != 0 and "must divide" in p.stderr
     p = run("grpo.py", f"--sft_path={sft_dir}/ckpt.pt", "--temperature=0", ok=False)
