@@ -74,7 +74,7 @@ The rest of the family, each a flag and a pure function in grpo_variants.py (sou
                             no token's gradient is dropped (use e.g. --clip_low=1 --clip_high=4)
     --advantage=reinforce, reinforce_baseline   REINFORCE++ (Hu 2025; OpenRLHF's names): whitened over
                             the global batch's tokens, without / with the group mean subtracted first
-                            ('batch' above: group-centred, scaled by the std of this process's responses)
+                            ('batch_centred' above: group-centred, scaled by the batch std of responses, not tokens)
     --kl_in=reward          k1 per token in the reward, summed to the end (PPO-RLHF, REINFORCE++); no KL loss
     --kl_estimator=k3+      k3's value with k2's gradient (verl), the true gradient of KL(p || p_ref)
     --kl_estimator=k3_corrected   k3 x pi / pi_old, unbiased at the current policy (DeepSeek-V3.2, TRL)
