@@ -112,7 +112,7 @@ def add(*new):
     """Record rows, and print each as it comes (a long CPU run leaves its partial results behind)."""
     for r in new:
         rows.append(r)
-        print(f"progress: {r[0]} | {r[1]} | {r[-1]} | {r[3]:.2f} {r[4]}", flush=True)
+        print(f"progress: {r[0]} | {r[1]} | {r[-1]} | {r[3]:.4g} {r[4]} | {1000 * r[2]:.0f} ms/step", flush=True)
 
 
 use_trl = args.trl if args.trl is not None else importlib.util.find_spec("trl") is not None

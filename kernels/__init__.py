@@ -92,4 +92,5 @@ def linear_kl(hidden, weight, ref_hidden, ref_weight, temperature=1.0):
     return reference.linear_kl_chunked(hidden, weight, ref_hidden, ref_weight, temperature)
 
 
-__all__ = ["logprobs", "entropy", "logprobs_entropy", "kl", "kl_estimate", "linear_logprobs_entropy", "linear_logprobs", "linear_kl"]
+__all__ = ["logprobs", "entropy", "logprobs_entropy", "kl", "kl_estimate", "linear_logprobs_entropy", "linear_logprobs",
+           "linear_kl"]

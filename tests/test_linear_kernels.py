@@ -35,7 +35,7 @@ def triton_interpreter():
     kernels.INTERPRET = True
     configs = dict(linear_triton.CONFIGS)
     # 16 tokens x 64 vocab x 16 features per tile (16 is tl.dot's minimum): every loop below has a ragged tail
-    linear_triton.CONFIGS.update({bits: (16, 64, 16, warps, stages) for bits, (_, _, _, warps, stages) in configs.items()})
+    linear_triton.CONFIGS.update({bits: (16, 64, 16, *cfg[3:]) for bits, cfg in configs.items()})
     yield
     linear_triton.CONFIGS.update(configs)
     kernels.INTERPRET = _ENV == "1"
@@ -207,7 +207,8 @@ def test_logprobs_only_matches_unfused(case):
     expected = run_with_grad(reference.linear_logprobs_entropy, hidden, weight, labels, T, zero)
     for fn in (chunked, logp_only(kernels.linear_logprobs)):
         ours = run_with_grad(fn, hidden, weight, labels, T, zero)
-        for what, a, b in zip(("logp", "grad hidden", "grad weight"), (ours[0], *ours[2:]), (expected[0], *expected[2:])):
+        for what, a, b in zip(("logp", "grad hidden", "grad weight"), (ours[0], *ours[2:]),
+                              (expected[0], *expected[2:])):
             rtol, atol = 1e-5, 1e-5
             if hidden.dtype == torch.bfloat16 and what.startswith("grad"):
                 rtol, atol = 2 ** -6, 2 ** -6 * b.float().abs().max().item()
