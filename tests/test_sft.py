@@ -42,8 +42,8 @@ def test_sft_resumes(sft_dir, tmp_path):
 
 def test_sft_on_jsonl_with_full_vocabulary(tmp_path):
     f = tmp_path / "d.jsonl"
-    rows = [{"prompt": "Say hi.", "completion": " Hi there!"},
-            {"messages": [{"role": "user", "content": "Count to three."}, {"role": "assistant", "content": "1 2 3"}]}]
+    rows = [{"prompt": "Say hi.", "completion": " Hi there!"},  # one format per file (tests/test_formats.py)
+            {"prompt": "Count to three.", "completion": " 1 2 3"}]
     f.write_text("\n".join(json.dumps(r) for r in rows * 10))
     out = str(tmp_path / "o")
     run("sft.py", f"--out_dir={out}", f"--data_path={f}", "--template=instruction", "--max_iters=3",
@@ -53,16 +53,16 @@ def test_sft_on_jsonl_with_full_vocabulary(tmp_path):
 
 
 @pytest.mark.parametrize("content, msg", [
-    ('{"prompt": "a", "completion": "b"}\n{"prompt": "a", "completion": }\n', "d.jsonl:2: malformed JSON"),
+    ('{"prompt": "a", "completion": "b"}\n{"prompt": "a", "completion": }\n', "malformed JSON"),
     ("", "empty dataset"),
-    ('{"prompt": "a"}\n', "d.jsonl:1: missing field"),
+    ('{"prompt": "a"}\n', "missing field"),
     (json.dumps({"prompt": "word " * 60, "completion": "b"}), "longer than the context"),
 ])
 def test_sft_bad_data(tmp_path, content, msg):
     f = tmp_path / "d.jsonl"
     f.write_text(content)
     p = run("sft.py", f"--out_dir={tmp_path}", f"--data_path={f}", "--max_iters=1", *TINY, ok=False)
-    assert p.returncode != 0 and msg in p.stderr, p.stderr[-2000:]
+    assert p.returncode == 2 and msg in p.stderr and "d.jsonl" in p.stderr, p.stderr[-2000:]
 
 
 def test_sft_bad_checkpoints(tmp_path, sft_dir):
