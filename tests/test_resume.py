@@ -41,10 +41,8 @@ def kill_after_a_checkpoint(script, args, out, max_iters, torchrun=0):
     path = os.path.join(out, "ckpt.pt")
     p = subprocess.Popen(_cmd(script, args, torchrun), cwd=ROOT, env=_env(torchrun), stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, text=True, start_new_session=True)
-    t0 = time.time()
-    while not os.path.exists(path):
+    while not os.path.exists(path):  # ends: the checkpoint appears, or the run exits (asserted)
         assert p.poll() is None, f"{script} exited before writing a checkpoint: {p.stderr.read()[-3000:]}"
-        assert time.time() - t0 < 600
         time.sleep(0.005)
     os.killpg(p.pid, signal.SIGKILL)
     p.wait()
