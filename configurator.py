@@ -2,12 +2,14 @@
 configurator.py (goldRLHF): nanoGPT-style configuration. A stage script defines its config as plain globals at
 the top, each with a one-line comment, then calls
 
-    config = configure(globals())
+    config = configure(globals(), choices=dict(loss_type=("sigmoid", "ipo")))
 
 which applies, in order: an optional config file given as the first argument (a .py file of
 `key = value` lines, or a .json object), then `--key=value` overrides. Types are checked against the
-defaults; unknown keys are rejected with the list of valid ones; `--help` prints every key with its
-default and its comment. Returns the final config as a dict (stored in every checkpoint).
+defaults; unknown keys are rejected with the list of valid ones; a key listed in `choices` must take one
+of its allowed values; `--help` prints every key with its default, its comment and its choices. Returns
+the final config as a dict (stored in every checkpoint). Stages never reassign a key afterwards, so the
+checkpoint's config is what ran.
 
 It also defines UserError, the one way every script reports a user's mistake (a bad file, a missing
 field, an unknown key, a missing checkpoint): `configure` installs a hook so that an uncaught
@@ -85,8 +87,9 @@ def _comments(path):
     return out
 
 
-def configure(g, argv=None):
+def configure(g, argv=None, choices=None):
     sys.excepthook = _excepthook
+    choices = choices or {}
     argv = sys.argv[1:] if argv is None else argv
     keys = [k for k, v in g.items() if not k.startswith("_") and isinstance(v, SIMPLE)]
     script = g.get("__file__", "script")
@@ -98,7 +101,8 @@ def configure(g, argv=None):
         notes = _comments(script)
         width = max(len(k) + len(repr(g[k])) for k in keys) + 4
         for k in keys:
-            print(f"  --{k}={g[k]!r}".ljust(width + 4) + notes.get(k, ""))
+            allowed = f" (one of: {', '.join(map(str, choices[k]))})" if k in choices else ""
+            print(f"  --{k}={g[k]!r}".ljust(width + 4) + notes.get(k, "") + allowed)
         sys.exit(0)
     for arg in argv:
         if not arg.startswith("--"):  # a config file
@@ -132,4 +136,9 @@ def configure(g, argv=None):
                 raise
             except ValueError as e:
                 raise UserError(f"bad value: {e}", arg) from None
+    for k, allowed in choices.items():
+        if g[k] not in allowed:
+            close = difflib.get_close_matches(str(g[k]), [str(a) for a in allowed], n=1)
+            raise UserError(f"--{k}={g[k]!r} is not a choice", fix=(f"did you mean {close[0]}? " if close else "")
+                            + f"Use one of: {', '.join(map(str, allowed))}")
     return {k: g[k] for k in keys}

@@ -1,27 +1,16 @@
 """
-data.py (goldRLHF): the tokenizer, JSONL readers, prompt formatting, the built-in task with its hidden gold
-scorer, and the simulated human labelers that turn gold scores into noisy feedback.
-
-The built-in task ("reviews") needs no download. Prompts open a short review of a place:
-
-    I went to the cafe with my family.
-
-and the model continues it with sentences of a tiny grammar, then ends with <|endoftext|>:
-
-    The coffee was very good. I hated the cake. I would go again.<|endoftext|>
-
-`gold(prompt, response)` plays the human: it likes positive, on-topic, grammatical, short, finished
-reviews. It is never a training signal except through the simulated labelers below and, explicitly,
-as a "verifiable reward" in grpo.py; every stage reports it on held-out prompts.
+data.py (goldRLHF): text in and out of the models. The tokenizer (GPT-2 BPE, or the built-in task's
+compact vocabulary), JSONL reading and writing, prompt templates, the dataset formats every stage reads
+(README: Dataset formats), batches of completions for the loss, and sampling responses from a model.
+The built-in task itself is task.py; the simulated labelers are feedback.py.
 """
 import json
-import math
 import os
-import random
-import re
 
 import tiktoken
+import torch
 
+import kernels
 from configurator import MissingFile, UserError
 
 EOT_TEXT = "<|endoftext|>"
@@ -295,147 +284,22 @@ def load_unpaired(path):
     return out
 
 # -----------------------------------------------------------------------------
-# The built-in task: a tiny review grammar with a sentiment lexicon.
+# Batches for the loss, and sampling text from a model.
 
-PLACES = {  # each place has the things a review of it may talk about
-    "cafe": ["coffee", "cake", "tea", "staff", "music"],
-    "hotel": ["room", "bed", "view", "staff", "breakfast"],
-    "cinema": ["film", "plot", "acting", "seats", "music"],
-    "restaurant": ["food", "pasta", "soup", "wine", "service"],
-    "museum": ["exhibition", "guide", "building", "staff", "shop"],
-    "bakery": ["bread", "cake", "price", "service", "coffee"],
-}
-NOUNS = sorted({n for ns in PLACES.values() for n in ns})
-WHEN = ["", " last week", " yesterday", " on Friday", " in the morning", " after work", " again"]
-WHO = ["", " with my family", " with friends", " alone", " with my sister", " with a colleague"]
-ADJ = {"great": 1.0, "excellent": 1.0, "lovely": 1.0, "good": 0.5, "nice": 0.5, "okay": 0.0,
-       "bad": -0.5, "poor": -0.5, "awful": -1.0, "terrible": -1.0, "horrible": -1.0}
-VERB = {"loved": 1.0, "enjoyed": 1.0, "liked": 0.5, "disliked": -0.5, "hated": -1.0}
-INTENS = ["very", "really"]  # scale the adjective by 1.5 (capped at +-1)
-AGAIN = {"I would go again": 1.0, "I would not go again": -1.0}
+def collate_completions(rows, eot, batch_size=None):
+    """rows: (ids, n_prompt) pairs -> right-padded x, y (batch_size, L - 1) long, L the longest row
+    (batch_size: at least len(rows); extra rows are all padding). x[t] = ids[t] is the input and
+    y[t] = ids[t + 1] the token to predict (the shift by one), kept only where ids[t + 1] is a completion
+    token: -100 on the prompt and the padding (no loss there). SFT's batches, and DPO's (chosen and
+    rejected rows in one batch)."""
+    L = max(len(ids) for ids, _ in rows)
+    x = torch.full((batch_size or len(rows), L - 1), eot, dtype=torch.long)
+    y = torch.full((batch_size or len(rows), L - 1), -100, dtype=torch.long)
+    for i, (ids, n_p) in enumerate(rows):
+        x[i, :len(ids) - 1] = torch.tensor(ids[:-1])
+        y[i, n_p - 1:len(ids) - 1] = torch.tensor(ids[n_p:])  # predict completion tokens only
+    return x, y
 
-def all_prompts():
-    return [f"I went to the {p}{w}{c}." for p in PLACES for w in WHEN for c in WHO]
-
-def task_prompts(split):
-    """Deterministic 80/20 split of the 252 prompts; 'test' prompts are never trained on."""
-    ps = all_prompts()
-    test = [p for i, p in enumerate(ps) if i % 5 == 2]
-    return test if split == "test" else [p for p in ps if p not in test]
-
-def _sentence(rng, place):
-    nouns = PLACES[place] if rng.random() < 0.9 else NOUNS  # demonstrations drift off-topic 10% of the time
-    n, a, b = rng.choice(nouns), rng.choice(list(ADJ)), rng.choice(list(ADJ))
-    return rng.choice([f"The {n} was {a}.", f"The {n} was {rng.choice(INTENS)} {a}.",
-                       f"The {n} was not {a}.", f"The {n} was {a} and {b}.",
-                       f"I {rng.choice(list(VERB))} the {n}.", rng.choice(list(AGAIN)) + "."])
-
-def task_demos(n, seed=0, split="train"):
-    """n demonstrations (prompt, completion): 1-3 sentences of random sentiment, then <|endoftext|>."""
-    rng = random.Random(seed)
-    prompts = task_prompts(split)
-    out = []
-    for _ in range(n):
-        p = rng.choice(prompts)
-        place = p.split()[4].rstrip(".")
-        sentences, k = [], rng.randint(1, 3)
-        while len(sentences) < k:
-            s = _sentence(rng, place)
-            sentences += [s] if s not in sentences else []  # people don't repeat themselves
-        out.append((p, " " + " ".join(sentences) + EOT_TEXT))
-    return out
-
-def task_vocab(tok=None):
-    """The GPT-2 ids the task can produce (sorted), plus <|endoftext|>: the compact vocabulary."""
-    enc = (tok or Tokenizer()).enc
-    words = set(" ".join(all_prompts()).replace(".", " ").split()) | set(NOUNS) | set(ADJ) | set(VERB)
-    words |= set(" ".join(AGAIN).split()) | set(INTENS) | {"The", "was", "not", "and", "the", "I"}
-    ids = {i for w in words for i in enc.encode(" " + w)} | set(enc.encode("I")) | set(enc.encode("."))
-    return sorted(ids | {EOT})
-
-def _value(words, place):
-    """Sentiment of one sentence (a list of words) in [-1, 1], 0 if off-topic, None if it doesn't parse."""
-    sent = " ".join(words)
-    if sent in AGAIN:
-        return AGAIN[sent]
-    if len(words) == 4 and words[0] == "I" and words[1] in VERB and words[2] == "the" and words[3] in NOUNS:
-        noun, v = words[3], VERB[words[1]]
-    elif len(words) >= 4 and words[:1] == ["The"] and words[1] in NOUNS and words[2] == "was":
-        noun, rest = words[1], words[3:]
-        if len(rest) == 1 and rest[0] in ADJ:
-            v = ADJ[rest[0]]
-        elif len(rest) == 2 and rest[0] in INTENS and rest[1] in ADJ:
-            v = max(-1.0, min(1.0, 1.5 * ADJ[rest[1]]))
-        elif len(rest) == 2 and rest[0] == "not" and rest[1] in ADJ:
-            v = -0.5 * ADJ[rest[1]]  # litotes: "not bad" is mildly positive, "not great" mildly negative
-        elif len(rest) == 3 and rest[0] in ADJ and rest[1] == "and" and rest[2] in ADJ:
-            v = (ADJ[rest[0]] + ADJ[rest[2]]) / 2
-        else:
-            return None
-    else:
-        return None
-    return v if place is None or noun in PLACES[place] else 0.0
-
-def parse(prompt, response):
-    """Split a response into sentences and score each: (values, ended). None marks an unparsable one."""
-    m = re.match(r"I went to the (\w+)", prompt)
-    place = m.group(1) if m and m.group(1) in PLACES else None
-    ended = response.endswith(EOT_TEXT)
-    text = response[: -len(EOT_TEXT)] if ended else response
-    if EOT_TEXT in text:
-        text = text[: text.index(EOT_TEXT)]
-    pieces = [s.strip() for s in text.split(".")]
-    sentences = pieces[:-1] + ([pieces[-1]] if pieces[-1] else [])  # a trailing fragment has no "."
-    values, seen = [], set()
-    for i, s in enumerate(sentences):
-        v = _value(s.split(), place) if i < len(pieces) - 1 else None
-        values.append(None if v is None or s in seen else v)  # a repeated sentence counts as garbage
-        seen.add(s)
-    return values, ended
-
-def gold(prompt, response):
-    """The hidden human. Mean sentence sentiment (unparsable or repeated sentences count -1, off-topic 0),
-    -0.5 if the review never ends, -0.25 per sentence beyond 4. Range about [-2, 1]; 1 is perfect."""
-    values, ended = parse(prompt, response)
-    if not values:
-        return -1.0 - (0.0 if ended else 0.5)
-    g = sum(-1.0 if v is None else v for v in values) / len(values)
-    return g - (0.0 if ended else 0.5) - 0.25 * max(0, len(values) - 4)
-
-def parses(prompt, response):
-    """True if every sentence is in the grammar (on or off topic) and the response ended."""
-    values, ended = parse(prompt, response)
-    return ended and bool(values) and all(v is not None for v in values)
-
-# -----------------------------------------------------------------------------
-# Simulated human labelers (Ouyang et al. 2022 and Ziegler et al. 2019 sample K responses per prompt
-# from the SFT model and ask people to compare them; here the gold scorer plus noise plays the people).
-# Each labeler takes the gold scores of K responses to one prompt and returns what a noisy person says.
-
-def label_pair(g_a, g_b, rng, temperature=0.25):
-    """Bradley-Terry noise: P(a preferred) = sigmoid((g_a - g_b) / temperature). Returns True if a wins."""
-    return rng.random() < 1 / (1 + math.exp(-(g_a - g_b) / temperature))
-
-def label_tie(g_a, g_b, rng, temperature=0.25, tie_margin=0.15):
-    """Like label_pair, but 'about equal' (None) when the gold scores are within tie_margin."""
-    return None if abs(g_a - g_b) < tie_margin else label_pair(g_a, g_b, rng, temperature)
-
-def label_likert(g, rng, noise=0.3):
-    """A 1-5 rating: the gold score (about [-1, 1]) mapped to [1, 5], plus Gaussian noise, rounded."""
-    return int(min(5, max(1, round(3 + 2 * (g + rng.gauss(0, noise))))))
-
-def label_ranking(golds, rng, temperature=0.25):
-    """A full ranking of K (best first) drawn from Plackett-Luce with utilities gold / temperature."""
-    left, order = list(range(len(golds))), []
-    while left:
-        w = [math.exp(golds[i] / temperature) for i in left]
-        i = rng.choices(left, weights=w)[0]
-        order.append(i)
-        left.remove(i)
-    return order
-
-# -----------------------------------------------------------------------------
-# Sampling text from a model, and the task report every stage prints.
 
 def encode_prompts(tok, prompts, max_len, where="prompt"):
     """Tokenize prompts; a prompt that leaves no room for a response is an error, not a silent cut."""
@@ -457,8 +321,6 @@ def sample_responses(model, tok, prompts, max_new_tokens, temperature=1.0, batch
     variance than summing log p - log p_ref (the per-position part is exact; the positions are sampled).
     with_ids=True also returns each prompt + response as the token ids sampled, for a reward model to
     score as they are."""
-    import torch
-    import kernels
     ids = encode_prompts(tok, prompts, model.config.block_size - max_new_tokens)
     texts, lengths, kls, seqs = [], [], [], []
     for i in range(0, len(ids), batch_size):
@@ -475,16 +337,3 @@ def sample_responses(model, tok, prompts, max_new_tokens, temperature=1.0, batch
                 kl = kernels.kl(logits, ref_logits, temperature if temperature > 0 else 1.0)
             kls += (kl * mask).sum(1).tolist()
     return (texts, lengths, kls, seqs) if with_ids else (texts, lengths, kls)
-
-def task_report(prompts, responses, lengths=None, kls=None):
-    """The numbers every stage prints on the built-in task: mean gold score, fraction that parse
-    (grammatical and ended), fraction ended, mean response length in tokens, mean sequence KL estimate."""
-    n = max(1, len(prompts))
-    rep = dict(gold=sum(gold(p, r) for p, r in zip(prompts, responses)) / n,
-               parse=sum(parses(p, r) for p, r in zip(prompts, responses)) / n,
-               ended=sum(r.endswith(EOT_TEXT) for r in responses) / n)
-    if lengths:
-        rep["response_len"] = sum(lengths) / n
-    if kls:
-        rep["kl"] = sum(kls) / n
-    return rep

@@ -28,7 +28,8 @@ Policy and frozen reference both start from the SFT checkpoint. Writes out_dir/c
 and later stages load it) and out_dir/metrics.jsonl.
 
 Departures: reference log-probs are computed once before training by default (TRL's
-precompute_ref_log_probs) so no second model sits in memory while training; --ref_mode=online keeps it.
+precompute_ref_log_probs), so training runs no reference forward and, on a GPU, holds no second model
+(the reference waits on the CPU for the eval's KL); --ref_mode=online keeps it on the device.
 Policy and reference log-probs come from the same call (sequence_logps: same fused / unfused lm_head,
 same dtype), so at step 0 every implicit reward and margin is exactly 0, under bf16 and --fused_lm_head
 too; dropout is forced to 0 (TRL's disable_dropout) for the same reason.
@@ -36,18 +37,17 @@ IPO uses summed (sequence) log-probs as in the paper (TRL averages them per toke
 the model is tiny and the lr is far higher than the ~5e-7 used for billion-parameter models.
 """
 import os
-import random
 import time
 
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel as DDP
 
+import common
 import data
-import kernels
+import task
+from common import log_metrics
 from configurator import MissingFile, UserError, configure
-from model import (check_vocab, configure_optimizer, cosine_lr, disable_dropout, load_model, log_metrics,
-                   model_args_of, restore_rng, rng_state, save_checkpoint, setup)
+from model import disable_dropout, token_logprobs
 
 # ----------------------------------------------------------------------------- config
 out_dir = "out/dpo"  # checkpoint, metrics.jsonl go here
@@ -125,48 +125,34 @@ def sequence_logps(model, x, y, fused=False):
     inputs and next tokens with -100 on prompt and padding. Returns logps (N,) fp32 and the number of
     response tokens (N,). fused: from the hidden states, never holding the (N, L, V) logits
     (kernels.linear_logprobs_entropy)."""
-    logp, _ = model(x, labels=y, fused=fused, entropy=False)  # (N, L), 0 where y is -100; no entropy needed
+    logp, _ = token_logprobs(model, x, y, fused=fused, entropy=False)  # (N, L), 0 where y is -100; no entropy
     return logp.sum(-1), (y != -100).sum(-1)
 
 
 if __name__ == "__main__":
-    config = configure(globals())
-    if loss_type not in LOSS_TYPES:
-        raise UserError(f"--loss_type={loss_type!r}: use one of {', '.join(LOSS_TYPES)}")
+    config = configure(globals(), choices=dict(loss_type=LOSS_TYPES, ref_mode=("precompute", "online"),
+                                               init_from=("sft", "resume"), template=("plain", "instruction")))
     if not 0 <= label_smoothing < 0.5:
         raise UserError(f"--label_smoothing={label_smoothing}: must be in [0, 0.5)")
-    if ref_mode not in ("precompute", "online"):
-        raise UserError(f"--ref_mode={ref_mode!r}: use 'precompute' or 'online'")
-    need_ref = loss_type != "simpo"  # SimPO is reference-free (the eval KL still loads the reference)
-
-    # ----------------------------------------------------------------------------- runtime
-    rt = setup(device, dtype, seed)
-    metrics_path = os.path.join(out_dir, "metrics.jsonl")
-    if rt.master:
-        os.makedirs(out_dir, exist_ok=True)
+    rt = common.setup(device, dtype, seed, out_dir)
 
     # ----------------------------------------------------------------------------- models
-    def load_reference():
-        ref, ref_vocab, _ = load_model(sft_path)
-        check_vocab(ref_vocab, vocab, f"reference {sft_path} vs policy")
-        disable_dropout(ref)
-        return ref.to(rt.device).eval().requires_grad_(False)
-
-    model, vocab, ckpt = load_model(out_dir if init_from == "resume" else sft_path)
-    if init_from not in ("sft", "resume"):
-        raise UserError(f"unknown --init_from={init_from!r}", fix="use 'sft' (start from --sft_path) or 'resume'")
+    model, vocab, ckpt = common.load_model(out_dir if init_from == "resume" else sft_path)
+    ckpt = ckpt if init_from == "resume" else None
     model.to(rt.device)
     if disable_dropout(model) and rt.master:
         print("note: dropout set to 0 (policy and reference must be the same function at step 0)")
     tok = data.Tokenizer(vocab)
     T = model.config.block_size
-    ref_model = load_reference() if need_ref else None
+    builtin = vocab is not None and list(vocab) == task.vocab(tok)  # the built-in task's model: gold and KL evals
+    need_ref = loss_type != "simpo"  # SimPO is reference-free (the eval's KL still reads the reference)
+    ref_model = common.load_frozen(sft_path, vocab, "reference", rt.device)[0] if need_ref or builtin else None
 
     # ----------------------------------------------------------------------------- data
     def load_pairs(path):
-        """Preference pairs in any of data.load_preferences' formats -> list of [chosen_ids, n_prompt,
-        rejected_ids, n_prompt]. Identical chosen and rejected carry no preference: skipped and counted.
-        Over-long pairs are cut."""
+        """Preference pairs in any of data.load_preferences' formats -> list of dicts chosen, rejected
+        (prompt + response ids), n_prompt. Identical chosen and rejected carry no preference: skipped and
+        counted. Over-long pairs are cut."""
         if not os.path.exists(path):
             raise MissingFile("no preference data", path, "run `python reward.py` first (it writes the built-in "
                               "task's simulated preferences there) or pass --data_path=your.jsonl (README: "
@@ -186,7 +172,7 @@ if __name__ == "__main__":
                 bad, first_bad = bad + 1, first_bad or str(e)
                 continue
             cut += (len(p) + len(c) > T) + (len(p) + len(rj) > T)
-            out.append([(p + c)[:T], len(p), (p + rj)[:T], len(p)])
+            out.append(dict(chosen=(p + c)[:T], rejected=(p + rj)[:T], n_prompt=len(p)))
         if rt.master and (same or bad or cut):
             print(f"{path}: skipped {same} pairs with identical chosen and rejected, {bad} with tokens outside "
                   f"the model's vocabulary; cut {cut} responses longer than the context ({T} tokens)")
@@ -196,42 +182,32 @@ if __name__ == "__main__":
         return out
 
     train = load_pairs(data_path)
-    if not val_path and os.path.basename(data_path) == "pairwise_train.jsonl":
-        val_path = os.path.join(os.path.dirname(data_path), "pairwise_test.jsonl")
-    val = load_pairs(val_path) if val_path and os.path.exists(val_path) and rt.master else []
-    builtin = vocab is not None and list(vocab) == data.task_vocab(tok)  # the built-in task's model
-    eval_prompts = [p for p in data.task_prompts("test") for _ in range(eval_repeats)] if builtin else []
+    beside = os.path.join(os.path.dirname(data_path), "pairwise_test.jsonl")  # reward.py's held-out pairs
+    val_file = val_path or (beside if os.path.basename(data_path) == "pairwise_train.jsonl" else "")
+    val = load_pairs(val_file) if val_file and os.path.exists(val_file) and rt.master else []
+    eval_prompts = [p for p in task.prompts("test") for _ in range(eval_repeats)] if builtin else []
     if rt.master:
         print(f"{len(train)} training pairs, {len(val)} held-out pairs, loss {loss_type}")
 
     def collate(rows):
         """Chosen and rejected stacked into one right-padded batch (2B, L-1): rows 0..B-1 chosen,
         B..2B-1 rejected, so one forward scores both (half the kernel launches, one pass of the weights)."""
-        seqs = [(r[0], r[1]) for r in rows] + [(r[2], r[3]) for r in rows]
-        L = max(len(ids) for ids, _ in seqs)
-        x = torch.full((len(seqs), L - 1), tok.eot, dtype=torch.long)
-        y = torch.full((len(seqs), L - 1), -100, dtype=torch.long)
-        for i, (ids, n_p) in enumerate(seqs):
-            x[i, :len(ids) - 1] = torch.tensor(ids[:-1])
-            y[i, n_p - 1:len(ids) - 1] = torch.tensor(ids[n_p:])  # predict response tokens only
+        x, y = data.collate_completions([(r["chosen"], r["n_prompt"]) for r in rows] +
+                                        [(r["rejected"], r["n_prompt"]) for r in rows], tok.eot)
         return x.to(rt.device), y.to(rt.device)
 
-    @torch.no_grad()
-    def add_ref_logps(pairs, ref):
-        """Append the reference's (chosen, rejected) sequence log-probs to every pair, 64 pairs a forward."""
-        for i in range(0, len(pairs), 64):
-            rows = pairs[i:i + 64]
-            x, y = collate(rows)
-            with rt.ctx:
-                logps, _ = sequence_logps(ref, x, y, fused_lm_head)
-            for r, c, rj in zip(rows, logps[:len(rows)].tolist(), logps[len(rows):].tolist()):
-                r[4:] = [c, rj]
-
-    if ref_model is not None and ref_mode == "precompute":
+    if need_ref and ref_mode == "precompute":  # the reference's sequence log-probs of every pair, once
         t0 = time.time()
-        add_ref_logps(train, ref_model)
-        add_ref_logps(val, ref_model)
-        ref_model = None  # freed: training holds one model; eval reloads the reference for its KL
+        with torch.no_grad():
+            for pairs in (train, val):
+                for i in range(0, len(pairs), 64):
+                    rows = pairs[i:i + 64]
+                    with rt.ctx:
+                        logps, _ = sequence_logps(ref_model, *collate(rows), fused_lm_head)
+                    for r, c, rj in zip(rows, logps[:len(rows)].tolist(), logps[len(rows):].tolist()):
+                        r["ref_chosen"], r["ref_rejected"] = c, rj
+        if ref_model is not None and rt.device_type == "cuda":
+            ref_model.to("cpu")  # off the GPU while training; the eval brings it back for the KL
         if rt.master:
             print(f"reference log-probs precomputed in {time.time() - t0:.1f}s")
 
@@ -247,8 +223,8 @@ if __name__ == "__main__":
                 ref_logps, _ = sequence_logps(ref_model, x, y, fused_lm_head)
             ref_c, ref_r = ref_logps[:B], ref_logps[B:]
         elif need_ref:
-            ref_c = torch.tensor([r[4] for r in rows], device=logps.device)
-            ref_r = torch.tensor([r[5] for r in rows], device=logps.device)
+            ref_c = torch.tensor([r["ref_chosen"] for r in rows], device=logps.device)
+            ref_r = torch.tensor([r["ref_rejected"] for r in rows], device=logps.device)
         losses, rc, rr = dpo_loss(logps[:B], logps[B:], ref_c, ref_r, lens[:B], lens[B:], loss_type, beta,
                                   label_smoothing, simpo_beta, simpo_gamma, rpo_alpha)
         stats = torch.stack([losses.mean().detach(), rc.mean(), rr.mean(), (rc - rr).mean(), (rc > rr).float().mean(),
@@ -259,16 +235,9 @@ if __name__ == "__main__":
              "logps/chosen", "logps/rejected")
 
     # ----------------------------------------------------------------------------- optimizer
-    optimizer = configure_optimizer(model, lr, weight_decay, device_type=rt.device_type)
-    iter_num = 0
-    if init_from == "resume":
-        optimizer.load_state_dict(ckpt["optimizer"])
-        iter_num = ckpt["iter_num"]
-    raw_model = model
-    if compile:
-        model = torch.compile(model)
-    if rt.ddp:
-        model = DDP(model, device_ids=[int(rt.device.split(":")[1])] if rt.device_type == "cuda" else None)
+    optimizer = common.configure_optimizer(model, lr, weight_decay, rt.device_type)
+    rng, iter_num = common.resume(ckpt, rt, seed, optimizer)  # the data order: the same on every rank
+    raw_model, model = model, common.wrap(model, rt, compile)
 
     @torch.no_grad()
     def evaluate():
@@ -281,38 +250,30 @@ if __name__ == "__main__":
                                  for i in range(0, len(val), batch_size)]).sum(0) / len(val)
             out.update({"val_" + k: v for k, v in zip(STATS, stats.tolist())})
         if eval_prompts:
-            ref = ref_model or load_reference()
             with rt.ctx:
                 texts, lengths, kls = data.sample_responses(raw_model, tok, eval_prompts, max_new_tokens,
-                                                            temperature, ref=ref)
-            out.update(data.task_report(eval_prompts, texts, lengths, kls))
+                                                            temperature, ref=ref_model.to(rt.device))
+            out.update(task.report(eval_prompts, texts, lengths, kls))
             for p, r in list(zip(eval_prompts, texts))[::eval_repeats][:n_print]:
-                print(f"  {p!r} -> {r!r}  gold {data.gold(p, r):+.2f}")
-            del ref
+                print(f"  {p!r} -> {r!r}  gold {task.gold(p, r):+.2f}")
+            if need_ref and ref_mode == "precompute" and rt.device_type == "cuda":
+                ref_model.to("cpu")
         raw_model.train()
         return out
 
     # ----------------------------------------------------------------------------- training loop
-    rng = random.Random(seed)  # the same on every rank: each draws the global batch and keeps its share
-    if init_from == "resume":  # continue the data order and sampling exactly where the checkpoint was
-        restore_rng(ckpt.get("rng"), rng, rt)
-    start_iter = iter_num
+    start_iter = iter_num if ckpt else None
     t0, sums, n_sums = time.time(), 0, 0
     model.train()
     while True:
-        if (iter_num % eval_interval == 0 or iter_num == max_iters) and not (init_from == "resume" and iter_num == start_iter):
-            if rt.master:  # (a resumed run's checkpoint was evaluated and saved already)
-                log_metrics(metrics_path, {"iter": iter_num, **evaluate()})
-            rng_now = rng_state(rng, rt)  # every rank's, after the eval's sampling
-            if iter_num > 0 and rt.master:
-                save_checkpoint(os.path.join(out_dir, "ckpt.pt"), dict(
-                    model=raw_model.state_dict(), model_args=model_args_of(raw_model), optimizer=optimizer.state_dict(),
-                    iter_num=iter_num, config=config, vocab=vocab, rng=rng_now))
+        if common.eval_due(iter_num, eval_interval, max_iters, start_iter):
+            if rt.master:
+                log_metrics(rt.metrics_path, {"iter": iter_num, **evaluate()})
+            common.save(out_dir, rt, iter_num, config, vocab, rng, raw_model, optimizer)
             t0 = time.time()
         if iter_num >= max_iters:
             break
-        for g in optimizer.param_groups:
-            g["lr"] = cosine_lr(iter_num, lr, warmup_iters, max_iters)
+        common.set_lr(optimizer, common.cosine_lr(iter_num, lr, warmup_iters, max_iters))
         for micro in range(grad_accum):
             # DDP: all ranks draw the same batch_size x world pairs, each keeps every world-th; the loss is a
             # mean over pairs, so N processes train exactly like one process at N x batch_size
@@ -332,9 +293,7 @@ if __name__ == "__main__":
         iter_num += 1
         if iter_num % log_interval == 0 and rt.master:  # rank 0's own pairs: means over the interval
             dt = (time.time() - t0) / log_interval
-            log_metrics(metrics_path, {"iter": iter_num, **dict(zip(STATS, (sums / n_sums).tolist())),
-                                       "lr": optimizer.param_groups[0]["lr"], "ms_per_iter": 1000 * dt})
+            log_metrics(rt.metrics_path, {"iter": iter_num, **dict(zip(STATS, (sums / n_sums).tolist())),
+                                          "lr": optimizer.param_groups[0]["lr"], "ms_per_iter": 1000 * dt})
             t0, sums, n_sums = time.time(), 0, 0
-
-    if rt.ddp:
-        torch.distributed.destroy_process_group()
+    common.finish(rt)

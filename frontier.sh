@@ -86,7 +86,7 @@ for b in $DPO_BETAS; do
 done
 for k in $GRPO_KLS; do
     run grpo_kl$k python grpo.py --out_dir="$OUT/grpo_kl$k" --sft_path="$SFT" --reward_path="$RM" \
-        --rewards=rm --kl_coef=$k --max_iters=$GRPO_ITERS --eval_interval=$((GRPO_ITERS / 3))
+        --reward_fns=rm --kl_coef=$k --max_iters=$GRPO_ITERS --eval_interval=$((GRPO_ITERS / 3))
 done
 
 printf 'total\t%d\n' $((SECONDS - START)) | tee -a "$OUT/times.tsv"

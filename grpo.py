@@ -7,25 +7,17 @@ responses that beat their group: the group itself is the baseline, so no value m
 clipped surrogate (Schulman et al. 2017) with a k3 KL penalty to the frozen SFT model in the loss.
 
     python grpo.py                                          # built-in task, gold ("verifiable") reward
-    python grpo.py --rewards=rm                             # the trained reward model (python reward.py)
-    python grpo.py --rewards="gold:1.0,length:0.1"          # weighted sum of several rewards
-    python grpo.py --rewards="my_reward.py:score:1.0"       # your own function, in your own file
+    python grpo.py --reward_fns=rm                          # the trained reward model (python reward.py)
+    python grpo.py --reward_fns="gold:1.0,length:0.1"       # weighted sum of several rewards
+    python grpo.py --reward_fns="my_reward.py:score:1.0"    # your own function, in your own file
     python grpo.py --advantage=drgrpo --loss_agg=fixed      # Dr. GRPO
     python grpo.py --clip_high=0.28 --loss_agg=token        # DAPO's clip-higher and token-level loss
     torchrun --nproc_per_node=2 grpo.py                     # DDP
 
-Reward functions. A reward is a plain Python function `fn(prompts, responses) -> list[float]`, one
-number per response; responses are the decoded texts and end with "<|endoftext|>" when the model
-stopped. --rewards is a comma-separated list of `name[:weight]` or `file.py:function[:weight]`; the
-reward of a response is the weighted sum. Built in: gold (data.gold: the task's verifiable reward),
-rm (the reward model from --reward_path, normalised by the gain/bias stored with it), format (1 if
-the response is grammatical and ended, else 0) and length (words / 10: a positive weight favours long
-answers, a negative one short answers). A file is imported as is, so your function needs no change
-to the project:
-
-    # my_reward.py
-    def score(prompts, responses):
-        return [1.0 if "great" in r else 0.0 for r in responses]
+Rewards (--reward_fns): a comma-separated list of `name[:weight]` or `file.py:function[:weight]`, the
+reward of a response their weighted sum. Built in: gold (the task's verifiable reward), rm (the reward
+model of --reward_path), format, length; any `fn(prompts, responses) -> list[float]` of your own in a
+file (reward_functions.py says more).
 
 Advantages (--advantage), for rewards r_1..r_G of one group:
     grpo    (r_i - mean) / (std + eps)        GRPO (Shao et al. 2024)
@@ -90,28 +82,26 @@ fp32 ones, differ by rounding: mean |d logp| ~0.01 here, ~0.1 at GPT-2's logit s
 Dropout is forced to 0 (as TRL's disable_dropout): with it the first ratio would not be 1 either.
 Writes out_dir/ckpt.pt (a plain LM: sample.py reads it) and out_dir/metrics.jsonl.
 """
-import importlib.util
-import math
-import os
-import random
 import time
 
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
 
+import common
 import data
 import grpo_variants as gv
 import kernels
-from configurator import MissingFile, UserError, configure
-from model import (check_vocab, configure_optimizer, cosine_lr, disable_dropout, gather_last, load_model,
-                   log_metrics, model_args_of, restore_rng, rng_state, save_checkpoint, setup)
+import reward_functions
+import task
+from common import log_metrics
+from configurator import UserError, configure
+from model import disable_dropout, response_logprobs
 
 # ----------------------------------------------------------------------------- config
 out_dir = "out/grpo"  # checkpoint, metrics.jsonl go here
 init_from = "sft"  # 'sft' (policy starts from sft_path) or 'resume' (continue from out_dir/ckpt.pt)
 sft_path = "out/sft/ckpt.pt"  # SFT checkpoint: the policy's start and the frozen reference (unused if kl_coef=0)
 reward_path = "out/reward/ckpt.pt"  # reward model checkpoint (reward.py), used by the 'rm' reward
-rewards = "gold"  # comma list of name[:weight] or file.py:function[:weight]; names: gold, rm, format, length
+reward_fns = "gold"  # comma list of name[:weight] or file.py:function[:weight]; names: gold, rm, format, length
 data_path = "builtin"  # 'builtin' (the review task's train prompts) or a JSONL file of {"prompt"}
 template = "plain"  # prompt template for JSONL prompts: 'plain' or 'instruction'
 # GRPO
@@ -217,15 +207,6 @@ def aggregate(per_token, mask, mode="seq", max_len=None, n_tokens=None):
     raise UserError(f"unknown loss_agg {mode!r}: use 'seq', 'token' or 'fixed'")
 
 
-def response_logprobs(model, tokens, attn, labels, temperature=1.0, fused=False, ref=None):
-    """The one call for every log-prob a ratio or KL compares (old, reference, new): log-probs and
-    entropies (B, N) fp32 of the response tokens under softmax(logits / temperature), and with ref =
-    (ref_hidden, ref_weight) the exact per-token KL (B, N) as a third output. tokens, attn (B, P + N);
-    labels (B, N), -100 after a response ends. The logits at P-1+j predict response token j, so the last
-    token is not an input. fused: straight from the hidden states (kernels.linear_logprobs_entropy)."""
-    return model(tokens[:, :-1], attn[:, :-1], labels=labels, temperature=temperature, fused=fused, ref=ref)
-
-
 def token_loss(logp, old_logp, adv, ent, kl_tok=None, clip_low=0.2, clip_high=0.2, kl_coef=0.0, ent_coef=0.0,
                objective="ppo", mask=None):
     """GRPO's per-token loss (B, N): the surrogate, minus ent_coef * entropy, plus kl_coef * the per-token
@@ -245,158 +226,46 @@ def token_loss(logp, old_logp, adv, ent, kl_tok=None, clip_low=0.2, clip_high=0.
     return per_token, pg, clip_lo, clip_hi
 
 
-# ----------------------------------------------------------------------------- reward functions
-def gold_reward(prompts, responses):
-    """The built-in task's hidden scorer as a verifiable reward (data.gold), about [-2, 1]."""
-    return [data.gold(p, r) for p, r in zip(prompts, responses)]
-
-
-def format_reward(prompts, responses):
-    """1 if every sentence is in the grammar and the response ended, else 0."""
-    return [float(data.parses(p, r)) for p, r in zip(prompts, responses)]
-
-
-def length_reward(prompts, responses):
-    """Response length in words / 10 (weight > 0 favours long answers, < 0 short ones)."""
-    return [len(r.replace(data.EOT_TEXT, "").split()) / 10 for r in responses]
-
-
-BUILTIN_REWARDS = {"gold": gold_reward, "format": format_reward, "length": length_reward}
-
-
-def load_rewards(spec, builtins=BUILTIN_REWARDS):
-    """'gold:1.0,my.py:fn:0.5' -> [(name, fn, weight)]. An entry is name[:weight] (a key of `builtins`)
-    or file.py:function[:weight] (imported from the file; the path is relative to the working dir)."""
-    out = []
-    for entry in [e.strip() for e in spec.split(",") if e.strip()]:
-        parts = entry.split(":")
-        weight = 1.0
-        if len(parts) > 1 and parts[-1] and parts[-1][0] in "+-.0123456789":
-            try:
-                weight = float(parts[-1])
-            except ValueError:
-                raise UserError(f"--rewards entry {entry!r}: weight {parts[-1]!r} is not a number") from None
-            parts = parts[:-1]
-        if parts[0].endswith(".py"):
-            if len(parts) != 2:
-                raise UserError(f"--rewards entry {entry!r}: write a file's function as file.py:function[:weight]")
-            path, fn_name = parts
-            if not os.path.exists(path):
-                raise MissingFile(f"--rewards entry {entry!r}: no file {path}")
-            spec_ = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
-            module = importlib.util.module_from_spec(spec_)
-            spec_.loader.exec_module(module)
-            fn = getattr(module, fn_name, None)
-            if not callable(fn):
-                raise UserError(f"--rewards entry {entry!r}: {path} has no function {fn_name!r}")
-            out.append((f"{os.path.basename(path)[:-3]}.{fn_name}", fn, weight))
-        elif len(parts) == 1 and parts[0] in builtins:
-            out.append((parts[0], builtins[parts[0]], weight))
-        else:
-            raise UserError(f"--rewards entry {entry!r}: unknown reward; built in: {', '.join(builtins)}, "
-                             f"or your own as file.py:function[:weight]")
-    if not out:
-        raise UserError("--rewards is empty: name at least one reward, e.g. --rewards=gold")
-    return out
-
-
-def score(reward_fns, prompts, responses, token_ids=None):
-    """Run every reward function; returns the weighted sum (len(responses),) and each function's scores.
-    token_ids (the sampled prompt + response ids) go to the reward model only: see rm_reward."""
-    each = {}
-    for name, fn, _ in reward_fns:
-        r = fn(prompts, responses, token_ids=token_ids) if name == "rm" and token_ids else fn(prompts, responses)
-        r = [float(x) for x in r]
-        bad = [x for x in r if not math.isfinite(x)]
-        if len(r) != len(responses) or bad:
-            raise UserError(f"reward {name!r} returned {len(r)} scores ({len(bad)} not finite, e.g. "
-                             f"{bad[:1]}) for {len(responses)} responses: it must return one finite float per response")
-        each[name] = torch.tensor(r)
-    total = sum(w * each[name] for name, _, w in reward_fns)
-    return total, each
-
-
 if __name__ == "__main__":
-    config = configure(globals())
-
-    # ----------------------------------------------------------------------------- runtime
-    rt = setup(device, dtype, seed)
-    metrics_path = os.path.join(out_dir, "metrics.jsonl")
-    if rt.master:
-        os.makedirs(out_dir, exist_ok=True)
+    config = configure(globals(), choices=dict(
+        init_from=("sft", "resume"), advantage=ADVANTAGES + ("reinforce", "reinforce_baseline"),
+        objective=("ppo", "gspo", "cispo"), loss_agg=("seq", "token", "fixed"), kl_in=("loss", "reward"),
+        kl_estimator=("k3", "full", "k3+", "k3_corrected"), template=("plain", "instruction")))
     batch = prompts_per_batch * group_size
-    if kl_estimator not in ("k3", "full", "k3+", "k3_corrected"):
-        raise UserError(f"--kl_estimator={kl_estimator!r}: use 'k3', 'k3+', 'k3_corrected' or 'full'")
-    if objective not in ("ppo", "gspo", "cispo"):
-        raise UserError(f"--objective={objective!r}: use 'ppo', 'gspo' or 'cispo'")
-    if advantage not in ADVANTAGES + ("reinforce", "reinforce_baseline"):
-        raise UserError(f"--advantage={advantage!r}: use one of {', '.join(ADVANTAGES)}, reinforce or "
-                        f"reinforce_baseline")
     if not temperature > 0:  # the log-probs are of softmax(logits / temperature): 0 would divide by 0
         raise UserError(f"--temperature={temperature}: must be > 0 (GRPO needs a sampling policy's log-probs; "
                         f"greedy decoding has none)")
-    if kl_in not in ("loss", "reward") or (kl_in == "reward" and kl_estimator != "k3"):
-        raise UserError(f"--kl_in={kl_in!r} --kl_estimator={kl_estimator!r}: use --kl_in=loss (with any "
-                        f"estimator) or --kl_in=reward (k1 in the reward; leave --kl_estimator at k3)")
+    if kl_in == "reward" and kl_estimator != "k3":
+        raise UserError(f"--kl_in=reward --kl_estimator={kl_estimator!r}: the reward carries k1", fix="use "
+                        "--kl_in=loss (with any estimator), or --kl_in=reward and leave --kl_estimator at k3")
     if overlong_cache and not 0 < overlong_cache <= max_new_tokens:
         raise UserError(f"--overlong_cache={overlong_cache}: use 1..max_new_tokens ({max_new_tokens}), or 0 (off)")
     if batch % minibatch_size:
         raise UserError(f"minibatch_size {minibatch_size} must divide prompts_per_batch * group_size = {batch}")
+    rt = common.setup(device, dtype, seed, out_dir)
 
     # ----------------------------------------------------------------------------- models
-    if init_from not in ("sft", "resume"):
-        raise UserError(f"--init_from={init_from!r}: use 'sft' (start from --sft_path) or 'resume'")
-    policy, vocab, ckpt = load_model(out_dir if init_from == "resume" else sft_path)
+    policy, vocab, ckpt = common.load_model(out_dir if init_from == "resume" else sft_path)
     if ckpt is None:
         raise UserError(f"sft_path={sft_path!r}: GRPO starts from one of our SFT checkpoints (python sft.py)")
+    ckpt = ckpt if init_from == "resume" else None
     tok = data.Tokenizer(vocab)
     policy.to(rt.device)
     if disable_dropout(policy) and rt.master:
         print("note: dropout set to 0 (the rollout and the update must be the same function)")
-    ref = None
-    if kl_coef > 0:  # the frozen reference: never wrapped in DDP, never trained
-        ref, ref_vocab, _ = load_model(sft_path)
-        check_vocab(vocab, ref_vocab, f"policy vs reference {sft_path}")
-        ref.to(rt.device).eval().requires_grad_(False)
-        disable_dropout(ref)
-
-    reward_fns = load_rewards(rewards, {**BUILTIN_REWARDS, "rm": None})
-    if any(name == "rm" for name, _, _ in reward_fns):
-        rm, rm_vocab, rm_ckpt = load_model(reward_path, scalar_head=True)
-        rm.to(rt.device).eval().requires_grad_(False)
-        rm_tok = data.Tokenizer(rm_vocab)
-        gain, bias = rm_ckpt.get("reward_gain", 1.0), rm_ckpt.get("reward_bias", 0.0)
-
-        same_vocab = list(rm_vocab or []) == list(vocab or [])
-
-        @torch.no_grad()
-        def rm_reward(prompts, responses, token_ids=None, chunk=64):
-            """The reward model's score of prompt + response (at its last token), normalised with the gain
-            and bias reward.py stored so that SFT samples score mean 0, std 1. Given the sampled token_ids
-            (and a shared vocabulary) it scores exactly those: decoding and re-encoding text is not always
-            the identity (two sampled "." decode to "..", which BPE encodes as one other token)."""
-            if not (token_ids and same_vocab):
-                token_ids = [rm_tok.encode(p + r, "reward model input") for p, r in zip(prompts, responses)]
-            seqs = [s[-rm.config.block_size:] for s in token_ids]
-            out = []
-            for i in range(0, len(seqs), chunk):
-                part = seqs[i:i + chunk]
-                L = max(len(s) for s in part)
-                x = torch.full((len(part), L), rm_tok.eot, dtype=torch.long)
-                m = torch.zeros(len(part), L, dtype=torch.bool)
-                for j, s in enumerate(part):  # right padding: the score sits at each row's last real token
-                    x[j, :len(s)], m[j, :len(s)] = torch.tensor(s), True
-                x, m = x.to(rt.device), m.to(rt.device)
-                with rt.ctx:
-                    out += (gain * gather_last(rm(x, m).float(), m) + bias).tolist()
-            return out
-
-        reward_fns = [(n, rm_reward if n == "rm" else fn, w) for n, fn, w in reward_fns]
+    # the frozen reference: never wrapped in DDP, never trained; kl_coef = 0 needs none
+    ref = common.load_frozen(sft_path, vocab, "reference", rt.device)[0] if kl_coef > 0 else None
+    scorers = reward_functions.load_rewards(reward_fns, {**reward_functions.BUILTIN_REWARDS, "rm": None})
+    if any(name == "rm" for name, _, _ in scorers):
+        rm, rm_vocab, gain, bias = common.load_reward_model(reward_path, vocab, rt.device, same_vocab=False)
+        rm_reward = reward_functions.reward_model(rm, data.Tokenizer(rm_vocab), gain, bias,
+                                                  list(rm_vocab or []) == list(vocab or []), rt.ctx)
+        scorers = [(n, rm_reward if n == "rm" else fn, w) for n, fn, w in scorers]
 
     # ----------------------------------------------------------------------------- data
     if data_path == "builtin":
-        train_prompts = data.task_prompts("train")
-        eval_prompts = data.task_prompts("test") * eval_repeats
+        train_prompts = task.prompts("train")
+        eval_prompts = task.prompts("test") * eval_repeats
     else:
         train_prompts = [data.format_prompt(r["prompt"], template) for r in data.read_jsonl(data_path, ("prompt",))]
         eval_prompts = train_prompts[:n_print]  # no gold scorer for your data: we print samples instead
@@ -407,16 +276,9 @@ if __name__ == "__main__":
                          f"{prompts_per_batch * rt.world_size}; lower --prompts_per_batch or add prompts")
 
     # ----------------------------------------------------------------------------- optimizer
-    optimizer = configure_optimizer(policy, lr, weight_decay, device_type=rt.device_type)
-    iter_num = 0
-    if init_from == "resume":
-        optimizer.load_state_dict(ckpt["optimizer"])
-        iter_num = ckpt["iter_num"]
-    raw_policy = policy
-    if compile:
-        policy = torch.compile(policy)
-    if rt.ddp:
-        policy = DDP(policy, device_ids=[int(rt.device.split(":")[1])] if rt.device_type == "cuda" else None)
+    optimizer = common.configure_optimizer(policy, lr, weight_decay, rt.device_type)
+    rng, iter_num = common.resume(ckpt, rt, seed, optimizer)  # the data order: the same on every rank
+    raw_policy, policy = policy, common.wrap(policy, rt, compile)
 
     @torch.no_grad()
     def evaluate():
@@ -425,9 +287,9 @@ if __name__ == "__main__":
         with rt.ctx:
             texts, lengths, kls = data.sample_responses(raw_policy, tok, eval_prompts, max_new_tokens,
                                                         temperature, ref=ref)
-        out = data.task_report(eval_prompts, texts, lengths, kls) if data_path == "builtin" else {}
+        out = task.report(eval_prompts, texts, lengths, kls) if data_path == "builtin" else {}
         for p, r in list(zip(eval_prompts, texts))[:n_print]:
-            print(f"  {p!r} -> {r!r}" + (f"  gold {data.gold(p, r):+.2f}" if data_path == "builtin" else ""))
+            print(f"  {p!r} -> {r!r}" + (f"  gold {task.gold(p, r):+.2f}" if data_path == "builtin" else ""))
         return out
 
     def rollout():
@@ -443,7 +305,7 @@ if __name__ == "__main__":
         lengths = mask.sum(1)
         texts = [tok.decode(row[:n]) for row, n in zip(tokens[:, P:].tolist(), lengths.tolist())]
         ids = [row[m].tolist() for row, m in zip(tokens, attn)]  # unpadded prompt + response, for the RM
-        reward, each = score(reward_fns, prompts, texts, ids)
+        reward, each = reward_functions.score(scorers, prompts, texts, ids)
         if overlong_cache:  # DAPO's soft overlong punishment is part of the reward
             each["overlong"] = gv.overlong_penalty(lengths.cpu(), max_new_tokens, overlong_cache, overlong_penalty)
             reward = reward + each["overlong"]
@@ -467,24 +329,16 @@ if __name__ == "__main__":
         return bool(t.item())
 
     # ----------------------------------------------------------------------------- training loop
-    rng = random.Random(seed)  # the same on every rank: each draws the global batch and keeps its share
-    if init_from == "resume":  # continue the data order and sampling exactly where the checkpoint was
-        restore_rng(ckpt.get("rng"), rng, rt)
-    start_iter = iter_num
+    start_iter = iter_num if ckpt else None
     t0, logs = time.time(), []
     while True:
-        if (iter_num % eval_interval == 0 or iter_num == max_iters) and not (init_from == "resume" and iter_num == start_iter):
-            if rt.master:  # (a resumed run's checkpoint was evaluated and saved already)
-                log_metrics(metrics_path, {"iter": iter_num, **evaluate()})
-            rng_now = rng_state(rng, rt)  # every rank's, after the eval's sampling
-            if iter_num > 0 and rt.master:
-                save_checkpoint(os.path.join(out_dir, "ckpt.pt"), dict(
-                    model=raw_policy.state_dict(), model_args=model_args_of(raw_policy),
-                    optimizer=optimizer.state_dict(), iter_num=iter_num, config=config, vocab=vocab, rng=rng_now))
+        if common.eval_due(iter_num, eval_interval, max_iters, start_iter):
+            if rt.master:
+                log_metrics(rt.metrics_path, {"iter": iter_num, **evaluate()})
+            common.save(out_dir, rt, iter_num, config, vocab, rng, raw_policy, optimizer)
         if iter_num >= max_iters:
             break
-        for g in optimizer.param_groups:
-            g["lr"] = cosine_lr(iter_num, lr, warmup_iters, max_iters)
+        common.set_lr(optimizer, common.cosine_lr(iter_num, lr, warmup_iters, max_iters))
 
         # rollout: G responses for each of prompts_per_batch prompts (a group is G consecutive rows)
         if not dynamic_sampling:
@@ -584,16 +438,14 @@ if __name__ == "__main__":
                "response_len": lengths.float().mean().item(),
                "ended": sum(t.endswith(data.EOT_TEXT) for t in texts) / len(texts)}
         if data_path == "builtin" and "gold" not in each:  # train_gold: "gold" alone is the held-out eval
-            row["train_gold"] = sum(gold_reward(prompts, texts)) / len(texts)
+            row["train_gold"] = sum(reward_functions.gold_reward(prompts, texts)) / len(texts)
         logs.append(row)
         if iter_num % log_interval == 0 and rt.master:
             avg = {k: sum(r[k] for r in logs) / len(logs) for k in logs[0]}
             avg["clipfrac"] = avg["clipfrac_low"] + avg["clipfrac_high"]
-            log_metrics(metrics_path, {"iter": iter_num, **avg, "lr": optimizer.param_groups[0]["lr"],
+            log_metrics(rt.metrics_path, {"iter": iter_num, **avg, "lr": optimizer.param_groups[0]["lr"],
                                        "s_per_iter": (time.time() - t0) / len(logs)})
             t0, logs = time.time(), []
         elif iter_num % log_interval == 0:
             logs = []
-
-    if rt.ddp:
-        torch.distributed.destroy_process_group()
+    common.finish(rt)

@@ -6,18 +6,15 @@ model.py: one GPT-2, shared by every stage of goldRLHF.
 - GPT.from_pretrained: Hugging Face GPT-2 weights without `transformers` (local file/dir or download).
 - GPT.generate: batched, KV-cached sampling for prompts of different lengths (left padding).
 - to_hf: export back to the Hugging Face GPT-2 layout.
-- Training utilities every stage shares: runtime setup (device, dtype, DDP), checkpoints (atomic),
-  model loading, the optimizer, the LR schedule, metrics logging.
+- token_logprobs: log-probs / entropy / exact KL of given next tokens, from the logits or (fused) from
+  the hidden states; score_sequences: a reward model's normalised score of token-id lists.
+(The training runtime every stage shares, setup / checkpoints / optimizer / logging, is in common.py.)
 """
 import json
 import math
 import os
-import random
-import time
 import urllib.request
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass
-from types import SimpleNamespace
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -101,20 +98,11 @@ class GPT(nn.Module):
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx, attention_mask=None, kv_cache=None, pos=0, hidden=False, labels=None,
-                temperature=1.0, fused=False, ref=None, entropy=True):
+    def forward(self, idx, attention_mask=None, kv_cache=None, pos=0, hidden=False):
         """idx: (B, T) token ids. attention_mask: (B, pos+T) bool, True for real tokens, over the cache
         and the new tokens (None: no padding, plain causal). Returns logits (B, T, V), or values (B, T)
-        with a scalar head, or the final hidden states (B, T, C) with hidden=True.
-        labels (B, N), N <= T: the token that follows each of the last N positions (-100: none). Returns
-        their log-probs and the entropies (B, N) fp32 under softmax(logits / temperature) instead of the
-        logits; fused=True gets them straight from the hidden states and the lm_head weight
-        (kernels.linear_logprobs_entropy), never holding the (B, N, V) logits in memory.
-        entropy=False: a caller that only needs the log-probs (SFT, DPO) gets None in the entropy's place and
-        does not pay for it (on the unfused path, another pass over the (B, N, V) logits kept for backward).
-        ref=(ref_hidden, ref_weight), a reference model's final hidden states at the same N positions and
-        its lm_head weight: also return the exact KL(p || p_ref) (B, N) at each position (kernels.kl of
-        the two logits, or kernels.linear_kl from the hidden states when fused), differentiable here only."""
+        with a scalar head, or the final hidden states (B, T, C) with hidden=True (what token_logprobs
+        below turns into log-probs, entropies and KLs without ever holding the logits, when fused)."""
         B, T = idx.shape
         if pos + T > self.config.block_size:
             raise ValueError(f"sequence of {pos + T} tokens is longer than block_size "
@@ -138,27 +126,6 @@ class GPT(nn.Module):
         x = self.transformer.ln_f(x)
         if hidden:
             return x
-        if labels is not None:
-            x = x[:, T - labels.shape[1]:]
-            if fused:
-                w, dev = self.lm_head.weight, x.device.type
-                if torch.is_autocast_enabled(dev):  # the operands autocast would give lm_head (bf16)
-                    x, w = x.to(torch.get_autocast_dtype(dev)), w.to(torch.get_autocast_dtype(dev))
-                if entropy:
-                    out = kernels.linear_logprobs_entropy(x, w, labels, temperature=temperature)
-                else:
-                    out = (kernels.linear_logprobs(x, w, labels, temperature=temperature), None)
-                if ref is not None:
-                    out += (kernels.linear_kl(x, w, ref[0].to(x.dtype), ref[1].to(w.dtype), temperature),)
-                return out
-            logits = self.lm_head(x)
-            if entropy:
-                out = kernels.logprobs_entropy(logits, labels, temperature=temperature)
-            else:
-                out = (kernels.logprobs(logits, labels, temperature=temperature), None)
-            if ref is not None:
-                out += (kernels.kl(logits, F.linear(ref[0], ref[1]).detach(), temperature),)
-            return out
         return self.score_head(x).squeeze(-1) if self.config.scalar_head else self.lm_head(x)
 
     # -------------------------------------------------------------------------------------------------
@@ -320,121 +287,67 @@ def gather_last(values, mask):
     return values.gather(1, last_index(mask)[:, None])[:, 0]
 
 
-# -----------------------------------------------------------------------------------------------------
-# Training utilities shared by the stages.
-
-def setup(device="auto", dtype="auto", seed=1337):
-    """Device, autocast context and DDP (under torchrun). Returns a namespace the stages read."""
-    ddp = int(os.environ.get("RANK", -1)) != -1
-    rank, local_rank, world = 0, 0, 1
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if ddp:
-        rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
-        world = int(os.environ["WORLD_SIZE"])
-        torch.distributed.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
-        if device.startswith("cuda"):
-            device = f"cuda:{local_rank}"
-            torch.cuda.set_device(device)
-    device_type = "cuda" if device.startswith("cuda") else "cpu"
-    if dtype == "auto":
-        dtype = "bfloat16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
-    if dtype not in ("float32", "bfloat16"):
-        raise UserError(f"dtype {dtype!r}: use 'float32' or 'bfloat16' (fp16 would need loss scaling)")
-    torch.manual_seed(seed + rank)  # each rank samples different data and responses
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    ctx = nullcontext() if dtype == "float32" else torch.autocast(device_type, dtype=torch.bfloat16)
-    return SimpleNamespace(device=device, device_type=device_type, dtype=dtype, ctx=ctx, ddp=ddp,
-                           rank=rank, world_size=world, master=rank == 0)
-
-
-def save_checkpoint(path, ckpt):
-    """Atomic and durable: written to a temporary file, fsynced, then renamed over the old one (and the
-    directory fsynced), so a crash or power cut at any moment leaves one whole checkpoint."""
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    with open(path + ".tmp", "wb") as f:
-        torch.save(ckpt, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(path + ".tmp", path)
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def token_logprobs(model, idx, labels, attention_mask=None, temperature=1.0, fused=False, entropy=True, ref=None):
+    """The log-probs of the tokens that follow the last N positions of idx (B, T), under
+    softmax(logits / temperature): labels (B, N), N <= T, -100 where there is no next token (log-prob 0
+    there). Returns (logp, entropy) (B, N) fp32; entropy=False skips the entropy (None in its place: on
+    the unfused path another pass over the (B, N, V) logits kept for backward). ref=(ref_hidden,
+    ref_weight), a reference model's final hidden states at the same N positions and its lm_head weight,
+    adds a third output: the exact KL(p || p_ref) (B, N) at each position, differentiable here only.
+    fused=True computes all of it straight from the hidden states and the lm_head weight
+    (kernels.linear_logprobs_entropy / linear_kl), never holding the (B, N, V) logits in memory.
+    `model` may be wrapped (torch.compile, DDP): its forward runs through the wrapper."""
+    x = model(idx, attention_mask, hidden=True)[:, idx.shape[1] - labels.shape[1]:]
+    raw = getattr(model, "module", model)  # DDP -> the model (or a compiled one)
+    w = getattr(raw, "_orig_mod", raw).lm_head.weight
+    if fused:
+        dev = x.device.type
+        if torch.is_autocast_enabled(dev):  # the operands autocast would give lm_head (bf16)
+            x, w = x.to(torch.get_autocast_dtype(dev)), w.to(torch.get_autocast_dtype(dev))
+        if entropy:
+            out = kernels.linear_logprobs_entropy(x, w, labels, temperature=temperature)
+        else:
+            out = (kernels.linear_logprobs(x, w, labels, temperature=temperature), None)
+        if ref is not None:
+            out += (kernels.linear_kl(x, w, ref[0].to(x.dtype), ref[1].to(w.dtype), temperature),)
+        return out
+    logits = F.linear(x, w)
+    if entropy:
+        out = kernels.logprobs_entropy(logits, labels, temperature=temperature)
+    else:
+        out = (kernels.logprobs(logits, labels, temperature=temperature), None)
+    if ref is not None:
+        out += (kernels.kl(logits, F.linear(ref[0], ref[1]).detach(), temperature),)
+    return out
 
 
-def rng_state(data_rng, rt):
-    """Everything random a resumed run continues from, for every rank: the stage's data-order
-    generator (a random.Random: its position in the data), Python's and torch's CPU and CUDA generators
-    (sampling, dropout). Call it on every rank (under DDP it gathers the ranks' states to each)."""
-    state = dict(data=data_rng.getstate(), python=random.getstate(), torch=torch.get_rng_state(),
-                 cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
-    if not rt.ddp:
-        return [state]
-    states = [None] * rt.world_size
-    torch.distributed.all_gather_object(states, state)
-    return states
+def response_logprobs(model, tokens, attention_mask, labels, temperature=1.0, fused=False, ref=None):
+    """The one call every RL stage makes for every log-prob a ratio or KL compares (rollout, reference,
+    update), so that the first ratio is exactly 1 and the first KL exactly 0 (same forward, same fused or
+    unfused lm_head, same dtype). tokens, attention_mask (B, P + N), a generate() batch; labels (B, N), the
+    response tokens, -100 after a response ends. The logits at position P-1+j predict response token j, so
+    the last token is not an input. Returns token_logprobs' (logp, entropy[, kl]), each (B, N)."""
+    return token_logprobs(model, tokens[:, :-1], labels, attention_mask[:, :-1], temperature, fused, ref=ref)
 
 
-def restore_rng(states, data_rng, rt):
-    """Put every generator back where rng_state found it, so a resumed run is bitwise the run that was
-    interrupted. A checkpoint from another number of processes restores rank 0's data order only."""
-    if states is None:  # a checkpoint from before the random state was saved
-        if rt.master:
-            print("note: this checkpoint holds no random state: the resumed run continues, but not exactly")
-        return
-    if len(states) != rt.world_size and rt.master:
-        print(f"note: the checkpoint's random state is from {len(states)} processes, this run has "
-              f"{rt.world_size}: the data order continues, sampling does not repeat exactly")
-    own = states[rt.rank] if len(states) == rt.world_size else states[0]
-    data_rng.setstate(own["data"])
-    if len(states) == rt.world_size:
-        random.setstate(own["python"])
-        torch.set_rng_state(own["torch"])
-        if own["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(own["cuda"])
-
-
-def load_checkpoint(path):
-    if os.path.isdir(path):
-        path = os.path.join(path, "ckpt.pt")
-    if not os.path.exists(path):
-        raise MissingFile(f"{path}: no checkpoint here. Run the stage that writes it first "
-                                f"(e.g. python sft.py), or point --init_from / the path option at one.")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"{path}: not a readable checkpoint ({e})") from None
-
-
-def load_model(init_from, scalar_head=False, model_args=None, vocab=None):
-    """Build a model from 'scratch' (model_args), a GPT-2 name, a Hugging Face GPT-2 directory, or one
-    of our checkpoints (file or its out_dir). Returns (model, vocab, ckpt or None).
-    A checkpoint loaded with the other kind of head keeps the body: an SFT model becomes the start of a
-    reward model or critic (new scalar head), a reward model a critic."""
-    if init_from == "scratch":
-        return GPT(GPTConfig(**{**model_args, "scalar_head": scalar_head})), vocab, None
-    if init_from in GPT2_SIZES or (os.path.isdir(init_from) and not os.path.exists(os.path.join(init_from, "ckpt.pt"))):
-        return GPT.from_pretrained(init_from, scalar_head=scalar_head), None, None
-    ckpt = load_checkpoint(init_from)
-    model = GPT(GPTConfig(**{**ckpt["model_args"], "scalar_head": scalar_head}))
-    sd = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in ckpt["model"].items()}
-    if not scalar_head:
-        sd.pop("score_head.weight", None), sd.pop("score_head.bias", None)
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    if unexpected or [k for k in missing if not k.startswith("score_head.")]:
-        raise UserError(f"{init_from}: checkpoint does not match the model (missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]})")
-    return model, ckpt.get("vocab"), ckpt
-
-
-def check_vocab(a, b, what):
-    """Two models that exchange token ids must share the vocabulary."""
-    if (a is None) != (b is None) or (a is not None and list(a) != list(b)):
-        raise UserError(f"{what}: vocabularies differ ({'full GPT-2' if a is None else f'{len(a)} tokens'} vs "
-                         f"{'full GPT-2' if b is None else f'{len(b)} tokens'}); train both from the same SFT run")
+def score_sequences(rm, seqs, pad_id, gain=1.0, bias=0.0, chunk=256):
+    """A reward model's scores (N,) fp32 on rm's device of N token-id lists (each prompt + response):
+    right-padded into chunks, read at each row's last real token, as gain * raw + bias (reward.py
+    stores the gain and bias that give SFT samples mean 0, std 1). The one scorer every stage uses; call
+    it under the stage's autocast context, and under torch.no_grad() unless training the reward model
+    through it (reward.py). Scoring the sampled ids themselves matters: decoding and re-encoding text is
+    not always the identity (two sampled "." decode to "..", which BPE encodes as one other token)."""
+    device, out = next(rm.parameters()).device, []
+    for i in range(0, len(seqs), chunk):
+        part = seqs[i:i + chunk]
+        L = max(len(s) for s in part)
+        x = torch.full((len(part), L), pad_id, dtype=torch.long)
+        m = torch.zeros(len(part), L, dtype=torch.bool)
+        for j, s in enumerate(part):
+            x[j, :len(s)], m[j, :len(s)] = torch.tensor(s), True
+        x, m = x.to(device), m.to(device)
+        out.append(gain * gather_last(rm(x, m).float(), m) + bias)
+    return torch.cat(out)
 
 
 def disable_dropout(model):
@@ -450,34 +363,3 @@ def disable_dropout(model):
         elif isinstance(m, CausalSelfAttention):
             m.dropout = 0.0
     return was
-
-
-def configure_optimizer(model, lr, weight_decay=0.0, betas=(0.9, 0.95), device_type="cpu"):
-    """AdamW; weight decay on matrices only (not biases, LayerNorms); fused kernel on CUDA."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [dict(params=[p for p in params if p.dim() >= 2], weight_decay=weight_decay),
-              dict(params=[p for p in params if p.dim() < 2], weight_decay=0.0)]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
-
-
-def cosine_lr(it, lr, warmup_iters, max_iters, min_lr_ratio=0.1):
-    """Linear warmup, then cosine decay to min_lr_ratio * lr at max_iters."""
-    if it < warmup_iters:
-        return lr * (it + 1) / (warmup_iters + 1)
-    frac = min(1.0, (it - warmup_iters) / max(1, max_iters - warmup_iters))
-    return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * frac)))
-
-
-def log_metrics(path, metrics, master=True):
-    """Print one compact line and append the same numbers as one JSON object to `path`."""
-    if not master:
-        return
-    metrics = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in metrics.items()}
-    print(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()), flush=True)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "a") as f:
-        f.write(json.dumps({"time": round(time.time(), 3), **metrics}) + "\n")
-
-
-def model_args_of(model):
-    return {k: v for k, v in asdict(model.config).items() if k != "scalar_head"}

@@ -38,18 +38,17 @@ Under DDP every rank draws the same global batch of prompts and keeps its share,
 whitened over all ranks' tokens: N processes see the same prompts and statistics as one process at N x
 batch_size; only the sampled responses differ (each rank samples with its own seed).
 """
-import os
-import random
 import time
 
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
 
+import common
 import data
 import kernels
-from configurator import MissingFile, UserError, configure
-from model import (check_vocab, configure_optimizer, disable_dropout, gather_last, load_checkpoint, load_model,
-                   log_metrics, model_args_of, restore_rng, rng_state, save_checkpoint, setup)
+import task
+from common import log_metrics
+from configurator import UserError, configure
+from model import disable_dropout, gather_last, last_index, response_logprobs, score_sequences
 
 # ----------------------------------------------------------------------------- config
 out_dir = "out/ppo"  # checkpoint, metrics.jsonl go here
@@ -116,14 +115,6 @@ def masked_whiten(x, mask, shift_mean=True):
     return (out if shift_mean else out + mean) * mask
 
 
-def response_logprobs(model, tokens, attention_mask, labels, temperature=1.0, fused=False):
-    """The one call for every log-prob a ratio or KL compares (rollout, reference, update): log-probs and
-    entropies (B, N) fp32 of the response tokens under softmax(logits / temperature) [detail]. tokens,
-    attention_mask (B, P + N); labels (B, N), -100 after a response ends. The logits at position P-1+j
-    predict response token j, so the last token is not an input. fused: from the hidden states."""
-    return model(tokens[:, :-1], attention_mask[:, :-1], labels=labels, temperature=temperature, fused=fused)
-
-
 def final_scores(score, response_tokens, eot, unended_score=None, score_clip=0.0):
     """The score each response is rewarded with: the RM's score (B,), or unended_score (OpenAI's -1) for a
     response whose tokens (B, N) never contain <|endoftext|> (None: no penalty) [detail], then clipped to
@@ -141,8 +132,7 @@ def kl_rewards(score, logp, ref_logp, mask, beta, kind="k1"):
     response token. score (B,), logp / ref_logp / mask (B, N). Returns (rewards, kl) both (B, N)."""
     kl = kernels.kl_estimate(logp, ref_logp, kind) * mask
     rewards = -beta * kl
-    last = (mask.long() * torch.arange(mask.shape[1], device=mask.device)).argmax(1)  # last response token
-    rewards[torch.arange(len(score), device=score.device), last] += score
+    rewards[torch.arange(len(score), device=score.device), last_index(mask)] += score  # at the last response token
     return rewards, kl
 
 
@@ -167,14 +157,15 @@ def gae(rewards, values, mask, gamma, lam):
 def policy_loss(logp, old_logp, advantages, mask, clip_range):
     """PPO's clipped surrogate (Schulman et al. 2017, eq. 7), a token-level mean [detail].
     Objective per token: min(ratio * A, clip(ratio, 1-eps, 1+eps) * A); the loss is its negative.
-    Returns (loss, clipfrac, approx_kl); approx_kl = mean 0.5 (log ratio)^2 as lm-human-preferences."""
+    Returns (loss, clipfrac, approx_kl); approx_kl = the mean k3 estimate (ratio - 1) - log ratio of
+    KL(old || new) per token (Schulman 2020), as grpo.py logs it (lm-human-preferences logs k2, 0.5 (log ratio)^2)."""
     log_ratio = logp - old_logp
     ratio = log_ratio.exp()
     unclipped = ratio * advantages
     clipped = ratio.clamp(1 - clip_range, 1 + clip_range) * advantages
     loss = -masked_mean(torch.min(unclipped, clipped), mask)
     clipfrac = masked_mean((clipped < unclipped).float(), mask)
-    approx_kl = masked_mean(0.5 * log_ratio ** 2, mask)
+    approx_kl = masked_mean(ratio - 1 - log_ratio, mask)
     return loss, clipfrac.detach(), approx_kl.detach()
 
 
@@ -200,49 +191,32 @@ def explained_variance(values, returns, mask):
 
 
 if __name__ == "__main__":
-    config = configure(globals())
-    if kl_estimator not in ("k1", "k3"):
-        raise UserError(f"--kl_estimator={kl_estimator!r}: use 'k1' or 'k3'")
-    if critic_init not in ("reward", "sft"):
-        raise UserError(f"--critic_init={critic_init!r}: use 'reward' or 'sft'")
+    config = configure(globals(), choices=dict(kl_estimator=("k1", "k3"), critic_init=("reward", "sft"),
+                                               init_from=("sft", "resume"), template=("plain", "instruction")))
     if batch_size % n_minibatches:
         raise UserError(f"batch_size {batch_size} is not divisible by n_minibatches {n_minibatches}")
     if not temperature > 0:  # the log-probs are of softmax(logits / temperature): 0 would divide by 0
         raise UserError(f"--temperature={temperature}: must be > 0 (PPO needs a sampling policy's log-probs; "
-                         f"greedy decoding has none)")
-
-    # ----------------------------------------------------------------------------- runtime
-    rt = setup(device, dtype, seed)
-    metrics_path = os.path.join(out_dir, "metrics.jsonl")
-    if rt.master:
-        os.makedirs(out_dir, exist_ok=True)
+                        f"greedy decoding has none)")
+    rt = common.setup(device, dtype, seed, out_dir)
 
     # ----------------------------------------------------------------------------- 1. models
-    ckpt = load_checkpoint(out_dir) if init_from == "resume" else None
-    if init_from not in ("sft", "resume"):
-        raise UserError(f"--init_from={init_from!r}: use 'sft' or 'resume'")
-    policy, vocab, _ = load_model(out_dir if ckpt else sft_path)
-    ref, ref_vocab, _ = load_model(sft_path)
-    rm, rm_vocab, rm_ckpt = load_model(reward_path, scalar_head=True)
-    if "reward_gain" not in rm_ckpt:
-        raise UserError(f"{reward_path}: no reward_gain/reward_bias in the checkpoint; train it with reward.py")
-    critic, critic_vocab, _ = load_model(reward_path if critic_init == "reward" else sft_path, scalar_head=True)
-    check_vocab(vocab, ref_vocab, f"policy vs reference {sft_path}")
-    check_vocab(vocab, rm_vocab, f"policy vs reward model {reward_path}")
+    ckpt = common.load_checkpoint(out_dir) if init_from == "resume" else None
+    policy, vocab, _ = common.load_model(out_dir if ckpt else sft_path)
+    ref = common.load_frozen(sft_path, vocab, "reference", rt.device)[0]
+    rm, _, gain, bias = common.load_reward_model(reward_path, vocab, rt.device)  # normalised on SFT samples [detail]
+    critic, _, _ = common.load_model(reward_path if critic_init == "reward" else sft_path, scalar_head=True)
     if ckpt:
         critic.load_state_dict(ckpt["critic"])
     tok = data.Tokenizer(vocab)
-    for m in (policy, ref, rm, critic):
+    for m in (policy, critic):
         m.to(rt.device)
         if disable_dropout(m) and rt.master:
             print("note: dropout set to 0 (rollout and update, policy and reference must be the same function)")
-    for m in (ref, rm):  # frozen
-        m.eval().requires_grad_(False)
-    gain, bias = rm_ckpt["reward_gain"], rm_ckpt["reward_bias"]  # RM normalised to mean 0, std 1 on SFT [detail]
 
     # ----------------------------------------------------------------------------- data
     if data_path == "builtin":
-        train_prompts, eval_prompts = data.task_prompts("train"), data.task_prompts("test")
+        train_prompts, eval_prompts = task.prompts("train"), task.prompts("test")
     else:
         train_prompts = [data.format_prompt(r["prompt"], template) for r in data.read_jsonl(data_path, ("prompt",))]
         eval_prompts = []
@@ -250,21 +224,16 @@ if __name__ == "__main__":
     train_ids = data.encode_prompts(tok, train_prompts, max_prompt, where=data_path)
 
     # ----------------------------------------------------------------------------- optimizers
-    optimizer = configure_optimizer(policy, lr, device_type=rt.device_type)
-    critic_optimizer = configure_optimizer(critic, critic_lr, device_type=rt.device_type)
-    iter_num = 0
+    optimizer = common.configure_optimizer(policy, lr, device_type=rt.device_type)
+    critic_optimizer = common.configure_optimizer(critic, critic_lr, device_type=rt.device_type)
+    rng, iter_num = common.resume(ckpt, rt, seed, optimizer)  # the data order: the same on every rank
+    kl_coef = beta  # the KL coefficient in use: the adaptive controller moves it (the config keeps the start)
     if ckpt:
-        optimizer.load_state_dict(ckpt["optimizer"])
         critic_optimizer.load_state_dict(ckpt["critic_optimizer"])
-        iter_num, beta = ckpt["iter_num"], ckpt["beta"]
+        kl_coef = ckpt["beta"]
     raw_policy, raw_critic = policy, critic
-    if compile:
-        policy, critic = torch.compile(policy), torch.compile(critic)
-    if rt.ddp:
-        ids = [int(rt.device.split(":")[1])] if rt.device_type == "cuda" else None
-        policy, critic = DDP(policy, device_ids=ids), DDP(critic, device_ids=ids)
+    policy, critic = common.wrap(policy, rt, compile), common.wrap(critic, rt, compile)
 
-    @torch.no_grad()
     def rm_scores(tokens, attention_mask):
         """Normalised RM score of each sequence, read at its last real token."""
         return gain * gather_last(rm(tokens, attention_mask).float(), attention_mask) + bias
@@ -277,32 +246,20 @@ if __name__ == "__main__":
         with rt.ctx:
             texts, lengths, kls, rows = data.sample_responses(raw_policy, tok, prompts, max_new_tokens, temperature,
                                                               ref=ref, with_ids=True)  # the RM scores the sampled ids
-        tokens = torch.full((len(rows), max(map(len, rows))), tok.eot, dtype=torch.long)
-        mask = torch.zeros(tokens.shape, dtype=torch.bool)
-        for i, r in enumerate(rows):
-            tokens[i, :len(r)], mask[i, :len(r)] = torch.tensor(r), True
-        with rt.ctx:
-            reward = rm_scores(tokens.to(rt.device), mask.to(rt.device)).mean().item()
+            reward = score_sequences(rm, rows, tok.eot, gain, bias).mean().item()
         for p, t in list(zip(prompts, texts))[:n_print]:
-            print(f"  {p!r} -> {t!r}  gold {data.gold(p, t):+.2f}")
+            print(f"  {p!r} -> {t!r}  gold {task.gold(p, t):+.2f}")
         raw_policy.train()
-        return {"reward": reward, **data.task_report(prompts, texts, lengths, kls)}
+        return {"reward": reward, **task.report(prompts, texts, lengths, kls)}
 
     # ----------------------------------------------------------------------------- training loop
-    rng = random.Random(seed)  # the same on every rank: each draws the global batch and keeps its share
-    if ckpt:  # continue the data order and sampling exactly where the checkpoint was
-        restore_rng(ckpt.get("rng"), rng, rt)
-    start_iter = iter_num
+    start_iter = iter_num if ckpt else None
     while True:
-        due = (iter_num % eval_interval == 0 or iter_num == max_iters) and not (ckpt and iter_num == start_iter)
-        if eval_prompts and rt.master and due:  # (a resumed run's checkpoint was evaluated and saved already)
-            log_metrics(metrics_path, {"iter": iter_num, "split": "test", **evaluate()})
-        rng_now = rng_state(rng, rt) if due else None  # every rank's, after the eval's sampling
-        if iter_num > 0 and rt.master and due:
-            save_checkpoint(os.path.join(out_dir, "ckpt.pt"), dict(
-                model=raw_policy.state_dict(), model_args=model_args_of(raw_policy), optimizer=optimizer.state_dict(),
-                critic=raw_critic.state_dict(), critic_optimizer=critic_optimizer.state_dict(), beta=beta,
-                iter_num=iter_num, config=config, vocab=vocab, rng=rng_now))
+        if common.eval_due(iter_num, eval_interval, max_iters, start_iter):
+            if eval_prompts and rt.master:
+                log_metrics(rt.metrics_path, {"iter": iter_num, "split": "test", **evaluate()})
+            common.save(out_dir, rt, iter_num, config, vocab, rng, raw_policy, optimizer, beta=kl_coef,
+                        critic=raw_critic.state_dict(), critic_optimizer=critic_optimizer.state_dict())
         if iter_num >= max_iters:
             break
         t0 = time.time()
@@ -327,7 +284,7 @@ if __name__ == "__main__":
             score = rm_scores(tokens, attn)
         raw_score = score  # [detail] no <|endoftext|>: a fixed low score, whatever the RM says
         score, ended = final_scores(score, tokens[:, P:], tok.eot, unended_score if unended_penalty else None, score_clip)
-        rewards, kl = kl_rewards(score, old_logp, ref_logp, fmask, beta, kl_estimator)
+        rewards, kl = kl_rewards(score, old_logp, ref_logp, fmask, kl_coef, kl_estimator)
         if whiten_rewards:
             rewards = masked_whiten(rewards, fmask, shift_mean=False)
 
@@ -372,20 +329,18 @@ if __name__ == "__main__":
         if rt.ddp:  # every rank must use the same beta: average the rollout statistics
             torch.distributed.all_reduce(rollout, op=torch.distributed.ReduceOp.AVG)
         seq_kl, reward, frac_ended, response_len = rollout.tolist()
-        beta_used = beta
+        beta_used = kl_coef
         if adaptive_kl:
-            beta = update_beta(beta, seq_kl, target_kl, batch_size * rt.world_size, kl_horizon)
+            kl_coef = update_beta(kl_coef, seq_kl, target_kl, batch_size * rt.world_size, kl_horizon)
         iter_num += 1
         line = {"iter": iter_num, "split": "train", "reward": reward}
         if data_path == "builtin":  # the hidden gold score of the rollout: monitoring only, never trained on
             texts = [tok.decode(r[:m]) for r, m in zip(tokens[:, P:].tolist(), mask.sum(1).tolist())]
-            line["gold"] = sum(data.gold(train_prompts[b], t) for b, t in zip(batch, texts)) / batch_size
+            line["gold"] = sum(task.gold(train_prompts[b], t) for b, t in zip(batch, texts)) / batch_size
         line.update({"kl": seq_kl, "beta": beta_used, "entropy": ent, "policy_loss": pg, "value_loss": vf,
                      "clipfrac": cf, "approx_kl": akl,
                      "explained_variance": explained_variance(old_values, returns, fmask),
                      "response_len": response_len, "ended": frac_ended,
                      "tokens_per_s": rt.world_size * n_tokens / (time.time() - t0)})
-        log_metrics(metrics_path, line, rt.master)
-
-    if rt.ddp:
-        torch.distributed.destroy_process_group()
+        log_metrics(rt.metrics_path, line, rt.master)
+    common.finish(rt)

@@ -5,7 +5,7 @@ A GPT with a scalar head, initialised from the SFT model, reads one number at th
 prompt + response (the <|endoftext|> when the response ended) and is trained with the loss that fits
 the feedback people actually give:
 
-    label_kind  file                 loss (--loss)
+    label_kind  file                 loss (--loss_type)
     pairwise    pairwise_*.jsonl     'bt': Bradley-Terry -log sigmoid(r+ - r-) (Stiennon et al. 2020)
                                      'margin': -log sigmoid(r+ - r- - margin) (Touvron et al. 2023, Llama 2)
                                      'hinge': max(0, m - (r+ - r-)) (torch's MarginRankingLoss, the tutorials)
@@ -18,26 +18,14 @@ the feedback people actually give:
 After training the reward is normalised to mean 0, std 1 over samples of the SFT policy (Ziegler et al.
 2019): the checkpoint stores `reward_gain`, `reward_bias`; RL stages use gain * raw + bias.
 
-The built-in task has no people, so this script plays them (Ziegler et al. 2019; Ouyang et al. 2022):
-it samples K responses per prompt from the SFT model at temperature 1, scores them with the hidden
-gold scorer (data.gold) and asks `n_annotators` simulated labelers (data.label_pair / label_tie /
-label_likert / label_ranking: Bradley-Terry noise, "about equal" when close, 1-5 ratings, Plackett-Luce
-rankings), keeping the majority vote and reporting how often labelers agree. All four kinds are written
-from the same responses to out_dir/feedback/{kind}_{train,test}.jsonl, one JSON object per line:
-
-    pairwise  {"prompt": str, "chosen": str, "rejected": str, "margin": float}   (TRL's names; margin
-              optional: here the vote margin |for - against| / n_annotators, in [0, 1])
-    ties      {"prompt": str, "chosen": str, "rejected": str, "tie": bool}       (tie: "about equal",
-              then the order of chosen/rejected means nothing)
-    rankings  {"prompt": str, "ranking": [best, ..., worst]}                     (2 or more responses)
-    likert    {"prompt": str, "completion": str, "score": int 1..5}
-
-Responses are the text after the prompt and end with "<|endoftext|>" when the writer stopped. To use
-real human data, write the same format and pass it file for file:
+Feedback: on the built-in task (data_path 'builtin') the simulated labelers of feedback.py label K
+responses per prompt sampled from the SFT model with every kind at once, written to
+out_dir/feedback/{kind}_{train,test}.jsonl (formats: feedback.py's docstring; dpo.py reads the
+pairwise ones). Real human feedback in the same formats is passed file for file:
 
     python reward.py                                       # built-in task, pairwise Bradley-Terry
     python reward.py --label_kind=rankings                 # same responses, Plackett-Luce
-    python reward.py --label_kind=ties    /    --label_kind=likert --loss=ordinal
+    python reward.py --label_kind=ties    /    --label_kind=likert --loss_type=ordinal
     python reward.py --data_path=prefs.jsonl --label_kind=pairwise --init_from=out/sft/ckpt.pt
     torchrun --nproc_per_node=2 reward.py                  # DDP
 
@@ -54,16 +42,17 @@ import math
 import os
 import random
 import time
-from itertools import combinations
 
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel as DDP
 
+import common
 import data
-from configurator import MissingFile, UserError, configure
-from model import (configure_optimizer, cosine_lr, gather_last, load_model, log_metrics, model_args_of,
-                   restore_rng, rng_state, save_checkpoint, setup)
+import feedback
+import task
+from common import log_metrics
+from configurator import UserError, configure
+from model import score_sequences
 
 # ----------------------------------------------------------------------------- config
 out_dir = "out/reward"  # checkpoint, metrics.jsonl and feedback/ go here
@@ -72,7 +61,7 @@ sft_path = "out/sft/ckpt.pt"  # SFT policy: samples the responses to label and t
 data_path = "builtin"  # 'builtin' (simulate feedback on the review task) or a JSONL file of label_kind
 test_path = ""  # held-out JSONL of any kind (read as pairs); '' = builtin pairwise test, or last 10% of data_path
 label_kind = "pairwise"  # which feedback to train on: 'pairwise', 'rankings', 'ties' or 'likert'
-loss = ""  # '' = the kind's default (bt, pl, rao_kupper, mse); or margin, hinge, pairs, ordinal
+loss_type = ""  # '' = the kind's default (bt, pl, rao_kupper, mse); or margin, hinge, pairs, ordinal
 hinge_margin = 1.0  # the margin m of the hinge loss
 # simulated feedback (built-in task)
 n_samples = 4  # K responses per prompt, sampled from the SFT model (InstructGPT: K = 4..9)
@@ -103,7 +92,6 @@ dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
 seed = 1337  # random seed (data order shared by all ranks; sampling offset by rank)
 compile = False  # torch.compile the model
 
-KINDS = ("pairwise", "ties", "rankings", "likert")
 LOSSES = dict(pairwise=("bt", "margin", "hinge"), rankings=("pl", "pairs"), ties=("rao_kupper",),
               likert=("mse", "ordinal"))
 
@@ -228,180 +216,49 @@ def reliability(p, y, n_bins=5):
     return rows, ece
 
 
-# ----------------------------------------------------------------------------- simulated labelers
-def agreement(votes):
-    """(agreeing, total) pairs of annotators that gave the same label."""
-    n = len(votes)
-    return sum(a == b for a, b in combinations(votes, 2)), n * (n - 1) // 2
-
-
-def label_group(prompt, responses, rng, n_annotators=3, temp=0.25, tie_margin=0.15, noise=0.3):
-    """Play `n_annotators` people labelling K responses to one prompt with every kind of feedback.
-    Returns ({kind: rows}, {kind: [agreeing, total annotator pairs]}); rows are in the file formats."""
-    uniq = list(dict.fromkeys(responses))  # identical responses can't be compared
-    g = [data.gold(prompt, r) for r in uniq]
-    rows, agree = {k: [] for k in KINDS}, {k: [0, 0] for k in KINDS}
-
-    def tally(kind, votes):
-        a, n = agreement(votes)
-        agree[kind][0] += a
-        agree[kind][1] += n
-
-    for i, j in combinations(range(len(uniq)), 2):
-        votes = [data.label_pair(g[i], g[j], rng, temp) for _ in range(n_annotators)]
-        tally("pairwise", votes)
-        a_wins = 2 * sum(votes) > n_annotators or (2 * sum(votes) == n_annotators and rng.random() < 0.5)
-        c, r = (uniq[i], uniq[j]) if a_wins else (uniq[j], uniq[i])
-        rows["pairwise"].append(dict(prompt=prompt, chosen=c, rejected=r,
-                                     margin=round(abs(2 * sum(votes) - n_annotators) / n_annotators, 4)))
-        votes = [data.label_tie(g[i], g[j], rng, temp, tie_margin) for _ in range(n_annotators)]
-        tally("ties", votes)
-        counts = {v: votes.count(v) for v in (True, False, None)}
-        top = max(counts.values())
-        winner = None if counts[None] == top or counts[True] == counts[False] == top else counts[True] == top
-        c, r = (uniq[j], uniq[i]) if winner is False else (uniq[i], uniq[j])
-        rows["ties"].append(dict(prompt=prompt, chosen=c, rejected=r, tie=winner is None))
-    if len(uniq) >= 2:  # rankings: Borda count (mean position) over the annotators
-        orders = [data.label_ranking(g, rng, temp) for _ in range(n_annotators)]
-        for i, j in combinations(range(len(uniq)), 2):
-            tally("rankings", [o.index(i) < o.index(j) for o in orders])
-        pos = [sum(o.index(i) for o in orders) + rng.random() * 1e-3 for i in range(len(uniq))]
-        rows["rankings"].append(dict(prompt=prompt, ranking=[uniq[i] for i in sorted(range(len(uniq)), key=pos.__getitem__)]))
-    for i, resp in enumerate(uniq):  # Likert: the median rating
-        votes = sorted(data.label_likert(g[i], rng, noise) for _ in range(n_annotators))
-        tally("likert", votes)
-        rows["likert"].append(dict(prompt=prompt, completion=resp, score=votes[n_annotators // 2]))
-    return rows, agree
-
-
-# ----------------------------------------------------------------------------- reading feedback
-def load_feedback(path, kind):
-    """Read and check one feedback file. Returns (items, skipped): items are dicts with prompt, texts
-    (responses, best first for pairs and rankings) and y (margin, tie flag or score). Pairs and rankings
-    come in any of data.py's formats (README: Dataset formats). Malformed rows (missing field, wrong
-    type, score out of 1..5) raise an error naming file and line; rows that carry no comparison
-    (identical chosen and rejected, a ranking with duplicates) are skipped and counted."""
-    if kind == "pairwise":
-        rows = [dict(prompt=r["prompt"], texts=[r["chosen"], r["rejected"]], y=r.get("margin", 0.0), where=r["where"])
-                for r in data.load_preferences(path)]
-    elif kind == "rankings":
-        rows = [dict(prompt=r["prompt"], texts=r["ranking"], y=None, where=r["where"]) for r in data.load_rankings(path)]
-    else:
-        need = dict(ties=("prompt|chosen|rejected|tie",), likert=("prompt|completion|score",))[kind]
-        rows = []
-        for row in data.read_jsonl(path, required=need):
-            w = row["_where"]
-            texts = [row["chosen"], row["rejected"]] if kind == "ties" else [row["completion"]]
-            if not all(isinstance(t, str) and t for t in [row["prompt"], *texts]):
-                raise UserError("prompt and responses must be non-empty strings", w)
-            y = row["tie"] if kind == "ties" else row["score"]
-            if kind == "ties" and not isinstance(y, bool):
-                raise UserError(f"tie must be true or false, got {y!r}", w)
-            if kind == "likert" and (isinstance(y, bool) or not isinstance(y, int) or not 1 <= y <= 5):
-                raise UserError(f"score must be an integer 1..5, got {y!r}", w)
-            rows.append(dict(prompt=row["prompt"], texts=texts, y=y, where=w))
-    items, skipped = [], []
-    for it in rows:
-        if len(set(it["texts"])) < len(it["texts"]):
-            skipped.append(f"{it['where']}: identical responses")
-            continue
-        items.append(it)
-    if not items:
-        raise UserError(f"no usable rows ({len(skipped)} skipped, e.g. {skipped[:1]})", path)
-    return items, skipped
-
-
-def detect_kind(path):
-    """The kind of a feedback file, from the fields of its first row."""
-    row = data.read_jsonl(path)[0]
-    for kind, field in (("rankings", "ranking"), ("likert", "score"), ("ties", "tie"), ("pairwise", "chosen")):
-        if field in row:
-            return kind
-    raise UserError("not a feedback row (expected chosen/rejected, tie, ranking or score)", row["_where"])
-
-
-def to_pairs(items, kind):
-    """Feedback of any kind -> (prompt, better, worse) pairs: a ranking gives all its pairs, a tie none,
-    Likert ratings of the same prompt give every pair with different scores."""
-    if kind in ("pairwise", "ties"):
-        return [(it["prompt"], *it["texts"]) for it in items if not (kind == "ties" and it["y"])]
-    if kind == "rankings":
-        return [(it["prompt"], it["texts"][i], it["texts"][j]) for it in items
-                for i, j in combinations(range(len(it["texts"])), 2)]
-    by_prompt = {}
-    for it in items:
-        by_prompt.setdefault(it["prompt"], []).append((it["y"], it["texts"][0]))
-    return [(p, a[1], b[1]) for p, rs in by_prompt.items() for a, b in combinations(sorted(rs, reverse=True), 2)
-            if a[0] > b[0]]
-
-
 if __name__ == "__main__":
-    config = configure(globals())
-    if label_kind not in KINDS:
-        raise UserError(f"--label_kind={label_kind!r}: use one of {KINDS}")
-    loss = loss or LOSSES[label_kind][0]
-    if loss not in LOSSES[label_kind]:
-        raise UserError(f"--loss={loss!r} does not fit label_kind {label_kind!r}: use one of {LOSSES[label_kind]}")
-
-    # ----------------------------------------------------------------------------- runtime
-    rt = setup(device, dtype, seed)
-    metrics_path = os.path.join(out_dir, "metrics.jsonl")
+    config = configure(globals(), choices=dict(label_kind=feedback.KINDS))
+    loss_kind = loss_type or LOSSES[label_kind][0]  # the loss that runs (loss_type '' = the kind's default)
+    if loss_kind not in LOSSES[label_kind]:
+        raise UserError(f"--loss_type={loss_type!r} does not fit label_kind {label_kind!r}",
+                        fix=f"use one of {', '.join(LOSSES[label_kind])}")
+    if data_path == "builtin" and not sft_path:
+        raise UserError("the built-in task samples responses from the SFT model: set --sft_path (run sft.py first)")
+    rt = common.setup(device, dtype, seed, out_dir)
     fb_dir = os.path.join(out_dir, "feedback")
-    if rt.master:
-        os.makedirs(fb_dir, exist_ok=True)
 
     # ----------------------------------------------------------------------------- models
     # The SFT policy (rank 0 only) samples the responses people label, the normalisation set and the
     # fresh eval samples. The reward model starts from it with a new scalar head (Ouyang et al. 2022).
     policy = vocab_p = None
     if sft_path and rt.master:
-        policy, vocab_p, _ = load_model(sft_path)
+        policy, vocab_p, _ = common.load_model(sft_path)
         policy.to(rt.device).eval()
-    if data_path == "builtin" and not sft_path:
-        raise UserError("the built-in task samples responses from the SFT model: set --sft_path (run sft.py first)")
-    if init_from == "resume":
-        model, vocab, ckpt = load_model(out_dir, scalar_head=True)
-    else:
-        model, vocab, ckpt = load_model(sft_path if init_from == "sft" else init_from, scalar_head=True)
-        ckpt = None
-    if policy is not None and vocab_p != vocab:
-        raise UserError(f"reward model ({init_from}) and SFT policy ({sft_path}) have different vocabularies; "
-                         f"start the reward model from the SFT checkpoint")
+    model, vocab, ckpt = common.load_model(out_dir if init_from == "resume" else sft_path if init_from == "sft"
+                                           else init_from, scalar_head=True)
+    ckpt = ckpt if init_from == "resume" else None
+    if policy is not None:
+        common.check_vocab(vocab, vocab_p, f"reward model ({init_from}) vs SFT policy {sft_path}")
     tok = data.Tokenizer(vocab)
     T = model.config.block_size
     model.to(rt.device)
 
     # ----------------------------------------------------------------------------- data
     t0 = time.time()
-    if data_path == "builtin" and rt.master and not (init_from == "resume" and os.path.exists(
-            os.path.join(fb_dir, f"{label_kind}_train.jsonl"))):
-        lab_rng = random.Random(seed)
-        for split, rounds in (("train", n_rounds), ("test", max(1, n_rounds // 2))):
-            prompts = [p for p in data.task_prompts(split) for _ in range(rounds * n_samples)]
-            with torch.no_grad(), rt.ctx:
-                texts, _, _ = data.sample_responses(policy, tok, prompts, max_new_tokens, temperature, batch_size=256)
-            rows, agree = {k: [] for k in KINDS}, {k: [0, 0] for k in KINDS}
-            for g in range(0, len(prompts), n_samples):
-                r, a = label_group(prompts[g], texts[g:g + n_samples], lab_rng, n_annotators,
-                                   label_temperature, tie_margin, likert_noise)
-                for k in KINDS:
-                    rows[k] += r[k]
-                    agree[k] = [agree[k][0] + a[k][0], agree[k][1] + a[k][1]]
-            for k in KINDS:
-                data.write_jsonl(os.path.join(fb_dir, f"{k}_{split}.jsonl"), rows[k])
-            if split == "train":
-                log_metrics(metrics_path, {"iter": 0, "feedback_s": time.time() - t0, "n_responses": len(texts),
-                                           **{f"n_{k}": len(rows[k]) for k in KINDS},
-                                           **{f"agreement/{k}": a / max(1, n) for k, (a, n) in agree.items()}})
+    if data_path == "builtin" and rt.master and not (ckpt and os.path.exists(os.path.join(fb_dir, f"{label_kind}_train.jsonl"))):
+        report = feedback.collect(policy, tok, fb_dir, seed, n_samples, n_rounds, n_annotators, label_temperature,
+                                  tie_margin, likert_noise, max_new_tokens, temperature, rt.ctx)
+        log_metrics(rt.metrics_path, {"iter": 0, **report})
     if rt.ddp:
         torch.distributed.barrier()  # rank 0 wrote the feedback files
     train_file = os.path.join(fb_dir, f"{label_kind}_train.jsonl") if data_path == "builtin" else data_path
-    train_items, skipped = load_feedback(train_file, label_kind)
+    train_items, skipped = feedback.load_feedback(train_file, label_kind)
     if test_path:  # any kind: every kind is tested as pairs, so kinds compare side by side
-        test_kind = detect_kind(test_path)
-        test_items, test_skipped = load_feedback(test_path, test_kind)
+        test_kind = feedback.detect_kind(test_path)
+        test_items, test_skipped = feedback.load_feedback(test_path, test_kind)
     elif data_path == "builtin":
-        test_kind, (test_items, test_skipped) = "pairwise", load_feedback(os.path.join(fb_dir, "pairwise_test.jsonl"), "pairwise")
+        test_kind = "pairwise"
+        test_items, test_skipped = feedback.load_feedback(os.path.join(fb_dir, "pairwise_test.jsonl"), "pairwise")
     elif len(train_items) >= 20:  # hold out the last 10% of the file
         n_test = len(train_items) // 10
         test_kind, train_items, test_items, test_skipped = label_kind, train_items[:-n_test], train_items[-n_test:], []
@@ -410,11 +267,11 @@ if __name__ == "__main__":
         if rt.master:
             print(f"note: {data_path} has only {len(train_items)} items, too few to hold 10% out: training and "
                   f"evaluating on all of them (pass --test_path for a real test set)")
-    test_pairs, train_pairs = to_pairs(test_items, test_kind), to_pairs(train_items, label_kind)
+    test_pairs, train_pairs = feedback.to_pairs(test_items, test_kind), feedback.to_pairs(train_items, label_kind)
     if rt.master and (skipped or test_skipped):
         print(f"skipped {len(skipped)} train / {len(test_skipped)} test rows without a comparison, "
               f"e.g. {(skipped + test_skipped)[0]}")
-    has_gold = all(p in set(data.all_prompts()) for p, _, _ in test_pairs)  # the built-in task's prompts
+    has_gold = all(p in set(task.all_prompts()) for p, _, _ in test_pairs)  # the built-in task's prompts
 
     cut = [0]
     def encode(prompt, text):
@@ -426,38 +283,22 @@ if __name__ == "__main__":
     if rt.master and cut[0]:
         print(f"note: {cut[0]} sequences were longer than {T} tokens and were cut")
 
-    def score(m, seqs):
-        """Rewards (N,) of a list of token-id lists: one padded forward, read at the last real token."""
-        L = max(len(s) for s in seqs)
-        x = torch.full((len(seqs), L), tok.eot, dtype=torch.long)
-        mask = torch.zeros(len(seqs), L, dtype=torch.bool)
-        for i, s in enumerate(seqs):
-            x[i, :len(s)], mask[i, :len(s)] = torch.tensor(s), True
-        x, mask = x.to(rt.device), mask.to(rt.device)
-        with rt.ctx:
-            return gather_last(m(x, mask), mask).float()
-
     # ----------------------------------------------------------------------------- optimizer
     # The loss's own parameters: Rao-Kupper's alpha = log(theta) >= 0, the ordinal model's cut points.
     loss_params = torch.nn.ParameterDict(dict(tie=torch.nn.Parameter(torch.tensor(-1.0)),
                                               cuts=torch.nn.Parameter(ordinal_init()))).to(rt.device)
-    optimizer = configure_optimizer(model, lr, weight_decay, device_type=rt.device_type)
+    optimizer = common.configure_optimizer(model, lr, weight_decay, rt.device_type)
     optimizer.add_param_group(dict(params=list(loss_params.parameters()), weight_decay=0.0))
-    iter_num = 0
-    if init_from == "resume":
-        optimizer.load_state_dict(ckpt["optimizer"])
+    rng, iter_num = common.resume(ckpt, rt, seed, optimizer)
+    if ckpt:
         loss_params.load_state_dict(ckpt["loss_params"])
-        iter_num = ckpt["iter_num"]
-    raw_model = model
-    if compile:
-        model = torch.compile(model)
-    if rt.ddp:
-        model = DDP(model, device_ids=[int(rt.device.split(":")[1])] if rt.device_type == "cuda" else None)
+    raw_model, model = model, common.wrap(model, rt, compile)
 
     def compute_loss(items, m):
         """One batch of feedback items -> (loss, accuracy of the first response over the second)."""
         seqs = [s for it in items for s in it["ids"]]
-        flat = score(m, seqs)
+        with rt.ctx:
+            flat = score_sequences(m, seqs, tok.eot, chunk=len(seqs))
         K = max(len(it["ids"]) for it in items)
         r = torch.zeros(len(items), K, device=flat.device)
         mask = torch.zeros(len(items), K, dtype=torch.bool, device=flat.device)
@@ -469,39 +310,56 @@ if __name__ == "__main__":
         if label_kind == "likert":
             y = torch.tensor([it["y"] for it in items], device=r.device)
             cuts = ordinal_cuts(loss_params["cuts"])
-            return (mse_loss(r[:, 0], y) if loss == "mse" else ordinal_loss(r[:, 0], y, cuts)), float("nan")
+            return (mse_loss(r[:, 0], y) if loss_kind == "mse" else ordinal_loss(r[:, 0], y, cuts)), float("nan")
         acc = (r[:, 0] > r[:, 1]).float().mean().item()
         if label_kind == "ties":
             tie = torch.tensor([it["y"] for it in items], device=r.device)
             acc = (r[~tie, 0] > r[~tie, 1]).float().mean().item() if (~tie).any() else float("nan")
             return rao_kupper_loss(r[:, 0], r[:, 1], tie, F.softplus(loss_params["tie"])), acc
         if label_kind == "rankings":
-            return (plackett_luce_loss(r, mask) if loss == "pl" else all_pairs_loss(r, mask)), acc
+            return (plackett_luce_loss(r, mask) if loss_kind == "pl" else all_pairs_loss(r, mask)), acc
         margin = torch.tensor([float(it["y"]) for it in items], device=r.device)
         return {"bt": lambda: bt_loss(r[:, 0], r[:, 1]), "margin": lambda: bt_loss(r[:, 0], r[:, 1], margin),
-                "hinge": lambda: hinge_loss(r[:, 0], r[:, 1], hinge_margin)}[loss](), acc
+                "hinge": lambda: hinge_loss(r[:, 0], r[:, 1], hinge_margin)}[loss_kind](), acc
 
     @torch.no_grad()
     def score_texts(pairs):
-        """Raw rewards of (prompt, response) pairs, in chunks (rank 0, raw model)."""
-        ids = [encode(p, t) for p, t in pairs]
-        return torch.cat([score(raw_model, ids[i:i + 256]) for i in range(0, len(ids), 256)]).cpu()
+        """Raw rewards (N,) on the CPU of (prompt, response) pairs (rank 0, raw model)."""
+        with rt.ctx:
+            return score_sequences(raw_model, [encode(p, t) for p, t in pairs], tok.eot).cpu()
 
     @torch.no_grad()
-    def evaluate(final=False):
-        """Held-out pairwise accuracy vs the labelers and vs gold; at the end also calibration, the
-        length baseline, the normalisation over SFT samples and the Spearman correlation with gold."""
+    def policy_samples(prompts):
+        with rt.ctx:
+            return data.sample_responses(policy, tok, prompts, max_new_tokens, temperature, batch_size=256)
+
+    def fit_normalisation():
+        """gain, bias that give the reward mean 0, std 1 over SFT samples on train prompts (Ziegler et al.
+        2019); without a policy the responses in the training data stand in for its samples."""
+        if policy is not None:
+            norm_rng = random.Random(seed)
+            prompts = [norm_rng.choice(task.prompts("train")) for _ in range(n_norm)] \
+                if data_path == "builtin" else [it["prompt"] for it in train_items[:n_norm]]
+            texts = policy_samples(prompts)[0]
+        else:
+            prompts, texts = zip(*[(it["prompt"], t) for it in train_items[:n_norm] for t in it["texts"]])
+        return normalisation(score_texts(list(zip(prompts, texts))))
+
+    @torch.no_grad()
+    def evaluate(gain=None, bias=None):
+        """Held-out pairwise accuracy vs the labelers and vs gold; at the end (given the normalisation)
+        also calibration, the length baseline and the Spearman correlation with gold of fresh samples."""
         raw_model.eval()
         rc = score_texts([(p, c) for p, c, _ in test_pairs])
         rr = score_texts([(p, r) for p, _, r in test_pairs])
         out = {"acc_noisy": (rc > rr).float().mean().item()}
         if has_gold:
-            gc = torch.tensor([data.gold(p, c) for p, c, _ in test_pairs])
-            gr = torch.tensor([data.gold(p, r) for p, _, r in test_pairs])
+            gc = torch.tensor([task.gold(p, c) for p, c, _ in test_pairs])
+            gr = torch.tensor([task.gold(p, r) for p, _, r in test_pairs])
             d = gc != gr  # gold ties have no right answer
             out["acc_gold"] = ((rc > rr) == (gc > gr))[d].float().mean().item()
             out["labelers_acc_gold"] = (gc > gr)[d].float().mean().item()  # the majority vote's own accuracy
-        if not final:
+        if gain is None:
             raw_model.train()
             return out, None
         # reliability: P(a > b) = sigmoid(r_a - r_b) against the labelers' choice, both orders of each pair
@@ -511,74 +369,51 @@ if __name__ == "__main__":
         ln = lambda p, t: len(tok.encode(t, "response"))
         tr = train_pairs
         sign = 1 if sum(ln(p, c) > ln(p, r) for p, c, r in tr) >= sum(ln(p, c) < ln(p, r) for p, c, r in tr) else -1
-        lc = torch.tensor([sign * ln(p, c) for p, c, _ in test_pairs], dtype=torch.float)
-        lr_ = torch.tensor([sign * ln(p, r) for p, _, r in test_pairs], dtype=torch.float)
-        out["length_acc_noisy"] = ((lc > lr_).float() + 0.5 * (lc == lr_).float()).mean().item()  # ties: a coin
+        len_c = torch.tensor([sign * ln(p, c) for p, c, _ in test_pairs], dtype=torch.float)
+        len_r = torch.tensor([sign * ln(p, r) for p, _, r in test_pairs], dtype=torch.float)
+        wins = (len_c > len_r).float() + 0.5 * (len_c == len_r).float()  # ties: a coin
+        out["length_acc_noisy"] = wins.mean().item()
         if has_gold:
-            out["length_acc_gold"] = ((lc > lr_).float() + 0.5 * (lc == lr_).float())[d].mean().item()
-        # normalisation over SFT samples (Ziegler et al. 2019): gain * raw + bias has mean 0, std 1
-        if policy is not None:
-            norm_rng = random.Random(seed)
-            prompts = [norm_rng.choice(data.task_prompts("train")) for _ in range(n_norm)] \
-                if data_path == "builtin" else [it["prompt"] for it in train_items[:n_norm]]
-            with rt.ctx:
-                texts, _, _ = data.sample_responses(policy, tok, prompts, max_new_tokens, temperature, batch_size=256)
-        else:  # no policy: the responses in the training data stand in for its samples
-            prompts, texts = zip(*[(it["prompt"], t) for it in train_items[:n_norm] for t in it["texts"]])
-        raw = score_texts(list(zip(prompts, texts)))
-        out["reward_gain"], out["reward_bias"] = normalisation(raw)
+            out["length_acc_gold"] = wins[d].mean().item()
+        out["reward_gain"], out["reward_bias"] = gain, bias
         if has_gold and policy is not None:  # fresh samples on test prompts
-            prompts = [p for p in data.task_prompts("test") for _ in range(n_eval)]
-            with rt.ctx:
-                texts, lengths, _ = data.sample_responses(policy, tok, prompts, max_new_tokens, temperature, batch_size=256)
-            rew = (score_texts(list(zip(prompts, texts))) * out["reward_gain"] + out["reward_bias"]).tolist()
-            golds = [data.gold(p, t) for p, t in zip(prompts, texts)]
+            prompts = [p for p in task.prompts("test") for _ in range(n_eval)]
+            texts, lengths, _ = policy_samples(prompts)
+            rew = (score_texts(list(zip(prompts, texts))) * gain + bias).tolist()
+            golds = [task.gold(p, t) for p, t in zip(prompts, texts)]
             out.update(spearman=spearman(rew, golds), length_spearman=spearman([sign * n for n in lengths], golds),
                        reward=sum(rew) / len(rew), gold=sum(golds) / len(golds))
         for (p, c, r), a, b in list(zip(test_pairs, rc, rr))[:n_print]:
-            print(f"  {p!r}\n    chosen   {c!r} reward {a:+.2f}" + (f" gold {data.gold(p, c):+.2f}" if has_gold else "")
-                  + f"\n    rejected {r!r} reward {b:+.2f}" + (f" gold {data.gold(p, r):+.2f}" if has_gold else ""))
+            print(f"  {p!r}\n    chosen   {c!r} reward {a:+.2f}" + (f" gold {task.gold(p, c):+.2f}" if has_gold else "")
+                  + f"\n    rejected {r!r} reward {b:+.2f}" + (f" gold {task.gold(p, r):+.2f}" if has_gold else ""))
         print("reliability (P(a>b) predicted vs observed):")
         for lo, hi, mp, fr, n in rel:
             print(f"  [{lo:.1f}, {hi:.1f})  predicted {mp:.3f}  observed {fr:.3f}  n {n}")
         return out, rel
 
     # ----------------------------------------------------------------------------- training loop
-    rng = random.Random(seed)  # the same on every rank: each draws the global batch and keeps its share
     if rt.master:
-        print(f"{label_kind} feedback, loss {loss}: {len(train_items)} train items, {len(test_pairs)} test pairs "
-              f"({time.time() - t0:.1f}s)")
-    if init_from == "resume":  # continue the data order exactly where the checkpoint was
-        restore_rng(ckpt.get("rng"), rng, rt)
-    start_iter = iter_num
-
-    def checkpoint(rng_now, **extra):
-        save_checkpoint(os.path.join(out_dir, "ckpt.pt"), dict(
-            model=raw_model.state_dict(), model_args=model_args_of(raw_model), optimizer=optimizer.state_dict(),
-            iter_num=iter_num, config=config, vocab=vocab, label_kind=label_kind,
-            loss_params=loss_params.state_dict(), rng=rng_now, **extra))
-
+        print(f"{label_kind} feedback, loss {loss_kind}: {len(train_items)} train items, {len(test_pairs)} test "
+              f"pairs ({time.time() - t0:.1f}s)")
+    start_iter = iter_num if ckpt else None
+    extra = lambda: dict(label_kind=label_kind, loss_params=loss_params.state_dict())
     t0 = time.time()
     model.train()
     while True:
-        due = iter_num % eval_interval == 0 and iter_num < max_iters and not (init_from == "resume" and iter_num == start_iter)
-        if due and rt.master:  # (a resumed run's checkpoint was evaluated and saved already)
-            log_metrics(metrics_path, {"iter": iter_num, **evaluate()[0]})
-        rng_now = rng_state(rng, rt) if due else None  # every rank's, after the eval
-        if due and iter_num > 0 and rt.master:  # to resume from; no reward_gain yet, so RL stages refuse it
-            checkpoint(rng_now)
+        if iter_num % eval_interval == 0 and iter_num not in (start_iter, max_iters):  # (the end: below)
+            if rt.master:  # intermediate checkpoints have no reward_gain yet, so RL stages refuse them
+                log_metrics(rt.metrics_path, {"iter": iter_num, **evaluate()[0]})
+            common.save(out_dir, rt, iter_num, config, vocab, rng, raw_model, optimizer, **extra())
         if iter_num >= max_iters:
             break
-        for g in optimizer.param_groups:
-            g["lr"] = cosine_lr(iter_num, lr, warmup_iters, max_iters)
+        common.set_lr(optimizer, common.cosine_lr(iter_num, lr, warmup_iters, max_iters))
         # DDP: all ranks draw the same batch_size x world rows, each keeps every world-th: the averaged
         # gradients are the global batch's, so N processes train exactly like one at N x batch_size
         batch = [train_items[rng.randrange(len(train_items))] for _ in range(batch_size * rt.world_size)]
-        batch = batch[rt.rank::rt.world_size]
-        loss_v, acc = compute_loss(batch, model)
-        if not torch.isfinite(loss_v):
-            raise RuntimeError(f"iter {iter_num}: loss is {loss_v.item()}; lower --lr or check the data")
-        loss_v.backward()
+        loss, acc = compute_loss(batch[rt.rank::rt.world_size], model)
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"iter {iter_num}: loss is {loss.item()}; lower --lr or check the data")
+        loss.backward()
         if rt.ddp:  # DDP averages the model's gradients; the loss's own parameters are averaged here
             for q in loss_params.parameters():
                 if q.grad is not None:
@@ -591,19 +426,20 @@ if __name__ == "__main__":
         iter_num += 1
         if iter_num % log_interval == 0 and rt.master:
             dt = (time.time() - t0) / log_interval
-            extra = {"alpha": F.softplus(loss_params["tie"]).item()} if label_kind == "ties" else {}
-            log_metrics(metrics_path, {"iter": iter_num, "loss": loss_v.item(), "accuracy": acc,
-                                       "lr": optimizer.param_groups[0]["lr"], "ms_per_iter": 1000 * dt, **extra})
+            alpha = {"alpha": F.softplus(loss_params["tie"]).item()} if label_kind == "ties" else {}
+            log_metrics(rt.metrics_path, {"iter": iter_num, "loss": loss.item(), "accuracy": acc,
+                                          "lr": optimizer.param_groups[0]["lr"], "ms_per_iter": 1000 * dt, **alpha})
             t0 = time.time()
 
-    # ----------------------------------------------------------------------------- eval and save
-    rng_now = rng_state(rng, rt)
+    # ----------------------------------------------------------------------------- normalise, eval, save
+    states, gain, bias = common.rng_state(rng, rt), None, None  # (the random state before the final eval)
     if rt.master:
-        out, rel = evaluate(final=True)
-        log_metrics(metrics_path, {"iter": iter_num, "label_kind": label_kind, "loss_kind": loss, **out})
-        with open(metrics_path, "a") as f:  # the reliability table as one JSON line
+        gain, bias = fit_normalisation()
+        out, rel = evaluate(gain, bias)
+        log_metrics(rt.metrics_path, {"iter": iter_num, "label_kind": label_kind, "loss_kind": loss_kind, **out})
+        with open(rt.metrics_path, "a") as f:  # the reliability table as one JSON line
             f.write(json.dumps({"iter": iter_num, "reliability": [dict(lo=lo, hi=hi, predicted=round(mp, 4),
                                 observed=round(fr, 4), n=n) for lo, hi, mp, fr, n in rel]}) + "\n")
-        checkpoint(rng_now, reward_gain=out["reward_gain"], reward_bias=out["reward_bias"])
-    if rt.ddp:
-        torch.distributed.destroy_process_group()
+    common.save(out_dir, rt, iter_num, config, vocab, rng, raw_model, optimizer, rng_states=states,
+                reward_gain=gain, reward_bias=bias, **extra())
+    common.finish(rt)

@@ -19,9 +19,11 @@ import os
 
 import torch
 
+import common
 import data
-from configurator import MissingFile, UserError, configure
-from model import check_vocab, gather_last, load_model, log_metrics, setup
+import task
+from configurator import UserError, configure
+from model import score_sequences
 
 init_from = "out/sft"  # a checkpoint (file or out_dir), a Hugging Face GPT-2 directory, or 'gpt2'...
 prompt = ""  # one prompt; empty: the built-in task's held-out prompts (or --prompt_file)
@@ -60,8 +62,8 @@ if __name__ == "__main__":
     if best_of and temperature == 0:
         raise UserError("--best_of with --temperature=0: greedy decoding draws the same response N times (KL 0, "
                          "no choice to make); best-of-N needs sampling, e.g. --temperature=1")
-    rt = setup(device, dtype, seed)
-    model, vocab, _ = load_model(init_from)
+    rt = common.setup(device, dtype, seed)
+    model, vocab, _ = common.load_model(init_from)
     model.to(rt.device).eval()
     tok = data.Tokenizer(vocab)
     builtin = not prompt and not prompt_file
@@ -73,7 +75,7 @@ if __name__ == "__main__":
         if not prompts:
             raise UserError(f"{prompt_file}: no prompts in it (one prompt per line)")
     else:
-        prompts = data.task_prompts("test")[:max_prompts]
+        prompts = task.prompts("test")[:max_prompts]
 
     if not best_of:
         with rt.ctx:
@@ -82,35 +84,26 @@ if __name__ == "__main__":
                 batch_size, top_k=top_k or None, top_p=top_p)
         rows = [p for p in prompts for _ in range(num_samples)]
         for p, r in zip(rows, texts):
-            print(f"{p!r} -> {r!r}" + (f"  gold {data.gold(p, r):+.2f}" if builtin else ""))
+            print(f"{p!r} -> {r!r}" + (f"  gold {task.gold(p, r):+.2f}" if builtin else ""))
         if builtin:
-            print(" | ".join(f"{k} {v:.4g}" for k, v in data.task_report(rows, texts, lengths).items()))
+            print(" | ".join(f"{k} {v:.4g}" for k, v in task.report(rows, texts, lengths).items()))
         raise SystemExit(0)
 
     # ------------------------------------------------------------------ best-of-N
-    rm, rm_vocab, rm_ckpt = load_model(reward_path, scalar_head=True)
-    check_vocab(vocab, rm_vocab, f"policy {init_from} and reward model {reward_path}")
-    rm.to(rt.device).eval()
-    gain, bias = rm_ckpt.get("reward_gain", 1.0), rm_ckpt.get("reward_bias", 0.0)
+    rm, _, gain, bias = common.load_reward_model(reward_path, vocab, rt.device)
     rows = [p for p in prompts for _ in range(best_of)]  # N consecutive samples per prompt
     with rt.ctx, torch.no_grad():
         texts, lengths, _, sampled = data.sample_responses(model, tok, rows, max_new_tokens, temperature, batch_size,
                                                            with_ids=True)
-        scores = []
-        for i in range(0, len(rows), batch_size):  # score prompt + response, the ids sampled, with the RM
-            seqs = sampled[i:i + batch_size]
-            L = max(len(s) for s in seqs)
-            ids = torch.tensor([[tok.eot] * (L - len(s)) + s for s in seqs], device=rt.device)
-            mask = torch.tensor([[0] * (L - len(s)) + [1] * len(s) for s in seqs], device=rt.device).bool()
-            scores += (gain * gather_last(rm(ids, mask).float(), mask) + bias).tolist()
+        scores = score_sequences(rm, sampled, tok.eot, gain, bias, batch_size).tolist()  # the ids sampled
     n_list = [2 ** k for k in range(int(math.log2(best_of)) + 1) if 2 ** k < best_of] + [best_of]
     for n in n_list:
         picked = best_of_n(scores, best_of, n)
         rep = {"n": n, "reward": sum(scores[i] for i in picked) / len(picked),
                "kl": best_of_n_kl(n), "response_len": sum(lengths[i] for i in picked) / len(picked)}
         if builtin:
-            rep.update({k: v for k, v in data.task_report(prompts, [texts[i] for i in picked]).items()})
-        log_metrics(os.path.join(out_dir, "metrics.jsonl"), rep)
+            rep.update({k: v for k, v in task.report(prompts, [texts[i] for i in picked]).items()})
+        common.log_metrics(os.path.join(out_dir, "metrics.jsonl"), rep)
     for j, p in enumerate(prompts[:3]):
         i = picked[j]
-        print(f"  {p!r} -> {texts[i]!r}  reward {scores[i]:+.2f}" + (f"  gold {data.gold(p, texts[i]):+.2f}" if builtin else ""))
+        print(f"  {p!r} -> {texts[i]!r}  reward {scores[i]:+.2f}" + (f"  gold {task.gold(p, texts[i]):+.2f}" if builtin else ""))

@@ -12,17 +12,17 @@ Your data: --data=file.jsonl with {"prompt","completion"} or {"messages"} lines,
 
 Writes out_dir/ckpt.pt (the next stages read it) and out_dir/metrics.jsonl.
 """
-import os
 import random
 import time
 
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
 
+import common
 import data
-from configurator import MissingFile, UserError, configure
-from model import (configure_optimizer, cosine_lr, load_model, log_metrics, model_args_of, restore_rng, rng_state,
-                   save_checkpoint, setup)
+import task
+from common import log_metrics
+from configurator import UserError, configure
+from model import token_logprobs
 
 # ----------------------------------------------------------------------------- config
 out_dir = "out/sft"  # checkpoint, metrics.jsonl go here
@@ -69,38 +69,19 @@ def sft_loss(logp, y, n_tokens=None):
     return -logp.sum() / (n_tokens or (y != -100).sum().clamp(min=1))
 
 
-def collate(rows, eot, batch_size=None):
-    """rows: (ids, n_prompt) pairs -> right-padded x, y (batch_size, L - 1) long, L the longest row.
-    x[t] = ids[t] is the input and y[t] = ids[t + 1] the token to predict (the shift by one), kept only
-    where ids[t + 1] is a completion token: -100 on the prompt and the padding (no loss there)."""
-    L = max(len(ids) for ids, _ in rows)
-    x = torch.full((batch_size or len(rows), L - 1), eot, dtype=torch.long)
-    y = torch.full((batch_size or len(rows), L - 1), -100, dtype=torch.long)
-    for i, (ids, n_p) in enumerate(rows):
-        x[i, :len(ids) - 1] = torch.tensor(ids[:-1])
-        y[i, n_p - 1:len(ids) - 1] = torch.tensor(ids[n_p:])  # predict completion tokens only
-    return x, y
-
-
 if __name__ == "__main__":
-    config = configure(globals())
-
-    # ----------------------------------------------------------------------------- runtime
-    rt = setup(device, dtype, seed)
-    metrics_path = os.path.join(out_dir, "metrics.jsonl")
-    if rt.master:
-        os.makedirs(out_dir, exist_ok=True)
+    config = configure(globals(), choices=dict(template=("plain", "instruction")))
+    rt = common.setup(device, dtype, seed, out_dir)
 
     # ----------------------------------------------------------------------------- model
-    if init_from == "resume":
-        model, vocab, ckpt = load_model(out_dir)
-    elif init_from == "scratch":
-        vocab = data.task_vocab() if data_path == "builtin" else None  # compact vocabulary: see data.py
-        model, vocab, ckpt = load_model("scratch", model_args=dict(
+    if init_from == "scratch":
+        vocab = task.vocab() if data_path == "builtin" else None  # compact vocabulary: see data.py
+        model, vocab, ckpt = common.load_model("scratch", model_args=dict(
             n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, dropout=dropout,
             vocab_size=len(vocab) if vocab else 50257), vocab=vocab)
     else:
-        model, vocab, ckpt = load_model(init_from)
+        model, vocab, ckpt = common.load_model(out_dir if init_from == "resume" else init_from)
+    ckpt = ckpt if init_from == "resume" else None
     tok = data.Tokenizer(vocab)
     T = model.config.block_size
     model.to(rt.device)
@@ -125,9 +106,9 @@ if __name__ == "__main__":
         return out
 
     if data_path == "builtin":
-        train = tokenize((p, c, f"builtin demo {i}") for i, (p, c) in enumerate(data.task_demos(n_demos, seed=0)))
-        val = tokenize((p, c, f"builtin val {i}") for i, (p, c) in enumerate(data.task_demos(500, 1, "test")))
-        eval_prompts_list = data.task_prompts("test")[:eval_prompts]
+        train = tokenize((p, c, f"builtin demo {i}") for i, (p, c) in enumerate(task.demos(n_demos, seed=0)))
+        val = tokenize((p, c, f"builtin val {i}") for i, (p, c) in enumerate(task.demos(500, 1, "test")))
+        eval_prompts_list = task.prompts("test")[:eval_prompts]
     else:
         rows = data.load_sft_jsonl(data_path, template)
         if val_path:
@@ -152,20 +133,13 @@ if __name__ == "__main__":
         pool = train if split == "train" else val
         rows = [pool[rng.randrange(len(pool))] for _ in range(batch_size * ranks)]
         n_tok = sum(len(ids) - n_p for ids, n_p in rows)
-        x, y = collate(rows[rt.rank % ranks::ranks], tok.eot, batch_size)
+        x, y = data.collate_completions(rows[rt.rank % ranks::ranks], tok.eot, batch_size)
         return x.to(rt.device), y.to(rt.device), n_tok
 
     # ----------------------------------------------------------------------------- optimizer
-    optimizer = configure_optimizer(model, lr, weight_decay, device_type=rt.device_type)
-    iter_num = 0
-    if init_from == "resume":
-        optimizer.load_state_dict(ckpt["optimizer"])
-        iter_num = ckpt["iter_num"]
-    raw_model = model
-    if compile:
-        model = torch.compile(model)
-    if rt.ddp:
-        model = DDP(model, device_ids=[int(rt.device.split(":")[1])] if rt.device_type == "cuda" else None)
+    optimizer = common.configure_optimizer(model, lr, weight_decay, rt.device_type)
+    rng, iter_num = common.resume(ckpt, rt, seed, optimizer)  # the data order: the same on every rank
+    raw_model, model = model, common.wrap(model, rt, compile)
 
     @torch.no_grad()
     def evaluate():
@@ -176,44 +150,36 @@ if __name__ == "__main__":
         for _ in range(10):
             x, y, _ = get_batch("val", rng)
             with rt.ctx:
-                losses.append(sft_loss(raw_model(x, labels=y, entropy=False)[0], y).item())
+                losses.append(sft_loss(token_logprobs(raw_model, x, y, entropy=False)[0], y).item())
         out = {"val_loss": sum(losses) / len(losses)}
         prompts = eval_prompts_list or print_prompts
         with rt.ctx:
             responses, lengths, _ = data.sample_responses(raw_model, tok, prompts, max_new_tokens, temperature)
         if eval_prompts_list:
-            out.update(data.task_report(prompts, responses, lengths))
+            out.update(task.report(prompts, responses, lengths))
         for p, r in list(zip(prompts, responses))[:n_print]:
-            print(f"  {p!r} -> {r!r}" + (f"  gold {data.gold(p, r):+.2f}" if eval_prompts_list else ""))
+            print(f"  {p!r} -> {r!r}" + (f"  gold {task.gold(p, r):+.2f}" if eval_prompts_list else ""))
         raw_model.train()
         return out
 
     # ----------------------------------------------------------------------------- training loop
-    rng = random.Random(seed)  # the same on every rank: each draws the global batch and keeps its share
-    if init_from == "resume":  # continue the data order and sampling exactly where the checkpoint was
-        restore_rng(ckpt.get("rng"), rng, rt)
-    start_iter = iter_num
+    start_iter = iter_num if ckpt else None
     t0 = time.time()
     model.train()
     while True:
-        if (iter_num % eval_interval == 0 or iter_num == max_iters) and not (init_from == "resume" and iter_num == start_iter):
-            if rt.master:  # (a resumed run's checkpoint was evaluated and saved already)
-                log_metrics(metrics_path, {"iter": iter_num, **evaluate()})
-            rng_now = rng_state(rng, rt)  # every rank's, after the eval's sampling
-            if iter_num > 0 and rt.master:
-                save_checkpoint(os.path.join(out_dir, "ckpt.pt"), dict(
-                    model=raw_model.state_dict(), model_args=model_args_of(raw_model), optimizer=optimizer.state_dict(),
-                    iter_num=iter_num, config=config, vocab=vocab, rng=rng_now))
+        if common.eval_due(iter_num, eval_interval, max_iters, start_iter):
+            if rt.master:
+                log_metrics(rt.metrics_path, {"iter": iter_num, **evaluate()})
+            common.save(out_dir, rt, iter_num, config, vocab, rng, raw_model, optimizer)
         if iter_num >= max_iters:
             break
-        for g in optimizer.param_groups:
-            g["lr"] = cosine_lr(iter_num, lr, warmup_iters, max_iters)
+        common.set_lr(optimizer, common.cosine_lr(iter_num, lr, warmup_iters, max_iters))
         for micro in range(grad_accum):
             x, y, n_tok = get_batch("train", rng, rt.world_size)
             if rt.ddp:  # all-reduce gradients on the last micro-batch only
                 model.require_backward_grad_sync = micro == grad_accum - 1
             with rt.ctx:
-                logp, _ = model(x, labels=y, fused=fused_lm_head, entropy=False)  # log-probs of the next tokens (B, T)
+                logp, _ = token_logprobs(model, x, y, fused=fused_lm_head, entropy=False)  # of the next tokens (B, T)
                 loss = sft_loss(logp, y, n_tok / rt.world_size)
             if not torch.isfinite(loss):
                 raise RuntimeError(f"iter {iter_num}: loss is {loss.item()}; lower --lr or check the data")
@@ -225,10 +191,9 @@ if __name__ == "__main__":
         iter_num += 1
         if iter_num % log_interval == 0 and rt.master:
             dt = (time.time() - t0) / log_interval
-            log_metrics(metrics_path, {"iter": iter_num, "loss": loss.item(), "lr": optimizer.param_groups[0]["lr"],
+            log_metrics(rt.metrics_path, {"iter": iter_num, "loss": loss.item(), "lr": optimizer.param_groups[0]["lr"],
                                        "ms_per_iter": 1000 * dt,
                                        "tokens_per_s": rt.world_size * grad_accum * x.numel() / dt})
             t0 = time.time()
 
-    if rt.ddp:
-        torch.distributed.destroy_process_group()
+    common.finish(rt)

@@ -19,7 +19,7 @@ One table, one row per measured step, each timed as the median of --reps after -
   dpo              pairs/s: chosen and rejected concatenated in one forward, sequence log-probs, sigmoid loss
                    (dpo.dpo_loss; reference log-probs precomputed, as dpo.py's default)
 sft, ppo, grpo and dpo run twice: 'ours' (logits, then the kernels.logprobs* kernels) and 'ours fused'
-(model(..., labels=, fused=True): kernels.linear_logprobs_entropy from the hidden states, no logits in
+(model.token_logprobs(..., fused=True): kernels.linear_logprobs_entropy from the hidden states, no logits in
 memory), the two settings of the stages' --fused_lm_head switch.
 TRL rows (bench/trl_rows.py) when `trl` is installed: SFTTrainer, RewardTrainer, DPOTrainer and
 GRPOTrainer on the same weights, shapes and batch, timed per optimizer step, each twice: as shipped (TRL's
@@ -47,7 +47,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import kernels  # noqa: E402
 from dpo import dpo_loss  # noqa: E402
 from grpo import aggregate, clipped_policy_loss  # noqa: E402
-from model import GPT, GPTConfig, configure_optimizer, to_hf  # noqa: E402
+from common import configure_optimizer  # noqa: E402
+from model import GPT, GPTConfig, to_hf, token_logprobs  # noqa: E402
 from ppo import policy_loss, value_loss  # noqa: E402
 from reward import bt_loss  # noqa: E402
 from sft import sft_loss  # noqa: E402
@@ -165,7 +166,7 @@ opt = configure_optimizer(raw, 1e-5, device_type=dev.type)
 def step_sft(fused=False):
     x, y = tokens(B, T), tokens(B, T)
     with ctx:
-        loss = sft_loss(policy(x, labels=y, fused=fused, entropy=False)[0], y)
+        loss = sft_loss(token_logprobs(policy, x, y, fused=fused, entropy=False)[0], y)
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
@@ -208,7 +209,7 @@ def step_ppo(fused=False):
     old_logp, adv = -torch.rand(B, N, device=dev), torch.randn(B, N, device=dev)
     old_v, ret = torch.randn(B, N, device=dev), torch.randn(B, N, device=dev)
     with ctx:
-        logp, ent = policy(x[:, :-1], labels=x[:, P:], fused=fused)
+        logp, ent = token_logprobs(policy, x[:, :-1], x[:, P:], fused=fused)
         loss, _, _ = policy_loss(logp, old_logp, adv, mask, 0.2)
     loss.backward()
     opt.step()
@@ -231,7 +232,7 @@ def step_grpo(fused=False):
     with ctx:
         with torch.no_grad():
             ref_logp = kernels.logprobs(ref(x)[:, P - 1:-1], x[:, P:])
-        logp, _ = policy(x[:, :-1], labels=x[:, P:], fused=fused)
+        logp, _ = token_logprobs(policy, x[:, :-1], x[:, P:], fused=fused)
         per_token, _, _ = clipped_policy_loss(logp, old_logp, adv)
         loss = aggregate(per_token + 0.04 * kernels.kl_estimate(logp, ref_logp, "k3"), mask)
     loss.backward()
@@ -265,7 +266,7 @@ def step_dpo(fused=False):
     ref_c, ref_r = -torch.rand(B, device=dev) * T, -torch.rand(B, device=dev) * T
     lens = torch.full((B,), T, device=dev)
     with ctx:
-        logps = policy(x, labels=y, fused=fused, entropy=False)[0].sum(-1)
+        logps = token_logprobs(policy, x, y, fused=fused, entropy=False)[0].sum(-1)
         losses, _, _ = dpo_loss(logps[:B], logps[B:], ref_c, ref_r, lens, lens)
     losses.mean().backward()
     opt.step()

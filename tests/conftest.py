@@ -51,6 +51,34 @@ def assert_same_weights(dir_a, dir_b):
     assert frac < 1e-3 and d.max().item() < 1e-3, (frac, d.max().item())
 
 
+def bf16_rollout(sft_dir, tmp_path, temperature=0.7):
+    """What the RL stages' first-ratio tests start from: the SFT policy loaded from a copy of its checkpoint
+    that asks for dropout 0.3 (a model trained with dropout), dropout disabled as ppo.py / grpo.py do, a
+    reference (another copy of the SFT model), and a bf16 rollout of 16 train prompts. Returns a namespace:
+    policy, ref, tokens, attn, mask, P, labels, bf16 (the autocast context)."""
+    import torch
+    from types import SimpleNamespace
+    import common
+    import data
+    import task
+    from model import disable_dropout
+    torch.manual_seed(0)
+    ck = torch.load(os.path.join(sft_dir, "ckpt.pt"), weights_only=True)
+    ck["model_args"] = {**ck["model_args"], "dropout": 0.3}
+    common.save_checkpoint(str(tmp_path / "sft_dropout.pt"), ck)
+    policy, vocab, _ = common.load_model(str(tmp_path / "sft_dropout.pt"))
+    disable_dropout(policy)
+    ref = common.load_model(sft_dir)[0].eval()
+    tok = data.Tokenizer(vocab)
+    ids = data.encode_prompts(tok, task.prompts("train")[:16], 24)
+    bf16 = torch.autocast("cpu", dtype=torch.bfloat16)
+    with torch.no_grad(), bf16:
+        out = policy.eval().generate(ids, 20, tok.eot, temperature=temperature)
+    tokens, mask, P = out["tokens"], out["response_mask"], out["prompt_len"]
+    return SimpleNamespace(policy=policy, ref=ref, tokens=tokens, attn=out["attention_mask"], mask=mask, P=P,
+                           labels=tokens[:, P:].masked_fill(~mask, -100), bf16=bf16)
+
+
 def last_eval(out_dir, key="gold"):
     """The last metrics line that has `key` (eval lines carry gold, train lines carry loss)."""
     return [m for m in read_metrics(out_dir) if key in m][-1]

@@ -19,7 +19,7 @@ def test_pipeline_from_a_barely_trained_model(tmp_path, seed):
         f"--data_path={o}/reward/feedback/pairwise_train.jsonl", "--max_iters=2", "--eval_interval=2",
         "--batch_size=8", "--eval_repeats=1", "--n_print=0")
     run("grpo.py", s, f"--out_dir={o}/grpo", f"--sft_path={o}/sft/ckpt.pt", f"--reward_path={o}/reward/ckpt.pt",
-        "--rewards=rm", "--max_iters=2", "--eval_interval=2", "--prompts_per_batch=4", "--group_size=4",
+        "--reward_fns=rm", "--max_iters=2", "--eval_interval=2", "--prompts_per_batch=4", "--group_size=4",
         "--minibatch_size=8", "--eval_repeats=1", "--n_print=0")
     run("sample.py", s, f"--out_dir={o}/sample", f"--init_from={o}/sft", f"--reward_path={o}/reward",
         "--best_of=4", "--max_prompts=16")

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from conftest import run
 from configurator import UserError, configure
+from conftest import run
 
 
 def defaults():

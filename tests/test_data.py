@@ -5,6 +5,8 @@ import random
 import pytest
 
 import data
+import feedback
+import task
 
 P = "I went to the cafe with friends."
 
@@ -26,32 +28,32 @@ P = "I went to the cafe with friends."
      "The music was great.<|endoftext|>", 0.75),  # five sentences: -0.25 for the one beyond four
 ])
 def test_gold_worked_examples(response, expected):
-    assert data.gold(P, response) == pytest.approx(expected)
+    assert task.gold(P, response) == pytest.approx(expected)
 
 
 def test_parses():
-    assert data.parses(P, " The coffee was great.<|endoftext|>")
-    assert data.parses(P, " The film was great.<|endoftext|>")  # off-topic is still grammatical
-    assert not data.parses(P, " The coffee was great.")  # not ended
-    assert not data.parses(P, " The coffee were great.<|endoftext|>")
+    assert task.parses(P, " The coffee was great.<|endoftext|>")
+    assert task.parses(P, " The film was great.<|endoftext|>")  # off-topic is still grammatical
+    assert not task.parses(P, " The coffee was great.")  # not ended
+    assert not task.parses(P, " The coffee were great.<|endoftext|>")
 
 
 def test_demos_are_in_the_grammar_and_neutral_on_average():
-    demos = data.task_demos(2000, seed=0)
-    assert all(data.parses(p, c) for p, c in demos)
-    g = [data.gold(p, c) for p, c in demos]
+    demos = task.demos(2000, seed=0)
+    assert all(task.parses(p, c) for p, c in demos)
+    g = [task.gold(p, c) for p, c in demos]
     assert -0.2 < sum(g) / len(g) < 0.2  # the SFT data has no sentiment preference: RLHF must add it
-    sentences = {s for _, c in data.task_demos(20000, seed=1) for s in c.replace(data.EOT_TEXT, "").split(".")}
+    sentences = {s for _, c in task.demos(20000, seed=1) for s in c.replace(data.EOT_TEXT, "").split(".")}
     assert len(sentences) > 2000  # thousands of distinct sentences
 
 
 def test_prompt_split_and_vocab():
-    train, test = data.task_prompts("train"), data.task_prompts("test")
+    train, test = task.prompts("train"), task.prompts("test")
     assert len(test) == 50 and len(train) == 202 and not set(train) & set(test)
-    vocab = data.task_vocab()
+    vocab = task.vocab()
     tok = data.Tokenizer(vocab)
     assert tok.vocab_size == len(vocab) < 100 and vocab[tok.eot] == data.EOT
-    for p, c in data.task_demos(300, seed=3):
+    for p, c in task.demos(300, seed=3):
         assert tok.decode(tok.encode(p + c)) == p + c
     with pytest.raises(ValueError, match="compact vocabulary .* cannot spell"):
         tok.encode("Hello world")
@@ -60,7 +62,7 @@ def test_prompt_split_and_vocab():
 
 
 def test_encode_prompts_rejects_too_long():
-    tok = data.Tokenizer(data.task_vocab())
+    tok = data.Tokenizer(task.vocab())
     assert len(data.encode_prompts(tok, [P], 20)[0]) == 8  # I went to the cafe with friends .
     with pytest.raises(ValueError, match="prompt 0 has 8 tokens"):
         data.encode_prompts(tok, [P], 5)
@@ -104,17 +106,17 @@ def test_sft_formats_and_templates(tmp_path):
 
 def test_labelers_follow_the_gold_score():
     rng = random.Random(0)
-    wins = sum(data.label_pair(1.0, 0.5, rng) for _ in range(4000)) / 4000
+    wins = sum(feedback.label_pair(1.0, 0.5, rng) for _ in range(4000)) / 4000
     assert wins == pytest.approx(1 / (1 + 2.718281828 ** -2), abs=0.03)  # sigmoid(0.5 / 0.25)
-    assert data.label_tie(0.5, 0.45, rng) is None
-    assert data.label_likert(1.0, rng, noise=0.0) == 5 and data.label_likert(-1.0, rng, noise=0.0) == 1
-    firsts = [data.label_ranking([1.0, 0.0, -1.0], rng)[0] for _ in range(2000)]
-    assert firsts.count(0) / 2000 > 0.9 and sorted(data.label_ranking([0.0] * 4, rng)) == [0, 1, 2, 3]
+    assert feedback.label_tie(0.5, 0.45, rng) is None
+    assert feedback.label_likert(1.0, rng, noise=0.0) == 5 and feedback.label_likert(-1.0, rng, noise=0.0) == 1
+    firsts = [feedback.label_ranking([1.0, 0.0, -1.0], rng)[0] for _ in range(2000)]
+    assert firsts.count(0) / 2000 > 0.9 and sorted(feedback.label_ranking([0.0] * 4, rng)) == [0, 1, 2, 3]
 
 
 def test_compact_vocab_reads_back_merged_punctuation():
     """A compact model can emit "." "." which decodes to "..", one GPT-2 token outside its vocabulary."""
-    tok = data.Tokenizer(data.task_vocab())
+    tok = data.Tokenizer(task.vocab())
     dot, i = tok.encode(".")[0], tok.encode("I")[0]
     for ids in ([dot, dot], [dot, dot, dot, dot], [i, i, dot]):
         assert tok.encode(tok.decode(ids)) == ids
@@ -124,7 +126,7 @@ def test_every_pair_and_triple_of_the_compact_vocabulary_reencodes():
     """Any text a compact model can write encodes back into its vocabulary, to the same text: every
     sequence of 2 and 3 tokens (79^2 + 79^3 = 499,280). " I" + "I" decodes to " II", one GPT-2 token
     outside the vocabulary, which the old character-by-character fallback spelled as " " + "I" + "I"."""
-    tok = data.Tokenizer(data.task_vocab())
+    tok = data.Tokenizer(task.vocab())
     V = tok.vocab_size
     seqs = [[a, b] for a in range(V) for b in range(V)] + [[a, b, c] for a in range(V) for b in range(V) for c in range(V)]
     merged = 0
@@ -139,6 +141,6 @@ def test_every_pair_and_triple_of_the_compact_vocabulary_reencodes():
 
 
 def test_decode_encode_is_the_identity_on_text():
-    tok = data.Tokenizer(data.task_vocab())
+    tok = data.Tokenizer(task.vocab())
     for text in [" II.", "I went to the cafe... I.", ".....", " The coffee was great.<|endoftext|>I", " I I II III"]:
         assert tok.decode(tok.encode(text)) == text

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from common import load_model, save_checkpoint
 from conftest import assert_same_weights, last_eval, read_metrics, run
 from dpo import LOSS_TYPES, dpo_loss
-from model import load_model, save_checkpoint
 
 # ----------------------------------------------------------------------------- the pure loss
 

@@ -5,12 +5,13 @@ import os
 
 import pytest
 import torch
-from conftest import last_eval, read_metrics, run
 
-import data
 import grpo
 import kernels
-from model import GPT, GPTConfig, disable_dropout, load_model, save_checkpoint
+import reward_functions
+from common import load_model, save_checkpoint
+from conftest import bf16_rollout, last_eval, read_metrics, run
+from model import GPT, GPTConfig, disable_dropout
 
 EOT = "<|endoftext|>"
 
@@ -147,17 +148,9 @@ def test_first_ratio_is_one_under_bf16(sft_dir, tmp_path, fused):
     dropout) come from response_logprobs and agree exactly, so the first ratio is 1 and the first k3 is 0
     (the pre-fix path, bf16 logits against the fused head's fp32 ones, differs by ~1e-2 per token:
     checked below, so this test can see the difference)."""
-    torch.manual_seed(0)
-    policy, vocab, _ = load_model(with_dropout(sft_dir, str(tmp_path / "sft_dropout.pt")))  # trained with dropout
-    disable_dropout(policy)  # as grpo.py does
-    ref = load_model(sft_dir)[0].eval()
-    tok = data.Tokenizer(vocab)
-    ids = data.encode_prompts(tok, data.task_prompts("train")[:16], 24)
-    bf16 = torch.autocast("cpu", dtype=torch.bfloat16)
+    r = bf16_rollout(sft_dir, tmp_path)
+    policy, ref, tokens, attn, mask, P, labels, bf16 = r.policy, r.ref, r.tokens, r.attn, r.mask, r.P, r.labels, r.bf16
     with torch.no_grad(), bf16:
-        roll = policy.eval().generate(ids, 20, tok.eot, temperature=0.7)
-        tokens, attn, mask, P = roll["tokens"], roll["attention_mask"], roll["response_mask"], roll["prompt_len"]
-        labels = tokens[:, P:].masked_fill(~mask, -100)
         old, _ = grpo.response_logprobs(policy, tokens, attn, labels, 0.7, fused)
         ref_lp, _ = grpo.response_logprobs(ref, tokens, attn, labels, 0.7, fused)
         logits_path = kernels.logprobs(policy(tokens, attn)[:, P - 1:-1], labels, temperature=0.7)
@@ -179,19 +172,19 @@ def test_first_ratio_is_one_under_bf16(sft_dir, tmp_path, fused):
 def test_builtin_rewards():
     prompts = ["I went to the cafe."] * 3
     responses = [" I would go again." + EOT, " The coffee was bad. The tea was great." + EOT, " The coffee was"]
-    assert grpo.gold_reward(prompts, responses) == pytest.approx([1.0, 0.25, -1.5])
-    assert grpo.format_reward(prompts, responses) == [1.0, 1.0, 0.0]
-    assert grpo.length_reward(prompts, responses) == pytest.approx([0.4, 0.8, 0.3])
+    assert reward_functions.gold_reward(prompts, responses) == pytest.approx([1.0, 0.25, -1.5])
+    assert reward_functions.format_reward(prompts, responses) == [1.0, 1.0, 0.0]
+    assert reward_functions.length_reward(prompts, responses) == pytest.approx([0.4, 0.8, 0.3])
 
 
 def test_user_reward_from_file(tmp_path):
     f = tmp_path / "my_reward.py"
     f.write_text("def coffee(prompts, responses):\n    return [r.count('coffee') for r in responses]\n")
-    fns = grpo.load_rewards(f"{f}:coffee:0.5, gold:2,format")
+    fns = reward_functions.load_rewards(f"{f}:coffee:0.5, gold:2,format")
     assert [(n, w) for n, _, w in fns] == [("my_reward.coffee", 0.5), ("gold", 2.0), ("format", 1.0)]
     prompts = ["I went to the cafe."] * 2
     responses = [" The coffee was great. I loved the coffee." + EOT, " The tea was"]
-    total, each = grpo.score(fns, prompts, responses)
+    total, each = reward_functions.score(fns, prompts, responses)
     assert each["my_reward.coffee"].tolist() == [2.0, 0.0]
     # 0.5 * coffee count + 2 * gold + format: 0.5*2 + 2*1 + 1 and 0 + 2*(-1.5) + 0
     assert total.tolist() == pytest.approx([4.0, -3.0])
@@ -201,22 +194,22 @@ def test_bad_reward_specs(tmp_path):
     f = tmp_path / "r.py"
     f.write_text("def short(prompts, responses):\n    return [1.0]\n")
     with pytest.raises(ValueError, match="unknown reward"):
-        grpo.load_rewards("gold,blue")
+        reward_functions.load_rewards("gold,blue")
     with pytest.raises(FileNotFoundError, match="no file"):
-        grpo.load_rewards(str(tmp_path / "missing.py") + ":fn")
+        reward_functions.load_rewards(str(tmp_path / "missing.py") + ":fn")
     with pytest.raises(ValueError, match="no function 'nope'"):
-        grpo.load_rewards(f"{f}:nope")
+        reward_functions.load_rewards(f"{f}:nope")
     with pytest.raises(ValueError, match="not a number"):
-        grpo.load_rewards("gold:1e")
+        reward_functions.load_rewards("gold:1e")
     with pytest.raises(ValueError, match="empty"):
-        grpo.load_rewards(" , ")
+        reward_functions.load_rewards(" , ")
     with pytest.raises(ValueError, match="one finite float per response"):
-        grpo.score(grpo.load_rewards(f"{f}:short"), ["a", "b"], ["x", "y"])
+        reward_functions.score(reward_functions.load_rewards(f"{f}:short"), ["a", "b"], ["x", "y"])
     for bad in ("float('nan')", "float('inf')", "-float('inf')"):
         g = tmp_path / "bad_value.py"
         g.write_text(f"def r(prompts, responses):\n    return [1.0] * (len(responses) - 1) + [{bad}]\n")
         with pytest.raises(ValueError, match="1 not finite"):
-            grpo.score(grpo.load_rewards(f"{g}:r"), ["a", "b"], ["x", "y"])
+            reward_functions.score(reward_functions.load_rewards(f"{g}:r"), ["a", "b"], ["x", "y"])
 
 
 def test_reward_model_gets_the_sampled_token_ids():
@@ -227,7 +220,7 @@ def test_reward_model_gets_the_sampled_token_ids():
         return [0.0] * len(responses)
     def mine(prompts, responses):
         return [1.0] * len(responses)
-    total, _ = grpo.score([("rm", rm, 1.0), ("mine", mine, 2.0)], ["p"], ["r"], token_ids=[[1, 2, 3]])
+    total, _ = reward_functions.score([("rm", rm, 1.0), ("mine", mine, 2.0)], ["p"], ["r"], token_ids=[[1, 2, 3]])
     assert seen["rm"] == [[1, 2, 3]] and total.tolist() == [2.0]
 
 
@@ -235,7 +228,7 @@ def test_reward_model_gets_the_sampled_token_ids():
 def test_smoke_ddp_resume(sft_dir, tmp_path):
     out = str(tmp_path / "grpo")
     base = [f"--sft_path={sft_dir}/ckpt.pt", f"--out_dir={out}",
-            "--rewards=gold:1.0,length:0.1,format:0.5", "--advantage=batch_raw", "--loss_agg=token",
+            "--reward_fns=gold:1.0,length:0.1,format:0.5", "--advantage=batch_raw", "--loss_agg=token",
             "--clip_high=0.28", "--ent_coef=0.01", "--fused_lm_head=True", "--kl_estimator=full", *SMALL]
     run("grpo.py", *base, "--max_iters=2", "--eval_interval=2", torchrun=2)
     rows = read_metrics(out)
@@ -291,10 +284,10 @@ def test_first_update_sees_ratio_one_bf16_fused(sft_dir, tmp_path):
 def test_bad_input(sft_dir, tmp_path):
     p = run("grpo.py", f"--sft_path={tmp_path}/nothing.pt", ok=False)
     assert p.returncode != 0 and "python sft.py" in p.stderr
-    p = run("grpo.py", f"--sft_path={sft_dir}/ckpt.pt", "--rewards=gold,nonsense", ok=False)
+    p = run("grpo.py", f"--sft_path={sft_dir}/ckpt.pt", "--reward_fns=gold,nonsense", ok=False)
     assert p.returncode != 0 and "unknown reward" in p.stderr
     p = run("grpo.py", f"--sft_path={sft_dir}/ckpt.pt", "--kl_estimator=k2", ok=False)
-    assert p.returncode != 0 and "'k3_corrected' or 'full'" in p.stderr
+    assert p.returncode != 0 and "Use one of: k3, full, k3+, k3_corrected" in p.stderr
     p = run("grpo.py", f"--sft_path={sft_dir}/ckpt.pt", "--minibatch_size=7", ok=False)
     assert p.returncode != 0 and "must divide" in p.stderr
     p = run("grpo.py", f"--sft_path={sft_dir}/ckpt.pt", "--temperature=0", ok=False)
@@ -316,13 +309,13 @@ def _learn(sft_dir, out, *args):
 
 
 def test_learns_with_gold_reward(sft_dir, tmp_path):
-    before, after = _learn(sft_dir, str(tmp_path / "gold"), "--rewards=gold")
+    before, after = _learn(sft_dir, str(tmp_path / "gold"), "--reward_fns=gold")
     assert before["iter"] == 0 and after["iter"] == 12
     assert after["gold"] > before["gold"] + 0.2, (before, after)
 
 
 def test_learns_with_reward_model(sft_dir, reward_dir, tmp_path):
-    before, after = _learn(sft_dir, str(tmp_path / "rm"), "--rewards=rm", f"--reward_path={reward_dir}/ckpt.pt")
+    before, after = _learn(sft_dir, str(tmp_path / "rm"), "--reward_fns=rm", f"--reward_path={reward_dir}/ckpt.pt")
     rows = [r for r in read_metrics(str(tmp_path / "rm")) if "reward/rm" in r]
     assert rows[-1]["reward/rm"] > rows[0]["reward/rm"] + 0.5  # the reward the policy was trained on went up
     assert after["kl"] > before["kl"]

@@ -5,10 +5,10 @@ import math
 
 import pytest
 import torch
-from conftest import read_metrics, run
 
 import grpo
 import grpo_variants as gv
+from conftest import read_metrics, run
 
 # the toy batch: 4 responses (one group) x 3 tokens; the last response has 2 tokens (its third is padding)
 MASK = torch.tensor([[True, True, True]] * 3 + [[True, True, False]])
@@ -217,7 +217,7 @@ def test_grpo_runs_every_variant_flag(sft_dir, tmp_path):
              "--eval_repeats=1", "--log_interval=1", "--n_print=0", "--max_iters=2", "--eval_interval=2",
              f"--sft_path={sft_dir}/ckpt.pt"]
     out = str(tmp_path / "a")
-    run("grpo.py", *small, f"--out_dir={out}", f"--rewards={f}:r", "--dynamic_sampling=True",
+    run("grpo.py", *small, f"--out_dir={out}", f"--reward_fns={f}:r", "--dynamic_sampling=True",
         "--max_gen_batches=3", "--objective=gspo", "--advantage=reinforce_baseline", "--kl_in=reward")
     train = [r for r in read_metrics(out) if "policy_loss" in r]
     assert len(train) == 2
@@ -237,7 +237,7 @@ def test_grpo_runs_every_variant_flag(sft_dir, tmp_path):
 
 def test_variant_flags_bad_input(sft_dir):
     ckpt = f"--sft_path={sft_dir}/ckpt.pt"
-    for flag, msg in [("--objective=trpo", "use 'ppo', 'gspo' or 'cispo'"),
+    for flag, msg in [("--objective=trpo", "Use one of: ppo, gspo, cispo"),
                       ("--overlong_cache=99", "--overlong_cache=99")]:  # (one process each: keep them few)
         p = run("grpo.py", ckpt, flag, ok=False)
         assert p.returncode != 0 and msg in p.stderr, (flag, p.stderr[-500:])

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import (GPT, GPTConfig, check_vocab, cosine_lr, filter_logits, gather_last, last_index, load_checkpoint,
-                   load_model, model_args_of, save_checkpoint, to_hf)
+from common import check_vocab, cosine_lr, load_checkpoint, load_model, model_args_of, save_checkpoint
+from model import GPT, GPTConfig, filter_logits, gather_last, last_index, to_hf, token_logprobs
 
 CFG = dict(block_size=32, vocab_size=61, n_layer=2, n_head=2, n_embd=16)
 
@@ -219,8 +219,8 @@ def test_cosine_lr():
 
 
 @pytest.mark.parametrize("fused", [False, True])
-def test_forward_with_labels_returns_logprobs_and_entropy(fused):
-    """model(idx, labels=) gives the log-probs / entropies of the last N positions' next tokens, with and
+def test_token_logprobs_returns_logprobs_and_entropy(fused):
+    """token_logprobs(model, idx, labels) gives the log-probs / entropies of the last N positions' next tokens, with and
     without the fused lm_head path (--fused_lm_head), matching log_softmax of the logits, and so do the
     gradients of every parameter (the tied lm_head / wte weight included)."""
     torch.manual_seed(0)
@@ -228,7 +228,7 @@ def test_forward_with_labels_returns_logprobs_and_entropy(fused):
     idx = torch.randint(0, 61, (3, 12))
     labels = torch.randint(0, 61, (3, 5))
     labels[1, 2] = -100
-    logp, ent = m(idx, labels=labels, temperature=0.7, fused=fused)
+    logp, ent = token_logprobs(m, idx, labels, temperature=0.7, fused=fused)
     (logp.sum() + 0.5 * ent.sum()).backward()
     grads = {k: p.grad.clone() for k, p in m.named_parameters()}
     m.zero_grad()
@@ -244,8 +244,8 @@ def test_forward_with_labels_returns_logprobs_and_entropy(fused):
 
 
 @pytest.mark.parametrize("fused", [False, True])
-def test_forward_with_ref_returns_exact_kl(fused):
-    """model(idx, labels=, ref=(ref_hidden, ref_weight)) also returns the exact full-vocabulary KL to the
+def test_token_logprobs_with_ref_returns_exact_kl(fused):
+    """token_logprobs(model, idx, labels, ref=(ref_hidden, ref_weight)) also returns the exact full-vocabulary KL to the
     reference at each position (kernels.kl, or kernels.linear_kl when fused): it matches sum p (log p -
     log p_ref) of the two models' logits, its gradients reach every policy parameter and none the reference."""
     torch.manual_seed(0)
@@ -255,7 +255,7 @@ def test_forward_with_ref_returns_exact_kl(fused):
     idx = torch.randint(0, 61, (3, 12))
     labels = torch.randint(0, 61, (3, 5))
     ref_hidden = ref(idx, hidden=True)[:, -5:]
-    logp, ent, kl = m(idx, labels=labels, temperature=0.7, fused=fused, ref=(ref_hidden, ref.lm_head.weight))
+    logp, ent, kl = token_logprobs(m, idx, labels, temperature=0.7, fused=fused, ref=(ref_hidden, ref.lm_head.weight))
     kl.sum().backward()
     grads = {k: p.grad.clone() for k, p in m.named_parameters()}
     m.zero_grad()
@@ -270,8 +270,8 @@ def test_forward_with_ref_returns_exact_kl(fused):
 
 
 @pytest.mark.parametrize("fused", [False, True])
-def test_forward_with_labels_entropy_false_gives_the_same_logprobs_and_grads(fused):
-    """model(idx, labels=, entropy=False) (SFT, DPO: log-probs only, no entropy computed) returns (logp, None)
+def test_token_logprobs_entropy_false_gives_the_same_logprobs_and_grads(fused):
+    """token_logprobs(model, idx, labels, entropy=False) (SFT, DPO: log-probs only, no entropy computed) returns (logp, None)
     with the log-probs and parameter gradients of the entropy=True call."""
     torch.manual_seed(0)
     m = tiny()
@@ -280,7 +280,7 @@ def test_forward_with_labels_entropy_false_gives_the_same_logprobs_and_grads(fus
     labels[0, 1] = -100
     out = {}
     for entropy in (True, False):
-        logp, ent = m(idx, labels=labels, temperature=0.7, fused=fused, entropy=entropy)
+        logp, ent = token_logprobs(m, idx, labels, temperature=0.7, fused=fused, entropy=entropy)
         assert (ent is None) == (not entropy)
         logp.pow(2).sum().backward()
         out[entropy] = logp.detach(), {k: p.grad.clone() for k, p in m.named_parameters()}

@@ -1,6 +1,6 @@
 """Exact resume: a run killed with SIGKILL after a checkpoint and resumed with --init_from=resume ends
 bitwise equal (weights and optimizer state) to the same run left alone, for every training stage: the
-checkpoint holds the data position and every random generator (model.rng_state)."""
+checkpoint holds the data position and every random generator (common.rng_state)."""
 import os
 import signal
 import subprocess
@@ -100,7 +100,7 @@ def test_ppo_resumes_bitwise(sft_dir, reward_dir, tmp_path):
 
 
 def test_grpo_resumes_bitwise(sft_dir, tmp_path):
-    args = [f"--sft_path={sft_dir}/ckpt.pt", "--rewards=gold", "--prompts_per_batch=2", "--group_size=4",
+    args = [f"--sft_path={sft_dir}/ckpt.pt", "--reward_fns=gold", "--prompts_per_batch=2", "--group_size=4",
             "--minibatch_size=8", "--max_new_tokens=16", "--eval_repeats=1", "--n_print=0", "--eval_interval=2",
             "--log_interval=1"]
     check_resume(tmp_path, "grpo.py", args, 12)

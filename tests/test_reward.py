@@ -10,9 +10,11 @@ import pytest
 import torch
 
 import data
+import feedback
 import reward
+import task
+from common import load_model
 from conftest import assert_same_weights, last_eval, read_metrics, run
-from model import load_model
 
 t = torch.tensor
 
@@ -121,9 +123,9 @@ def test_label_group_formats_and_sharp_labelers():
     prompt = "I went to the cafe."
     responses = [" The coffee was great.<|endoftext|>", " The coffee was awful.<|endoftext|>",
                  " The cake was okay.<|endoftext|>", " The coffee was great.<|endoftext|>"]  # one duplicate
-    rows, agree = reward.label_group(prompt, responses, random.Random(0), n_annotators=3, temp=0.01,
+    rows, agree = feedback.label_group(prompt, responses, random.Random(0), n_annotators=3, temp=0.01,
                                      tie_margin=0.1, noise=0.01)
-    g = {r: data.gold(prompt, r) for r in responses}
+    g = {r: task.gold(prompt, r) for r in responses}
     assert len(rows["pairwise"]) == 3 and len(rows["ties"]) == 3  # 3 unique responses -> 3 pairs
     assert all(g[r["chosen"]] > g[r["rejected"]] and r["margin"] == 1.0 for r in rows["pairwise"])
     assert not any(r["tie"] for r in rows["ties"])
@@ -131,7 +133,7 @@ def test_label_group_formats_and_sharp_labelers():
     assert [r["score"] for r in rows["likert"]] == [5, 1, 3]
     assert agree["pairwise"] == [9, 9]  # 3 pairs x 3 annotator pairs, all agree
     # very noisy labelers disagree sometimes, and ties appear when gold scores are close
-    rows, agree = reward.label_group(prompt, [" The cake was good.<|endoftext|>", " The cake was nice.<|endoftext|>"],
+    rows, agree = feedback.label_group(prompt, [" The cake was good.<|endoftext|>", " The cake was nice.<|endoftext|>"],
                                      random.Random(0), n_annotators=3, temp=10.0, tie_margin=0.15)
     assert rows["ties"][0]["tie"] and set(rows["pairwise"][0]) == {"prompt", "chosen", "rejected", "margin"}
 
@@ -145,20 +147,20 @@ def write(tmp_path, name, rows):
 
 def test_bad_feedback(tmp_path, sft_dir):
     ok = dict(prompt="p", chosen="a", rejected="b")
-    items, skipped = reward.load_feedback(write(tmp_path, "pairs.jsonl", [ok, dict(ok, rejected="a"), ok]), "pairwise")
+    items, skipped = feedback.load_feedback(write(tmp_path, "pairs.jsonl", [ok, dict(ok, rejected="a"), ok]), "pairwise")
     assert len(items) == 2 and len(skipped) == 1 and "pairs.jsonl:2" in skipped[0]  # identical: counted skip
-    items, skipped = reward.load_feedback(write(tmp_path, "rank.jsonl", [dict(prompt="p", ranking=["a", "b", "a"]),
+    items, skipped = feedback.load_feedback(write(tmp_path, "rank.jsonl", [dict(prompt="p", ranking=["a", "b", "a"]),
                                                                           dict(prompt="p", ranking=["a", "b"])]), "rankings")
     assert len(items) == 1 and "rank.jsonl:1" in skipped[0]  # duplicates in a ranking: counted skip
     path = write(tmp_path, "lik.jsonl", [dict(prompt="p", completion="a", score=3), dict(prompt="p", completion="a", score=6)])
     with pytest.raises(ValueError, match=r"score must be an integer 1..5, got 6 \(.*lik.jsonl:2\)"):
-        reward.load_feedback(path, "likert")
+        feedback.load_feedback(path, "likert")
     with pytest.raises(ValueError, match=r"missing field.*\(.*miss.jsonl:2\)"):
-        reward.load_feedback(write(tmp_path, "miss.jsonl", [ok, dict(prompt="p", chosen="a")]), "pairwise")
+        feedback.load_feedback(write(tmp_path, "miss.jsonl", [ok, dict(prompt="p", chosen="a")]), "pairwise")
     with pytest.raises(ValueError, match=r"tie must be true or false.*\(.*tie.jsonl:1\)"):
-        reward.load_feedback(write(tmp_path, "tie.jsonl", [dict(ok, tie="yes")]), "ties")
+        feedback.load_feedback(write(tmp_path, "tie.jsonl", [dict(ok, tie="yes")]), "ties")
     with pytest.raises(ValueError, match=r"no usable rows.*only.jsonl"):
-        reward.load_feedback(write(tmp_path, "only.jsonl", [dict(ok, rejected="a")]), "pairwise")
+        feedback.load_feedback(write(tmp_path, "only.jsonl", [dict(ok, rejected="a")]), "pairwise")
     # the script says which file and line
     p = run("reward.py", f"--out_dir={tmp_path}/o", f"--sft_path={sft_dir}/ckpt.pt", "--label_kind=likert",
             f"--data_path={path}", ok=False)
@@ -168,20 +170,20 @@ def test_bad_feedback(tmp_path, sft_dir):
 def test_to_pairs_and_detect_kind(tmp_path):
     items = [dict(prompt="p", texts=[c], y=s) for c, s in (("a", 2), ("b", 5), ("c", 2))] + \
             [dict(prompt="q", texts=["d"], y=1)]
-    assert sorted(reward.to_pairs(items, "likert")) == [("p", "b", "a"), ("p", "b", "c")]
-    assert reward.to_pairs([dict(prompt="p", texts=["a", "b", "c"], y=None)], "rankings") == \
+    assert sorted(feedback.to_pairs(items, "likert")) == [("p", "b", "a"), ("p", "b", "c")]
+    assert feedback.to_pairs([dict(prompt="p", texts=["a", "b", "c"], y=None)], "rankings") == \
         [("p", "a", "b"), ("p", "a", "c"), ("p", "b", "c")]
-    assert reward.to_pairs([dict(prompt="p", texts=["a", "b"], y=True)], "ties") == []
-    assert reward.detect_kind(write(tmp_path, "r.jsonl", [dict(prompt="p", ranking=["a", "b"])])) == "rankings"
+    assert feedback.to_pairs([dict(prompt="p", texts=["a", "b"], y=True)], "ties") == []
+    assert feedback.detect_kind(write(tmp_path, "r.jsonl", [dict(prompt="p", ranking=["a", "b"])])) == "rankings"
 
 
 # ----------------------------------------------------------------------------- the script
 def test_smoke_and_learning(reward_dir, sft_dir):
     """The reward_dir fixture's run: files, checkpoint contract, and a reward model that learned."""
-    for kind in reward.KINDS:
+    for kind in feedback.KINDS:
         for split in ("train", "test"):
             rows = data.read_jsonl(os.path.join(reward_dir, "feedback", f"{kind}_{split}.jsonl"))
-            assert rows and all(r["prompt"] in data.task_prompts(split) for r in rows)
+            assert rows and all(r["prompt"] in task.prompts(split) for r in rows)
     pair = data.read_jsonl(os.path.join(reward_dir, "feedback", "pairwise_train.jsonl"))[0]
     assert set(pair) - {"_where"} == {"prompt", "chosen", "rejected", "margin"} and pair["chosen"].endswith("<|endoftext|>")
     rm, vocab, ckpt = load_model(os.path.join(reward_dir, "ckpt.pt"), scalar_head=True)
@@ -208,7 +210,7 @@ def test_every_loss_learns(reward_dir, sft_dir, tmp_path, kind, loss):
     accuracy against gold rises from the untrained head's ~0.5 to well above it (bt: test_smoke_and_learning)."""
     fb = os.path.join(reward_dir, "feedback")
     n = 80 if kind == "likert" or loss == "margin" else 40  # Likert: one response per item; margin: a harder target
-    run("reward.py", f"--out_dir={tmp_path}", f"--sft_path={sft_dir}/ckpt.pt", f"--label_kind={kind}", f"--loss={loss}",
+    run("reward.py", f"--out_dir={tmp_path}", f"--sft_path={sft_dir}/ckpt.pt", f"--label_kind={kind}", f"--loss_type={loss}",
         f"--data_path={fb}/{kind}_train.jsonl", f"--test_path={fb}/pairwise_test.jsonl", f"--max_iters={n}",
         f"--log_interval={n}", f"--eval_interval={n}", "--warmup_iters=5", "--n_norm=16", "--n_eval=1",
         "--max_new_tokens=16")
@@ -247,7 +249,7 @@ def test_resume(reward_dir, tmp_path):
 
 def test_sampled_text_with_merged_punctuation_encodes():
     """A compact-vocabulary model can write '.' twice; GPT-2's BPE reads that back as '..', not in the vocabulary."""
-    tok = data.Tokenizer(data.task_vocab())
+    tok = data.Tokenizer(task.vocab())
     ids = tok.encode(" The cake was good..<|endoftext|>")
     assert tok.decode(ids) == " The cake was good..<|endoftext|>" and ids[-3] == ids[-2] == tok.encode(".")[0]
 

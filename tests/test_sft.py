@@ -8,11 +8,11 @@ import shutil
 import pytest
 import torch
 
-from conftest import assert_same_weights, last_eval, read_metrics, run
-
+import data
 import sample
 import sft
-from model import load_checkpoint, load_model, model_args_of, save_checkpoint
+from common import load_checkpoint, load_model, model_args_of, save_checkpoint
+from conftest import assert_same_weights, last_eval, read_metrics, run
 
 TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=48", "--batch_size=8", "--eval_prompts=8",
         "--log_interval=2", "--n_demos=200", "--max_new_tokens=16"]
@@ -114,6 +114,6 @@ def test_best_of_n_picks_the_top_score_of_each_prompts_prefix():
 def test_sft_batch_shift_and_mask():
     """x is the input, y the next token, kept only on the completion: ids (5, 6 | 7, 8, 9) with a
     2-token prompt -> x = 5 6 7 8, y = - 7 8 9; a shorter row is right-padded (x with eot, y with -100)."""
-    x, y = sft.collate([([5, 6, 7, 8, 9], 2), ([1, 2, 3], 1)], eot=0)
+    x, y = data.collate_completions([([5, 6, 7, 8, 9], 2), ([1, 2, 3], 1)], eot=0)
     assert x.tolist() == [[5, 6, 7, 8], [1, 2, 0, 0]]
     assert y.tolist() == [[-100, 7, 8, 9], [2, 3, -100, -100]]
