@@ -6,7 +6,9 @@ common.py (goldRLHF): what every stage's runtime shares, and nothing of any stag
   checkpoints; a frozen copy (reference, reward model) checked against the policy's vocabulary
 - configure_optimizer, cosine_lr, wrap (torch.compile, then DDP)
 - the checkpoint, one dict for every stage: save (atomic, with every rank's random state), resume
-  (optimizer, iteration, data order and sampling exactly where the run stopped), eval_due
+  (optimizer, iteration, data order and sampling exactly where the run stopped), eval_due and
+  evaluate_and_save (the loop's eval -> save step)
+- optimizer_step: clip, step, zero the gradients
 - log_metrics: one compact printed line and one JSON line per call
 """
 import json
@@ -124,11 +126,13 @@ def load_reward_model(path, vocab, device, same_vocab=True):
 
 # ----------------------------------------------------------------------------- optimisation
 def configure_optimizer(model, lr, weight_decay=0.0, device_type="cpu", betas=(0.9, 0.95)):
-    """AdamW; weight decay on matrices only (not biases, LayerNorms); fused kernel on CUDA."""
+    """AdamW; weight decay on matrices only (not biases, LayerNorms); the fused kernel (one pass over all
+    parameters) on CUDA and on the CPU too: at GPT-2 124M on one CPU thread the default for-loop step took
+    0.50 s, the fused one 0.08 s (2026-12-02). device_type is kept for callers; fused runs on both."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [dict(params=[p for p in params if p.dim() >= 2], weight_decay=weight_decay),
               dict(params=[p for p in params if p.dim() < 2], weight_decay=0.0)]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True)
 
 
 def cosine_lr(it, lr, warmup_iters, max_iters, min_lr_ratio=0.1):
@@ -142,6 +146,14 @@ def cosine_lr(it, lr, warmup_iters, max_iters, min_lr_ratio=0.1):
 def set_lr(optimizer, lr):
     for g in optimizer.param_groups:
         g["lr"] = lr
+
+
+def optimizer_step(optimizer, model, grad_clip=0.0):
+    """Clip the global gradient norm of `model` (0: off), step, and clear the gradients."""
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
 
 
 def wrap(model, rt, compile=False):
@@ -186,6 +198,14 @@ def save(out_dir, rt, iter_num, config, vocab, data_rng, model, optimizer, rng_s
         save_checkpoint(os.path.join(out_dir, "ckpt.pt"), dict(
             model=model.state_dict(), model_args=model_args_of(model), optimizer=optimizer.state_dict(),
             iter_num=iter_num, config=config, vocab=vocab, rng=states, **extra))
+
+
+def evaluate_and_save(evaluate, out_dir, rt, iter_num, config, vocab, data_rng, model, optimizer, **extra):
+    """Rank 0 runs evaluate() and logs what it returns (one line, one JSON object; nothing if it returns
+    None), then every rank takes part in saving the checkpoint (`save`)."""
+    if rt.master and (metrics := evaluate()) is not None:
+        log_metrics(rt.metrics_path, {"iter": iter_num, **metrics})
+    save(out_dir, rt, iter_num, config, vocab, data_rng, model, optimizer, **extra)
 
 
 def resume(ckpt, rt, seed, optimizer):

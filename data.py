@@ -59,7 +59,7 @@ class Tokenizer:
                 bad = sorted({self.enc.decode([t]) for t in ids if t not in self.to_model})
                 raise UserError(f"text has {bad[:5]}, which the compact vocabulary (the built-in task's "
                                 f"{len(self.vocab)} tokens) cannot spell", where, "for your own data start "
-                                f"from a full-vocabulary model, e.g. --init_from=gpt2")
+                                "from a full-vocabulary model, e.g. --init_from=gpt2")
             del out[len(out) - (i - lo):]  # the widened run re-spells tokens already emitted
             out += spelled
             i = hi

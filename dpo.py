@@ -267,9 +267,7 @@ if __name__ == "__main__":
     model.train()
     while True:
         if common.eval_due(iter_num, eval_interval, max_iters, start_iter):
-            if rt.master:
-                log_metrics(rt.metrics_path, {"iter": iter_num, **evaluate()})
-            common.save(out_dir, rt, iter_num, config, vocab, rng, raw_model, optimizer)
+            common.evaluate_and_save(evaluate, out_dir, rt, iter_num, config, vocab, rng, raw_model, optimizer)
             t0 = time.time()
         if iter_num >= max_iters:
             break
@@ -286,10 +284,7 @@ if __name__ == "__main__":
                                    f"ipo) or check the data")
             (loss / grad_accum).backward()
             sums, n_sums = sums + stats, n_sums + 1
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        common.optimizer_step(optimizer, model, grad_clip)
         iter_num += 1
         if iter_num % log_interval == 0 and rt.master:  # rank 0's own pairs: means over the interval
             dt = (time.time() - t0) / log_interval

@@ -59,19 +59,10 @@ KL to the reference (--kl_estimator), in the loss as in GRPO (not in the reward 
 Both are per-token: the KL's effect on which later states are visited is left out, as in GRPO's own
 formulation (Tang & Munos 2025 derive the missing term).
 
-The rest of the family, each a flag and a pure function in grpo_variants.py (sources in its docstrings):
-    --objective=gspo        GSPO (Zheng et al. 2025): one length-normalised ratio per response, clipped
-                            per response (the paper's band is 1 - 3e-4 .. 1 + 4e-4)
-    --objective=cispo       CISPO (MiniMax-M1, 2025): REINFORCE times a clipped, stop-gradient IS weight;
-                            no token's gradient is dropped (use e.g. --clip_low=1 --clip_high=4)
-    --advantage=reinforce, reinforce_baseline   REINFORCE++ (Hu 2025; OpenRLHF's names): whitened over
-                            the global batch's tokens, without / with the group mean subtracted first
-                            ('batch_centred' above: group-centred, scaled by the batch std of responses, not tokens)
-    --kl_in=reward          k1 per token in the reward, summed to the end (PPO-RLHF, REINFORCE++); no KL loss
-    --kl_estimator=k3+      k3's value with k2's gradient (verl), the true gradient of KL(p || p_ref)
-    --kl_estimator=k3_corrected   k3 x pi / pi_old, unbiased at the current policy (DeepSeek-V3.2, TRL)
-    --dynamic_sampling      DAPO: drop groups whose rewards are all equal, sample more (<= max_gen_batches)
-    --overlong_cache=L      DAPO's soft overlong punishment, 0 to -overlong_penalty over the last L tokens
+The rest of the family is a flag each, the math a pure function in grpo_variants.py (its docstrings
+cite the sources; the README's GRPO table measures them): --objective=gspo (GSPO) / cispo (CISPO),
+--advantage=reinforce / reinforce_baseline (REINFORCE++), --kl_in=reward (k1 in the reward, PPO-style),
+--kl_estimator=k3+ (verl) / k3_corrected (DeepSeek-V3.2), --dynamic_sampling and --overlong_cache (DAPO).
 
 Departures from the papers: one small model and rewards on text; the KL term has its own coefficient
 and kl_coef=0 skips the reference model entirely (then no held-out KL is reported). Every log-prob a
@@ -231,7 +222,7 @@ if __name__ == "__main__":
         init_from=("sft", "resume"), advantage=ADVANTAGES + ("reinforce", "reinforce_baseline"),
         objective=("ppo", "gspo", "cispo"), loss_agg=("seq", "token", "fixed"), kl_in=("loss", "reward"),
         kl_estimator=("k3", "full", "k3+", "k3_corrected"), template=("plain", "instruction")))
-    batch = prompts_per_batch * group_size
+    n_responses = prompts_per_batch * group_size  # per rollout batch, per process
     if not temperature > 0:  # the log-probs are of softmax(logits / temperature): 0 would divide by 0
         raise UserError(f"--temperature={temperature}: must be > 0 (GRPO needs a sampling policy's log-probs; "
                         f"greedy decoding has none)")
@@ -240,8 +231,8 @@ if __name__ == "__main__":
                         "--kl_in=loss (with any estimator), or --kl_in=reward and leave --kl_estimator at k3")
     if overlong_cache and not 0 < overlong_cache <= max_new_tokens:
         raise UserError(f"--overlong_cache={overlong_cache}: use 1..max_new_tokens ({max_new_tokens}), or 0 (off)")
-    if batch % minibatch_size:
-        raise UserError(f"minibatch_size {minibatch_size} must divide prompts_per_batch * group_size = {batch}")
+    if n_responses % minibatch_size:
+        raise UserError(f"minibatch_size {minibatch_size} must divide prompts_per_batch * group_size = {n_responses}")
     rt = common.setup(device, dtype, seed, out_dir)
 
     # ----------------------------------------------------------------------------- models
@@ -333,9 +324,7 @@ if __name__ == "__main__":
     t0, logs = time.time(), []
     while True:
         if common.eval_due(iter_num, eval_interval, max_iters, start_iter):
-            if rt.master:
-                log_metrics(rt.metrics_path, {"iter": iter_num, **evaluate()})
-            common.save(out_dir, rt, iter_num, config, vocab, rng, raw_policy, optimizer)
+            common.evaluate_and_save(evaluate, out_dir, rt, iter_num, config, vocab, rng, raw_policy, optimizer)
         if iter_num >= max_iters:
             break
         common.set_lr(optimizer, common.cosine_lr(iter_num, lr, warmup_iters, max_iters))
@@ -382,7 +371,7 @@ if __name__ == "__main__":
         policy.train()
         stats = {k: [] for k in ("policy_loss", "kl", "entropy", "clipfrac_low", "clipfrac_high", "approx_kl")}
         for epoch in range(ppo_epochs):
-            for idx in torch.randperm(batch).split(minibatch_size):
+            for idx in torch.randperm(n_responses).split(minibatch_size):
                 m = mask[idx]
                 ref_arg = None if ref_hidden is None else (ref_hidden[idx], ref.lm_head.weight)
                 with rt.ctx:
@@ -414,10 +403,7 @@ if __name__ == "__main__":
                     raise RuntimeError(f"iter {iter_num}: loss is {loss.item()}; lower --lr, raise --kl_coef "
                                        f"or check your reward function for huge values")
                 loss.backward()
-                if grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                common.optimizer_step(optimizer, policy, grad_clip)
                 with torch.no_grad():
                     n_tok = m.sum().clamp(min=1)
                     log_ratio = (logp - old_logp[idx]).detach()

@@ -240,7 +240,10 @@ if __name__ == "__main__":
 
     @torch.no_grad()
     def evaluate():
-        """Held-out prompts: gold, parse, ended, response_len, sequence KL to the reference, and RM score."""
+        """Held-out prompts: gold, parse, ended, response_len, sequence KL to the reference, and RM score
+        (None, nothing to log, for your own prompts: there is no gold scorer for them)."""
+        if not eval_prompts:
+            return None
         raw_policy.eval()  # rank 0 only: raw models, a DDP forward would wait for the other ranks
         prompts = eval_prompts * eval_repeats
         with rt.ctx:
@@ -250,25 +253,24 @@ if __name__ == "__main__":
         for p, t in list(zip(prompts, texts))[:n_print]:
             print(f"  {p!r} -> {t!r}  gold {task.gold(p, t):+.2f}")
         raw_policy.train()
-        return {"reward": reward, **task.report(prompts, texts, lengths, kls)}
+        return {"split": "test", "reward": reward, **task.report(prompts, texts, lengths, kls)}
 
     # ----------------------------------------------------------------------------- training loop
     start_iter = iter_num if ckpt else None
     while True:
         if common.eval_due(iter_num, eval_interval, max_iters, start_iter):
-            if eval_prompts and rt.master:
-                log_metrics(rt.metrics_path, {"iter": iter_num, "split": "test", **evaluate()})
-            common.save(out_dir, rt, iter_num, config, vocab, rng, raw_policy, optimizer, beta=kl_coef,
-                        critic=raw_critic.state_dict(), critic_optimizer=critic_optimizer.state_dict())
+            common.evaluate_and_save(evaluate, out_dir, rt, iter_num, config, vocab, rng, raw_policy, optimizer,
+                                     beta=kl_coef, critic=raw_critic.state_dict(),
+                                     critic_optimizer=critic_optimizer.state_dict())
         if iter_num >= max_iters:
             break
         t0 = time.time()
 
         # ------------------------------------------------------------------------- 2. rollout
-        batch = [rng.randrange(len(train_ids)) for _ in range(batch_size * rt.world_size)][rt.rank::rt.world_size]
+        picked = [rng.randrange(len(train_ids)) for _ in range(batch_size * rt.world_size)][rt.rank::rt.world_size]
         raw_policy.eval()
         with torch.no_grad(), rt.ctx:
-            out = raw_policy.generate([train_ids[i] for i in batch], max_new_tokens, tok.eot, temperature)
+            out = raw_policy.generate([train_ids[i] for i in picked], max_new_tokens, tok.eot, temperature)
         tokens, attn, mask, P = out["tokens"], out["attention_mask"], out["response_mask"], out["prompt_len"]
         labels = tokens[:, P:].masked_fill(~mask, -100)
         fmask = mask.float()
@@ -312,13 +314,8 @@ if __name__ == "__main__":
                     raise RuntimeError(f"iter {iter_num}: PPO loss is {loss.item()}; lower --lr / --critic_lr, "
                                        f"or use --kl_estimator=k1 and --dtype=float32")
                 loss.backward()
-                if grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip)
-                    torch.nn.utils.clip_grad_norm_(critic.parameters(), grad_clip)
-                optimizer.step()
-                critic_optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                critic_optimizer.zero_grad(set_to_none=True)
+                common.optimizer_step(optimizer, policy, grad_clip)
+                common.optimizer_step(critic_optimizer, critic, grad_clip)
                 stats.append(torch.stack([pg_loss.detach(), vf_loss.detach(), entropy.detach(), clipfrac, approx_kl]))
 
         # ------------------------------------------------------------------------- 6. beta and logging
@@ -336,7 +333,7 @@ if __name__ == "__main__":
         line = {"iter": iter_num, "split": "train", "reward": reward}
         if data_path == "builtin":  # the hidden gold score of the rollout: monitoring only, never trained on
             texts = [tok.decode(r[:m]) for r, m in zip(tokens[:, P:].tolist(), mask.sum(1).tolist())]
-            line["gold"] = sum(task.gold(train_prompts[b], t) for b, t in zip(batch, texts)) / batch_size
+            line["gold"] = sum(task.gold(train_prompts[i], t) for i, t in zip(picked, texts)) / batch_size
         line.update({"kl": seq_kl, "beta": beta_used, "entropy": ent, "policy_loss": pg, "value_loss": vf,
                      "clipfrac": cf, "approx_kl": akl,
                      "explained_variance": explained_variance(old_values, returns, fmask),

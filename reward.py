@@ -409,8 +409,8 @@ if __name__ == "__main__":
         common.set_lr(optimizer, common.cosine_lr(iter_num, lr, warmup_iters, max_iters))
         # DDP: all ranks draw the same batch_size x world rows, each keeps every world-th: the averaged
         # gradients are the global batch's, so N processes train exactly like one at N x batch_size
-        batch = [train_items[rng.randrange(len(train_items))] for _ in range(batch_size * rt.world_size)]
-        loss, acc = compute_loss(batch[rt.rank::rt.world_size], model)
+        items = [train_items[rng.randrange(len(train_items))] for _ in range(batch_size * rt.world_size)]
+        loss, acc = compute_loss(items[rt.rank::rt.world_size], model)
         if not torch.isfinite(loss):
             raise RuntimeError(f"iter {iter_num}: loss is {loss.item()}; lower --lr or check the data")
         loss.backward()
@@ -419,10 +419,7 @@ if __name__ == "__main__":
                 if q.grad is not None:
                     torch.distributed.all_reduce(q.grad)
                     q.grad /= rt.world_size
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        common.optimizer_step(optimizer, model, grad_clip)
         iter_num += 1
         if iter_num % log_interval == 0 and rt.master:
             dt = (time.time() - t0) / log_interval

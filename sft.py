@@ -168,9 +168,7 @@ if __name__ == "__main__":
     model.train()
     while True:
         if common.eval_due(iter_num, eval_interval, max_iters, start_iter):
-            if rt.master:
-                log_metrics(rt.metrics_path, {"iter": iter_num, **evaluate()})
-            common.save(out_dir, rt, iter_num, config, vocab, rng, raw_model, optimizer)
+            common.evaluate_and_save(evaluate, out_dir, rt, iter_num, config, vocab, rng, raw_model, optimizer)
         if iter_num >= max_iters:
             break
         common.set_lr(optimizer, common.cosine_lr(iter_num, lr, warmup_iters, max_iters))
@@ -184,10 +182,7 @@ if __name__ == "__main__":
             if not torch.isfinite(loss):
                 raise RuntimeError(f"iter {iter_num}: loss is {loss.item()}; lower --lr or check the data")
             (loss / grad_accum).backward()
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        common.optimizer_step(optimizer, model, grad_clip)
         iter_num += 1
         if iter_num % log_interval == 0 and rt.master:
             dt = (time.time() - t0) / log_interval

@@ -21,8 +21,9 @@ def run(script, *args, ok=True, timeout=900, torchrun=0):
     if torchrun:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}",
                script, *args]
-    # one thread per process under torchrun: two processes x two OpenMP threads on two cores spin-wait
-    threads = "1" if torchrun else os.environ.get("OMP_NUM_THREADS", "2")
+    # one thread per process unless asked: the test models are tiny (a second OpenMP thread costs more than
+    # it gives), and under torchrun two processes x two threads on two cores spin-wait
+    threads = "1" if torchrun else os.environ.get("OMP_NUM_THREADS", "1")
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads}
     env.pop("TRITON_INTERPRET", None)  # stage scripts on CPU use the PyTorch reference path
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)

@@ -315,10 +315,11 @@ def test_learns_with_gold_reward(sft_dir, tmp_path):
 
 
 def test_learns_with_reward_model(sft_dir, reward_dir, tmp_path):
-    before, after = _learn(sft_dir, str(tmp_path / "rm"), "--reward_fns=rm", f"--reward_path={reward_dir}/ckpt.pt")
+    """GRPO on the 100-step fixture reward model raises gold, held near the SFT model by kl_coef 0.1. (At
+    the default 0.02 it over-optimises this weak RM: gold 0.02 -> 0.03 at KL 6.2, parse 0.25, while its
+    score rises 0.46 -> 1.61; at 0.1, gold -> 0.42 and 0.47 at KL 3.6 / 3.1 for seeds 1337 / 1, 2026-12-02.)"""
+    before, after = _learn(sft_dir, str(tmp_path / "rm"), "--reward_fns=rm", f"--reward_path={reward_dir}/ckpt.pt",
+                           "--kl_coef=0.1")
     rows = [r for r in read_metrics(str(tmp_path / "rm")) if "reward/rm" in r]
     assert rows[-1]["reward/rm"] > rows[0]["reward/rm"] + 0.5  # the reward the policy was trained on went up
-    assert after["kl"] > before["kl"]
-    # Not asserted any more: that gold rises too. Against this 100-iteration fixture RM, 12 iterations at
-    # lr 5e-4 over-optimise it on the merged code of 2026-12-02 (gold 0.01 -> -0.35, KL 58, parse 0.03:
-    # reward hacking); it passed before by luck of the numerics. Open: a setting where it reliably does not.
+    assert after["gold"] > before["gold"] + 0.2, (before, after)  # and so did the hidden one

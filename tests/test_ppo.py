@@ -22,7 +22,7 @@ def test_policy_loss_worked_examples():
     loss, clipfrac, approx_kl = policy_loss(lp, old, torch.tensor([[4.0]]), one, 0.2)
     assert loss.item() == pytest.approx(-4.8, abs=1e-5)
     assert clipfrac.item() == 1.0
-    assert approx_kl.item() == pytest.approx(0.5 * math.log(3) ** 2, abs=1e-5)
+    assert approx_kl.item() == pytest.approx(3 - 1 - math.log(3), abs=1e-5)  # k3: (ratio - 1) - log ratio = 0.9014
     # ratio 1.3, advantage -3: min(1.3 * -3, 1.2 * -3) = min(-3.9, -3.6) = -3.9. The pessimistic bound
     # does NOT clip here (the "-3.6" is the clipped term, which min() rejects): a move that made
     # a bad action more likely keeps its full gradient so it can be undone.
