@@ -57,3 +57,20 @@ def test_help_lists_every_key_with_its_meaning():
     assert p.returncode == 2 and p.stderr.startswith("error: unknown config key 'max_itres'")
     assert "did you mean --max_iters?" in p.stderr and "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_choices_are_enforced_and_listed():
+    """A key given allowed values takes only those: its default, a --key=value among them, or a config
+    file's; anything else is one line naming the key, the closest choice and every choice."""
+    g = {**defaults(), "loss_type": "sigmoid"}
+    choices = dict(loss_type=("sigmoid", "ipo", "hinge"))
+    assert configure(dict(g), ["--loss_type=ipo"], choices=choices)["loss_type"] == "ipo"
+    assert configure(dict(g), [], choices=choices)["loss_type"] == "sigmoid"
+    with pytest.raises(UserError) as e:
+        configure(dict(g), ["--loss_type=hinj"], choices=choices)
+    assert str(e.value) == "--loss_type='hinj' is not a choice. did you mean hinge? Use one of: sigmoid, ipo, hinge"
+    p = run("dpo.py", "--loss_type=kto2", ok=False)
+    assert p.returncode == 2 and p.stderr.startswith("error: --loss_type='kto2' is not a choice")
+    assert "sigmoid, ipo, hinge, robust, simpo" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    out = run("dpo.py", "--help").stdout
+    assert "(one of: sigmoid, ipo, hinge, robust, simpo)" in out

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from common import check_vocab, cosine_lr, load_checkpoint, load_model, model_args_of, save_checkpoint
-from model import GPT, GPTConfig, filter_logits, gather_last, last_index, to_hf, token_logprobs
+from model import GPT, GPTConfig, filter_logits, gather_last, last_index, score_sequences, to_hf, token_logprobs
 
 CFG = dict(block_size=32, vocab_size=61, n_layer=2, n_head=2, n_embd=16)
 
@@ -288,3 +288,23 @@ def test_token_logprobs_entropy_false_gives_the_same_logprobs_and_grads(fused):
     assert torch.allclose(out[True][0], out[False][0], atol=1e-6) and out[False][0][0, 1] == 0
     for k, g in out[True][1].items():
         assert torch.allclose(g, out[False][1][k], atol=1e-6), (k, (g - out[False][1][k]).abs().max())
+
+
+def test_score_sequences_reads_each_sequence_at_its_last_token():
+    """score_sequences pads token lists to the right in chunks and reads the scalar head at each row's last
+    real token, as gain * raw + bias: the same as scoring each sequence alone, whatever the chunk size."""
+    torch.manual_seed(0)
+    rm = GPT(GPTConfig(block_size=16, vocab_size=61, n_layer=2, n_head=2, n_embd=16, scalar_head=True)).eval()
+    seqs = [[1, 2, 3], [4, 5, 6, 7, 8, 9], [10], [11, 12, 13, 14], [15, 16]]
+    alone = torch.stack([rm(torch.tensor([s]))[0, -1] for s in seqs]).detach()
+    with torch.no_grad():
+        for chunk in (1, 2, 256):
+            got = score_sequences(rm, seqs, pad_id=0, gain=2.0, bias=-0.5, chunk=chunk)
+            assert got.shape == (5,) and torch.allclose(got, 2.0 * alone - 0.5, atol=1e-5), (chunk, got)
+
+
+def test_eval_due():
+    """Every eval_interval iterations and at the end; not at the iteration a run resumed from."""
+    from common import eval_due
+    assert [i for i in range(11) if eval_due(i, 4, 10)] == [0, 4, 8, 10]
+    assert [i for i in range(4, 11) if eval_due(i, 4, 10, resumed_at=4)] == [8, 10]
