@@ -20,6 +20,10 @@ how often they agree. Every kind is written from the same responses, one JSON ob
 Responses are the text after the prompt and end with "<|endoftext|>" when the writer stopped. Real
 human feedback in the same formats (or any of data.py's, README: Dataset formats) is read by
 load_feedback, with every error naming file and line.
+
+The labelers can be a mixed pool (make_pool: careful, noisy, length-biased, adversarial people) and the
+pairwise votes aggregated by majority or by Dawid-Skene (audit.py holds the agreement statistics, the
+labeler model and the preference audit).
 """
 import math
 import os
@@ -31,6 +35,7 @@ import torch
 
 import data
 import task
+from audit import dawid_skene, fleiss_kappa, krippendorff_alpha
 from configurator import UserError
 
 KINDS = ("pairwise", "ties", "rankings", "likert")
@@ -63,17 +68,63 @@ def label_ranking(golds, rng, temperature=0.25):
     return order
 
 
+
+# A pool of people who are not all alike (the tutorials' "noisy and inconsistent" annotators): each
+# judges a pair from the gold scores in its own way. Only pairwise labels come from the pool; ties,
+# rankings and Likert ratings are given by careful labelers.
+LABELER_TYPES = ("careful", "noisy", "length", "adversarial")
+NOISY = 4.0  # a noisy labeler's Bradley-Terry temperature, in units of the careful one's
+LENGTH_BONUS = 0.1  # a length-biased labeler's utility: gold + this per word (prefers the longer response)
+
+
+def make_pool(spec, n_people):
+    """'careful:0.6,noisy:0.2,adversarial:0.2' -> the types of n_people labelers in those shares (largest
+    remainders). careful: Bradley-Terry noise on the gold scores; noisy: the same at NOISY x the
+    temperature; length: careful on gold + LENGTH_BONUS per word; adversarial: careful, then the opposite."""
+    shares = {}
+    for entry in [e.strip() for e in spec.split(",") if e.strip()]:
+        name, _, w = entry.partition(":")
+        if name not in LABELER_TYPES:
+            raise UserError(f"--labelers: unknown labeler type {name!r}", fix=f"use {', '.join(LABELER_TYPES)}")
+        try:
+            shares[name] = float(w or 1.0)
+        except ValueError:
+            raise UserError(f"--labelers: share {w!r} of {name} is not a number") from None
+    if not shares or any(w < 0 for w in shares.values()) or abs(sum(shares.values()) - 1) > 1e-6:
+        raise UserError(f"--labelers={spec!r}: the shares must be >= 0 and sum to 1 (they sum to "
+                        f"{sum(shares.values()):g})", fix="e.g. --labelers=careful:0.6,noisy:0.2,adversarial:0.2")
+    counts = {k: int(w * n_people) for k, w in shares.items()}
+    for k in sorted(shares, key=lambda k: shares[k] * n_people - counts[k], reverse=True)[:n_people - sum(counts.values())]:
+        counts[k] += 1
+    return [k for k in LABELER_TYPES for _ in range(counts.get(k, 0))]
+
+
+def judge(kind, g_a, g_b, words_a, words_b, rng, temperature=0.25):
+    """One labeler of type `kind` compares responses a and b (gold scores, lengths in words): True if a wins."""
+    if kind == "noisy":
+        return label_pair(g_a, g_b, rng, NOISY * temperature)
+    if kind == "length":
+        return label_pair(g_a + LENGTH_BONUS * words_a, g_b + LENGTH_BONUS * words_b, rng, temperature)
+    vote = label_pair(g_a, g_b, rng, temperature)
+    return not vote if kind == "adversarial" else vote
+
 def agreement(votes):
     """(agreeing, total) pairs of annotators that gave the same label."""
     n = len(votes)
     return sum(a == b for a, b in combinations(votes, 2)), n * (n - 1) // 2
 
 
-def label_group(prompt, responses, rng, n_annotators=3, temp=0.25, tie_margin=0.15, noise=0.3):
+def label_group(prompt, responses, rng, n_annotators=3, temp=0.25, tie_margin=0.15, noise=0.3, pool=None):
     """Play `n_annotators` people labelling K responses to one prompt with every kind of feedback.
-    Returns ({kind: rows}, {kind: [agreeing, total annotator pairs]}); rows are in the file formats."""
+    Returns ({kind: rows}, {kind: [agreeing, total annotator pairs]}); rows are in the file formats.
+    pool: the labeler types (make_pool) the pairwise judges come from, n_annotators of them drawn at
+    random per pair (all of them, in order, when the pool has n_annotators people; default: that many
+    careful ones). Pairwise rows also keep, in fields the files leave out, the votes (person, a wins), the
+    first response a and both gold scores (for Dawid-Skene and the report)."""
     uniq = list(dict.fromkeys(responses))  # identical responses can't be compared
     g = [task.gold(prompt, r) for r in uniq]
+    words = [len(r.replace(data.EOT_TEXT, "").split()) for r in uniq]
+    pool = pool or ["careful"] * n_annotators
     rows, agree = {k: [] for k in KINDS}, {k: [0, 0] for k in KINDS}
 
     def tally(kind, votes):
@@ -82,12 +133,14 @@ def label_group(prompt, responses, rng, n_annotators=3, temp=0.25, tie_margin=0.
         agree[kind][1] += n
 
     for i, j in combinations(range(len(uniq)), 2):
-        votes = [label_pair(g[i], g[j], rng, temp) for _ in range(n_annotators)]
+        who = list(range(n_annotators)) if len(pool) == n_annotators else rng.sample(range(len(pool)), n_annotators)
+        votes = [judge(pool[w], g[i], g[j], words[i], words[j], rng, temp) for w in who]
         tally("pairwise", votes)
         a_wins = 2 * sum(votes) > n_annotators or (2 * sum(votes) == n_annotators and rng.random() < 0.5)
         c, r = (uniq[i], uniq[j]) if a_wins else (uniq[j], uniq[i])
         rows["pairwise"].append(dict(prompt=prompt, chosen=c, rejected=r,
-                                     margin=round(abs(2 * sum(votes) - n_annotators) / n_annotators, 4)))
+                                     margin=round(abs(2 * sum(votes) - n_annotators) / n_annotators, 4),
+                                     _votes=list(zip(who, votes)), _a=uniq[i], _b=uniq[j], _gold=(g[i], g[j])))
         votes = [label_tie(g[i], g[j], rng, temp, tie_margin) for _ in range(n_annotators)]
         tally("ties", votes)
         counts = {v: votes.count(v) for v in (True, False, None)}
@@ -108,12 +161,17 @@ def label_group(prompt, responses, rng, n_annotators=3, temp=0.25, tie_margin=0.
     return rows, agree
 
 
+
 def collect(policy, tok, fb_dir, seed, n_samples, n_rounds, n_annotators, label_temperature, tie_margin,
-            likert_noise, max_new_tokens, temperature, ctx):
+            likert_noise, max_new_tokens, temperature, ctx, pool=None, aggregate="majority"):
     """The built-in task's feedback: for every train prompt n_rounds groups of n_samples responses
     sampled from the policy (test prompts: half as many rounds, at least 1), labelled with every kind
-    by n_annotators simulated people; writes fb_dir/{kind}_{train,test}.jsonl. Returns the train split's
-    counts and annotator agreement per kind (a metrics dict)."""
+    by n_annotators simulated people (pairwise ones drawn from `pool`); writes
+    fb_dir/{kind}_{train,test}.jsonl. aggregate: how the pairwise votes become a label, 'majority' or
+    'dawid_skene' (the item's posterior under every labeler's learned confusion; margin |2P - 1|).
+    Returns the train split's report (a metrics dict): counts, agreement per kind, Fleiss' kappa and
+    Krippendorff's alpha of the pairwise votes, and with a mixed pool each labeler type's true
+    reliability (votes agreeing with gold) beside Dawid-Skene's estimate."""
     t0, lab_rng, report = time.time(), random.Random(seed), {}
     for split, rounds in (("train", n_rounds), ("test", max(1, n_rounds // 2))):
         prompts = [p for p in task.prompts(split) for _ in range(rounds * n_samples)]
@@ -122,16 +180,36 @@ def collect(policy, tok, fb_dir, seed, n_samples, n_rounds, n_annotators, label_
         rows, agree = {k: [] for k in KINDS}, {k: [0, 0] for k in KINDS}
         for g in range(0, len(prompts), n_samples):
             r, a = label_group(prompts[g], texts[g:g + n_samples], lab_rng, n_annotators,
-                               label_temperature, tie_margin, likert_noise)
+                               label_temperature, tie_margin, likert_noise, pool)
             for k in KINDS:
                 rows[k] += r[k]
                 agree[k] = [agree[k][0] + a[k][0], agree[k][1] + a[k][1]]
+        pairs = rows["pairwise"]
+        mixed = pool is not None and len(set(pool)) > 1
+        if aggregate == "dawid_skene" or mixed:
+            post, conf, prior = dawid_skene([(n, w, int(v)) for n, row in enumerate(pairs) for w, v in row["_votes"]], 2)
+        if aggregate == "dawid_skene":
+            for n, row in enumerate(pairs):
+                p_a = post[n][1]
+                if p_a != 0.5:  # (exactly 0.5: the majority's coin stands)
+                    row["chosen"], row["rejected"] = (row["_a"], row["_b"]) if p_a > 0.5 else (row["_b"], row["_a"])
+                row["margin"] = round(abs(2 * p_a - 1), 4)
         for k in KINDS:
             data.write_jsonl(os.path.join(fb_dir, f"{k}_{split}.jsonl"), rows[k])
         if split == "train":
+            votes = [[int(v) for _, v in row["_votes"]] for row in pairs]
             report = {"feedback_s": time.time() - t0, "n_responses": len(texts),
                       **{f"n_{k}": len(rows[k]) for k in KINDS},
-                      **{f"agreement/{k}": a / max(1, n) for k, (a, n) in agree.items()}}
+                      **{f"agreement/{k}": a / max(1, n) for k, (a, n) in agree.items()},
+                      "agreement/fleiss_kappa": fleiss_kappa([[len(v) - sum(v), sum(v)] for v in votes]),
+                      "agreement/krippendorff_alpha": krippendorff_alpha(votes)}
+            for kind in sorted(set(pool)) if mixed else []:  # true vs estimated reliability, per type
+                people = [w for w, t in enumerate(pool) if t == kind]
+                right = [v == (row["_gold"][0] > row["_gold"][1]) for row in pairs if row["_gold"][0] != row["_gold"][1]
+                         for w, v in row["_votes"] if pool[w] == kind]
+                est = [sum(prior[c] * conf[w][c][c] for c in range(2)) for w in people if w in conf]
+                report[f"reliability/{kind}"] = sum(right) / max(1, len(right))
+                report[f"reliability/{kind}_dawid_skene"] = sum(est) / max(1, len(est))
     return report
 
 
@@ -143,7 +221,7 @@ def load_feedback(path, kind):
     type, score out of 1..5) raise an error naming file and line; rows that carry no comparison
     (identical chosen and rejected, a ranking with duplicates) are skipped and counted."""
     if kind == "pairwise":
-        rows = [dict(prompt=r["prompt"], texts=[r["chosen"], r["rejected"]], y=r.get("margin", 0.0), where=r["where"])
+        rows = [dict(prompt=r["prompt"], texts=[r["chosen"], r["rejected"]], y=r.get("margin"), where=r["where"])
                 for r in data.load_preferences(path)]
     elif kind == "rankings":
         rows = [dict(prompt=r["prompt"], texts=r["ranking"], y=None, where=r["where"]) for r in data.load_rankings(path)]

@@ -9,6 +9,7 @@ the feedback people actually give:
     pairwise    pairwise_*.jsonl     'bt': Bradley-Terry -log sigmoid(r+ - r-) (Stiennon et al. 2020)
                                      'margin': -log sigmoid(r+ - r- - margin) (Touvron et al. 2023, Llama 2)
                                      'hinge': max(0, m - (r+ - r-)) (torch's MarginRankingLoss, the tutorials)
+                                     'soft': Bradley-Terry on the annotators' vote share (soft labels)
     rankings    rankings_*.jsonl     'pl': Plackett-Luce listwise likelihood (Plackett 1975; Luce 1959)
                                      'pairs': Bradley-Terry on all K(K-1)/2 pairs (Ouyang et al. 2022)
     ties        ties_*.jsonl         'rao_kupper': Bradley-Terry with an "about equal" outcome (Rao & Kupper 1967)
@@ -61,12 +62,15 @@ sft_path = "out/sft/ckpt.pt"  # SFT policy: samples the responses to label and t
 data_path = "builtin"  # 'builtin' (simulate feedback on the review task) or a JSONL file of label_kind
 test_path = ""  # held-out JSONL of any kind (read as pairs); '' = builtin pairwise test, or last 10% of data_path
 label_kind = "pairwise"  # which feedback to train on: 'pairwise', 'rankings', 'ties' or 'likert'
-loss_type = ""  # '' = the kind's default (bt, pl, rao_kupper, mse); or margin, hinge, pairs, ordinal
+loss_type = ""  # '' = the kind's default (bt, pl, rao_kupper, mse); or margin, hinge, soft (pairwise), pairs, ordinal
 hinge_margin = 1.0  # the margin m of the hinge loss
 # simulated feedback (built-in task)
 n_samples = 4  # K responses per prompt, sampled from the SFT model (InstructGPT: K = 4..9)
 n_rounds = 4  # groups of K per train prompt (test prompts get half as many, at least 1)
-n_annotators = 3  # simulated labelers per item; the label is their majority vote
+n_annotators = 3  # simulated labelers per item; the label is their majority vote (or --aggregate's)
+labelers = "careful:1.0"  # the pool's labeler types and shares: careful, noisy, length (prefers longer), adversarial (flips)
+n_labelers = 3  # people in the pool: each pair is judged by n_annotators of them at random (all of them, if equal)
+aggregate = "majority"  # pairwise votes -> label: 'majority' or 'dawid_skene' (EM over every labeler's confusion)
 label_temperature = 0.25  # Bradley-Terry / Plackett-Luce noise of the labelers (gold-score units)
 tie_margin = 0.15  # labelers say "about equal" when gold scores are closer than this
 likert_noise = 0.3  # std of the labelers' Gaussian noise on the gold score before rating 1-5
@@ -92,7 +96,7 @@ dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
 seed = 1337  # random seed (data order shared by all ranks; sampling offset by rank)
 compile = False  # torch.compile the model
 
-LOSSES = dict(pairwise=("bt", "margin", "hinge"), rankings=("pl", "pairs"), ties=("rao_kupper",),
+LOSSES = dict(pairwise=("bt", "margin", "hinge", "soft"), rankings=("pl", "pairs"), ties=("rao_kupper",),
               likert=("mse", "ordinal"))
 
 
@@ -103,6 +107,14 @@ def bt_loss(r_chosen, r_rejected, margin=None):
     pairs people marked as clearly better must be separated by more."""
     d = r_chosen - r_rejected - (0.0 if margin is None else margin)
     return -F.logsigmoid(d).mean()
+
+
+def soft_bt_loss(r_chosen, r_rejected, p_chosen):
+    """Bradley-Terry against soft labels: the cross-entropy -(q log sigmoid(d) + (1 - q) log sigmoid(-d)),
+    d = r+ - r-, q (B,) the share of the annotators who chose `chosen` (here (1 + margin) / 2, from the
+    vote margin the files store). q = 1 is plain Bradley-Terry; a 2-1 vote asks for P = 2/3, not 1."""
+    d = r_chosen - r_rejected
+    return -(p_chosen * F.logsigmoid(d) + (1 - p_chosen) * F.logsigmoid(-d)).mean()
 
 
 def hinge_loss(r_chosen, r_rejected, margin=1.0):
@@ -217,13 +229,17 @@ def reliability(p, y, n_bins=5):
 
 
 if __name__ == "__main__":
-    config = configure(globals(), choices=dict(label_kind=feedback.KINDS))
+    config = configure(globals(), choices=dict(label_kind=feedback.KINDS, aggregate=("majority", "dawid_skene")))
     loss_kind = loss_type or LOSSES[label_kind][0]  # the loss that runs (loss_type '' = the kind's default)
     if loss_kind not in LOSSES[label_kind]:
         raise UserError(f"--loss_type={loss_type!r} does not fit label_kind {label_kind!r}",
                         fix=f"use one of {', '.join(LOSSES[label_kind])}")
     if data_path == "builtin" and not sft_path:
         raise UserError("the built-in task samples responses from the SFT model: set --sft_path (run sft.py first)")
+    pool = feedback.make_pool(labelers, n_labelers)
+    if n_annotators > n_labelers:
+        raise UserError(f"--n_annotators={n_annotators} is more than the pool's --n_labelers={n_labelers}",
+                        fix="each item needs that many different people: raise --n_labelers")
     rt = common.setup(device, dtype, seed, out_dir)
     fb_dir = os.path.join(out_dir, "feedback")
 
@@ -247,7 +263,7 @@ if __name__ == "__main__":
     t0 = time.time()
     if data_path == "builtin" and rt.master and not (ckpt and os.path.exists(os.path.join(fb_dir, f"{label_kind}_train.jsonl"))):
         report = feedback.collect(policy, tok, fb_dir, seed, n_samples, n_rounds, n_annotators, label_temperature,
-                                  tie_margin, likert_noise, max_new_tokens, temperature, rt.ctx)
+                                  tie_margin, likert_noise, max_new_tokens, temperature, rt.ctx, pool, aggregate)
         log_metrics(rt.metrics_path, {"iter": 0, **report})
     if rt.ddp:
         torch.distributed.barrier()  # rank 0 wrote the feedback files
@@ -268,6 +284,10 @@ if __name__ == "__main__":
             print(f"note: {data_path} has only {len(train_items)} items, too few to hold 10% out: training and "
                   f"evaluating on all of them (pass --test_path for a real test set)")
     test_pairs, train_pairs = feedback.to_pairs(test_items, test_kind), feedback.to_pairs(train_items, label_kind)
+    bad = [it["where"] for it in train_items if loss_kind == "soft" and not (it["y"] is not None and 0 <= it["y"] <= 1)]
+    if bad:
+        raise UserError("--loss_type=soft needs every pair's vote margin |for - against| / annotators in [0, 1]",
+                        bad[0], "add a `margin` field (or use --loss_type=bt)")
     if rt.master and (skipped or test_skipped):
         print(f"skipped {len(skipped)} train / {len(test_skipped)} test rows without a comparison, "
               f"e.g. {(skipped + test_skipped)[0]}")
@@ -318,9 +338,10 @@ if __name__ == "__main__":
             return rao_kupper_loss(r[:, 0], r[:, 1], tie, F.softplus(loss_params["tie"])), acc
         if label_kind == "rankings":
             return (plackett_luce_loss(r, mask) if loss_kind == "pl" else all_pairs_loss(r, mask)), acc
-        margin = torch.tensor([float(it["y"]) for it in items], device=r.device)
+        margin = torch.tensor([float(it["y"] or 0.0) for it in items], device=r.device)  # (no margin: 0)
         return {"bt": lambda: bt_loss(r[:, 0], r[:, 1]), "margin": lambda: bt_loss(r[:, 0], r[:, 1], margin),
-                "hinge": lambda: hinge_loss(r[:, 0], r[:, 1], hinge_margin)}[loss_kind](), acc
+                "hinge": lambda: hinge_loss(r[:, 0], r[:, 1], hinge_margin),
+                "soft": lambda: soft_bt_loss(r[:, 0], r[:, 1], (1 + margin) / 2)}[loss_kind](), acc
 
     @torch.no_grad()
     def score_texts(pairs):

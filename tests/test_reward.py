@@ -20,6 +20,19 @@ t = torch.tensor
 
 
 # ----------------------------------------------------------------------------- losses, worked examples
+def test_soft_bt_worked_example():
+    """Soft labels: q = 1 is Bradley-Terry; a 2-1 vote (q = 2/3) at d = 0 costs log 2, and is cheapest,
+    the entropy of (2/3, 1/3) = 0.6365, where sigmoid(d) = 2/3 (d = log 2), not at d -> infinity."""
+    r_c, r_r = torch.tensor([2.0, 0.0]), torch.tensor([1.5, 0.0])
+    assert reward.soft_bt_loss(r_c, r_r, torch.ones(2)).item() == pytest.approx(reward.bt_loss(r_c, r_r).item())
+    q = torch.tensor([2 / 3])
+    assert reward.soft_bt_loss(torch.zeros(1), torch.zeros(1), q).item() == pytest.approx(math.log(2), abs=1e-6)
+    d = torch.tensor([math.log(2)], requires_grad=True)
+    loss = reward.soft_bt_loss(d, torch.zeros(1), q)
+    loss.backward()
+    assert loss.item() == pytest.approx(0.6365, abs=1e-4) and abs(d.grad.item()) < 1e-6
+
+
 def test_bt_worked_example_and_gradient():
     rc, rr = t([1.0], requires_grad=True), t([1.5])
     loss = reward.bt_loss(rc, rr)
@@ -135,7 +148,34 @@ def test_label_group_formats_and_sharp_labelers():
     # very noisy labelers disagree sometimes, and ties appear when gold scores are close
     rows, agree = feedback.label_group(prompt, [" The cake was good.<|endoftext|>", " The cake was nice.<|endoftext|>"],
                                      random.Random(0), n_annotators=3, temp=10.0, tie_margin=0.15)
-    assert rows["ties"][0]["tie"] and set(rows["pairwise"][0]) == {"prompt", "chosen", "rejected", "margin"}
+    assert rows["ties"][0]["tie"]  # the file's fields (write_jsonl leaves out the "_" ones: votes, gold)
+    assert {k for k in rows["pairwise"][0] if not k.startswith("_")} == {"prompt", "chosen", "rejected", "margin"}
+
+
+def test_labeler_pool():
+    """make_pool splits n people by the shares (largest remainders); each type judges as documented; a
+    pool larger than n_annotators sends each pair to n_annotators different people, recorded with their votes."""
+    assert feedback.make_pool("careful:0.6,noisy:0.1,length:0.1,adversarial:0.2", 10) == \
+        ["careful"] * 6 + ["noisy", "length", "adversarial", "adversarial"]
+    assert feedback.make_pool("careful:0.5,adversarial:0.5", 3).count("careful") + \
+        feedback.make_pool("careful:0.5,adversarial:0.5", 3).count("adversarial") == 3
+    for bad in ("careful:0.5", "careful:1.2,noisy:-0.2", "sloppy:1.0", "careful:x"):
+        with pytest.raises(feedback.UserError):
+            feedback.make_pool(bad, 10)
+    # a is clearly better: careful and length-neutral people say a, adversarial ones say b; a long b wins
+    # over a length-biased judge once the bonus outweighs the gold difference (0.1 x 20 words > 1.0)
+    rng = lambda: random.Random(0)
+    assert feedback.judge("careful", 1.0, 0.0, 5, 5, rng(), 0.01) is True
+    assert feedback.judge("adversarial", 1.0, 0.0, 5, 5, rng(), 0.01) is False
+    assert feedback.judge("length", 1.0, 0.0, 5, 25, rng(), 0.01) is False
+    noisy = sum(feedback.judge("noisy", 0.1, 0.0, 5, 5, random.Random(i), 0.25) for i in range(2000)) / 2000
+    careful = sum(feedback.judge("careful", 0.1, 0.0, 5, 5, random.Random(i), 0.25) for i in range(2000)) / 2000
+    assert 0.5 < noisy < careful  # sigmoid(0.1) = 0.52 vs sigmoid(0.4) = 0.60
+    pool = ["careful"] * 3 + ["adversarial"] * 2
+    rows, _ = feedback.label_group("I went to the cafe.", [" The coffee was great.<|endoftext|>",
+                                   " The coffee was awful.<|endoftext|>"], random.Random(0), 3, 0.01, pool=pool)
+    who = [w for w, _ in rows["pairwise"][0]["_votes"]]
+    assert len(set(who)) == 3 and all(v == (pool[w] == "careful") for w, v in rows["pairwise"][0]["_votes"])
 
 
 # ----------------------------------------------------------------------------- bad input
