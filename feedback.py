@@ -16,6 +16,8 @@ how often they agree. Every kind is written from the same responses, one JSON ob
               then the order of chosen/rejected means nothing)
     rankings  {"prompt": str, "ranking": [best, ..., worst]}                     (2 or more responses)
     likert    {"prompt": str, "completion": str, "score": int 1..5}
+    binary    {"prompt": str, "completion": str, "label": bool}                  (thumbs up / down: TRL's
+              unpaired format; a person accepts when their noisy view of gold clears task.ACCEPT_THRESHOLD)
 
 Responses are the text after the prompt and end with "<|endoftext|>" when the writer stopped. Real
 human feedback in the same formats (or any of data.py's, README: Dataset formats) is read by
@@ -38,7 +40,8 @@ import task
 from audit import dawid_skene, fleiss_kappa, krippendorff_alpha
 from configurator import UserError
 
-KINDS = ("pairwise", "ties", "rankings", "likert")
+KINDS = ("pairwise", "ties", "rankings", "likert")  # from one labelling of each group
+ALL_KINDS = KINDS + ("binary",)  # binary: thumbs up / down on single responses, from a second labelling
 
 # ----------------------------------------------------------------------------- simulated labelers
 # Simulated human labelers (Ouyang et al. 2022 and Ziegler et al. 2019 sample K responses per prompt
@@ -56,6 +59,11 @@ def label_tie(g_a, g_b, rng, temperature=0.25, tie_margin=0.15):
 def label_likert(g, rng, noise=0.3):
     """A 1-5 rating: the gold score (about [-1, 1]) mapped to [1, 5], plus Gaussian noise, rounded."""
     return int(min(5, max(1, round(3 + 2 * (g + rng.gauss(0, noise))))))
+
+def label_binary(g, rng, threshold=task.ACCEPT_THRESHOLD, noise=task.ACCEPT_NOISE):
+    """Thumbs up (True) when the gold score plus Gaussian noise clears the threshold (task.accept_probability)."""
+    return g + rng.gauss(0, noise) > threshold
+
 
 def label_ranking(golds, rng, temperature=0.25):
     """A full ranking of K (best first) drawn from Plackett-Luce with utilities gold / temperature."""
@@ -172,16 +180,18 @@ def collect(policy, tok, fb_dir, seed, n_samples, n_rounds, n_annotators, label_
     Returns the train split's report (a metrics dict): counts, agreement per kind, Fleiss' kappa and
     Krippendorff's alpha of the pairwise votes, and with a mixed pool each labeler type's true
     reliability (votes agreeing with gold) beside Dawid-Skene's estimate."""
-    t0, lab_rng, report = time.time(), random.Random(seed), {}
+    # binary labels have their own generator, so the other kinds' labels do not depend on them
+    t0, lab_rng, bin_rng, report = time.time(), random.Random(seed), random.Random(seed + 1), {}
     for split, rounds in (("train", n_rounds), ("test", max(1, n_rounds // 2))):
         prompts = [p for p in task.prompts(split) for _ in range(rounds * n_samples)]
         with torch.no_grad(), ctx:
             texts, _, _ = data.sample_responses(policy, tok, prompts, max_new_tokens, temperature, batch_size=256)
-        rows, agree = {k: [] for k in KINDS}, {k: [0, 0] for k in KINDS}
+        rows, agree = {k: [] for k in ALL_KINDS}, {k: [0, 0] for k in ALL_KINDS}
         for g in range(0, len(prompts), n_samples):
             r, a = label_group(prompts[g], texts[g:g + n_samples], lab_rng, n_annotators,
                                label_temperature, tie_margin, likert_noise, pool)
-            for k in KINDS:
+            r["binary"], a["binary"] = label_binary_group(prompts[g], texts[g:g + n_samples], bin_rng, n_annotators)
+            for k in ALL_KINDS:
                 rows[k] += r[k]
                 agree[k] = [agree[k][0] + a[k][0], agree[k][1] + a[k][1]]
         pairs = rows["pairwise"]
@@ -194,12 +204,13 @@ def collect(policy, tok, fb_dir, seed, n_samples, n_rounds, n_annotators, label_
                 if p_a != 0.5:  # (exactly 0.5: the majority's coin stands)
                     row["chosen"], row["rejected"] = (row["_a"], row["_b"]) if p_a > 0.5 else (row["_b"], row["_a"])
                 row["margin"] = round(abs(2 * p_a - 1), 4)
-        for k in KINDS:
+        for k in ALL_KINDS:
             data.write_jsonl(os.path.join(fb_dir, f"{k}_{split}.jsonl"), rows[k])
         if split == "train":
             votes = [[int(v) for _, v in row["_votes"]] for row in pairs]
             report = {"feedback_s": time.time() - t0, "n_responses": len(texts),
-                      **{f"n_{k}": len(rows[k]) for k in KINDS},
+                      **{f"n_{k}": len(rows[k]) for k in ALL_KINDS},
+                      "accept_share": sum(r["label"] for r in rows["binary"]) / max(1, len(rows["binary"])),
                       **{f"agreement/{k}": a / max(1, n) for k, (a, n) in agree.items()},
                       "agreement/fleiss_kappa": fleiss_kappa([[len(v) - sum(v), sum(v)] for v in votes]),
                       "agreement/krippendorff_alpha": krippendorff_alpha(votes)}
@@ -211,6 +222,19 @@ def collect(policy, tok, fb_dir, seed, n_samples, n_rounds, n_annotators, label_
                 report[f"reliability/{kind}"] = sum(right) / max(1, len(right))
                 report[f"reliability/{kind}_dawid_skene"] = sum(est) / max(1, len(est))
     return report
+
+
+def label_binary_group(prompt, responses, rng, n_annotators=3):
+    """Thumbs up / down on each distinct response, the majority of n_annotators (a tie: a coin). Returns
+    (rows, [agreeing, total annotator pairs])."""
+    rows, agree = [], [0, 0]
+    for r in dict.fromkeys(responses):
+        votes = [label_binary(task.gold(prompt, r), rng) for _ in range(n_annotators)]
+        a, n = agreement(votes)
+        agree = [agree[0] + a, agree[1] + n]
+        up = 2 * sum(votes) > n_annotators or (2 * sum(votes) == n_annotators and rng.random() < 0.5)
+        rows.append(dict(prompt=prompt, completion=r, label=up))
+    return rows, agree
 
 
 # ----------------------------------------------------------------------------- reading feedback
@@ -225,6 +249,9 @@ def load_feedback(path, kind):
                 for r in data.load_preferences(path)]
     elif kind == "rankings":
         rows = [dict(prompt=r["prompt"], texts=r["ranking"], y=None, where=r["where"]) for r in data.load_rankings(path)]
+    elif kind == "binary":
+        rows = [dict(prompt=r["prompt"], texts=[r["completion"]], y=r["label"], where=r["where"])
+                for r in data.load_unpaired(path)]
     else:
         need = dict(ties=("prompt|chosen|rejected|tie",), likert=("prompt|completion|score",))[kind]
         rows = []
@@ -253,15 +280,16 @@ def load_feedback(path, kind):
 def detect_kind(path):
     """The kind of a feedback file, from the fields of its first row."""
     row = data.read_jsonl(path)[0]
-    for kind, field in (("rankings", "ranking"), ("likert", "score"), ("ties", "tie"), ("pairwise", "chosen")):
+    for kind, field in (("rankings", "ranking"), ("likert", "score"), ("ties", "tie"), ("binary", "label"),
+                        ("pairwise", "chosen")):
         if field in row:
             return kind
-    raise UserError("not a feedback row (expected chosen/rejected, tie, ranking or score)", row["_where"])
+    raise UserError("not a feedback row (expected chosen/rejected, tie, ranking, score or label)", row["_where"])
 
 
 def to_pairs(items, kind):
     """Feedback of any kind -> (prompt, better, worse) pairs: a ranking gives all its pairs, a tie none,
-    Likert ratings of the same prompt give every pair with different scores."""
+    Likert ratings (or thumbs) of the same prompt give every pair with different scores (up over down)."""
     if kind in ("pairwise", "ties"):
         return [(it["prompt"], *it["texts"]) for it in items if not (kind == "ties" and it["y"])]
     if kind == "rankings":

@@ -303,7 +303,7 @@ def tables(sw):
     for key, what, col, extra in (
             ("dpo", "DPO** (`--beta`, on the reward model's training pairs; val accuracy: implicit reward "
                     "on 600 held-out pairs)", "beta", "val accuracy"),
-            ("grpo", "GRPO** (`--rewards=rm`, `--kl_coef`; proxy: the RM reward of the last logged train "
+            ("grpo", "GRPO** (`--reward_fns=rm`, `--kl_coef`; proxy: the RM reward of the last logged train "
                      "rollouts, train prompts)", "kl_coef", "proxy (train)")):
         if not sw[key]:
             continue

@@ -15,6 +15,7 @@ the feedback people actually give:
     ties        ties_*.jsonl         'rao_kupper': Bradley-Terry with an "about equal" outcome (Rao & Kupper 1967)
     likert      likert_*.jsonl       'mse': regression on the score mapped to [-1, 1]
                                      'ordinal': cumulative-logit ordinal model (McCullagh 1980)
+    binary      binary_*.jsonl       'logistic': P(thumbs up) = sigmoid(r), cross-entropy on the label
 
 After training the reward is normalised to mean 0, std 1 over samples of the SFT policy (Ziegler et al.
 2019): the checkpoint stores `reward_gain`, `reward_bias`; RL stages use gain * raw + bias.
@@ -61,7 +62,7 @@ init_from = "sft"  # 'sft' (the model at sft_path, new scalar head), 'resume', '
 sft_path = "out/sft/ckpt.pt"  # SFT policy: samples the responses to label and the normalisation set ('' none)
 data_path = "builtin"  # 'builtin' (simulate feedback on the review task) or a JSONL file of label_kind
 test_path = ""  # held-out JSONL of any kind (read as pairs); '' = builtin pairwise test, or last 10% of data_path
-label_kind = "pairwise"  # which feedback to train on: 'pairwise', 'rankings', 'ties' or 'likert'
+label_kind = "pairwise"  # which feedback to train on: 'pairwise', 'rankings', 'ties', 'likert' or 'binary'
 loss_type = ""  # '' = the kind's default (bt, pl, rao_kupper, mse); or margin, hinge, soft (pairwise), pairs, ordinal
 hinge_margin = 1.0  # the margin m of the hinge loss
 # simulated feedback (built-in task)
@@ -79,6 +80,7 @@ temperature = 1.0  # sampling temperature of the SFT policy
 # optimisation
 batch_size = 32  # items (pairs, rankings or rated responses) per step, per process
 max_iters = 300  # optimizer steps
+max_items = 0  # train on the first this many feedback items only (0: all): comparisons at equal label budgets
 lr = 1e-3  # peak learning rate (the tiny built-in model; use ~1e-5 for GPT-2 weights)
 warmup_iters = 20  # linear warmup steps
 weight_decay = 0.0  # AdamW weight decay on matrices
@@ -97,7 +99,7 @@ seed = 1337  # random seed (data order shared by all ranks; sampling offset by r
 compile = False  # torch.compile the model
 
 LOSSES = dict(pairwise=("bt", "margin", "hinge", "soft"), rankings=("pl", "pairs"), ties=("rao_kupper",),
-              likert=("mse", "ordinal"))
+              likert=("mse", "ordinal"), binary=("logistic",))
 
 
 # ----------------------------------------------------------------------------- the losses
@@ -229,7 +231,7 @@ def reliability(p, y, n_bins=5):
 
 
 if __name__ == "__main__":
-    config = configure(globals(), choices=dict(label_kind=feedback.KINDS, aggregate=("majority", "dawid_skene")))
+    config = configure(globals(), choices=dict(label_kind=feedback.ALL_KINDS, aggregate=("majority", "dawid_skene")))
     loss_kind = loss_type or LOSSES[label_kind][0]  # the loss that runs (loss_type '' = the kind's default)
     if loss_kind not in LOSSES[label_kind]:
         raise UserError(f"--loss_type={loss_type!r} does not fit label_kind {label_kind!r}",
@@ -283,6 +285,7 @@ if __name__ == "__main__":
         if rt.master:
             print(f"note: {data_path} has only {len(train_items)} items, too few to hold 10% out: training and "
                   f"evaluating on all of them (pass --test_path for a real test set)")
+    train_items = train_items[:max_items] if max_items else train_items  # (after the held-out split)
     test_pairs, train_pairs = feedback.to_pairs(test_items, test_kind), feedback.to_pairs(train_items, label_kind)
     bad = [it["where"] for it in train_items if loss_kind == "soft" and not (it["y"] is not None and 0 <= it["y"] <= 1)]
     if bad:
@@ -327,6 +330,9 @@ if __name__ == "__main__":
             k = len(it["ids"])
             r[b, :k], mask[b, :k] = flat[n:n + k], True
             n += k
+        if label_kind == "binary":  # thumbs up / down: a logistic regression of the label on the reward
+            y = torch.tensor([float(it["y"]) for it in items], device=r.device)
+            return F.binary_cross_entropy_with_logits(r[:, 0], y), ((r[:, 0] > 0).float() == y).float().mean().item()
         if label_kind == "likert":
             y = torch.tensor([it["y"] for it in items], device=r.device)
             cuts = ordinal_cuts(loss_params["cuts"])
@@ -403,7 +409,8 @@ if __name__ == "__main__":
             rew = (score_texts(list(zip(prompts, texts))) * gain + bias).tolist()
             golds = [task.gold(p, t) for p, t in zip(prompts, texts)]
             out.update(spearman=spearman(rew, golds), length_spearman=spearman([sign * n for n in lengths], golds),
-                       reward=sum(rew) / len(rew), gold=sum(golds) / len(golds))
+                       reward=sum(rew) / len(rew), gold=sum(golds) / len(golds),
+                       accept_rate=sum(map(task.accept_probability, prompts, texts)) / len(texts))
         for (p, c, r), a, b in list(zip(test_pairs, rc, rr))[:n_print]:
             print(f"  {p!r}\n    chosen   {c!r} reward {a:+.2f}" + (f" gold {task.gold(p, c):+.2f}" if has_gold else "")
                   + f"\n    rejected {r!r} reward {b:+.2f}" + (f" gold {task.gold(p, r):+.2f}" if has_gold else ""))

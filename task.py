@@ -14,6 +14,7 @@ reviews. It is never a training signal except through the simulated labelers (fe
 explicitly, as a "verifiable reward" in grpo.py; every stage reports it on held-out prompts (`report`).
 A model of this task uses a compact vocabulary (`vocab`: the ~80 GPT-2 tokens the task can produce).
 """
+import math
 import random
 import re
 
@@ -130,11 +131,23 @@ def parses(prompt, response):
     values, ended = parse(prompt, response)
     return ended and bool(values) and all(v is not None for v in values)
 
+# The hidden human's thumbs up / down: their view of gold, with Gaussian noise, clears a threshold.
+ACCEPT_THRESHOLD = 0.5  # about a third of the SFT model's reviews are accepted
+ACCEPT_NOISE = 0.3
+
+
+def accept_probability(prompt, response, threshold=ACCEPT_THRESHOLD, noise=ACCEPT_NOISE):
+    """P(thumbs up) = P(gold + N(0, noise^2) > threshold) = Phi((gold - threshold) / noise)."""
+    return 0.5 * (1 + math.erf((gold(prompt, response) - threshold) / (noise * math.sqrt(2))))
+
+
 def report(prompts, responses, lengths=None, kls=None):
-    """The numbers every stage prints on the built-in task: mean gold score, fraction that parse
-    (grammatical and ended), fraction ended, mean response length in tokens, mean sequence KL estimate."""
+    """The numbers every stage prints on the built-in task: mean gold score, accept_rate (the expected
+    share of thumbs up from the simulated human, accept_probability), fraction that parse (grammatical
+    and ended), fraction ended, mean response length in tokens, mean sequence KL estimate."""
     n = max(1, len(prompts))
     rep = dict(gold=sum(gold(p, r) for p, r in zip(prompts, responses)) / n,
+               accept_rate=sum(accept_probability(p, r) for p, r in zip(prompts, responses)) / n,
                parse=sum(parses(p, r) for p, r in zip(prompts, responses)) / n,
                ended=sum(r.endswith(EOT_TEXT) for r in responses) / n)
     if lengths:

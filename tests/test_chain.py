@@ -3,7 +3,7 @@ sequences, the cases a well-trained fixture never produces (" I" + "I" decodes t
 BPE reads back as a token outside the compact vocabulary). Every stage must run through, several seeds."""
 import pytest
 
-from conftest import run
+from conftest import last_eval, run
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -24,3 +24,5 @@ def test_pipeline_from_a_barely_trained_model(tmp_path, seed):
     run("sample.py", s, f"--out_dir={o}/sample", f"--init_from={o}/sft", f"--reward_path={o}/reward",
         "--best_of=4", "--max_prompts=16")
     run("sample.py", s, f"--init_from={o}/ppo", "--max_prompts=4")
+    for stage in ("sft", "reward", "ppo", "dpo", "grpo", "sample"):  # every eval reports the thumbs-up rate
+        assert 0 <= last_eval(f"{o}/{stage}", "accept_rate")["accept_rate"] <= 1

@@ -152,6 +152,35 @@ def test_label_group_formats_and_sharp_labelers():
     assert {k for k in rows["pairwise"][0] if not k.startswith("_")} == {"prompt", "chosen", "rejected", "margin"}
 
 
+def test_thumbs_up_or_down():
+    """Binary feedback: P(up) = Phi((gold - 0.5) / 0.3); a response at gold 1 is accepted 95% of the time, at
+    0.5 half the time. The majority of 3 per distinct response, TRL's unpaired rows; read back as a kind of
+    its own, and compared as pairs of an accepted over a rejected response to the same prompt."""
+    assert task.accept_probability("I went to the cafe.", " The coffee was great.<|endoftext|>") == \
+        pytest.approx(0.5 * (1 + math.erf((1 - 0.5) / (0.3 * math.sqrt(2)))))  # 0.9522
+    assert task.accept_probability("I went to the cafe.", " The coffee was good.<|endoftext|>") == pytest.approx(0.5)
+    ups = sum(feedback.label_binary(1.0, random.Random(i)) for i in range(4000)) / 4000
+    assert ups == pytest.approx(0.9522, abs=0.015)
+    rows, agree = _binary_rows()
+    assert [r["label"] for r in rows] == [True, False] and set(rows[0]) == {"prompt", "completion", "label"}
+    assert agree[1] == 6  # two distinct responses x 3 annotator pairs
+
+
+def _binary_rows():
+    responses = [" The coffee was great.<|endoftext|>", " The coffee was awful.<|endoftext|>",
+                 " The coffee was great.<|endoftext|>"]
+    return feedback.label_binary_group("I went to the cafe.", responses, random.Random(0), 3)
+
+
+def test_binary_files_read_back(tmp_path):
+    rows, _ = _binary_rows()
+    path = write(tmp_path, "binary.jsonl", rows)
+    assert feedback.detect_kind(path) == "binary"
+    items, skipped = feedback.load_feedback(path, "binary")
+    assert [it["y"] for it in items] == [True, False] and not skipped
+    assert feedback.to_pairs(items, "binary") == [("I went to the cafe.", rows[0]["completion"], rows[1]["completion"])]
+
+
 def test_labeler_pool():
     """make_pool splits n people by the shares (largest remainders); each type judges as documented; a
     pool larger than n_annotators sends each pair to n_annotators different people, recorded with their votes."""
@@ -242,14 +271,15 @@ def test_smoke_and_learning(reward_dir, sft_dir):
     assert m["acc_gold"] > first["acc_gold"] + 0.1  # it learned, from about chance at iter 0
 
 
-@pytest.mark.parametrize("kind,loss", [("pairwise", "margin"), ("pairwise", "hinge"), ("rankings", "pl"),
-                                       ("rankings", "pairs"), ("ties", "rao_kupper"), ("likert", "mse"),
-                                       ("likert", "ordinal")])
+@pytest.mark.parametrize("kind,loss", [("pairwise", "margin"), ("pairwise", "hinge"), ("pairwise", "soft"),
+                                       ("rankings", "pl"), ("rankings", "pairs"), ("ties", "rao_kupper"),
+                                       ("likert", "mse"), ("likert", "ordinal"), ("binary", "logistic")])
 def test_every_loss_learns(reward_dir, sft_dir, tmp_path, kind, loss):
     """Each loss, end to end on its kind's file from the fixture (as user data would be), learns: held-out
     accuracy against gold rises from the untrained head's ~0.5 to well above it (bt: test_smoke_and_learning)."""
     fb = os.path.join(reward_dir, "feedback")
-    n = 80 if kind == "likert" or loss == "margin" else 40  # Likert: one response per item; margin: a harder target
+    # Likert, binary: one response per item; margin, soft: harder targets (binary 0.66, soft 0.78 at 80 steps here)
+    n = 80 if kind in ("likert", "binary") or loss in ("margin", "soft") else 40
     run("reward.py", f"--out_dir={tmp_path}", f"--sft_path={sft_dir}/ckpt.pt", f"--label_kind={kind}", f"--loss_type={loss}",
         f"--data_path={fb}/{kind}_train.jsonl", f"--test_path={fb}/pairwise_test.jsonl", f"--max_iters={n}",
         f"--log_interval={n}", f"--eval_interval={n}", "--warmup_iters=5", "--n_norm=16", "--n_eval=1",
