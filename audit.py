@@ -168,22 +168,43 @@ def _shortest_cycles(nodes, w, limit=3):
     return sorted(found, key=len)[:limit]
 
 
+def _components(nodes, w):
+    """The weakly connected components of the label graph (no label joins two of them, so an ordering's
+    contradictions add up over components and each can be solved alone)."""
+    parent = {v: v for v in nodes}
+    def find(v):
+        while parent[v] != v:
+            parent[v] = parent[parent[v]]
+            v = parent[v]
+        return v
+    for a, b in w:
+        parent[find(a)] = find(b)
+    groups = {}
+    for v in nodes:
+        groups.setdefault(find(v), []).append(v)
+    return list(groups.values())
+
+
 def audit(pairs):
     """The preference audit: pairs are (prompt, preferred, other) labels (rankings give all their pairs).
     Per prompt the labels form a directed graph; a scalar reward orders each prompt's responses, so it
-    contradicts at least the minimum feedback arc set of that graph. Returns a dict: n_labels,
-    min_reversals (summed over prompts; exact per prompt up to 12 responses, else a greedy upper bound),
-    max_agreement = 1 - min_reversals / n_labels (the highest pairwise accuracy any reward model can reach
-    on these labels), contradictions (pairs labelled both ways), prompts_with_cycles, and examples: up to
-    3 prompts' shortest intransitive cycles."""
+    contradicts at least the minimum feedback arc set of that graph, solved per connected component.
+    Returns a dict: n_labels, min_reversals (summed), exact (every component had at most 12 responses,
+    so min_reversals is the minimum; else a greedy upper bound on it), max_agreement = 1 - min_reversals
+    / n_labels (exact: the highest pairwise accuracy any reward model can reach on these labels; else a
+    value some ordering reaches), contradictions (pairs labelled both ways), prompts_with_cycles, and
+    examples: up to 3 prompts' shortest intransitive cycles."""
     graphs = {}
     for p, a, b in pairs:
         w = graphs.setdefault(p, {})
         w[(a, b)] = w.get((a, b), 0) + 1
-    out = dict(n_labels=len(pairs), min_reversals=0, contradictions=0, prompts_with_cycles=0, examples=[])
+    out = dict(n_labels=len(pairs), min_reversals=0, exact=True, contradictions=0, prompts_with_cycles=0, examples=[])
     for p, w in graphs.items():
         nodes = sorted({x for e in w for x in e}, key=str)
-        out["min_reversals"] += _min_reversals(nodes, w)[0]
+        for comp in _components(nodes, w):
+            inside = set(comp)
+            out["min_reversals"] += _min_reversals(comp, {e: c for e, c in w.items() if e[0] in inside})[0]
+            out["exact"] &= len(comp) <= 12
         out["contradictions"] += sum(1 for (a, b) in w if (b, a) in w and str(a) < str(b))
         cycles = _shortest_cycles(nodes, w)
         if cycles:
@@ -192,7 +213,6 @@ def audit(pairs):
                 out["examples"].append((p, cycles[0]))
     out["max_agreement"] = 1 - out["min_reversals"] / max(1, out["n_labels"])
     return out
-
 
 
 if __name__ == "__main__":
@@ -210,8 +230,12 @@ if __name__ == "__main__":
           f"cycle: {rep['prompts_with_cycles']}")
     for p, cyc in rep["examples"]:
         print(f"  cycle in {p!r}: " + " > ".join(repr(t[:40]) for t in cyc) + f" > {cyc[0][:40]!r}")
-    print(f"min labels to reverse for any scalar reward: {rep['min_reversals']}; so no reward model can agree "
-          f"with more than {rep['max_agreement']:.4f} of these labels")
+    if rep["exact"]:
+        print(f"min labels to reverse for any scalar reward: {rep['min_reversals']}; so no reward model can agree "
+              f"with more than {rep['max_agreement']:.4f} of these labels")
+    else:
+        print(f"labels to reverse for a scalar reward (greedy, a component has over 12 responses): at most "
+              f"{rep['min_reversals']}; an ordering agreeing with {rep['max_agreement']:.4f} of the labels exists")
     if reward_path:
         rm, rm_vocab, gain, bias = common.load_reward_model(reward_path, None, common.setup(device).device, False)
         tok = data.Tokenizer(rm_vocab)

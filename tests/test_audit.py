@@ -94,6 +94,19 @@ def test_audit_two_rankings_that_disagree_about_one_item():
     assert rep["max_agreement"] == pytest.approx(0.75) and rep["prompts_with_cycles"] == 0
 
 
+def test_audit_solves_each_connected_component_exactly():
+    """A prompt's labels split into groups that share no response (each group of K samples is labelled on
+    its own): 4 disjoint 3-cycles over 12 + 4 = 16 responses are solved exactly, 1 reversal each; one
+    connected component of 13 responses falls back to the greedy order and says so."""
+    pairs = [("p", f"{g}{a}", f"{g}{b}") for g in "wxyz" for a, b in (("a", "b"), ("b", "c"), ("c", "a"))]
+    pairs += [("p", "za", "zd")]
+    rep = audit.audit(pairs)
+    assert rep["exact"] and rep["min_reversals"] == 4 and rep["max_agreement"] == pytest.approx(1 - 4 / 13)
+    chain = [("q", f"r{i:02d}", f"r{i + 1:02d}") for i in range(12)]  # 13 responses, one component, no cycle
+    rep = audit.audit(chain)
+    assert not rep["exact"] and rep["min_reversals"] == 0
+
+
 def test_audit_greedy_above_twelve_nodes_is_an_upper_bound():
     """Above 12 responses the exact search gives way to Eades et al.'s greedy order: on a transitive
     tournament (no cycle) it must still find 0, and on any graph it never reports fewer than the exact
