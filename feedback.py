@@ -211,9 +211,10 @@ def collect(policy, tok, fb_dir, seed, n_samples, n_rounds, n_annotators, label_
             report = {"feedback_s": time.time() - t0, "n_responses": len(texts),
                       **{f"n_{k}": len(rows[k]) for k in ALL_KINDS},
                       "accept_share": sum(r["label"] for r in rows["binary"]) / max(1, len(rows["binary"])),
-                      **{f"agreement/{k}": a / max(1, n) for k, (a, n) in agree.items()},
-                      "agreement/fleiss_kappa": fleiss_kappa([[len(v) - sum(v), sum(v)] for v in votes]),
-                      "agreement/krippendorff_alpha": krippendorff_alpha(votes)}
+                      **{f"agreement/{k}": a / max(1, n) for k, (a, n) in agree.items()}}
+            if n_annotators > 1:  # (one vote per item has no agreement to measure)
+                report["agreement/fleiss_kappa"] = fleiss_kappa([[len(v) - sum(v), sum(v)] for v in votes])
+                report["agreement/krippendorff_alpha"] = krippendorff_alpha(votes)
             for kind in sorted(set(pool)) if mixed else []:  # true vs estimated reliability, per type
                 people = [w for w, t in enumerate(pool) if t == kind]
                 right = [v == (row["_gold"][0] > row["_gold"][1]) for row in pairs if row["_gold"][0] != row["_gold"][1]
