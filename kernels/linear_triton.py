@@ -34,8 +34,10 @@ from .reference import check_linear_kl_shapes
 # table in bench/RESULTS.md). Speed not tuned on a GPU yet. 16-bit operands go to the tensor cores: a 64 x 128
 # output tile, 32 features deep (at 64 deep the backward kernels used all 255 registers on sm_80, and spilled
 # with triton 3.8). fp32 stays exact ("ieee": FMA dots whose operand tiles sit in registers) and needs much
-# smaller tiles: at 64 x 128 x 64 every fp32 kernel spilled, up to 3.6 KB per thread.
-CONFIGS = {16: (64, 128, 32, 8, 3), 32: (32, 64, 32, 8, 2)}
+# smaller tiles: at 64 x 128 x 64 every fp32 kernel spilled, up to 3.6 KB per thread; at 32 x 64 x 32 none did
+# with triton 3.9.0, but with triton 3.8.0 (what torch 2.14.1 brings) linear_bwd spilled 4 B on sm_90a, so 32
+# x 32 x 32 (nothing spills with either, 2026-12-02).
+CONFIGS = {16: (64, 128, 32, 8, 3), 32: (32, 32, 32, 8, 2)}
 
 
 def _config(dtype):
