@@ -4,13 +4,16 @@ Krippendorff's alpha), a model of every labeler (Dawid-Skene EM: each one's conf
 items' true labels, from the labels alone), and the preference audit: a scalar reward orders each
 prompt's responses, so on labels with contradictions or intransitive cycles (a > b > c > a) it must
 disagree with some; the fewest it must (the minimum feedback arc set) bounds the accuracy any reward
-model can reach on those labels. As a command, for any feedback file (pairwise, ties, rankings, Likert):
+model can reach on those labels; and for ratings and thumbs, how consistent the labels of repeated
+items are. As a command, for any feedback file (pairwise, ties, rankings, Likert, binary):
 
-    python audit.py --data_path=out/reward/feedback/pairwise_train.jsonl [--reward_path=out/reward]
+    python audit.py --data_path=out/feedback/pairwise_train.jsonl [--reward_path=out/reward]
 
-prints the contradictions, the shortest cycles, the bound and, given a reward model, its own agreement.
+prints the contradictions, the shortest cycles, the bound and, given a reward model, its own agreement
+(feedback.py reports the same for the files it writes).
 """
 import math
+from itertools import combinations
 
 import torch
 
@@ -19,7 +22,7 @@ import data
 from configurator import UserError, configure
 from model import score_sequences
 
-data_path = ""  # a feedback file of any kind (pairwise, ties, rankings, likert) to audit
+data_path = ""  # a feedback file of any kind (pairwise, ties, rankings, likert, binary) to audit
 reward_path = ""  # optional: a reward model (reward.py) whose agreement with the same labels is printed beside the bound
 device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', ...
 
@@ -98,6 +101,22 @@ def dawid_skene(labels, n_classes, iters=50, smoothing=0.01):
         if done:
             break
     return post, conf, prior
+
+
+def repeat_consistency(rows):
+    """How consistent the labels of a repeated item are (the same response to the same prompt, labelled
+    again whenever it comes up again; the tutorials' "quality checks"): rows are (item key, label) with
+    numeric or boolean labels (a Likert score, a thumbs up). Over every pair of labels of the same item:
+    agreement, the share that are equal, and mean_abs_diff, the mean |a - b|; n_repeated items were
+    labelled more than once, n_pairs pairs compared (0: agreement and mean_abs_diff are nan)."""
+    by_item = {}
+    for key, y in rows:
+        by_item.setdefault(key, []).append(float(y))
+    pairs = [(a, b) for ys in by_item.values() for a, b in combinations(ys, 2)]
+    n = len(pairs)
+    return dict(n_repeated=sum(len(ys) > 1 for ys in by_item.values()), n_pairs=n,
+                agreement=sum(a == b for a, b in pairs) / n if n else float("nan"),
+                mean_abs_diff=sum(abs(a - b) for a, b in pairs) / n if n else float("nan"))
 
 
 # ----------------------------------------------------------------------------- the preference audit
@@ -219,10 +238,14 @@ if __name__ == "__main__":
     import feedback  # (imports this module's functions for its own report)
     configure(globals())
     if not data_path:
-        raise UserError("nothing to audit", fix="pass --data_path=feedback.jsonl (pairwise, ties, rankings or likert)")
+        raise UserError("nothing to audit", fix="pass --data_path=feedback.jsonl (pairwise, ties, rankings, likert or binary)")
     kind = feedback.detect_kind(data_path)
     items, skipped = feedback.load_feedback(data_path, kind)
     pairs = feedback.to_pairs(items, kind)
+    if kind in ("likert", "binary"):  # the same response to the same prompt, labelled more than once
+        rc = repeat_consistency([((it["prompt"], it["texts"][0]), it["y"]) for it in items])
+        print(f"repeated items: {rc['n_repeated']} responses labelled more than once ({rc['n_pairs']} pairs of "
+              f"labels): {rc['agreement']:.3f} of the pairs agree, mean |difference| {rc['mean_abs_diff']:.3f}")
     rep = audit(pairs)
     print(f"{data_path}: {kind}, {len(items)} rows ({len(skipped)} skipped) -> {rep['n_labels']} pairwise labels "
           f"over {len({p for p, _, _ in pairs})} prompts")

@@ -14,7 +14,8 @@ for arg in "$@"; do
 done
 s="--seed=$seed"
 python sft.py "$s"                    # 1. supervised fine-tuning on demonstrations  -> out/sft
-python reward.py "$s"                 # 2. simulated human feedback + reward model   -> out/reward
+python feedback.py "$s"               # 2a. simulated human feedback on SFT samples   -> out/feedback
+python reward.py "$s"                 # 2b. reward model from that feedback           -> out/reward
 python ppo.py "$s"                    # 3a. PPO against the reward model             -> out/ppo
 python dpo.py "$s"                    # 3b. DPO on the same preference data           -> out/dpo
 python grpo.py "$s"                   # 3c. GRPO                                      -> out/grpo

@@ -13,17 +13,23 @@ Variants, all in `dpo_loss` below:
               push the margin to infinity
     hinge     SLiC-HF, Zhao et al. 2023: hinge on the reference-normalised margin (as TRL)
     simpo     SimPO, Meng et al. 2024 eq. 6: reference-free, length-normalised log-probs, margin gamma
+    kto       KTO, Ethayarajh et al. 2024 ("KTO: Model Alignment as Prospect Theoretic Optimization"):
+              unpaired thumbs up / down, each response's log-ratio against a reference point z0, the
+              policy's KL to the reference estimated on mismatched prompt / response pairs (kto_loss)
     --rpo_alpha > 0 adds an NLL term on the chosen response (RPO, Pang et al. 2024, "Iterative Reasoning
               Preference Optimization"), against the "chosen log-probs fall too" failure of DPO.
 
-    python dpo.py                                   # built-in task: preference data from reward.py
+    python dpo.py                                   # built-in task: preference data from feedback.py
     python dpo.py --loss_type=ipo --beta=0.5
+    python dpo.py --loss_type=kto --data_path=out/feedback/binary_train.jsonl   # thumbs up / down
     python dpo.py --data_path=my.jsonl --sft_path=out/sft/ckpt.pt
     torchrun --nproc_per_node=2 dpo.py              # DDP
 
 Data: JSONL of {"prompt","chosen","rejected"} (TRL's fields; chosen/rejected are the response texts,
 ending in <|endoftext|> where the response ended). Default: the built-in task's simulated preferences
-that `python reward.py` writes (SFT samples labelled by noisy simulated humans from the gold scorer).
+that `python feedback.py` writes (SFT samples labelled by noisy simulated humans from the gold scorer).
+KTO reads unpaired rows {"prompt","completion","label"} (feedback.py's binary_*.jsonl), or pairs, each
+split into a desirable chosen and an undesirable rejected response (the paper's setup on paired data).
 Policy and frozen reference both start from the SFT checkpoint. Writes out_dir/ckpt.pt (an LM: sample.py
 and later stages load it) and out_dir/metrics.jsonl.
 
@@ -31,9 +37,12 @@ Departures: reference log-probs are computed once before training by default (TR
 precompute_ref_log_probs), so training runs no reference forward and, on a GPU, holds no second model
 (the reference waits on the CPU for the eval's KL); --ref_mode=online keeps it on the device.
 Policy and reference log-probs come from the same call (sequence_logps: same fused / unfused lm_head,
-same dtype), so at step 0 every implicit reward and margin is exactly 0, under bf16 and --fused_lm_head
-too; dropout is forced to 0 (TRL's disable_dropout) for the same reason.
-IPO uses summed (sequence) log-probs as in the paper (TRL averages them per token). On the built-in task
+same dtype), so at step 0 every implicit reward and margin is 0, under bf16 and --fused_lm_head too
+(bit for bit online; precomputed, the reference saw other batch shapes, which bf16 can round another way:
+1e-05 on the mean); dropout is forced to 0 (TRL's disable_dropout) for the same reason.
+IPO uses summed (sequence) log-probs as in the paper (TRL averages them per token). KTO's mismatched
+pairs are fixed per item (item i's prompt with the next item's response of another prompt), so their
+reference log-probs are precomputed too; TRL rolls the completions within each batch instead. On the built-in task
 the model is tiny and the lr is far higher than the ~5e-7 used for billion-parameter models.
 """
 import os
@@ -53,16 +62,19 @@ from model import disable_dropout, token_logprobs
 out_dir = "out/dpo"  # checkpoint, metrics.jsonl go here
 init_from = "sft"  # 'sft' (policy starts from sft_path) or 'resume' (from out_dir/ckpt.pt)
 sft_path = "out/sft/ckpt.pt"  # SFT checkpoint: the frozen reference and the policy's starting point
-data_path = "out/reward/feedback/pairwise_train.jsonl"  # JSONL of {prompt, chosen, rejected} (reward.py writes it)
+data_path = "out/feedback/pairwise_train.jsonl"  # JSONL of {prompt, chosen, rejected} (feedback.py writes it)
 val_path = ""  # held-out pairs for eval metrics; empty: pairwise_test.jsonl next to data_path if it exists
 template = "plain"  # prompt template for JSONL prompts: 'plain' or 'instruction'
 # the loss
-loss_type = "sigmoid"  # 'sigmoid' (DPO), 'ipo', 'hinge', 'robust', 'simpo'
+loss_type = "sigmoid"  # 'sigmoid' (DPO), 'ipo', 'hinge', 'robust', 'simpo', 'kto'
 beta = 0.5  # strength of the KL-to-reference constraint (sigmoid/ipo/hinge/robust); 0.1 drifts off-grammar here
 label_smoothing = 0.0  # assumed label-flip rate eps: sigmoid -> conservative DPO (cDPO), robust needs > 0
 simpo_beta = 2.0  # SimPO's reward scale (its rewards are per-token averages, so larger than beta)
 simpo_gamma = 1.0  # SimPO's target margin gamma (= simpo_beta * 0.5, the SimPO code's gamma_beta_ratio)
 rpo_alpha = 0.0  # weight of the length-normalised NLL on chosen responses (RPO); 0: off
+desirable_weight = 0.0  # KTO's lambda_D; 0 = n_undesirable / n_desirable, so lambda_D n_D = lambda_U n_U (the paper: 1 to 4/3)
+undesirable_weight = 1.0  # KTO's lambda_U
+max_items = 0  # train on the first this many rows of data_path (0: all): one row is one judgement (a pair, or a thumbs)
 ref_mode = "precompute"  # 'precompute' (reference log-probs once, reference freed) or 'online'
 # optimisation
 batch_size = 32  # preference pairs per micro-batch per process (2x sequences in the forward)
@@ -86,7 +98,7 @@ seed = 1337  # random seed (data order shared by all ranks; sampling offset by r
 compile = False  # torch.compile the policy
 fused_lm_head = False  # policy and reference log-probs straight from hidden states (kernels.linear_logprobs_entropy)
 
-LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "simpo")
+LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "simpo", "kto")
 
 
 # ----------------------------------------------------------------------------- the loss
@@ -120,6 +132,30 @@ def dpo_loss(logps_c, logps_r, ref_c, ref_r, len_c, len_r, loss_type="sigmoid", 
     return losses, rc.detach(), rr.detach()
 
 
+def kto_reference_point(kl_logps, kl_ref, ddp=False):
+    """KTO's z0 (Ethayarajh et al. 2024, eq. 7): an estimate of KL(pi || pi_ref), the mean log-ratio of
+    mismatched pairs (prompt x_i with another item's response y_j, which neither model was trained to
+    prefer), clamped at 0 and detached: no gradient flows through the reference point. kl_logps, kl_ref:
+    (B,) summed log-probs under policy and reference -> scalar. ddp: the mean over every rank's pairs."""
+    z = (kl_logps - kl_ref).mean().detach()
+    if ddp:
+        torch.distributed.all_reduce(z)
+        z = z / torch.distributed.get_world_size()
+    return z.clamp(min=0)
+
+
+def kto_loss(logps, ref, z0, desirable, beta=0.1, w_d=1.0, w_u=1.0):
+    """KTO's loss (Ethayarajh et al. 2024, eq. 8): r = log pi(y|x) - log pi_ref(y|x) against the reference
+    point z0; value v = lambda_D sigmoid(beta (r - z0)) for a desirable response, lambda_U sigmoid(beta
+    (z0 - r)) for an undesirable one; loss lambda_y - v. logps, ref: (B,) summed log-probs under policy and
+    reference; z0: scalar (kto_reference_point); desirable: (B,) bool. Returns (losses (B,), implicit
+    rewards beta * r (B,), detached)."""
+    r = logps - ref
+    lam = torch.where(desirable, torch.full_like(r, w_d), torch.full_like(r, w_u))
+    v = torch.where(desirable, w_d * torch.sigmoid(beta * (r - z0)), w_u * torch.sigmoid(beta * (z0 - r)))
+    return lam - v, beta * r.detach()
+
+
 def sequence_logps(model, x, y, fused=False):
     """Summed log-probs of the response tokens: the one call for policy and reference alike. x, y (N, L):
     inputs and next tokens with -100 on prompt and padding. Returns logps (N,) fp32 and the number of
@@ -134,6 +170,9 @@ if __name__ == "__main__":
                                                init_from=("sft", "resume"), template=("plain", "instruction")))
     if not 0 <= label_smoothing < 0.5:
         raise UserError(f"--label_smoothing={label_smoothing}: must be in [0, 0.5)")
+    if desirable_weight < 0 or undesirable_weight <= 0:
+        raise UserError(f"KTO's weights: --desirable_weight={desirable_weight:g} must be >= 0 (0: balanced) and "
+                        f"--undesirable_weight={undesirable_weight:g} > 0")
     rt = common.setup(device, dtype, seed, out_dir)
 
     # ----------------------------------------------------------------------------- models
@@ -149,17 +188,28 @@ if __name__ == "__main__":
     ref_model = common.load_frozen(sft_path, vocab, "reference", rt.device)[0] if need_ref or builtin else None
 
     # ----------------------------------------------------------------------------- data
-    def load_pairs(path):
-        """Preference pairs in any of data.load_preferences' formats -> list of dicts chosen, rejected
-        (prompt + response ids), n_prompt. Identical chosen and rejected carry no preference: skipped and
-        counted. Over-long pairs are cut."""
+    kto = loss_type == "kto"
+    A, B_ = ("ids", "kl_ids") if kto else ("chosen", "rejected")  # the two sequences of a row, in one batch
+
+    def load_rows(path):
+        """The training rows from any of data.load_preferences' formats (or, for KTO, unpaired thumbs rows):
+        DPO: dicts chosen, rejected (prompt + response ids), n_prompt. KTO: dicts ids, n_prompt, desirable
+        (a pair gives a desirable chosen and an undesirable rejected row) and kl_ids, the row's prompt with
+        the response of the next row of another prompt (the mismatched pair for z0). Identical chosen and
+        rejected carry no preference: skipped and counted; responses the vocabulary cannot spell too.
+        Over-long sequences are cut."""
         if not os.path.exists(path):
-            raise MissingFile("no preference data", path, "run `python reward.py` first (it writes the built-in "
+            raise MissingFile("no preference data", path, "run `python feedback.py` first (it writes the built-in "
                               "task's simulated preferences there) or pass --data_path=your.jsonl (README: "
                               "Dataset formats)")
+        unpaired = "label" in data.read_jsonl(path)[0]
+        if unpaired and not kto:
+            raise UserError("unpaired rows (thumbs up / down): only KTO trains on them", path, "pass --loss_type=kto")
+        rows = data.load_unpaired(path) if unpaired else data.load_preferences(path, template)
         out, same, bad, cut, first_bad = [], 0, 0, 0, ""
-        for r in data.load_preferences(path, template):
-            if r["chosen"] == r["rejected"]:
+        for r in rows[:max_items or None]:
+            texts = [r["completion"]] if unpaired else [r["chosen"], r["rejected"]]
+            if texts[0] == texts[-1] and not unpaired:
                 same += 1
                 continue
             p = tok.encode(r["prompt"], r["where"])
@@ -167,52 +217,74 @@ if __name__ == "__main__":
                 raise UserError(f"prompt has {len(p)} tokens; it needs 1..{T - 1} (the model's context is {T})",
                                 r["where"], "shorten it")
             try:  # user text with characters a compact vocabulary cannot spell
-                c, rj = tok.encode(r["chosen"], r["where"]), tok.encode(r["rejected"], r["where"])
+                ids = [tok.encode(t, r["where"]) for t in texts]
             except UserError as e:
                 bad, first_bad = bad + 1, first_bad or str(e)
                 continue
-            cut += (len(p) + len(c) > T) + (len(p) + len(rj) > T)
-            out.append(dict(chosen=(p + c)[:T], rejected=(p + rj)[:T], n_prompt=len(p)))
+            cut += sum(len(p) + len(c) > T for c in ids)
+            ids = [(p + c)[:T] for c in ids]
+            if not kto:
+                out.append(dict(chosen=ids[0], rejected=ids[1], n_prompt=len(p)))
+            else:
+                labels = [r["label"]] if unpaired else [True, False]
+                out += [dict(ids=i, n_prompt=len(p), desirable=y, prompt=r["prompt"]) for i, y in zip(ids, labels)]
         if rt.master and (same or bad or cut):
             print(f"{path}: skipped {same} pairs with identical chosen and rejected, {bad} with tokens outside "
                   f"the model's vocabulary; cut {cut} responses longer than the context ({T} tokens)")
         if not out:
-            raise UserError(f"no usable pairs ({same} had identical chosen and rejected, {bad} did not "
+            raise UserError(f"no usable rows ({same} pairs had identical chosen and rejected, {bad} did not "
                             f"encode: {first_bad})", path)
+        for i, it in enumerate(out if kto else []):  # KTO's mismatched pair: the next row with another prompt
+            j = next((k % len(out) for k in range(i + 1, i + len(out)) if out[k % len(out)]["prompt"] != it["prompt"]), None)
+            if j is None:
+                raise UserError("KTO's reference point needs responses to at least 2 different prompts", path)
+            it["kl_ids"] = (it["ids"][:it["n_prompt"]] + out[j]["ids"][out[j]["n_prompt"]:])[:T]
         return out
 
-    train = load_pairs(data_path)
-    beside = os.path.join(os.path.dirname(data_path), "pairwise_test.jsonl")  # reward.py's held-out pairs
-    val_file = val_path or (beside if os.path.basename(data_path) == "pairwise_train.jsonl" else "")
-    val = load_pairs(val_file) if val_file and os.path.exists(val_file) and rt.master else []
+    train = load_rows(data_path)
+    beside = os.path.join(os.path.dirname(data_path), os.path.basename(data_path).replace("_train.jsonl", "_test.jsonl"))
+    val_file = val_path or (beside if data_path.endswith("_train.jsonl") else "")  # feedback.py's held-out rows
+    val = load_rows(val_file) if val_file and os.path.exists(val_file) and rt.master else []
     eval_prompts = [p for p in task.prompts("test") for _ in range(eval_repeats)] if builtin else []
+    w_d = desirable_weight
+    if kto:
+        n_d = sum(r["desirable"] for r in train)
+        if n_d in (0, len(train)):
+            raise UserError(f"KTO needs thumbs up and thumbs down, but all {len(train)} rows are "
+                            f"{'up' if n_d else 'down'}", data_path, "add rows of the other label (or use pairs)")
+        w_d = desirable_weight or (len(train) - n_d) / n_d  # lambda_D n_D = lambda_U n_U (with lambda_U = 1)
+        if rt.master:
+            print(f"KTO: {n_d} desirable, {len(train) - n_d} undesirable; lambda_D {w_d:.3f}, lambda_U "
+                  f"{undesirable_weight:g}: lambda_D n_D / (lambda_U n_U) = "
+                  f"{w_d * n_d / (undesirable_weight * (len(train) - n_d)):.3f} (the paper: 1 to 4/3)")
     if rt.master:
-        print(f"{len(train)} training pairs, {len(val)} held-out pairs, loss {loss_type}")
+        print(f"{len(train)} training rows, {len(val)} held-out rows, loss {loss_type}")
 
     def collate(rows):
-        """Chosen and rejected stacked into one right-padded batch (2B, L-1): rows 0..B-1 chosen,
-        B..2B-1 rejected, so one forward scores both (half the kernel launches, one pass of the weights)."""
-        x, y = data.collate_completions([(r["chosen"], r["n_prompt"]) for r in rows] +
-                                        [(r["rejected"], r["n_prompt"]) for r in rows], tok.eot)
+        """Both sequences of every row stacked into one right-padded batch (2B, L-1): rows 0..B-1 the chosen
+        (KTO: the response), B..2B-1 the rejected (KTO: the mismatched pair), so one forward scores both
+        (half the kernel launches, one pass of the weights)."""
+        x, y = data.collate_completions([(r[A], r["n_prompt"]) for r in rows] +
+                                        [(r[B_], r["n_prompt"]) for r in rows], tok.eot)
         return x.to(rt.device), y.to(rt.device)
 
-    if need_ref and ref_mode == "precompute":  # the reference's sequence log-probs of every pair, once
+    if need_ref and ref_mode == "precompute":  # the reference's sequence log-probs of every row, once
         t0 = time.time()
         with torch.no_grad():
-            for pairs in (train, val):
-                for i in range(0, len(pairs), 64):
-                    rows = pairs[i:i + 64]
+            for part in (train, val):
+                for i in range(0, len(part), 64):
+                    rows = part[i:i + 64]
                     with rt.ctx:
                         logps, _ = sequence_logps(ref_model, *collate(rows), fused_lm_head)
                     for r, c, rj in zip(rows, logps[:len(rows)].tolist(), logps[len(rows):].tolist()):
-                        r["ref_chosen"], r["ref_rejected"] = c, rj
+                        r["ref_a"], r["ref_b"] = c, rj
         if ref_model is not None and rt.device_type == "cuda":
             ref_model.to("cpu")  # off the GPU while training; the eval brings it back for the KL
         if rt.master:
             print(f"reference log-probs precomputed in {time.time() - t0:.1f}s")
 
     def batch_loss(m, rows):
-        """Loss and logged numbers for a list of pairs: one concatenated forward of chosen + rejected."""
+        """Loss and logged numbers for a list of rows: one concatenated forward of both sequences."""
         B = len(rows)
         x, y = collate(rows)
         with rt.ctx:
@@ -223,16 +295,27 @@ if __name__ == "__main__":
                 ref_logps, _ = sequence_logps(ref_model, x, y, fused_lm_head)
             ref_c, ref_r = ref_logps[:B], ref_logps[B:]
         elif need_ref:
-            ref_c = torch.tensor([r["ref_chosen"] for r in rows], device=logps.device)
-            ref_r = torch.tensor([r["ref_rejected"] for r in rows], device=logps.device)
+            ref_c = torch.tensor([r["ref_a"] for r in rows], device=logps.device)
+            ref_r = torch.tensor([r["ref_b"] for r in rows], device=logps.device)
+        if kto:  # z0 over the whole batch: all ranks' mismatched pairs (training under DDP)
+            z0 = kto_reference_point(logps[B:], ref_r, rt.ddp and m is not raw_model)
+            up = torch.tensor([r["desirable"] for r in rows], device=logps.device)
+            losses, rew = kto_loss(logps[:B], ref_c, z0, up, beta, w_d, undesirable_weight)
+            mean = lambda v, w: (v * w).sum() / w.sum().clamp(min=1)  # over the desirable / undesirable rows
+            d, u, lp = up.float(), (~up).float(), logps[:B].detach()
+            stats = torch.stack([losses.mean().detach(), mean(rew, d), mean(rew, u), mean(rew, d) - mean(rew, u),
+                                 ((rew > beta * z0) == up).float().mean(), mean(lp, d), mean(lp, u), z0])
+            return losses.mean(), stats
         losses, rc, rr = dpo_loss(logps[:B], logps[B:], ref_c, ref_r, lens[:B], lens[B:], loss_type, beta,
                                   label_smoothing, simpo_beta, simpo_gamma, rpo_alpha)
         stats = torch.stack([losses.mean().detach(), rc.mean(), rr.mean(), (rc - rr).mean(), (rc > rr).float().mean(),
                              logps[:B].mean().detach(), logps[B:].mean().detach()])
         return losses.mean(), stats
 
+    # (KTO: chosen / rejected are the desirable / undesirable rows, accuracies the share on the side of z0
+    # their label asks for, and z0 its reference point)
     STATS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
-             "logps/chosen", "logps/rejected")
+             "logps/chosen", "logps/rejected") + (("z0",) if kto else ())
 
     # ----------------------------------------------------------------------------- optimizer
     optimizer = common.configure_optimizer(model, lr, weight_decay, rt.device_type)

@@ -1,14 +1,21 @@
 """
-feedback.py (goldRLHF): human feedback, simulated or read: the labelers, their aggregation, the feedback
-files (format and checks), and the collection loop that reward.py runs on the built-in task.
+feedback.py (goldRLHF): collect human feedback, the stage between SFT and the reward model (Ouyang et al.
+2022, step 2's data; Ziegler et al. 2019; Stiennon et al. 2020): sample K responses per prompt from a
+policy, have people judge them, aggregate their votes, audit the result, and write the feedback files
+that reward.py and dpo.py read.
 
-The built-in task has no people, so the labelers here play them (Ziegler et al. 2019; Ouyang et al.
-2022 sample K responses per prompt from the SFT model and ask people to compare them): each takes the
-hidden gold scores (task.gold) of the K responses to one prompt and answers as a noisy person would,
-with Bradley-Terry noise (label_pair), "about equal" when close (label_tie), a 1-5 rating
-(label_likert) or a Plackett-Luce ranking (label_ranking). `n_annotators` of them label every item and
-the majority vote (Borda count for rankings, the median rating for Likert) is kept; `collect` reports
-how often they agree. Every kind is written from the same responses, one JSON object per line:
+    python feedback.py                                   # the SFT model's samples, 3 careful people per item
+    python feedback.py --labelers=careful:0.6,noisy:0.1,length:0.1,adversarial:0.2 --n_labelers=10 \
+                       --aggregate=dawid_skene           # a mixed pool, votes aggregated by Dawid-Skene
+    python feedback.py --policy_path=out/ppo             # label what a later policy writes
+
+The built-in task has no people, so the labelers here play them: each takes the hidden gold scores
+(task.gold) of the K responses to one prompt and answers as a noisy person would, with Bradley-Terry
+noise (label_pair), "about equal" when close (label_tie), a 1-5 rating (label_likert), a
+Plackett-Luce ranking (label_ranking) or a thumbs up / down (label_binary). `n_annotators` of them label
+every item; the majority vote is kept (Borda count for rankings, the median rating for Likert), or for
+pairs `--aggregate=dawid_skene`. Every kind is written from the same responses to
+out_dir/{kind}_{train,test}.jsonl, one JSON object per line:
 
     pairwise  {"prompt": str, "chosen": str, "rejected": str, "margin": float}   (TRL's names; margin
               optional: here the vote margin |for - against| / n_annotators, in [0, 1])
@@ -16,17 +23,22 @@ how often they agree. Every kind is written from the same responses, one JSON ob
               then the order of chosen/rejected means nothing)
     rankings  {"prompt": str, "ranking": [best, ..., worst]}                     (2 or more responses)
     likert    {"prompt": str, "completion": str, "score": int 1..5}
+    aspects   {"prompt": str, "completion": str, "scores": {aspect: int 1..5}}      (one rating per aspect of
+              task.ASPECTS: opinion, recommendation, fluency, brevity: they sum to gold; reward.py --aspect=NAME)
     binary    {"prompt": str, "completion": str, "label": bool}                  (thumbs up / down: TRL's
               unpaired format; a person accepts when their noisy view of gold clears task.ACCEPT_THRESHOLD)
 
-Responses are the text after the prompt and end with "<|endoftext|>" when the writer stopped. Real
-human feedback in the same formats (or any of data.py's, README: Dataset formats) is read by
-load_feedback, with every error naming file and line.
-
-The labelers can be a mixed pool (make_pool: careful, noisy, length-biased, adversarial people) and the
-pairwise votes aggregated by majority or by Dawid-Skene (audit.py holds the agreement statistics, the
-labeler model and the preference audit).
+Responses are the text after the prompt and end with "<|endoftext|>" when the writer stopped. The report
+(printed, and out_dir/metrics.jsonl): counts; how often the annotators agree (raw, Fleiss' kappa,
+Krippendorff's alpha); how often the kept labels agree with gold; with a mixed pool each labeler type's
+true reliability beside Dawid-Skene's estimate; the preference audit (audit.py: intransitive cycles, the
+best accuracy any scalar reward can reach on these labels); and how consistent the labels of responses
+that were sampled, and labelled, more than once are. Real human feedback in the same formats (or any of
+data.py's, README: Dataset formats) is read by load_feedback, every error naming file and line; audit it
+with `python audit.py --data_path=FILE`. One process: sampling a few thousand short responses takes
+seconds (under torchrun, use python).
 """
+import json
 import math
 import os
 import random
@@ -35,13 +47,33 @@ from itertools import combinations
 
 import torch
 
+import common
 import data
 import task
-from audit import dawid_skene, fleiss_kappa, krippendorff_alpha
-from configurator import UserError
+from audit import audit, dawid_skene, fleiss_kappa, krippendorff_alpha, repeat_consistency
+from common import log_metrics
+from configurator import UserError, configure
+
+# ----------------------------------------------------------------------------- config
+out_dir = "out/feedback"  # the feedback files and metrics.jsonl go here (reward.py's and dpo.py's data)
+policy_path = "out/sft/ckpt.pt"  # the policy whose samples people label (the SFT model; any checkpoint)
+n_samples = 4  # K responses per prompt (InstructGPT: K = 4..9); each group is labelled with every kind
+n_rounds = 4  # groups of K per train prompt (test prompts get half as many, at least 1)
+n_annotators = 3  # simulated people per item; the label is their majority vote (or --aggregate's)
+labelers = "careful:1.0"  # the pool's labeler types and shares: careful, noisy, length (prefers longer), adversarial (flips)
+n_labelers = 3  # people in the pool: each pair is judged by n_annotators of them at random (all of them, if equal)
+aggregate = "majority"  # pairwise votes -> label: 'majority' or 'dawid_skene' (EM over every labeler's confusion)
+label_temperature = 0.25  # Bradley-Terry / Plackett-Luce noise of the labelers (gold-score units)
+tie_margin = 0.15  # labelers say "about equal" when gold scores are closer than this
+likert_noise = 0.3  # std of the labelers' Gaussian noise on the gold score before rating 1-5
+max_new_tokens = 40  # response length limit when sampling
+temperature = 1.0  # sampling temperature of the policy
+device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
+dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
+seed = 1337  # random seed (sampling and the labelers)
 
 KINDS = ("pairwise", "ties", "rankings", "likert")  # from one labelling of each group
-ALL_KINDS = KINDS + ("binary",)  # binary: thumbs up / down on single responses, from a second labelling
+ALL_KINDS = KINDS + ("binary", "aspects")  # thumbs up / down and per-aspect ratings: a second and a third labelling
 
 # ----------------------------------------------------------------------------- simulated labelers
 # Simulated human labelers (Ouyang et al. 2022 and Ziegler et al. 2019 sample K responses per prompt
@@ -59,6 +91,12 @@ def label_tie(g_a, g_b, rng, temperature=0.25, tie_margin=0.15):
 def label_likert(g, rng, noise=0.3):
     """A 1-5 rating: the gold score (about [-1, 1]) mapped to [1, 5], plus Gaussian noise, rounded."""
     return int(min(5, max(1, round(3 + 2 * (g + rng.gauss(0, noise))))))
+
+def label_aspect(v, aspect, rng, noise=0.3):
+    """A 1-5 rating of one aspect (task.ASPECTS): its value mapped linearly from [worst, best] to [1, 5],
+    with Gaussian noise of std `noise` x half that range (for opinion, exactly label_likert), rounded."""
+    lo, hi = task.ASPECTS[aspect]
+    return int(min(5, max(1, round(1 + 4 * (v + rng.gauss(0, noise) * (hi - lo) / 2 - lo) / (hi - lo)))))
 
 def label_binary(g, rng, threshold=task.ACCEPT_THRESHOLD, noise=task.ACCEPT_NOISE):
     """Thumbs up (True) when the gold score plus Gaussian noise clears the threshold (task.accept_probability)."""
@@ -177,11 +215,13 @@ def collect(policy, tok, fb_dir, seed, n_samples, n_rounds, n_annotators, label_
     by n_annotators simulated people (pairwise ones drawn from `pool`); writes
     fb_dir/{kind}_{train,test}.jsonl. aggregate: how the pairwise votes become a label, 'majority' or
     'dawid_skene' (the item's posterior under every labeler's learned confusion; margin |2P - 1|).
-    Returns the train split's report (a metrics dict): counts, agreement per kind, Fleiss' kappa and
-    Krippendorff's alpha of the pairwise votes, and with a mixed pool each labeler type's true
-    reliability (votes agreeing with gold) beside Dawid-Skene's estimate."""
-    # binary labels have their own generator, so the other kinds' labels do not depend on them
-    t0, lab_rng, bin_rng, report = time.time(), random.Random(seed), random.Random(seed + 1), {}
+    Returns the report (a metrics dict): for the train split counts, agreement per kind, Fleiss' kappa
+    and Krippendorff's alpha of the pairwise votes, and with a mixed pool each labeler type's true
+    reliability (votes agreeing with gold) beside Dawid-Skene's estimate; for both splits how often the
+    kept pairwise labels agree with gold ({split}/labels_acc_gold)."""
+    # binary and aspect labels have their own generators, so the other kinds' labels do not depend on them
+    t0, lab_rng, bin_rng, asp_rng = time.time(), random.Random(seed), random.Random(seed + 1), random.Random(seed + 2)
+    report = {}
     for split, rounds in (("train", n_rounds), ("test", max(1, n_rounds // 2))):
         prompts = [p for p in task.prompts(split) for _ in range(rounds * n_samples)]
         with torch.no_grad(), ctx:
@@ -191,6 +231,8 @@ def collect(policy, tok, fb_dir, seed, n_samples, n_rounds, n_annotators, label_
             r, a = label_group(prompts[g], texts[g:g + n_samples], lab_rng, n_annotators,
                                label_temperature, tie_margin, likert_noise, pool)
             r["binary"], a["binary"] = label_binary_group(prompts[g], texts[g:g + n_samples], bin_rng, n_annotators)
+            r["aspects"], a["aspects"] = label_aspect_group(prompts[g], texts[g:g + n_samples], asp_rng, n_annotators,
+                                                            likert_noise)
             for k in ALL_KINDS:
                 rows[k] += r[k]
                 agree[k] = [agree[k][0] + a[k][0], agree[k][1] + a[k][1]]
@@ -206,9 +248,11 @@ def collect(policy, tok, fb_dir, seed, n_samples, n_rounds, n_annotators, label_
                 row["margin"] = round(abs(2 * p_a - 1), 4)
         for k in ALL_KINDS:
             data.write_jsonl(os.path.join(fb_dir, f"{k}_{split}.jsonl"), rows[k])
+        right = [(a > b) == (row["chosen"] == row["_a"]) for row in pairs for a, b in [row["_gold"]] if a != b]
+        report[f"{split}/labels_acc_gold"] = sum(right) / max(1, len(right))  # the kept labels against gold
         if split == "train":
             votes = [[int(v) for _, v in row["_votes"]] for row in pairs]
-            report = {"feedback_s": time.time() - t0, "n_responses": len(texts),
+            report = {**report, "feedback_s": time.time() - t0, "n_responses": len(texts),
                       **{f"n_{k}": len(rows[k]) for k in ALL_KINDS},
                       "accept_share": sum(r["label"] for r in rows["binary"]) / max(1, len(rows["binary"])),
                       **{f"agreement/{k}": a / max(1, n) for k, (a, n) in agree.items()}}
@@ -238,10 +282,26 @@ def label_binary_group(prompt, responses, rng, n_annotators=3):
     return rows, agree
 
 
+def label_aspect_group(prompt, responses, rng, n_annotators=3, noise=0.3):
+    """Every aspect of each distinct response rated 1-5 by n_annotators people, the median kept. Returns
+    (rows, [agreeing, total annotator pairs] over all aspects)."""
+    rows, agree = [], [0, 0]
+    for r in dict.fromkeys(responses):
+        scores = {}
+        for name, v in task.aspects(prompt, r).items():
+            votes = sorted(label_aspect(v, name, rng, noise) for _ in range(n_annotators))
+            a, n = agreement(votes)
+            agree = [agree[0] + a, agree[1] + n]
+            scores[name] = votes[n_annotators // 2]
+        rows.append(dict(prompt=prompt, completion=r, scores=scores))
+    return rows, agree
+
+
 # ----------------------------------------------------------------------------- reading feedback
-def load_feedback(path, kind):
+def load_feedback(path, kind, aspect=None):
     """Read and check one feedback file. Returns (items, skipped): items are dicts with prompt, texts
-    (responses, best first for pairs and rankings) and y (margin, tie flag or score). Pairs and rankings
+    (responses, best first for pairs and rankings) and y (margin, tie flag, score, or for aspects the
+    {aspect: score} dict, or with `aspect` given that aspect's score, which every row must have). Pairs and rankings
     come in any of data.py's formats (README: Dataset formats). Malformed rows (missing field, wrong
     type, score out of 1..5) raise an error naming file and line; rows that carry no comparison
     (identical chosen and rejected, a ranking with duplicates) are skipped and counted."""
@@ -254,14 +314,25 @@ def load_feedback(path, kind):
         rows = [dict(prompt=r["prompt"], texts=[r["completion"]], y=r["label"], where=r["where"])
                 for r in data.load_unpaired(path)]
     else:
-        need = dict(ties=("prompt|chosen|rejected|tie",), likert=("prompt|completion|score",))[kind]
+        need = dict(ties=("prompt|chosen|rejected|tie",), likert=("prompt|completion|score",),
+                    aspects=("prompt|completion|scores",))[kind]
         rows = []
         for row in data.read_jsonl(path, required=need):
             w = row["_where"]
             texts = [row["chosen"], row["rejected"]] if kind == "ties" else [row["completion"]]
             if not all(isinstance(t, str) and t for t in [row["prompt"], *texts]):
                 raise UserError("prompt and responses must be non-empty strings", w)
-            y = row["tie"] if kind == "ties" else row["score"]
+            y = row["tie"] if kind == "ties" else row["scores"] if kind == "aspects" else row["score"]
+            if kind == "aspects":
+                if not isinstance(y, dict) or not y or not all(isinstance(k, str) for k in y):
+                    raise UserError(f"scores must be an object {{aspect: 1..5}}, got {y!r}", w)
+                if aspect is not None and aspect not in y:
+                    raise UserError(f"no rating of aspect {aspect!r} (this row rates {', '.join(y)})", w,
+                                    "pass --aspect= one of those")
+                bad = [v for v in y.values() if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 5]
+                if bad:
+                    raise UserError(f"scores must be integers 1..5, got {bad[0]!r}", w)
+                y = y if aspect is None else y[aspect]
             if kind == "ties" and not isinstance(y, bool):
                 raise UserError(f"tie must be true or false, got {y!r}", w)
             if kind == "likert" and (isinstance(y, bool) or not isinstance(y, int) or not 1 <= y <= 5):
@@ -281,7 +352,7 @@ def load_feedback(path, kind):
 def detect_kind(path):
     """The kind of a feedback file, from the fields of its first row."""
     row = data.read_jsonl(path)[0]
-    for kind, field in (("rankings", "ranking"), ("likert", "score"), ("ties", "tie"), ("binary", "label"),
+    for kind, field in (("rankings", "ranking"), ("likert", "score"), ("aspects", "scores"), ("ties", "tie"), ("binary", "label"),
                         ("pairwise", "chosen")):
         if field in row:
             return kind
@@ -297,7 +368,55 @@ def to_pairs(items, kind):
         return [(it["prompt"], it["texts"][i], it["texts"][j]) for it in items
                 for i, j in combinations(range(len(it["texts"])), 2)]
     by_prompt = {}
-    for it in items:
-        by_prompt.setdefault(it["prompt"], []).append((it["y"], it["texts"][0]))
+    for it in items:  # (per-aspect ratings, all aspects: their sum, as gold is)
+        y = sum(it["y"].values()) if isinstance(it["y"], dict) else it["y"]
+        by_prompt.setdefault(it["prompt"], []).append((y, it["texts"][0]))
     return [(p, a[1], b[1]) for p, rs in by_prompt.items() for a, b in combinations(sorted(rs, reverse=True), 2)
             if a[0] > b[0]]
+
+
+# ----------------------------------------------------------------------------- the stage
+if __name__ == "__main__":
+    config = configure(globals(), choices=dict(aggregate=("majority", "dawid_skene")))
+    pool = make_pool(labelers, n_labelers)
+    if n_annotators > n_labelers:
+        raise UserError(f"--n_annotators={n_annotators} is more than the pool's --n_labelers={n_labelers}",
+                        fix="each item needs that many different people: raise --n_labelers")
+    if n_samples < 2:
+        raise UserError(f"--n_samples={n_samples}: comparisons need at least 2 responses per prompt")
+    if "RANK" in os.environ:
+        raise UserError("feedback.py runs in one process (sampling takes seconds)", fix="run it with python, not torchrun")
+    rt = common.setup(device, dtype, seed, out_dir)
+    policy, vocab, _ = common.load_model(policy_path)
+    policy.to(rt.device).eval()
+    tok = data.Tokenizer(vocab)
+    print(f"sampling {n_samples} responses per prompt, {n_rounds} rounds, from {policy_path}; "
+          f"{n_annotators} of {n_labelers} people ({labelers}) per item, {aggregate}")
+    report = collect(policy, tok, out_dir, seed, n_samples, n_rounds, n_annotators, label_temperature, tie_margin,
+                     likert_noise, max_new_tokens, temperature, rt.ctx, pool, aggregate)
+
+    # the audit (audit.py) of the kept labels: intransitive cycles, and the best accuracy any scalar
+    # reward can reach on them; then how consistent repeated items' ratings and thumbs are
+    examples = []
+    for split in ("train", "test"):
+        items, _ = load_feedback(os.path.join(out_dir, f"pairwise_{split}.jsonl"), "pairwise")
+        rep = audit(to_pairs(items, "pairwise"))
+        report.update({f"{split}/audit_max_agreement": rep["max_agreement"], f"{split}/audit_exact": rep["exact"],
+                       f"{split}/prompts_with_cycles": rep["prompts_with_cycles"],
+                       f"{split}/n_prompts": len({it["prompt"] for it in items})})
+        examples += rep["examples"] if split == "train" else []
+    for kind in ("likert", "binary"):
+        items, _ = load_feedback(os.path.join(out_dir, f"{kind}_train.jsonl"), kind)
+        rc = repeat_consistency([((it["prompt"], it["texts"][0]), it["y"]) for it in items])
+        report.update({f"repeats/{kind}_items": rc["n_repeated"], f"repeats/{kind}_agreement": rc["agreement"]})
+    log_metrics(rt.metrics_path, {"iter": 0, **report})
+    with open(rt.metrics_path, "a") as f:  # what ran, for whoever reads these files later
+        f.write(json.dumps({"config": config}) + "\n")
+    for p, cyc in examples[:2]:
+        print(f"  a cycle in {p!r}: " + " > ".join(repr(t[:40]) for t in cyc) + f" > {cyc[0][:40]!r}")
+    bound = report["train/audit_max_agreement"]
+    print(f"wrote {', '.join(f'{k}_{{train,test}}.jsonl' for k in ALL_KINDS)} to {out_dir}/: the kept labels agree "
+          f"with gold {report['test/labels_acc_gold']:.3f} (test pairs); " +
+          (f"no scalar reward can agree with more than {bound:.3f} of the train pairs" if report["train/audit_exact"]
+           else f"a scalar reward can agree with {bound:.3f} of the train pairs (a greedy order: some prompt's "
+                f"labels join over 12 responses, so the exact best may be a little higher)"))

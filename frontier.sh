@@ -67,7 +67,8 @@ run() {  # run NAME python STAGE.py ARGS...: one stage, its log in OUT/NAME.log,
 SFT=$OUT/sft/ckpt.pt
 RM=$OUT/reward/ckpt.pt
 run sft python sft.py --out_dir="$OUT/sft" --max_iters=$SFT_ITERS --eval_interval=$SFT_ITERS
-run reward python reward.py --out_dir="$OUT/reward" --sft_path="$SFT" --max_iters=$RM_ITERS
+run feedback python feedback.py --out_dir="$OUT/feedback" --policy_path="$SFT"
+run reward python reward.py --out_dir="$OUT/reward" --sft_path="$SFT" --data_path="$OUT/feedback" --max_iters=$RM_ITERS
 
 for seed in $BON_SEEDS; do   # prefixes of the same N samples give every power of two below N
     run bon_s$seed python sample.py --init_from="$SFT" --reward_path="$RM" --best_of=$BON_N \
@@ -81,7 +82,7 @@ run ppo_beta0 python ppo.py --out_dir="$OUT/ppo_beta0" --sft_path="$SFT" --rewar
     --beta=0 --adaptive_kl=False --max_iters=$PPO_BETA0_ITERS --eval_interval=$PPO_EVAL
 for b in $DPO_BETAS; do
     run dpo_beta$b python dpo.py --out_dir="$OUT/dpo_beta$b" --sft_path="$SFT" \
-        --data_path="$OUT/reward/feedback/pairwise_train.jsonl" --beta=$b --max_iters=$DPO_ITERS \
+        --data_path="$OUT/feedback/pairwise_train.jsonl" --beta=$b --max_iters=$DPO_ITERS \
         --eval_interval=$((DPO_ITERS / 2))
 done
 for k in $GRPO_KLS; do

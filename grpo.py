@@ -91,7 +91,8 @@ from model import disable_dropout, response_logprobs
 out_dir = "out/grpo"  # checkpoint, metrics.jsonl go here
 init_from = "sft"  # 'sft' (policy starts from sft_path) or 'resume' (continue from out_dir/ckpt.pt)
 sft_path = "out/sft/ckpt.pt"  # SFT checkpoint: the policy's start and the frozen reference (unused if kl_coef=0)
-reward_path = "out/reward/ckpt.pt"  # reward model checkpoint (reward.py), used by the 'rm' reward
+reward_path = "out/reward/ckpt.pt"  # reward model checkpoint (reward.py), used by the 'rm' reward; or one per aspect, comma-separated
+aspect_weights = ""  # several reward models: the 'rm' reward is their weighted sum, 'opinion:1,recommendation:0.5' or '1,0.5' ('' all 1)
 reward_fns = "gold"  # comma list of name[:weight] or file.py:function[:weight]; names: gold, rm, format, length
 data_path = "builtin"  # 'builtin' (the review task's train prompts) or a JSONL file of {"prompt"}
 template = "plain"  # prompt template for JSONL prompts: 'plain' or 'instruction'
@@ -248,9 +249,11 @@ if __name__ == "__main__":
     ref = common.load_frozen(sft_path, vocab, "reference", rt.device)[0] if kl_coef > 0 else None
     scorers = reward_functions.load_rewards(reward_fns, {**reward_functions.BUILTIN_REWARDS, "rm": None})
     if any(name == "rm" for name, _, _ in scorers):
-        rm, rm_vocab, gain, bias = common.load_reward_model(reward_path, vocab, rt.device, same_vocab=False)
-        rm_reward = reward_functions.reward_model(rm, data.Tokenizer(rm_vocab), gain, bias,
-                                                  list(rm_vocab or []) == list(vocab or []), rt.ctx)
+        rms = [(reward_functions.reward_model(m, data.Tokenizer(v), g, b, list(v or []) == list(vocab or []), rt.ctx), w)
+               for m, v, g, b, w, _ in common.load_reward_models(reward_path, aspect_weights, vocab, rt.device, False)]
+        def rm_reward(prompts, responses, token_ids=None):  # (several reward models: the weighted sum)
+            scores = [fn(prompts, responses, token_ids=token_ids) for fn, _ in rms]
+            return [sum(w * x for (_, w), x in zip(rms, xs)) for xs in zip(*scores)]
         scorers = [(n, rm_reward if n == "rm" else fn, w) for n, fn, w in scorers]
 
     # ----------------------------------------------------------------------------- data

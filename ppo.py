@@ -54,7 +54,8 @@ from model import disable_dropout, gather_last, last_index, response_logprobs, s
 out_dir = "out/ppo"  # checkpoint, metrics.jsonl go here
 init_from = "sft"  # 'sft' (policy starts as sft_path) or 'resume' (continue from out_dir/ckpt.pt)
 sft_path = "out/sft/ckpt.pt"  # SFT checkpoint: the policy's start and the frozen reference
-reward_path = "out/reward/ckpt.pt"  # reward model checkpoint (reward.py), frozen
+reward_path = "out/reward/ckpt.pt"  # reward model checkpoint (reward.py), frozen; or one per aspect, comma-separated
+aspect_weights = ""  # several reward models: the weights of their scores, 'opinion:1,recommendation:0.5' or '1,0.5' ('' all 1)
 critic_init = "reward"  # critic starts from the 'reward' model (TRL, Huang et al. 2024's TL;DR [detail]) or 'sft'
 data_path = "builtin"  # 'builtin' (the review task's train prompts) or a JSONL file of {"prompt"} rows
 template = "plain"  # prompt template for JSONL prompts: 'plain' or 'instruction'
@@ -204,8 +205,9 @@ if __name__ == "__main__":
     ckpt = common.load_checkpoint(out_dir) if init_from == "resume" else None
     policy, vocab, _ = common.load_model(out_dir if ckpt else sft_path)
     ref = common.load_frozen(sft_path, vocab, "reference", rt.device)[0]
-    rm, _, gain, bias = common.load_reward_model(reward_path, vocab, rt.device)  # normalised on SFT samples [detail]
-    critic, _, _ = common.load_model(reward_path if critic_init == "reward" else sft_path, scalar_head=True)
+    rms = common.load_reward_models(reward_path, aspect_weights, vocab, rt.device)  # normalised on SFT samples [detail]
+    first_rm = reward_path.split(",")[0].strip()  # (several, one per aspect: the critic starts from the first)
+    critic, _, _ = common.load_model(first_rm if critic_init == "reward" else sft_path, scalar_head=True)
     if ckpt:
         critic.load_state_dict(ckpt["critic"])
     tok = data.Tokenizer(vocab)
@@ -235,8 +237,10 @@ if __name__ == "__main__":
     policy, critic = common.wrap(policy, rt, compile), common.wrap(critic, rt, compile)
 
     def rm_scores(tokens, attention_mask):
-        """Normalised RM score of each sequence, read at its last real token."""
-        return gain * gather_last(rm(tokens, attention_mask).float(), attention_mask) + bias
+        """Normalised RM score of each sequence, read at its last real token (several reward models: the
+        weighted sum of theirs)."""
+        return sum(w * (g * gather_last(m(tokens, attention_mask).float(), attention_mask) + b)
+                   for m, _, g, b, w, _ in rms)
 
     @torch.no_grad()
     def evaluate():
@@ -249,7 +253,7 @@ if __name__ == "__main__":
         with rt.ctx:
             texts, lengths, kls, rows = data.sample_responses(raw_policy, tok, prompts, max_new_tokens, temperature,
                                                               ref=ref, with_ids=True)  # the RM scores the sampled ids
-            reward = score_sequences(rm, rows, tok.eot, gain, bias).mean().item()
+            reward = sum(w * score_sequences(m, rows, tok.eot, g, b) for m, _, g, b, w, _ in rms).mean().item()
         for p, t in list(zip(prompts, texts))[:n_print]:
             print(f"  {p!r} -> {t!r}  gold {task.gold(p, t):+.2f}")
         raw_policy.train()

@@ -16,16 +16,18 @@ the feedback people actually give:
     likert      likert_*.jsonl       'mse': regression on the score mapped to [-1, 1]
                                      'ordinal': cumulative-logit ordinal model (McCullagh 1980)
     binary      binary_*.jsonl       'logistic': P(thumbs up) = sigmoid(r), cross-entropy on the label
+    aspects     aspects_*.jsonl      'mse', 'ordinal' as likert, on the rating of one aspect (--aspect=NAME):
+                                     one reward model per aspect, combined by ppo.py / grpo.py --aspect_weights
 
 After training the reward is normalised to mean 0, std 1 over samples of the SFT policy (Ziegler et al.
-2019): the checkpoint stores `reward_gain`, `reward_bias`; RL stages use gain * raw + bias.
+2019): the checkpoint stores `reward_gain`, `reward_bias`; RL stages use gain * raw + bias. (An aspect's
+model is instead calibrated to its aspect's units, so that weights of several compare: aspect_calibration.)
 
-Feedback: on the built-in task (data_path 'builtin') the simulated labelers of feedback.py label K
-responses per prompt sampled from the SFT model with every kind at once, written to
-out_dir/feedback/{kind}_{train,test}.jsonl (formats: feedback.py's docstring; dpo.py reads the
-pairwise ones). Real human feedback in the same formats is passed file for file:
+Feedback: feedback.py writes every kind from the same labelled responses to out/feedback/{kind}_
+{train,test}.jsonl (formats: its docstring); data_path is that directory (train on {label_kind}_train,
+test on pairwise_test) or one file of label_kind, real human feedback in any of data.py's formats:
 
-    python reward.py                                       # built-in task, pairwise Bradley-Terry
+    python feedback.py && python reward.py                 # built-in task, pairwise Bradley-Terry
     python reward.py --label_kind=rankings                 # same responses, Plackett-Luce
     python reward.py --label_kind=ties    /    --label_kind=likert --loss_type=ordinal
     python reward.py --data_path=prefs.jsonl --label_kind=pairwise --init_from=out/sft/ckpt.pt
@@ -53,29 +55,20 @@ import data
 import feedback
 import task
 from common import log_metrics
-from configurator import UserError, configure
+from configurator import MissingFile, UserError, configure
 from model import score_sequences
 
 # ----------------------------------------------------------------------------- config
-out_dir = "out/reward"  # checkpoint, metrics.jsonl and feedback/ go here
+out_dir = "out/reward"  # checkpoint and metrics.jsonl go here
 init_from = "sft"  # 'sft' (the model at sft_path, new scalar head), 'resume', 'gpt2'.., or a checkpoint
-sft_path = "out/sft/ckpt.pt"  # SFT policy: samples the responses to label and the normalisation set ('' none)
-data_path = "builtin"  # 'builtin' (simulate feedback on the review task) or a JSONL file of label_kind
-test_path = ""  # held-out JSONL of any kind (read as pairs); '' = builtin pairwise test, or last 10% of data_path
-label_kind = "pairwise"  # which feedback to train on: 'pairwise', 'rankings', 'ties', 'likert' or 'binary'
+sft_path = "out/sft/ckpt.pt"  # SFT policy: samples the normalisation set and the eval samples ('' none)
+data_path = "out/feedback"  # feedback.py's out_dir (uses {label_kind}_train.jsonl) or a JSONL file of label_kind
+test_path = ""  # held-out JSONL of any kind (read as pairs); '' = data_path's pairwise_test.jsonl, or last 10% of the file
+label_kind = "pairwise"  # which feedback to train on: 'pairwise', 'rankings', 'ties', 'likert', 'binary' or 'aspects'
+aspect = ""  # label_kind 'aspects': the aspect this model learns to rate (built-in: opinion, recommendation, fluency, brevity)
 loss_type = ""  # '' = the kind's default (bt, pl, rao_kupper, mse); or margin, hinge, soft (pairwise), pairs, ordinal
 hinge_margin = 1.0  # the margin m of the hinge loss
-# simulated feedback (built-in task)
-n_samples = 4  # K responses per prompt, sampled from the SFT model (InstructGPT: K = 4..9)
-n_rounds = 4  # groups of K per train prompt (test prompts get half as many, at least 1)
-n_annotators = 3  # simulated labelers per item; the label is their majority vote (or --aggregate's)
-labelers = "careful:1.0"  # the pool's labeler types and shares: careful, noisy, length (prefers longer), adversarial (flips)
-n_labelers = 3  # people in the pool: each pair is judged by n_annotators of them at random (all of them, if equal)
-aggregate = "majority"  # pairwise votes -> label: 'majority' or 'dawid_skene' (EM over every labeler's confusion)
-label_temperature = 0.25  # Bradley-Terry / Plackett-Luce noise of the labelers (gold-score units)
-tie_margin = 0.15  # labelers say "about equal" when gold scores are closer than this
-likert_noise = 0.3  # std of the labelers' Gaussian noise on the gold score before rating 1-5
-max_new_tokens = 40  # response length limit when sampling
+max_new_tokens = 40  # response length limit when sampling (normalisation and eval)
 temperature = 1.0  # sampling temperature of the SFT policy
 # optimisation
 batch_size = 32  # items (pairs, rankings or rated responses) per step, per process
@@ -99,7 +92,7 @@ seed = 1337  # random seed (data order shared by all ranks; sampling offset by r
 compile = False  # torch.compile the model
 
 LOSSES = dict(pairwise=("bt", "margin", "hinge", "soft"), rankings=("pl", "pairs"), ties=("rao_kupper",),
-              likert=("mse", "ordinal"), binary=("logistic",))
+              likert=("mse", "ordinal"), binary=("logistic",), aspects=("mse", "ordinal"))
 
 
 # ----------------------------------------------------------------------------- the losses
@@ -195,6 +188,18 @@ def normalisation(raw):
     return gain, -raw.mean().item() * gain
 
 
+def aspect_calibration(raw, rating, value_range=None):
+    """gain, bias of the least-squares line rating_value ~ gain * raw + bias over rated responses: raw (N,)
+    rewards, rating (N,) 1..5, mapped to the aspect's units when its (worst, best) value_range is known
+    (task.ASPECTS; else rating units). Then a policy's weighted sum of aspect rewards is in the units the
+    weights mean: on the built-in task all weights 1 is gold's own weighting. An aspect the samples never
+    vary on (raw or rating constant) gets gain 0: a constant, no signal."""
+    y = rating if value_range is None else value_range[0] + (rating - 1) / 4 * (value_range[1] - value_range[0])
+    x = raw - raw.mean()
+    gain = (x * (y - y.mean())).sum().item() / max((x * x).sum().item(), 1e-12)
+    return gain, y.mean().item() - gain * raw.mean().item()
+
+
 # ----------------------------------------------------------------------------- evaluation helpers
 def spearman(x, y):
     """Spearman rank correlation: Pearson correlation of the ranks, ties get their average rank."""
@@ -231,23 +236,24 @@ def reliability(p, y, n_bins=5):
 
 
 if __name__ == "__main__":
-    config = configure(globals(), choices=dict(label_kind=feedback.ALL_KINDS, aggregate=("majority", "dawid_skene")))
+    config = configure(globals(), choices=dict(label_kind=feedback.ALL_KINDS))
     loss_kind = loss_type or LOSSES[label_kind][0]  # the loss that runs (loss_type '' = the kind's default)
     if loss_kind not in LOSSES[label_kind]:
         raise UserError(f"--loss_type={loss_type!r} does not fit label_kind {label_kind!r}",
                         fix=f"use one of {', '.join(LOSSES[label_kind])}")
-    if data_path == "builtin" and not sft_path:
-        raise UserError("the built-in task samples responses from the SFT model: set --sft_path (run sft.py first)")
-    pool = feedback.make_pool(labelers, n_labelers)
-    if n_annotators > n_labelers:
-        raise UserError(f"--n_annotators={n_annotators} is more than the pool's --n_labelers={n_labelers}",
-                        fix="each item needs that many different people: raise --n_labelers")
+    # feedback.py's out_dir (every kind, train and test), or one file
+    is_dir = os.path.isdir(data_path) or not (os.path.isfile(data_path) or data_path.endswith((".jsonl", ".json")))
+    train_file = os.path.join(data_path, f"{label_kind}_train.jsonl") if is_dir else data_path
+    if not os.path.exists(train_file):
+        raise MissingFile(f"{train_file}: no {label_kind} feedback here", fix="run `python feedback.py` first "
+                          "(it writes out/feedback/), or pass --data_path=your_file.jsonl")
+    if (label_kind == "aspects") != bool(aspect):
+        raise UserError(f"--aspect={aspect!r} with --label_kind={label_kind}", fix="--label_kind=aspects needs "
+                        f"--aspect=NAME (built-in: {', '.join(task.ASPECTS)}); other kinds take no aspect")
     rt = common.setup(device, dtype, seed, out_dir)
-    fb_dir = os.path.join(out_dir, "feedback")
 
     # ----------------------------------------------------------------------------- models
-    # The SFT policy (rank 0 only) samples the responses people label, the normalisation set and the
-    # fresh eval samples. The reward model starts from it with a new scalar head (Ouyang et al. 2022).
+    # The SFT policy (rank 0 only) samples the normalisation set and the fresh eval samples. The reward model starts from it with a new scalar head (Ouyang et al. 2022).
     policy = vocab_p = None
     if sft_path and rt.master:
         policy, vocab_p, _ = common.load_model(sft_path)
@@ -263,20 +269,11 @@ if __name__ == "__main__":
 
     # ----------------------------------------------------------------------------- data
     t0 = time.time()
-    if data_path == "builtin" and rt.master and not (ckpt and os.path.exists(os.path.join(fb_dir, f"{label_kind}_train.jsonl"))):
-        report = feedback.collect(policy, tok, fb_dir, seed, n_samples, n_rounds, n_annotators, label_temperature,
-                                  tie_margin, likert_noise, max_new_tokens, temperature, rt.ctx, pool, aggregate)
-        log_metrics(rt.metrics_path, {"iter": 0, **report})
-    if rt.ddp:
-        torch.distributed.barrier()  # rank 0 wrote the feedback files
-    train_file = os.path.join(fb_dir, f"{label_kind}_train.jsonl") if data_path == "builtin" else data_path
-    train_items, skipped = feedback.load_feedback(train_file, label_kind)
-    if test_path:  # any kind: every kind is tested as pairs, so kinds compare side by side
-        test_kind = feedback.detect_kind(test_path)
-        test_items, test_skipped = feedback.load_feedback(test_path, test_kind)
-    elif data_path == "builtin":
-        test_kind = "pairwise"
-        test_items, test_skipped = feedback.load_feedback(os.path.join(fb_dir, "pairwise_test.jsonl"), "pairwise")
+    train_items, skipped = feedback.load_feedback(train_file, label_kind, aspect or None)
+    if test_path or is_dir:  # any kind: every kind is tested as pairs, so kinds compare side by side
+        test_file = test_path or os.path.join(data_path, "pairwise_test.jsonl")
+        test_kind = feedback.detect_kind(test_file)
+        test_items, test_skipped = feedback.load_feedback(test_file, test_kind)
     elif len(train_items) >= 20:  # hold out the last 10% of the file
         n_test = len(train_items) // 10
         test_kind, train_items, test_items, test_skipped = label_kind, train_items[:-n_test], train_items[-n_test:], []
@@ -333,7 +330,7 @@ if __name__ == "__main__":
         if label_kind == "binary":  # thumbs up / down: a logistic regression of the label on the reward
             y = torch.tensor([float(it["y"]) for it in items], device=r.device)
             return F.binary_cross_entropy_with_logits(r[:, 0], y), ((r[:, 0] > 0).float() == y).float().mean().item()
-        if label_kind == "likert":
+        if label_kind in ("likert", "aspects"):
             y = torch.tensor([it["y"] for it in items], device=r.device)
             cuts = ordinal_cuts(loss_params["cuts"])
             return (mse_loss(r[:, 0], y) if loss_kind == "mse" else ordinal_loss(r[:, 0], y, cuts)), float("nan")
@@ -362,11 +359,15 @@ if __name__ == "__main__":
 
     def fit_normalisation():
         """gain, bias that give the reward mean 0, std 1 over SFT samples on train prompts (Ziegler et al.
-        2019); without a policy the responses in the training data stand in for its samples."""
+        2019); without a policy the responses in the training data stand in for its samples. An aspect's
+        model is calibrated to the aspect's own units instead (aspect_calibration), so weights compare."""
+        if label_kind == "aspects":
+            items = train_items[:4 * n_norm]
+            return aspect_calibration(score_texts([(it["prompt"], it["texts"][0]) for it in items]),
+                                      torch.tensor([float(it["y"]) for it in items]), task.ASPECTS.get(aspect))
         if policy is not None:
-            norm_rng = random.Random(seed)
-            prompts = [norm_rng.choice(task.prompts("train")) for _ in range(n_norm)] \
-                if data_path == "builtin" else [it["prompt"] for it in train_items[:n_norm]]
+            norm_rng, train_prompts = random.Random(seed), sorted({it["prompt"] for it in train_items})
+            prompts = [norm_rng.choice(train_prompts) for _ in range(n_norm)]
             texts = policy_samples(prompts)[0]
         else:
             prompts, texts = zip(*[(it["prompt"], t) for it in train_items[:n_norm] for t in it["texts"]])
@@ -408,6 +409,8 @@ if __name__ == "__main__":
             texts, lengths, _ = policy_samples(prompts)
             rew = (score_texts(list(zip(prompts, texts))) * gain + bias).tolist()
             golds = [task.gold(p, t) for p, t in zip(prompts, texts)]
+            if aspect in task.ASPECTS:  # the aspect this model rates, against its true value
+                out["spearman_aspect"] = spearman(rew, [task.aspects(p, t)[aspect] for p, t in zip(prompts, texts)])
             out.update(spearman=spearman(rew, golds), length_spearman=spearman([sign * n for n in lengths], golds),
                        reward=sum(rew) / len(rew), gold=sum(golds) / len(golds),
                        accept_rate=sum(map(task.accept_probability, prompts, texts)) / len(texts))
@@ -424,7 +427,7 @@ if __name__ == "__main__":
         print(f"{label_kind} feedback, loss {loss_kind}: {len(train_items)} train items, {len(test_pairs)} test "
               f"pairs ({time.time() - t0:.1f}s)")
     start_iter = iter_num if ckpt else None
-    extra = lambda: dict(label_kind=label_kind, loss_params=loss_params.state_dict())
+    extra = lambda: dict(label_kind=label_kind, aspect=aspect, loss_params=loss_params.state_dict())
     t0 = time.time()
     model.train()
     while True:

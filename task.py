@@ -126,6 +126,28 @@ def gold(prompt, response):
     g = sum(-1.0 if v is None else v for v in values) / len(values)
     return g - (0.0 if ended else 0.5) - 0.25 * max(0, len(values) - 4)
 
+# The aspects a person can rate separately (the tutorials' "helpfulness, realism, safety", Likert 1-5 per
+# criterion): gold is exactly their sum, so weighting them differently asks for different reviews.
+ASPECTS = {"opinion": (-1.0, 1.0), "recommendation": (-1.0, 1.0), "fluency": (-1.0, 0.0),
+           "brevity": (-1.0, 0.0)}  # name: (worst, best) value
+
+
+def aspects(prompt, response):
+    """gold's parts, each a sum over sentences / n like gold's mean: opinion, the sentiment of the parsed
+    on-topic sentences about the place's things; recommendation, that of "I would [not] go again"
+    (+-1); fluency, minus the share of sentences that do not parse or repeat an earlier one (-1 for an
+    empty response; off-topic ones count 0 everywhere); brevity, -0.5 if it never ends and -0.25 per
+    sentence beyond 4. gold = their sum."""
+    values, ended = parse(prompt, response)
+    n = max(1, len(values))
+    text = response[:response.index(EOT_TEXT)] if EOT_TEXT in response else response
+    again = [s.strip() in AGAIN for s in text.split(".")][:len(values)]
+    return dict(opinion=sum(v for v, a in zip(values, again) if v is not None and not a) / n,
+                recommendation=sum(v for v, a in zip(values, again) if v is not None and a) / n,
+                fluency=-(sum(v is None for v in values) / n if values else 1.0),
+                brevity=-(0.0 if ended else 0.5) - 0.25 * max(0, len(values) - 4))
+
+
 def parses(prompt, response):
     """True if every sentence is in the grammar (on or off topic) and the response ended."""
     values, ended = parse(prompt, response)
@@ -144,12 +166,15 @@ def accept_probability(prompt, response, threshold=ACCEPT_THRESHOLD, noise=ACCEP
 def report(prompts, responses, lengths=None, kls=None):
     """The numbers every stage prints on the built-in task: mean gold score, accept_rate (the expected
     share of thumbs up from the simulated human, accept_probability), fraction that parse (grammatical
-    and ended), fraction ended, mean response length in tokens, mean sequence KL estimate."""
+    and ended), fraction ended, gold's parts (gold/opinion, gold/recommendation, gold/fluency, gold/brevity: `aspects`),
+    mean response length in tokens, mean sequence KL estimate."""
     n = max(1, len(prompts))
     rep = dict(gold=sum(gold(p, r) for p, r in zip(prompts, responses)) / n,
                accept_rate=sum(accept_probability(p, r) for p, r in zip(prompts, responses)) / n,
                parse=sum(parses(p, r) for p, r in zip(prompts, responses)) / n,
                ended=sum(r.endswith(EOT_TEXT) for r in responses) / n)
+    for name in ASPECTS:  # gold's parts (gold = their sum)
+        rep[f"gold/{name}"] = sum(aspects(p, r)[name] for p, r in zip(prompts, responses)) / n
     if lengths:
         rep["response_len"] = sum(lengths) / n
     if kls:

@@ -2,7 +2,7 @@
 # The README's labeler table: a reward model trained on pairwise labels from a pool of 10 simulated people
 # of whom 0%, 20% or 40% are unreliable (noisy, length-biased or adversarial), each pair judged by 3 of
 # them, the votes aggregated by majority (Bradley-Terry on the majority label, or on the vote share: soft
-# labels) or by Dawid-Skene. Reports how often the aggregated test labels match gold, and the reward
+# labels) or by Dawid-Skene (feedback.py, then reward.py on its files). Reports how often the aggregated test labels match gold, and the reward
 # model's acc_gold and Spearman with gold. Needs an SFT model (default out/sft/ckpt.pt: python sft.py).
 # One run at a time (OMP_NUM_THREADS=1); a finished run is skipped, so the script resumes.
 # Usage: bash experiments/labelers.sh [seeds] [sft checkpoint]
@@ -28,8 +28,10 @@ for seed in $SEEDS; do for p in "${POOLS[@]}"; do for a in "${AGGS[@]}"; do
     if grep -q '"spearman"' "$dir/metrics.jsonl" 2>/dev/null; then continue; fi
     rm -rf "$dir"; mkdir -p "$dir"
     # shellcheck disable=SC2086
-    if python reward.py --out_dir="$dir" --sft_path="$SFT" --seed="$seed" --labelers="$pool" --n_labelers=10 \
-            $flags > "$dir/log.txt" 2>&1; then
+    if python feedback.py --out_dir="$dir/feedback" --policy_path="$SFT" --seed="$seed" --labelers="$pool" \
+            --n_labelers=10 ${flags%% *} > "$dir/log.txt" 2>&1 &&
+       python reward.py --out_dir="$dir" --sft_path="$SFT" --data_path="$dir/feedback" --seed="$seed" \
+            ${flags#* } >> "$dir/log.txt" 2>&1; then
         echo "$pname unreliable, $aname, seed $seed: done"
     else
         echo "$pname unreliable, $aname, seed $seed: FAILED (see $dir/log.txt)"

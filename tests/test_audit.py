@@ -133,3 +133,13 @@ def test_audit_command(reward_dir, tmp_path):
     bad.write_text(json.dumps({"prompt": "p", "chosen": "a"}) + "\n")
     p = run("audit.py", f"--data_path={bad}", ok=False)
     assert p.returncode == 2 and p.stderr.startswith("error: ") and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_repeat_consistency_worked_example():
+    """Item a rated 4, 4, 2 (pairs 4-4, 4-2, 4-2), item c 1, 1, item b once: 4 pairs, 2 equal, |diff| 0, 2, 2, 0."""
+    rc = audit.repeat_consistency([("a", 4), ("a", 4), ("b", 5), ("a", 2), ("c", 1), ("c", 1)])
+    assert rc == dict(n_repeated=2, n_pairs=4, agreement=0.5, mean_abs_diff=1.0)
+    thumbs = audit.repeat_consistency([(("p", "r"), True), (("p", "r"), False), (("p", "s"), True)])
+    assert thumbs["agreement"] == 0.0 and thumbs["mean_abs_diff"] == 1.0 and thumbs["n_repeated"] == 1
+    none = audit.repeat_consistency([("a", 1), ("b", 2)])
+    assert none["n_pairs"] == 0 and none["agreement"] != none["agreement"]  # nan: nothing repeated

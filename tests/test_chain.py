@@ -11,12 +11,13 @@ def test_pipeline_from_a_barely_trained_model(tmp_path, seed):
     o, s = str(tmp_path), f"--seed={seed}"
     run("sft.py", s, f"--out_dir={o}/sft", "--max_iters=2", "--eval_interval=2", "--eval_prompts=16",
         "--n_demos=200", "--n_print=0")
-    run("reward.py", s, f"--out_dir={o}/reward", f"--sft_path={o}/sft/ckpt.pt", "--n_rounds=1", "--max_iters=2",
-        "--eval_interval=1000", "--n_norm=32", "--n_eval=1")
+    run("feedback.py", s, f"--out_dir={o}/feedback", f"--policy_path={o}/sft/ckpt.pt", "--n_rounds=1")
+    run("reward.py", s, f"--out_dir={o}/reward", f"--sft_path={o}/sft/ckpt.pt", f"--data_path={o}/feedback",
+        "--max_iters=2", "--eval_interval=1000", "--n_norm=32", "--n_eval=1")
     run("ppo.py", s, f"--out_dir={o}/ppo", f"--sft_path={o}/sft", f"--reward_path={o}/reward", "--max_iters=2",
         "--eval_interval=2", "--batch_size=16", "--n_minibatches=2", "--eval_repeats=1", "--n_print=0")
     run("dpo.py", s, f"--out_dir={o}/dpo", f"--sft_path={o}/sft/ckpt.pt",
-        f"--data_path={o}/reward/feedback/pairwise_train.jsonl", "--max_iters=2", "--eval_interval=2",
+        f"--data_path={o}/feedback/pairwise_train.jsonl", "--max_iters=2", "--eval_interval=2",
         "--batch_size=8", "--eval_repeats=1", "--n_print=0")
     run("grpo.py", s, f"--out_dir={o}/grpo", f"--sft_path={o}/sft/ckpt.pt", f"--reward_path={o}/reward/ckpt.pt",
         "--reward_fns=rm", "--max_iters=2", "--eval_interval=2", "--prompts_per_batch=4", "--group_size=4",

@@ -71,6 +71,6 @@ def test_choices_are_enforced_and_listed():
     assert str(e.value) == "--loss_type='hinj' is not a choice. did you mean hinge? Use one of: sigmoid, ipo, hinge"
     p = run("dpo.py", "--loss_type=kto2", ok=False)
     assert p.returncode == 2 and p.stderr.startswith("error: --loss_type='kto2' is not a choice")
-    assert "sigmoid, ipo, hinge, robust, simpo" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert "sigmoid, ipo, hinge, robust, simpo, kto" in p.stderr and len(p.stderr.strip().splitlines()) == 1
     out = run("dpo.py", "--help").stdout
-    assert "(one of: sigmoid, ipo, hinge, robust, simpo)" in out
+    assert "(one of: sigmoid, ipo, hinge, robust, simpo, kto)" in out

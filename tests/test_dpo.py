@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from common import load_model, save_checkpoint
 from conftest import assert_same_weights, last_eval, read_metrics, run
-from dpo import LOSS_TYPES, dpo_loss
+from dpo import LOSS_TYPES, dpo_loss, kto_loss, kto_reference_point
 
 # ----------------------------------------------------------------------------- the pure loss
 
@@ -64,7 +64,7 @@ def test_sigmoid_without_smoothing_is_the_plain_formula():
     assert torch.allclose(dpo_loss(pc, pr, rc, rr, n, n, "robust", beta=0.3)[0], losses, atol=1e-6)
 
 
-@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+@pytest.mark.parametrize("loss_type", [t for t in LOSS_TYPES if t != "kto"])  # (KTO: test_kto_gradient_direction)
 def test_gradient_pushes_chosen_up_and_rejected_down(loss_type):
     pc, pr = _t(-10.0, -3.0).requires_grad_(), _t(-10.0, -8.0).requires_grad_()
     losses, _, _ = dpo_loss(pc, pr, _t(-10.0, -4.0), _t(-10.0, -7.0), _t(4, 4), _t(4, 4), loss_type, beta=0.1)
@@ -74,7 +74,33 @@ def test_gradient_pushes_chosen_up_and_rejected_down(loss_type):
 
 def test_unknown_loss_type():
     with pytest.raises(ValueError, match="unknown loss_type"):
-        lossval("kto", -1, -2, -1, -2)
+        lossval("nope", -1, -2, -1, -2)
+
+
+def test_kto_worked_example():
+    """Two rows, beta 0.5, lambda_D = lambda_U = 1. Desirable: log-ratio r = -10 - -12 = 2; undesirable:
+    r = -9 - -8 = -1. Mismatched pairs' log-ratios 1 and 0.5: z0 = 0.75. Losses 1 - sigmoid(0.5 (2 - 0.75))
+    = 1 - sigmoid(0.625) = 0.348645 and 1 - sigmoid(0.5 (0.75 + 1)) = 1 - sigmoid(0.875) = 0.294215."""
+    z0 = kto_reference_point(_t(-20, -15), _t(-21, -15.5))
+    assert z0.item() == pytest.approx(0.75)
+    losses, rew = kto_loss(_t(-10, -9), _t(-12, -8), z0, torch.tensor([True, False]), beta=0.5)
+    assert losses.tolist() == pytest.approx([0.348645, 0.294215], abs=1e-6)
+    assert rew.tolist() == pytest.approx([1.0, -0.5])  # beta * r
+    # the weights scale each side's loss: lambda_y (1 - sigmoid(.))
+    losses, _ = kto_loss(_t(-10, -9), _t(-12, -8), z0, torch.tensor([True, False]), beta=0.5, w_d=3.0, w_u=0.5)
+    assert losses.tolist() == pytest.approx([3 * 0.348645, 0.5 * 0.294215], abs=1e-6)
+    # a policy less likely than the reference on the mismatched pairs: the reference point is 0, not negative
+    assert kto_reference_point(_t(-20.0), _t(-19.0)).item() == 0.0
+
+
+def test_kto_gradient_direction():
+    """Descending the loss raises a desirable response's log-prob and lowers an undesirable one's; no
+    gradient reaches the reference point (z0 is detached)."""
+    logps = torch.tensor([-10.0, -9.0], requires_grad=True)
+    kl = torch.tensor([-20.0, -15.0], requires_grad=True)
+    z0 = kto_reference_point(kl, _t(-21, -15.5))
+    kto_loss(logps, _t(-12, -8), z0, torch.tensor([True, False]), beta=0.5)[0].sum().backward()
+    assert logps.grad[0] < 0 < logps.grad[1] and kl.grad is None
 
 # ----------------------------------------------------------------------------- the script
 
@@ -91,8 +117,8 @@ def args(reward_dir, sft_dir, out, *extra):
 
 def test_smoke_and_online_reference_matches_precomputed(reward_dir, sft_dir, tmp_path):
     """Both reference modes, under bf16 with the fused head, from a checkpoint that asks for dropout: at
-    step 0 every implicit reward and margin is exactly 0 (policy and reference log-probs by one call,
-    dropout forced to 0), and the two modes see the same numbers."""
+    step 0 every implicit reward and margin is 0 (online exactly: policy and reference log-probs by one call
+    on one batch, dropout forced to 0; precomputed within bf16 rounding), and both modes see the same numbers."""
     ck = torch.load(os.path.join(sft_dir, "ckpt.pt"), weights_only=True)
     ck["model_args"] = {**ck["model_args"], "dropout": 0.3}
     save_checkpoint(str(tmp_path / "sft" / "ckpt.pt"), ck)
@@ -106,7 +132,11 @@ def test_smoke_and_online_reference_matches_precomputed(reward_dir, sft_dir, tmp
         first_train = [r for r in outs[mode] if "loss" in r][0]  # logged from step 1's forward, before its update
         first_val = outs[mode][0]  # iter 0's held-out pairs
         for k in ("rewards/chosen", "rewards/rejected", "rewards/margins"):
-            assert first_train[k] == 0 and first_val["val_" + k] == 0, (mode, k, first_train, first_val)
+            if mode == "online":  # policy and reference in the same batch: the same numbers, bit for bit
+                assert first_train[k] == 0 and first_val["val_" + k] == 0, (mode, k, first_train, first_val)
+            else:  # the reference was scored in batches of 64, padded to their longest row: under bf16 another
+                # shape can round another way (val_rewards/chosen 1e-05 on one fixture, 2026-12-02)
+                assert abs(first_train[k]) < 1e-3 and abs(first_val["val_" + k]) < 1e-3, (k, first_train, first_val)
         assert first_train["loss"] == pytest.approx(math.log(2), abs=1e-5)  # (metrics are rounded to 5 digits)
     m = outs["precompute"]
     train = [r for r in m if "loss" in r]
@@ -125,7 +155,7 @@ def test_smoke_and_online_reference_matches_precomputed(reward_dir, sft_dir, tmp
 def test_bad_input(sft_dir, tmp_path):
     sft = f"--sft_path={os.path.join(sft_dir, 'ckpt.pt')}"
     p = run("dpo.py", sft, f"--out_dir={tmp_path}/o", f"--data_path={tmp_path}/missing.jsonl", ok=False)
-    assert p.returncode != 0 and "python reward.py" in p.stderr + p.stdout
+    assert p.returncode != 0 and "python feedback.py" in p.stderr + p.stdout
     bad = tmp_path / "bad.jsonl"
     good = {"prompt": "I went to the cafe.", "chosen": " I loved the cake.<|endoftext|>",
             "rejected": " The cake was bad.<|endoftext|>"}
@@ -136,7 +166,7 @@ def test_bad_input(sft_dir, tmp_path):
     same.write_text(json.dumps({**good, "rejected": good["chosen"]}) + "\n")
     p = run("dpo.py", sft, f"--out_dir={tmp_path}/o", f"--data_path={same}", ok=False)
     assert p.returncode != 0 and "identical" in p.stderr
-    p = run("dpo.py", sft, f"--out_dir={tmp_path}/o", f"--data_path={bad}", "--loss_type=kto", ok=False)
+    p = run("dpo.py", sft, f"--out_dir={tmp_path}/o", f"--data_path={bad}", "--loss_type=kto2", ok=False)
     assert p.returncode != 0 and "sigmoid" in p.stderr + p.stdout
 
 
@@ -173,3 +203,62 @@ def test_learns_builtin_task(reward_dir, sft_dir, tmp_path):
     assert after["iter"] == 150
     assert after["gold"] > before["gold"] + 0.1
     assert after["parse"] > 0.8 and after["kl"] > 0
+
+
+# ----------------------------------------------------------------------------- KTO, end to end
+def kto_args(reward_dir, sft_dir, out, *extra, kind="binary"):
+    fb = os.path.join(reward_dir, "feedback")
+    return [f"--out_dir={out}", f"--sft_path={os.path.join(sft_dir, 'ckpt.pt')}", "--loss_type=kto",
+            f"--data_path={os.path.join(fb, f'{kind}_train.jsonl')}", *FAST, *extra]
+
+
+def test_kto_learns_from_thumbs(reward_dir, sft_dir, tmp_path):
+    """KTO on the fixture's thumbs up / down (binary_train.jsonl, about a fifth up): the balanced weights are
+    printed, step 0's implicit rewards are 0, the held-out thumbs (binary_test.jsonl) are evaluated, and the
+    held-out gold score rises above the SFT model's."""
+    out = str(tmp_path / "kto")
+    p = run("dpo.py", *kto_args(reward_dir, sft_dir, out, "--max_iters=80", "--eval_interval=80", "--log_interval=1",
+                                "--eval_repeats=4", "--batch_size=32"))
+    assert "lambda_D n_D / (lambda_U n_U) = 1.000" in p.stdout, p.stdout
+    m = read_metrics(out)
+    first_train = [r for r in m if "loss" in r][0]
+    assert first_train["rewards/chosen"] == first_train["rewards/rejected"] == first_train["z0"] == 0
+    evals = [r for r in m if "gold" in r]
+    before, after = evals[0], evals[-1]
+    print(f"KTO: gold {before['gold']:+.3f} -> {after['gold']:+.3f}, accept_rate {before['accept_rate']:.3f} -> "
+          f"{after['accept_rate']:.3f}, kl {after['kl']:.2f}, val accuracy {after['val_rewards/accuracies']:.3f}")
+    assert after["iter"] == 80 and after["gold"] > before["gold"] + 0.1 and after["accept_rate"] > before["accept_rate"]
+    assert after["val_rewards/margins"] > 0 and after["val_rewards/accuracies"] > 0.6
+
+
+def test_kto_on_pairs_and_ddp(reward_dir, sft_dir, tmp_path):
+    """KTO reads pairs too (chosen desirable, rejected undesirable: lambda_D = 1); under DDP its reference
+    point is the mean over every rank's mismatched pairs, so 2 processes at 4 rows train like 1 at 8."""
+    out, one = str(tmp_path / "ddp"), str(tmp_path / "one")
+    common = ["--max_iters=3", "--eval_interval=3", "--log_interval=1", "--max_items=200"]
+    p = run("dpo.py", *kto_args(reward_dir, sft_dir, out, *common, "--batch_size=4", kind="pairwise"), torchrun=2)
+    assert "200 desirable, 200 undesirable; lambda_D 1.000" in p.stdout, p.stdout
+    run("dpo.py", *kto_args(reward_dir, sft_dir, one, *common, "--batch_size=8", kind="pairwise"))
+    assert_same_weights(out, one)
+
+
+@pytest.mark.parametrize("rows, extra, message", [
+    ([dict(prompt="I went to the cafe.", completion=" The cake was good.<|endoftext|>", label=True),
+      dict(prompt="I went to the hotel.", completion=" The bed was great.<|endoftext|>", label=True)], ["--loss_type=kto"],
+     r"^error: KTO needs thumbs up and thumbs down, but all 2 rows are up \(.*all_up\.jsonl\)\. add rows"),
+    ([dict(prompt="I went to the cafe.", completion=" The cake was good.<|endoftext|>", label=True)], [],
+     r"^error: unpaired rows \(thumbs up / down\): only KTO trains on them \(.*\)\. pass --loss_type=kto$"),
+    ([dict(prompt="I went to the cafe.", completion=" The cake was good.<|endoftext|>", label=True),
+      dict(prompt="I went to the cafe.", completion=" The cake was bad.<|endoftext|>", label=False)], ["--loss_type=kto"],
+     r"^error: KTO's reference point needs responses to at least 2 different prompts"),
+    ([dict(prompt="I went to the cafe.", completion=" The cake was good.<|endoftext|>", label=True)],
+     ["--loss_type=kto", "--desirable_weight=-1"], r"^error: KTO's weights: --desirable_weight=-1 must be >= 0"),
+])
+def test_kto_bad_input(sft_dir, tmp_path, rows, extra, message):
+    import re
+    path = tmp_path / "all_up.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    p = run("dpo.py", f"--sft_path={os.path.join(sft_dir, 'ckpt.pt')}", f"--out_dir={tmp_path}/o",
+            f"--data_path={path}", *extra, ok=False)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and re.search(message, lines[0]), p.stderr

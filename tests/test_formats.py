@@ -90,6 +90,10 @@ def test_bad_rows_name_the_line(tmp_path, loader, rows, message):
     ("ppo.py", ["--batch_size=many"], r"^error: bad value: --batch_size: expected int, got 'many'"),
     ("sample.py", ["--init_from={tmp}/nothing"], r"^error: .*nothing"),
     ("grpo.py", ["--kl_estimator=k9", "--sft_path={tmp}/x"], r"^error: "),
+    ("reward.py", ["--data_path={tmp}/fb"], r"^error: .*fb/pairwise_train\.jsonl: no pairwise feedback here.* run `python feedback\.py` first"),
+    ("feedback.py", ["--policy_path={tmp}/nowhere"], r"^error: .*nowhere.*no checkpoint here"),
+    ("feedback.py", ["--labelers=careful:0.5,noisy:0.2"], r"^error: --labelers=.*must be >= 0 and sum to 1 \(they sum to 0\.7\)"),
+    ("feedback.py", ["--n_annotators=5"], r"^error: --n_annotators=5 is more than the pool's --n_labelers=3"),
 ])
 def test_user_errors_are_one_line_with_exit_status_2(tmp_path, script, args, expected):
     import re

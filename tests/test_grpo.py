@@ -315,9 +315,10 @@ def test_learns_with_gold_reward(sft_dir, tmp_path):
 
 
 def test_learns_with_reward_model(sft_dir, reward_dir, tmp_path):
-    """GRPO on the 100-step fixture reward model raises gold, held near the SFT model by kl_coef 0.1. (At
-    the default 0.02 it over-optimises this weak RM: gold 0.02 -> 0.03 at KL 6.2, parse 0.25, while its
-    score rises 0.46 -> 1.61; at 0.1, gold -> 0.42 and 0.47 at KL 3.6 / 3.1 for seeds 1337 / 1, 2026-12-02.)"""
+    """GRPO on the fixture reward model raises gold, held near the SFT model by kl_coef 0.1: gold 0.02 ->
+    0.41 at KL 3.5 (seed 1337), 0.46 / 0.51 for seeds 1 / 2 (2026-12-02). On fixtures trained on 1 or 2
+    rounds of feedback it hacked the RM instead: gold 0.02 -> -0.03 (1 round), 0.13 at KL 6.2, parse 0.27
+    (2 rounds); at seed 2 the policy wrote empty responses, which that RM scored above real reviews."""
     before, after = _learn(sft_dir, str(tmp_path / "rm"), "--reward_fns=rm", f"--reward_path={reward_dir}/ckpt.pt",
                            "--kl_coef=0.1")
     rows = [r for r in read_metrics(str(tmp_path / "rm")) if "reward/rm" in r]

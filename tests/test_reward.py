@@ -249,7 +249,7 @@ def test_to_pairs_and_detect_kind(tmp_path):
 # ----------------------------------------------------------------------------- the script
 def test_smoke_and_learning(reward_dir, sft_dir):
     """The reward_dir fixture's run: files, checkpoint contract, and a reward model that learned."""
-    for kind in feedback.KINDS:
+    for kind in feedback.ALL_KINDS:
         for split in ("train", "test"):
             rows = data.read_jsonl(os.path.join(reward_dir, "feedback", f"{kind}_{split}.jsonl"))
             assert rows and all(r["prompt"] in task.prompts(split) for r in rows)
@@ -262,7 +262,11 @@ def test_smoke_and_learning(reward_dir, sft_dir):
     m = last_eval(reward_dir, "spearman")
     for k in ("acc_noisy", "acc_gold", "ece", "length_acc_gold", "length_acc_noisy", "reward_gain", "reward_bias", "reward"):
         assert k in m
-    assert any("agreement/pairwise" in x for x in read_metrics(reward_dir))
+    fb = read_metrics(os.path.join(reward_dir, "feedback"))[0]  # feedback.py's report
+    for k in ("agreement/pairwise", "agreement/fleiss_kappa", "train/labels_acc_gold", "test/labels_acc_gold",
+              "train/audit_max_agreement", "train/prompts_with_cycles", "repeats/likert_agreement", "n_binary"):
+        assert k in fb, k
+    assert 0.6 < fb["test/labels_acc_gold"] < 1 and 0.9 < fb["train/audit_max_agreement"] <= 1
     assert any("reliability" in x for x in read_metrics(reward_dir))
     # learning: held-out accuracy against gold well above chance and above the length-only reward
     assert m["acc_gold"] > 0.65 and m["acc_gold"] > m["length_acc_gold"] + 0.05, m
@@ -312,7 +316,8 @@ def test_resume(reward_dir, tmp_path):
     shutil.copytree(reward_dir, out)
     n = load_model(out, scalar_head=True)[2]["iter_num"]
     sft = load_model(out, scalar_head=True)[2]["config"]["sft_path"]
-    run("reward.py", f"--out_dir={out}", "--init_from=resume", f"--sft_path={sft}", f"--max_iters={n + 4}",
+    run("reward.py", f"--out_dir={out}", "--init_from=resume", f"--sft_path={sft}", f"--data_path={out}/feedback",
+        f"--max_iters={n + 4}",
         "--log_interval=2", "--eval_interval=1000", "--n_norm=16", "--n_eval=1")
     ckpt = load_model(out, scalar_head=True)[2]
     assert ckpt["iter_num"] == n + 4 and ckpt["optimizer"]["state"]
@@ -338,3 +343,87 @@ def test_one_line_rankings_file(sft_dir, tmp_path):
             "--label_kind=rankings", "--max_iters=60", "--batch_size=1", "--eval_interval=1000", "--n_norm=8")
     assert "too few to hold 10% out" in p.stdout
     assert last_eval(out, "acc_noisy")["acc_noisy"] == 1.0
+
+
+# ----------------------------------------------------------------------------- aspects: a reward model per criterion
+def test_aspects_sum_to_gold():
+    """gold's parts (task.aspects) sum to gold exactly: on 3,000 demonstrations and on 20,000 random strings
+    of the grammar's words (unparsable, repeated, unfinished, over-long, empty)."""
+    rng = random.Random(0)
+    words = ["The", "cake", "was", "good", ".", "I", "loved", "the", "very", "not", "and", "<|endoftext|>", "awful",
+             "would", "go", "again"]
+    cases = task.demos(3000) + [(rng.choice(task.all_prompts()), " " + " ".join(rng.choice(words) for _ in
+                                range(rng.randint(0, 30)))) for _ in range(20000)]
+    assert all(abs(sum(task.aspects(p, r).values()) - task.gold(p, r)) < 1e-12 for p, r in cases)
+    a = task.aspects("I went to the cafe.", " The cake was great. The cake was great. The wine was bad.")
+    assert a == pytest.approx(dict(opinion=1 / 3, recommendation=0, fluency=-1 / 3, brevity=-0.5))  # wine: off-topic
+    a = task.aspects("I went to the cafe.", " I would not go again. The tea was good.<|endoftext|>")
+    assert a == pytest.approx(dict(opinion=0.25, recommendation=-0.5, fluency=0, brevity=0))
+
+
+def test_aspect_ratings():
+    """1-5 per aspect, linear from worst to best; for opinion the same numbers as a Likert rating of gold."""
+    assert [feedback.label_aspect(v, "opinion", random.Random(0), 0.0) for v in (-1, -0.5, 0, 0.5, 1)] == [1, 2, 3, 4, 5]
+    assert [feedback.label_aspect(v, "brevity", random.Random(0), 0.0) for v in (-1, -0.75, -0.5, 0, -3)] == [1, 2, 3, 5, 1]
+    assert all(feedback.label_aspect(g, "opinion", random.Random(i)) == feedback.label_likert(g, random.Random(i))
+               for i in range(200) for g in (-0.7, 0.1, 0.6))
+    rows, agree = feedback.label_aspect_group("I went to the cafe.", [" The cake was great.<|endoftext|>"],
+                                              random.Random(0), 3, noise=0.0)
+    assert rows == [dict(prompt="I went to the cafe.", completion=" The cake was great.<|endoftext|>",
+                         scores=dict(opinion=5, recommendation=3, fluency=5, brevity=5))] and agree == [12, 12]
+
+
+@pytest.fixture(scope="module")
+def aspect_rms(reward_dir, sft_dir, tmp_path_factory):
+    """Two small reward models from the fixture's per-aspect ratings: opinion and recommendation."""
+    out = tmp_path_factory.mktemp("aspects")
+    for a in ("opinion", "recommendation"):
+        run("reward.py", f"--out_dir={out}/{a}", f"--sft_path={sft_dir}/ckpt.pt", "--label_kind=aspects", f"--aspect={a}",
+            f"--data_path={reward_dir}/feedback", "--max_iters=150", "--log_interval=150", "--eval_interval=1000",
+            "--warmup_iters=5", "--n_norm=32", "--n_eval=2", "--max_new_tokens=24")
+    return str(out)
+
+
+def test_aspect_reward_models_learn_their_aspect(aspect_rms):
+    """Each model ranks fresh samples by its own aspect (Spearman with the true value), stores its aspect."""
+    for a in ("opinion", "recommendation"):
+        m = last_eval(f"{aspect_rms}/{a}", "spearman")
+        print(f"{a}: spearman_aspect {m['spearman_aspect']:.3f}, spearman with gold {m['spearman']:.3f}")
+        assert m["spearman_aspect"] > 0.3, m
+        assert load_model(f"{aspect_rms}/{a}", scalar_head=True)[2]["aspect"] == a
+
+
+def test_aspect_weights(aspect_rms, reward_dir, sft_dir, tmp_path):
+    """--aspect_weights by name (in any order) or by position; the one-line errors of a bad spec; ppo.py runs
+    on the weighted sum and reports gold's parts."""
+    import common
+    from configurator import UserError
+    vocab = load_model(sft_dir)[1]
+    s, b = f"{aspect_rms}/opinion", f"{aspect_rms}/recommendation"
+    got = common.load_reward_models(f"{s},{b}", "recommendation:0.5,opinion:2", vocab, "cpu")
+    assert [(w, a) for *_, w, a in got] == [(2.0, "opinion"), (0.5, "recommendation")]
+    assert [w for *_, w, _ in common.load_reward_models(f"{s},{b}", "1,0.25", vocab, "cpu")] == [1.0, 0.25]
+    for spec, message in (("taste:1,opinion:1,recommendation:1", "aspect 'taste' is not in the reward models"),
+                          ("opinion:1", "gives no weight to"), ("1", "1 weights for 2 reward models"),
+                          ("opinion:x,recommendation:1", "the weight is not a number")):
+        with pytest.raises(UserError, match=message):
+            common.load_reward_models(f"{s},{b}", spec, vocab, "cpu")
+    with pytest.raises(UserError, match="no rating of aspect 'taste'"):
+        feedback.load_feedback(f"{reward_dir}/feedback/aspects_train.jsonl", "aspects", "taste")
+    p = run("reward.py", f"--out_dir={tmp_path}/x", f"--data_path={reward_dir}/feedback", "--label_kind=aspects", ok=False)
+    assert p.returncode == 2 and "needs --aspect=NAME" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    out = str(tmp_path / "ppo")
+    run("ppo.py", f"--out_dir={out}", f"--sft_path={sft_dir}", f"--reward_path={s},{b}",
+        "--aspect_weights=opinion:1,recommendation:1", "--max_iters=2", "--eval_interval=2", "--batch_size=16",
+        "--n_minibatches=2", "--eval_repeats=1", "--n_print=0")
+    ev = last_eval(out, "gold/opinion")
+    assert ev["gold"] == pytest.approx(sum(ev[f"gold/{a}"] for a in task.ASPECTS), abs=1e-3)
+    # grpo.py's 'rm' reward is the same weighted sum, the weights following the paths: opinion x 2 +
+    # recommendation x 0.5 in either order scores the first batch (the same samples: same seed) alike
+    firsts = []
+    for name, paths, weights in (("ab", f"{s},{b}", "2,0.5"), ("ba", f"{b},{s}", "0.5,2")):
+        run("grpo.py", f"--out_dir={tmp_path}/{name}", f"--sft_path={sft_dir}/ckpt.pt", f"--reward_path={paths}",
+            f"--aspect_weights={weights}", "--reward_fns=rm", "--max_iters=1", "--eval_interval=1000",
+            "--log_interval=1", "--prompts_per_batch=4", "--group_size=4", "--minibatch_size=8", "--n_print=0")
+        firsts.append([m for m in read_metrics(f"{tmp_path}/{name}") if "reward_std" in m][0])
+    assert firsts[0]["reward"] == pytest.approx(firsts[1]["reward"], abs=1e-5) and firsts[0]["reward_std"] > 0
