@@ -284,7 +284,8 @@ def test_every_loss_learns(reward_dir, sft_dir, tmp_path, kind, loss):
     fb = os.path.join(reward_dir, "feedback")
     # Likert, binary: one response per item; margin, soft: harder targets (binary 0.66, soft 0.78 at 80 steps
     # here); hinge, its unit margin fitted from a near-zero start: 0.552 at 40 steps, 0.617 at 80 (fused AdamW)
-    n = 80 if kind in ("likert", "binary") or loss in ("margin", "soft", "hinge") else 40
+    # ties (Rao-Kupper): 0.560 at 40 steps on the 4-round fixture, a hair under the bar
+    n = 80 if kind in ("likert", "binary", "ties") or loss in ("margin", "soft", "hinge") else 40
     run("reward.py", f"--out_dir={tmp_path}", f"--sft_path={sft_dir}/ckpt.pt", f"--label_kind={kind}", f"--loss_type={loss}",
         f"--data_path={fb}/{kind}_train.jsonl", f"--test_path={fb}/pairwise_test.jsonl", f"--max_iters={n}",
         f"--log_interval={n}", f"--eval_interval={n}", "--warmup_iters=5", "--n_norm=16", "--n_eval=1",
