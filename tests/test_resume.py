@@ -88,7 +88,7 @@ def test_reward_resumes_bitwise(sft_dir, reward_dir, tmp_path):
 
 def test_dpo_resumes_bitwise(sft_dir, reward_dir, tmp_path):
     args = [f"--sft_path={sft_dir}/ckpt.pt", f"--data_path={reward_dir}/feedback/pairwise_train.jsonl",
-            "--ref_mode=online", "--batch_size=8", "--eval_interval=10", "--log_interval=10", "--eval_repeats=1",
+            "--ref_mode=online", "--max_items=1200", "--batch_size=8", "--eval_interval=10", "--log_interval=10", "--eval_repeats=1",
             "--n_print=0"]
     check_resume(tmp_path, "dpo.py", args, 40)
 
