@@ -24,7 +24,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import MissingFile, UserError
-from model import GPT, GPT2_SIZES, GPTConfig, disable_dropout
+from model import GPT, GPT2_SIZES, GPTConfig, RewardEnsemble, disable_dropout, score_sequences
 
 
 def setup(device="auto", dtype="auto", seed=1337, out_dir=None):
@@ -120,25 +120,46 @@ def load_frozen(path, vocab, what, device, scalar_head=False, same_vocab=True):
     return m.to(device).eval().requires_grad_(False), m_vocab, ckpt
 
 
-def load_reward_model(path, vocab, device, same_vocab=True):
+def load_reward_model(path, vocab, device, same_vocab=True, objective="mean", coef=1.0):
     """A finished reward model (reward.py's last checkpoint): (model, vocab, gain, bias), its score
     normalised as gain * raw + bias (mean 0, std 1 on SFT samples). A checkpoint without the gain (an
     intermediate one) is refused. same_vocab=False: a reward model with its own tokenizer (it then
-    scores re-encoded text)."""
+    scores re-encoded text). An ensemble checkpoint (reward.py --ensemble=K) comes back as one
+    RewardEnsemble whose scores are already normalised and combined by `objective` ('mean', 'worst',
+    'uncertainty' = mean - coef * std), with gain 1, bias 0."""
     rm, rm_vocab, ckpt = load_frozen(path, vocab, "reward model", device, True, same_vocab)
     if "reward_gain" not in (ckpt or {}):
         raise UserError(f"{path}: no reward_gain/reward_bias in the checkpoint (not a finished reward.py run)",
                         fix="train it to the end with reward.py")
-    return rm, rm_vocab, ckpt["reward_gain"], ckpt["reward_bias"]
+    if coef < 0:
+        raise UserError(f"--uncertainty_coef={coef}: must be >= 0 (a negative one would pay for disagreement)")
+    members = ckpt.get("members") or []
+    if objective != "mean" and not members:
+        raise UserError(f"{path}: --reward_ensemble={objective} needs an ensemble of K >= 2 reward models; "
+                        f"this checkpoint holds one", fix="train one with reward.py --ensemble=4, or use "
+                        "--reward_ensemble=mean")
+    if not members:
+        return rm, rm_vocab, ckpt["reward_gain"], ckpt["reward_bias"]
+    models = [rm]
+    for mem in members:
+        m = GPT(GPTConfig(**{**ckpt["model_args"], "scalar_head": True}))
+        m.load_state_dict(mem["model"])
+        disable_dropout(m)
+        models.append(m.to(device).eval().requires_grad_(False))
+    gains = [ckpt["reward_gain"]] + [mem["reward_gain"] for mem in members]
+    biases = [ckpt["reward_bias"]] + [mem["reward_bias"] for mem in members]
+    return RewardEnsemble(models, gains, biases, objective, coef).to(device), rm_vocab, 1.0, 0.0
 
 
-def load_reward_models(paths, aspect_weights, vocab, device, same_vocab=True):
+def load_reward_models(paths, aspect_weights, vocab, device, same_vocab=True, objective="mean", coef=1.0):
     """The reward of ppo.py and grpo.py: one reward model, or one per aspect (reward.py --label_kind=aspects
-    --aspect=NAME) whose normalised scores are summed with weights. paths: checkpoints, comma-separated;
+    --aspect=NAME) whose normalised scores are summed with weights; each may be an ensemble, combined by
+    `objective` and `coef` (load_reward_model). paths: checkpoints, comma-separated;
     aspect_weights: '' (each model weight 1), 'name:w,...' (by each model's aspect; every model named) or
     'w,...' (in the order of paths). Returns [(model, vocab, gain, bias, weight, aspect or None)]."""
     names = [p.strip() for p in paths.split(",") if p.strip()]
-    rms = [(*load_reward_model(p, vocab, device, same_vocab), load_checkpoint(p).get("aspect") or None) for p in names]
+    rms = [(*load_reward_model(p, vocab, device, same_vocab, objective, coef), load_checkpoint(p).get("aspect") or None)
+           for p in names]
     entries = [e.strip() for e in aspect_weights.split(",") if e.strip()]
     if not entries:
         weights = [1.0] * len(rms)
@@ -163,6 +184,23 @@ def load_reward_models(paths, aspect_weights, vocab, device, same_vocab=True):
             raise UserError(f"--aspect_weights has {len(weights)} weights for {len(rms)} reward models",
                             fix="one weight per --reward_path entry, in order (or name:weight by aspect)")
     return [(m, v, g, b, w, a) for (m, v, g, b, a), w in zip(rms, weights)]
+
+
+@torch.no_grad()
+def ensemble_stats(rms, seqs, pad_id):
+    """What an ensemble reward says beside its objective, on token-id lists seqs (the policy's samples,
+    prompt + response; load_reward_models' rms, same vocabulary): `ensemble_std`, the std over members of
+    their normalised scores (mean over samples; several reward models: the |weight|-weighted sum), which
+    should rise as the policy leaves the labelled distribution; `reward_mean`, the reward with the members'
+    mean as the objective (what 'worst' / 'uncertainty' would have been paid without the penalty).
+    {} when no reward model is an ensemble."""
+    if not any(isinstance(m, RewardEnsemble) for m, *_ in rms):
+        return {}
+    std = sum(abs(w) * score_sequences(m, seqs, pad_id, forward=m.spread)
+              for m, _, _, _, w, _ in rms if isinstance(m, RewardEnsemble))
+    mean = sum(w * (score_sequences(m, seqs, pad_id, forward=m.mean_score) if isinstance(m, RewardEnsemble)
+                    else score_sequences(m, seqs, pad_id, g, b)) for m, _, g, b, w, _ in rms)
+    return {"ensemble_std": std.mean().item(), "reward_mean": mean.mean().item()}
 
 
 def _weight(text, entry):

@@ -92,6 +92,8 @@ out_dir = "out/grpo"  # checkpoint, metrics.jsonl go here
 init_from = "sft"  # 'sft' (policy starts from sft_path) or 'resume' (continue from out_dir/ckpt.pt)
 sft_path = "out/sft/ckpt.pt"  # SFT checkpoint: the policy's start and the frozen reference (unused if kl_coef=0)
 reward_path = "out/reward/ckpt.pt"  # reward model checkpoint (reward.py), used by the 'rm' reward; or one per aspect, comma-separated
+reward_ensemble = "mean"  # an ensemble reward model (reward.py --ensemble=K): 'mean', 'worst' (min over members), 'uncertainty'
+uncertainty_coef = 1.0  # --reward_ensemble=uncertainty: the 'rm' reward is mean - uncertainty_coef * std over members
 aspect_weights = ""  # several reward models: the 'rm' reward is their weighted sum, 'opinion:1,recommendation:0.5' or '1,0.5' ('' all 1)
 reward_fns = "gold"  # comma list of name[:weight] or file.py:function[:weight]; names: gold, rm, format, length
 data_path = "builtin"  # 'builtin' (the review task's train prompts) or a JSONL file of {"prompt"}
@@ -222,7 +224,8 @@ if __name__ == "__main__":
     config = configure(globals(), choices=dict(
         init_from=("sft", "resume"), advantage=ADVANTAGES + ("reinforce", "reinforce_baseline"),
         objective=("ppo", "gspo", "cispo"), loss_agg=("seq", "token", "fixed"), kl_in=("loss", "reward"),
-        kl_estimator=("k3", "full", "k3+", "k3_corrected"), template=("plain", "instruction")))
+        kl_estimator=("k3", "full", "k3+", "k3_corrected"), template=("plain", "instruction"),
+        reward_ensemble=("mean", "worst", "uncertainty")))
     n_responses = prompts_per_batch * group_size  # per rollout batch, per process
     if not temperature > 0:  # the log-probs are of softmax(logits / temperature): 0 would divide by 0
         raise UserError(f"--temperature={temperature}: must be > 0 (GRPO needs a sampling policy's log-probs; "
@@ -248,9 +251,15 @@ if __name__ == "__main__":
     # the frozen reference: never wrapped in DDP, never trained; kl_coef = 0 needs none
     ref = common.load_frozen(sft_path, vocab, "reference", rt.device)[0] if kl_coef > 0 else None
     scorers = reward_functions.load_rewards(reward_fns, {**reward_functions.BUILTIN_REWARDS, "rm": None})
+    if reward_ensemble != "mean" and not any(name == "rm" for name, _, _ in scorers):
+        raise UserError(f"--reward_ensemble={reward_ensemble} combines a reward model ensemble, but --reward_fns="
+                        f"{reward_fns!r} has no 'rm' reward", fix="add rm to --reward_fns, e.g. --reward_fns=rm")
+    rm_list = []  # the reward models of the 'rm' reward (an ensemble: combined by --reward_ensemble)
     if any(name == "rm" for name, _, _ in scorers):
+        rm_list = common.load_reward_models(reward_path, aspect_weights, vocab, rt.device, False, reward_ensemble,
+                                            uncertainty_coef)
         rms = [(reward_functions.reward_model(m, data.Tokenizer(v), g, b, list(v or []) == list(vocab or []), rt.ctx), w)
-               for m, v, g, b, w, _ in common.load_reward_models(reward_path, aspect_weights, vocab, rt.device, False)]
+               for m, v, g, b, w, _ in rm_list]
         def rm_reward(prompts, responses, token_ids=None):  # (several reward models: the weighted sum)
             scores = [fn(prompts, responses, token_ids=token_ids) for fn, _ in rms]
             return [sum(w * x for (_, w), x in zip(rms, xs)) for xs in zip(*scores)]
@@ -279,9 +288,11 @@ if __name__ == "__main__":
         """Held-out prompts: gold, parse, ended, response_len and the sequence KL to the reference."""
         raw_policy.eval()  # rank 0 only: the raw model (DDP's forward would wait for the other ranks)
         with rt.ctx:
-            texts, lengths, kls = data.sample_responses(raw_policy, tok, eval_prompts, max_new_tokens,
-                                                        temperature, ref=ref)
-        out = task.report(eval_prompts, texts, lengths, kls) if data_path == "builtin" else {}
+            texts, lengths, kls, rows = data.sample_responses(raw_policy, tok, eval_prompts, max_new_tokens,
+                                                              temperature, ref=ref, with_ids=True)
+            same_vocab = all(list(v or []) == list(vocab or []) for _, v, *_ in rm_list)
+            ens = common.ensemble_stats(rm_list, rows, tok.eot) if same_vocab else {}  # an ensemble's spread
+        out = {**ens, **(task.report(eval_prompts, texts, lengths, kls) if data_path == "builtin" else {})}
         for p, r in list(zip(eval_prompts, texts))[:n_print]:
             print(f"  {p!r} -> {r!r}" + (f"  gold {task.gold(p, r):+.2f}" if data_path == "builtin" else ""))
         return out

@@ -330,13 +330,14 @@ def response_logprobs(model, tokens, attention_mask, labels, temperature=1.0, fu
     return token_logprobs(model, tokens[:, :-1], labels, attention_mask[:, :-1], temperature, fused, ref=ref)
 
 
-def score_sequences(rm, seqs, pad_id, gain=1.0, bias=0.0, chunk=256):
+def score_sequences(rm, seqs, pad_id, gain=1.0, bias=0.0, chunk=256, forward=None):
     """A reward model's scores (N,) fp32 on rm's device of N token-id lists (each prompt + response):
     right-padded into chunks, read at each row's last real token, as gain * raw + bias (reward.py
     stores the gain and bias that give SFT samples mean 0, std 1). The one scorer every stage uses; call
     it under the stage's autocast context, and under torch.no_grad() unless training the reward model
     through it (reward.py). Scoring the sampled ids themselves matters: decoding and re-encoding text is
-    not always the identity (two sampled "." decode to "..", which BPE encodes as one other token)."""
+    not always the identity (two sampled "." decode to "..", which BPE encodes as one other token).
+    forward: what to read instead of rm(x, mask), e.g. an ensemble's spread (RewardEnsemble.spread)."""
     device, out = next(rm.parameters()).device, []
     for i in range(0, len(seqs), chunk):
         part = seqs[i:i + chunk]
@@ -346,8 +347,50 @@ def score_sequences(rm, seqs, pad_id, gain=1.0, bias=0.0, chunk=256):
         for j, s in enumerate(part):
             x[j, :len(s)], m[j, :len(s)] = torch.tensor(s), True
         x, m = x.to(device), m.to(device)
-        out.append(gain * gather_last(rm(x, m).float(), m) + bias)
+        out.append(gain * gather_last((forward or rm)(x, m).float(), m) + bias)
     return torch.cat(out)
+
+
+def ensemble_reward(scores, objective="mean", coef=1.0):
+    """One reward from K reward models' normalised scores: scores (K, ...) -> (...).
+    'mean': the ensemble mean. 'worst': the minimum over members, worst-case optimisation (Coste et al.
+    2023, "Reward Model Ensembles Help Mitigate Overoptimization", WCO). 'uncertainty': mean - coef * std,
+    the std over members with K - 1 in the denominator (torch's default), as the "mean minus std"
+    aggregation of Eisenstein et al. 2023; Coste et al.'s UWO subtracts coef * variance instead. A
+    response the members disagree on earns less than their average says."""
+    if objective == "mean":
+        return scores.mean(0)
+    if objective == "worst":
+        return scores.min(0).values
+    if objective == "uncertainty":
+        return scores.mean(0) - coef * scores.std(0)
+    raise ValueError(f"unknown ensemble objective {objective!r}: mean, worst or uncertainty")
+
+
+class RewardEnsemble(nn.Module):
+    """K reward models (reward.py --ensemble=K) read as one. Each member's scalar score is normalised with
+    its own gain and bias (mean 0, std 1 on SFT samples, so that members are in the same units and their
+    std means something), then combined by ensemble_reward at every position: forward(idx, mask) -> (B, T)
+    like a single reward model's, so every scorer (score_sequences, gather_last) reads it with gain 1,
+    bias 0. member_scores -> (K, B, T); spread, mean_score -> their std, mean over members (B, T)."""
+
+    def __init__(self, members, gains, biases, objective="mean", coef=1.0):
+        super().__init__()
+        self.members, self.objective, self.coef, self.config = nn.ModuleList(members), objective, coef, members[0].config
+        self.register_buffer("gain", torch.tensor(gains, dtype=torch.float).view(-1, 1, 1))
+        self.register_buffer("bias", torch.tensor(biases, dtype=torch.float).view(-1, 1, 1))
+
+    def member_scores(self, idx, attention_mask=None):
+        return torch.stack([m(idx, attention_mask).float() for m in self.members]) * self.gain + self.bias
+
+    def forward(self, idx, attention_mask=None):
+        return ensemble_reward(self.member_scores(idx, attention_mask), self.objective, self.coef)
+
+    def spread(self, idx, attention_mask=None):
+        return self.member_scores(idx, attention_mask).std(0)
+
+    def mean_score(self, idx, attention_mask=None):
+        return self.member_scores(idx, attention_mask).mean(0)
 
 
 def disable_dropout(model):

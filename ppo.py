@@ -21,9 +21,12 @@ the critic (a separate scalar-head GPT from the reward model or SFT, trained).
     python ppo.py --beta=0 --adaptive_kl=False              # no KL penalty: watch the policy hack the RM
     torchrun --nproc_per_node=2 ppo.py                      # DDP (batch_size is per process)
     python ppo.py --init_from=resume                        # continue from out_dir/ckpt.pt
+    python ppo.py --reward_path=out/ensemble --reward_ensemble=worst   # an ensemble's worst case (Coste et al. 2023)
 
 Writes out_dir/ckpt.pt (the policy is a plain LM: sample.py and later stages load it) and
-out_dir/metrics.jsonl: one line per iteration (split "train") and one per eval (split "test").
+out_dir/metrics.jsonl: one line per iteration (split "train") and one per eval (split "test"). With an
+ensemble reward model (reward.py --ensemble=K) the reward is --reward_ensemble's combination of its members,
+and each eval also logs their spread `ensemble_std` and their mean score `reward_mean`.
 Departures from lm-human-preferences: its value head sits on the policy's body (one model, initialised
 from the policy, loss weight vf_coef 0.1); here the critic is a separate model, initialised from the
 reward model, with its own optimizer, as in TRL's PPOTrainer and Huang et al. 2024's TL;DR runs. Its
@@ -55,6 +58,8 @@ out_dir = "out/ppo"  # checkpoint, metrics.jsonl go here
 init_from = "sft"  # 'sft' (policy starts as sft_path) or 'resume' (continue from out_dir/ckpt.pt)
 sft_path = "out/sft/ckpt.pt"  # SFT checkpoint: the policy's start and the frozen reference
 reward_path = "out/reward/ckpt.pt"  # reward model checkpoint (reward.py), frozen; or one per aspect, comma-separated
+reward_ensemble = "mean"  # an ensemble reward model (reward.py --ensemble=K): 'mean', 'worst' (min over members), 'uncertainty'
+uncertainty_coef = 1.0  # --reward_ensemble=uncertainty: the reward is mean - uncertainty_coef * std over members
 aspect_weights = ""  # several reward models: the weights of their scores, 'opinion:1,recommendation:0.5' or '1,0.5' ('' all 1)
 critic_init = "reward"  # critic starts from the 'reward' model (TRL, Huang et al. 2024's TL;DR [detail]) or 'sft'
 data_path = "builtin"  # 'builtin' (the review task's train prompts) or a JSONL file of {"prompt"} rows
@@ -193,7 +198,8 @@ def explained_variance(values, returns, mask):
 
 if __name__ == "__main__":
     config = configure(globals(), choices=dict(kl_estimator=("k1", "k3"), critic_init=("reward", "sft"),
-                                               init_from=("sft", "resume"), template=("plain", "instruction")))
+                                               init_from=("sft", "resume"), template=("plain", "instruction"),
+                                               reward_ensemble=("mean", "worst", "uncertainty")))
     if batch_size % n_minibatches:
         raise UserError(f"batch_size {batch_size} is not divisible by n_minibatches {n_minibatches}")
     if not temperature > 0:  # the log-probs are of softmax(logits / temperature): 0 would divide by 0
@@ -205,7 +211,8 @@ if __name__ == "__main__":
     ckpt = common.load_checkpoint(out_dir) if init_from == "resume" else None
     policy, vocab, _ = common.load_model(out_dir if ckpt else sft_path)
     ref = common.load_frozen(sft_path, vocab, "reference", rt.device)[0]
-    rms = common.load_reward_models(reward_path, aspect_weights, vocab, rt.device)  # normalised on SFT samples [detail]
+    rms = common.load_reward_models(reward_path, aspect_weights, vocab, rt.device, objective=reward_ensemble,
+                                    coef=uncertainty_coef)  # normalised on SFT samples [detail]
     first_rm = reward_path.split(",")[0].strip()  # (several, one per aspect: the critic starts from the first)
     critic, _, _ = common.load_model(first_rm if critic_init == "reward" else sft_path, scalar_head=True)
     if ckpt:
@@ -257,7 +264,9 @@ if __name__ == "__main__":
         for p, t in list(zip(prompts, texts))[:n_print]:
             print(f"  {p!r} -> {t!r}  gold {task.gold(p, t):+.2f}")
         raw_policy.train()
-        return {"split": "test", "reward": reward, **task.report(prompts, texts, lengths, kls)}
+        with rt.ctx:  # an ensemble: its members' spread on these samples, and their mean score
+            ens = common.ensemble_stats(rms, rows, tok.eot)
+        return {"split": "test", "reward": reward, **ens, **task.report(prompts, texts, lengths, kls)}
 
     # ----------------------------------------------------------------------------- training loop
     start_iter = iter_num if ckpt else None

@@ -38,6 +38,14 @@ Evaluation (printed, and in out_dir/metrics.jsonl): on held-out pairs, accuracy 
 with the gold score on fresh SFT samples `spearman`; a reliability table of predicted P(a > b) against
 how often a was chosen, with its expected calibration error `ece`; and the same accuracies for a
 length-only reward (`length_*`), the classic shortcut a reward model must beat.
+Ensembles (--ensemble=K; Coste et al. 2023, Eisenstein et al. 2023): K whole reward models trained side by
+side from the same SFT start, each with its own randomly initialised head, its own draw of batches and
+(--bootstrap) its own resample with replacement of the feedback; one checkpoint (member 0 at the top, as a
+single reward model, the others under `members`). ppo.py / grpo.py / sample.py read it as one reward
+(--reward_ensemble=mean|worst|uncertainty). Whole models, not K heads on one shared body: the members
+should disagree on responses unlike the labelled ones, and heads on one body share every feature. They
+still share the SFT start, which Eisenstein et al. found limits the diversity of fine-tuned ensembles;
+the eval reports how much they differ (`member_corr`, `ensemble_std`).
 Departures: one small model trained from the SFT checkpoint for a few hundred steps (the papers use
 one epoch over much more data); every kind is evaluated on the same pairwise test file so kinds compare.
 """
@@ -90,6 +98,9 @@ device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
 dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
 seed = 1337  # random seed (data order shared by all ranks; sampling offset by rank)
 compile = False  # torch.compile the model
+# ensembles
+ensemble = 1  # K >= 2: K reward models trained side by side, saved in one checkpoint (see above)
+bootstrap = True  # ensemble: each member trains on its own bootstrap resample of the feedback items
 
 LOSSES = dict(pairwise=("bt", "margin", "hinge", "soft"), rankings=("pl", "pairs"), ties=("rao_kupper",),
               likert=("mse", "ordinal"), binary=("logistic",), aspects=("mse", "ordinal"))
@@ -250,6 +261,8 @@ if __name__ == "__main__":
     if (label_kind == "aspects") != bool(aspect):
         raise UserError(f"--aspect={aspect!r} with --label_kind={label_kind}", fix="--label_kind=aspects needs "
                         f"--aspect=NAME (built-in: {', '.join(task.ASPECTS)}); other kinds take no aspect")
+    if ensemble < 1:
+        raise UserError(f"--ensemble={ensemble}: the number of reward models must be >= 1 (1: no ensemble)")
     rt = common.setup(device, dtype, seed, out_dir)
 
     # ----------------------------------------------------------------------------- models
@@ -258,14 +271,23 @@ if __name__ == "__main__":
     if sft_path and rt.master:
         policy, vocab_p, _ = common.load_model(sft_path)
         policy.to(rt.device).eval()
-    model, vocab, ckpt = common.load_model(out_dir if init_from == "resume" else sft_path if init_from == "sft"
-                                           else init_from, scalar_head=True)
+    source = out_dir if init_from == "resume" else sft_path if init_from == "sft" else init_from
+    model, vocab, ckpt = common.load_model(source, scalar_head=True)
     ckpt = ckpt if init_from == "resume" else None
+    if ckpt and len(ckpt.get("members", [])) + 1 != ensemble:
+        raise UserError(f"{out_dir}: the checkpoint holds {len(ckpt.get('members', [])) + 1} reward models, "
+                        f"--ensemble={ensemble}", fix="resume with the --ensemble it was trained with")
+    members = [model]  # the ensemble's other members: the same body, each a fresh random head
+    for k in range(1, ensemble):
+        members.append(common.load_model(source, scalar_head=True)[0])
+        if ckpt:
+            members[k].load_state_dict(ckpt["members"][k - 1]["model"])
     if policy is not None:
         common.check_vocab(vocab, vocab_p, f"reward model ({init_from}) vs SFT policy {sft_path}")
     tok = data.Tokenizer(vocab)
     T = model.config.block_size
-    model.to(rt.device)
+    for m in members:
+        m.to(rt.device)
 
     # ----------------------------------------------------------------------------- data
     t0 = time.time()
@@ -302,19 +324,27 @@ if __name__ == "__main__":
         it["ids"] = [encode(it["prompt"], t) for t in it["texts"]]
     if rt.master and cut[0]:
         print(f"note: {cut[0]} sequences were longer than {T} tokens and were cut")
+    # which items each member draws its batches from: all of them, or (ensemble, bootstrap) its own
+    # resample of len(train_items) with replacement, fixed by the seed (the same on every rank, and on resume)
+    n_items = len(train_items)
+    pools = [range(n_items)] if ensemble == 1 or not bootstrap else \
+        [[r.randrange(n_items) for _ in range(n_items)] for r in (random.Random(seed + 1 + k) for k in range(ensemble))]
+    pools = pools * (ensemble if len(pools) == 1 else 1)
 
     # ----------------------------------------------------------------------------- optimizer
     # The loss's own parameters: Rao-Kupper's alpha = log(theta) >= 0, the ordinal model's cut points.
-    loss_params = torch.nn.ParameterDict(dict(tie=torch.nn.Parameter(torch.tensor(-1.0)),
-                                              cuts=torch.nn.Parameter(ordinal_init()))).to(rt.device)
-    optimizer = common.configure_optimizer(model, lr, weight_decay, rt.device_type)
+    # One set per member. One optimizer over every member (AdamW is per parameter: members stay independent).
+    loss_params = torch.nn.ModuleList(torch.nn.ParameterDict(dict(tie=torch.nn.Parameter(torch.tensor(-1.0)),
+                                      cuts=torch.nn.Parameter(ordinal_init()))) for _ in members).to(rt.device)
+    optimizer = common.configure_optimizer(torch.nn.ModuleList(members), lr, weight_decay, rt.device_type)
     optimizer.add_param_group(dict(params=list(loss_params.parameters()), weight_decay=0.0))
     rng, iter_num = common.resume(ckpt, rt, seed, optimizer)
     if ckpt:
-        loss_params.load_state_dict(ckpt["loss_params"])
-    raw_model, model = model, common.wrap(model, rt, compile)
+        for lp, state in zip(loss_params, [ckpt["loss_params"]] + [m["loss_params"] for m in ckpt["members"]]):
+            lp.load_state_dict(state)
+    raw_model, models = model, [common.wrap(m, rt, compile) for m in members]
 
-    def compute_loss(items, m):
+    def compute_loss(items, m, lp):
         """One batch of feedback items -> (loss, accuracy of the first response over the second)."""
         seqs = [s for it in items for s in it["ids"]]
         with rt.ctx:
@@ -332,13 +362,13 @@ if __name__ == "__main__":
             return F.binary_cross_entropy_with_logits(r[:, 0], y), ((r[:, 0] > 0).float() == y).float().mean().item()
         if label_kind in ("likert", "aspects"):
             y = torch.tensor([it["y"] for it in items], device=r.device)
-            cuts = ordinal_cuts(loss_params["cuts"])
+            cuts = ordinal_cuts(lp["cuts"])
             return (mse_loss(r[:, 0], y) if loss_kind == "mse" else ordinal_loss(r[:, 0], y, cuts)), float("nan")
         acc = (r[:, 0] > r[:, 1]).float().mean().item()
         if label_kind == "ties":
             tie = torch.tensor([it["y"] for it in items], device=r.device)
             acc = (r[~tie, 0] > r[~tie, 1]).float().mean().item() if (~tie).any() else float("nan")
-            return rao_kupper_loss(r[:, 0], r[:, 1], tie, F.softplus(loss_params["tie"])), acc
+            return rao_kupper_loss(r[:, 0], r[:, 1], tie, F.softplus(lp["tie"])), acc
         if label_kind == "rankings":
             return (plackett_luce_loss(r, mask) if loss_kind == "pl" else all_pairs_loss(r, mask)), acc
         margin = torch.tensor([float(it["y"] or 0.0) for it in items], device=r.device)  # (no margin: 0)
@@ -348,9 +378,10 @@ if __name__ == "__main__":
 
     @torch.no_grad()
     def score_texts(pairs):
-        """Raw rewards (N,) on the CPU of (prompt, response) pairs (rank 0, raw model)."""
+        """Raw rewards (K, N) on the CPU of (prompt, response) pairs, a row per member (rank 0, raw models)."""
+        seqs = [encode(p, t) for p, t in pairs]
         with rt.ctx:
-            return score_sequences(raw_model, [encode(p, t) for p, t in pairs], tok.eot).cpu()
+            return torch.stack([score_sequences(m, seqs, tok.eot).cpu() for m in members])
 
     @torch.no_grad()
     def policy_samples(prompts):
@@ -358,28 +389,34 @@ if __name__ == "__main__":
             return data.sample_responses(policy, tok, prompts, max_new_tokens, temperature, batch_size=256)
 
     def fit_normalisation():
-        """gain, bias that give the reward mean 0, std 1 over SFT samples on train prompts (Ziegler et al.
-        2019); without a policy the responses in the training data stand in for its samples. An aspect's
-        model is calibrated to the aspect's own units instead (aspect_calibration), so weights compare."""
+        """Each member's gain, bias (two lists of K) that give its reward mean 0, std 1 over SFT samples on
+        train prompts (Ziegler et al. 2019); without a policy the responses in the training data stand in for
+        its samples. An aspect's model is calibrated to the aspect's own units instead (aspect_calibration),
+        so weights compare."""
         if label_kind == "aspects":
             items = train_items[:4 * n_norm]
-            return aspect_calibration(score_texts([(it["prompt"], it["texts"][0]) for it in items]),
-                                      torch.tensor([float(it["y"]) for it in items]), task.ASPECTS.get(aspect))
+            rating = torch.tensor([float(it["y"]) for it in items])
+            raw = score_texts([(it["prompt"], it["texts"][0]) for it in items])
+            return [list(x) for x in zip(*(aspect_calibration(r, rating, task.ASPECTS.get(aspect)) for r in raw))]
         if policy is not None:
             norm_rng, train_prompts = random.Random(seed), sorted({it["prompt"] for it in train_items})
             prompts = [norm_rng.choice(train_prompts) for _ in range(n_norm)]
             texts = policy_samples(prompts)[0]
         else:
             prompts, texts = zip(*[(it["prompt"], t) for it in train_items[:n_norm] for t in it["texts"]])
-        return normalisation(score_texts(list(zip(prompts, texts))))
+        return [list(x) for x in zip(*(normalisation(r) for r in score_texts(list(zip(prompts, texts)))))]
 
     @torch.no_grad()
     def evaluate(gain=None, bias=None):
         """Held-out pairwise accuracy vs the labelers and vs gold; at the end (given the normalisation)
-        also calibration, the length baseline and the Spearman correlation with gold of fresh samples."""
-        raw_model.eval()
-        rc = score_texts([(p, c) for p, c, _ in test_pairs])
-        rr = score_texts([(p, r) for p, _, r in test_pairs])
+        also calibration, the length baseline and the Spearman correlation with gold of fresh samples.
+        An ensemble is scored by its members' mean raw score (accuracies, calibration) and mean
+        normalised score (Spearman, reward), and each member's accuracy is reported beside it."""
+        for m in members:
+            m.eval()
+        rc_k = score_texts([(p, c) for p, c, _ in test_pairs])  # (K, N)
+        rr_k = score_texts([(p, r) for p, _, r in test_pairs])
+        rc, rr = rc_k.mean(0), rr_k.mean(0)
         out = {"acc_noisy": (rc > rr).float().mean().item()}
         if has_gold:
             gc = torch.tensor([task.gold(p, c) for p, c, _ in test_pairs])
@@ -387,8 +424,12 @@ if __name__ == "__main__":
             d = gc != gr  # gold ties have no right answer
             out["acc_gold"] = ((rc > rr) == (gc > gr))[d].float().mean().item()
             out["labelers_acc_gold"] = (gc > gr)[d].float().mean().item()  # the majority vote's own accuracy
+            if ensemble > 1:
+                out["member_acc_gold"] = [round(((a > b) == (gc > gr))[d].float().mean().item(), 4)
+                                          for a, b in zip(rc_k, rr_k)]
         if gain is None:
-            raw_model.train()
+            for m in members:
+                m.train()
             return out, None
         # reliability: P(a > b) = sigmoid(r_a - r_b) against the labelers' choice, both orders of each pair
         p = torch.sigmoid(rc - rr).tolist()
@@ -403,11 +444,16 @@ if __name__ == "__main__":
         out["length_acc_noisy"] = wins.mean().item()
         if has_gold:
             out["length_acc_gold"] = wins[d].mean().item()
-        out["reward_gain"], out["reward_bias"] = gain, bias
+        out["reward_gain"], out["reward_bias"] = (gain[0], bias[0]) if ensemble == 1 else (gain, bias)
         if has_gold and policy is not None:  # fresh samples on test prompts
             prompts = [p for p in task.prompts("test") for _ in range(n_eval)]
             texts, lengths, _ = policy_samples(prompts)
-            rew = (score_texts(list(zip(prompts, texts))) * gain + bias).tolist()
+            norm = score_texts(list(zip(prompts, texts))) * torch.tensor(gain)[:, None] + torch.tensor(bias)[:, None]
+            rew = norm.mean(0).tolist()
+            if ensemble > 1:  # how much the members disagree on fresh SFT samples (normalised units)
+                corr = torch.corrcoef(norm)
+                out["ensemble_std"] = norm.std(0).mean().item()
+                out["member_corr"] = corr[~torch.eye(ensemble, dtype=torch.bool)].mean().item()
             golds = [task.gold(p, t) for p, t in zip(prompts, texts)]
             if aspect in task.ASPECTS:  # the aspect this model rates, against its true value
                 out["spearman_aspect"] = spearman(rew, [task.aspects(p, t)[aspect] for p, t in zip(prompts, texts)])
@@ -427,9 +473,15 @@ if __name__ == "__main__":
         print(f"{label_kind} feedback, loss {loss_kind}: {len(train_items)} train items, {len(test_pairs)} test "
               f"pairs ({time.time() - t0:.1f}s)")
     start_iter = iter_num if ckpt else None
-    extra = lambda: dict(label_kind=label_kind, aspect=aspect, loss_params=loss_params.state_dict())
+    def extra(gains=None, biases=None):  # the stage's checkpoint entries: member 0 on top, the others in members
+        # (an intermediate checkpoint has no reward_gain yet, so RL stages refuse it)
+        norm = lambda k: {} if gains is None else dict(reward_gain=gains[k], reward_bias=biases[k])
+        return dict(label_kind=label_kind, aspect=aspect, loss_params=loss_params[0].state_dict(), **norm(0),
+                    members=[dict(model=m.state_dict(), loss_params=lp.state_dict(), **norm(k + 1))
+                             for k, (m, lp) in enumerate(zip(members[1:], loss_params[1:]))])
     t0 = time.time()
-    model.train()
+    for m in members:
+        m.train()
     while True:
         if iter_num % eval_interval == 0 and iter_num not in (start_iter, max_iters):  # (the end: below)
             if rt.master:  # intermediate checkpoints have no reward_gain yet, so RL stages refuse them
@@ -440,21 +492,30 @@ if __name__ == "__main__":
         common.set_lr(optimizer, common.cosine_lr(iter_num, lr, warmup_iters, max_iters))
         # DDP: all ranks draw the same batch_size x world rows, each keeps every world-th: the averaged
         # gradients are the global batch's, so N processes train exactly like one at N x batch_size
-        items = [train_items[rng.randrange(len(train_items))] for _ in range(batch_size * rt.world_size)]
-        loss, acc = compute_loss(items[rt.rank::rt.world_size], model)
+        # (an ensemble: each member its own batch from its own pool, its own loss; their sum is backpropagated
+        # once, which gives each member exactly its own loss's gradients)
+        losses, accs = [], []
+        for m, lp, pool in zip(models, loss_params, pools):
+            items = [train_items[pool[rng.randrange(n_items)]] for _ in range(batch_size * rt.world_size)]
+            loss, acc = compute_loss(items[rt.rank::rt.world_size], m, lp)
+            losses.append(loss)
+            accs.append(acc)
+        loss, acc = torch.stack(losses).mean(), sum(accs) / len(accs)
         if not torch.isfinite(loss):
             raise RuntimeError(f"iter {iter_num}: loss is {loss.item()}; lower --lr or check the data")
-        loss.backward()
+        torch.stack(losses).sum().backward()
         if rt.ddp:  # DDP averages the model's gradients; the loss's own parameters are averaged here
             for q in loss_params.parameters():
                 if q.grad is not None:
                     torch.distributed.all_reduce(q.grad)
                     q.grad /= rt.world_size
-        common.optimizer_step(optimizer, model, grad_clip)
+        for m in members[1:] if grad_clip > 0 else []:  # each member clipped on its own (member 0: below)
+            torch.nn.utils.clip_grad_norm_(m.parameters(), grad_clip)
+        common.optimizer_step(optimizer, models[0], grad_clip)
         iter_num += 1
         if iter_num % log_interval == 0 and rt.master:
             dt = (time.time() - t0) / log_interval
-            alpha = {"alpha": F.softplus(loss_params["tie"]).item()} if label_kind == "ties" else {}
+            alpha = {"alpha": F.softplus(loss_params[0]["tie"]).item()} if label_kind == "ties" else {}
             log_metrics(rt.metrics_path, {"iter": iter_num, "loss": loss.item(), "accuracy": acc,
                                           "lr": optimizer.param_groups[0]["lr"], "ms_per_iter": 1000 * dt, **alpha})
             t0 = time.time()
@@ -469,5 +530,5 @@ if __name__ == "__main__":
             f.write(json.dumps({"iter": iter_num, "reliability": [dict(lo=lo, hi=hi, predicted=round(mp, 4),
                                 observed=round(fr, 4), n=n) for lo, hi, mp, fr, n in rel]}) + "\n")
     common.save(out_dir, rt, iter_num, config, vocab, rng, raw_model, optimizer, rng_states=states,
-                reward_gain=gain, reward_bias=bias, **extra())
+                **extra(gain, bias))
     common.finish(rt)

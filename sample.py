@@ -23,7 +23,7 @@ import common
 import data
 import task
 from configurator import UserError, configure
-from model import score_sequences
+from model import RewardEnsemble, score_sequences
 
 init_from = "out/sft"  # a checkpoint (file or out_dir), a Hugging Face GPT-2 directory, or 'gpt2'...
 prompt = ""  # one prompt; empty: the built-in task's held-out prompts (or --prompt_file)
@@ -36,6 +36,8 @@ top_k = 0  # keep the k most likely tokens (0: off)
 top_p = 1.0  # nucleus sampling mass (1.0: off)
 best_of = 0  # best-of-N: N responses per prompt, keep the reward model's favourite (0: off)
 reward_path = "out/reward"  # the reward model for best-of-N
+reward_ensemble = "mean"  # an ensemble reward model (reward.py --ensemble=K): 'mean', 'worst' (min over members), 'uncertainty'
+uncertainty_coef = 1.0  # --reward_ensemble=uncertainty: the score is mean - uncertainty_coef * std over members
 out_dir = "out/sample"  # best-of-N writes metrics.jsonl here
 batch_size = 64  # prompts per generate() call
 device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', ...
@@ -56,7 +58,7 @@ def best_of_n(scores, group, n):
 
 
 if __name__ == "__main__":
-    config = configure(globals())
+    config = configure(globals(), choices=dict(reward_ensemble=("mean", "worst", "uncertainty")))
     if temperature < 0:
         raise UserError(f"--temperature={temperature}: must be >= 0 (0: greedy)")
     if best_of and temperature == 0:
@@ -90,17 +92,22 @@ if __name__ == "__main__":
         raise SystemExit(0)
 
     # ------------------------------------------------------------------ best-of-N
-    rm, _, gain, bias = common.load_reward_model(reward_path, vocab, rt.device)
+    rm, _, gain, bias = common.load_reward_model(reward_path, vocab, rt.device, objective=reward_ensemble,
+                                                 coef=uncertainty_coef)
     rows = [p for p in prompts for _ in range(best_of)]  # N consecutive samples per prompt
     with rt.ctx, torch.no_grad():
         texts, lengths, _, sampled = data.sample_responses(model, tok, rows, max_new_tokens, temperature, batch_size,
                                                            with_ids=True)
         scores = score_sequences(rm, sampled, tok.eot, gain, bias, batch_size).tolist()  # the ids sampled
+        ens = {} if not isinstance(rm, RewardEnsemble) else {  # an ensemble: its members' mean and spread
+            "reward_mean": score_sequences(rm, sampled, tok.eot, chunk=batch_size, forward=rm.mean_score).tolist(),
+            "ensemble_std": score_sequences(rm, sampled, tok.eot, chunk=batch_size, forward=rm.spread).tolist()}
     n_list = [2 ** k for k in range(int(math.log2(best_of)) + 1) if 2 ** k < best_of] + [best_of]
     for n in n_list:
         picked = best_of_n(scores, best_of, n)
         rep = {"n": n, "reward": sum(scores[i] for i in picked) / len(picked),
-               "kl": best_of_n_kl(n), "response_len": sum(lengths[i] for i in picked) / len(picked)}
+               "kl": best_of_n_kl(n), "response_len": sum(lengths[i] for i in picked) / len(picked),
+               **{k: sum(v[i] for i in picked) / len(picked) for k, v in ens.items()}}
         if builtin:
             rep.update({k: v for k, v in task.report(prompts, [texts[i] for i in picked]).items()})
         common.log_metrics(os.path.join(out_dir, "metrics.jsonl"), rep)

@@ -80,6 +80,19 @@ def bf16_rollout(sft_dir, tmp_path, temperature=0.7):
                            labels=tokens[:, P:].masked_fill(~mask, -100), bf16=bf16)
 
 
+def small_test_pairs(reward_dir, n=150):
+    """The first n of the fixture's held-out pairs (pairwise_test.jsonl has about 600), as a file beside
+    it: the tests that only need eval metrics to exist score these, not all of them (CI time)."""
+    path = os.path.join(reward_dir, "feedback", f"pairwise_test_{n}.jsonl")
+    if not os.path.exists(path):
+        with open(os.path.join(reward_dir, "feedback", "pairwise_test.jsonl")) as f:
+            lines = f.readlines()[:n]
+        with open(path + ".tmp", "w") as f:
+            f.writelines(lines)
+        os.replace(path + ".tmp", path)
+    return path
+
+
 def last_eval(out_dir, key="gold"):
     """The last metrics line that has `key` (eval lines carry gold, train lines carry loss)."""
     return [m for m in read_metrics(out_dir) if key in m][-1]

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from common import load_model, save_checkpoint
-from conftest import assert_same_weights, last_eval, read_metrics, run
+from conftest import small_test_pairs, assert_same_weights, last_eval, read_metrics, run
 from dpo import LOSS_TYPES, dpo_loss, kto_loss, kto_reference_point
 
 # ----------------------------------------------------------------------------- the pure loss
@@ -109,11 +109,13 @@ KEYS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "reward
 FAST = ["--eval_repeats=1", "--n_print=1", "--batch_size=8"]
 
 
-def args(reward_dir, sft_dir, out, *extra):
+def args(reward_dir, sft_dir, out, *extra, items=200):
     fb = os.path.join(reward_dir, "feedback")
     return [f"--out_dir={out}", f"--sft_path={os.path.join(sft_dir, 'ckpt.pt')}",
-            f"--data_path={os.path.join(fb, 'pairwise_train.jsonl')}", "--max_items=1200", *FAST, *extra]
-    # 1,200 of the fixture's 4,812 pairs: the reference's precompute and each eval's held-out pairs take CI time
+            f"--data_path={os.path.join(fb, 'pairwise_train.jsonl')}", f"--max_items={items}",
+            f"--val_path={small_test_pairs(reward_dir)}", *FAST, *extra]
+    # 200 of the fixture's 4,812 pairs (the learning test: 1,200) and 150 of its ~600 held-out pairs: the
+    # reference's precompute and each eval's held-out pairs took most of these tests' CI time
 
 
 def test_smoke_and_online_reference_matches_precomputed(reward_dir, sft_dir, tmp_path):
@@ -196,7 +198,7 @@ def test_learns_builtin_task(reward_dir, sft_dir, tmp_path):
     (iter 0 is the SFT model) without breaking the grammar."""
     out = str(tmp_path / "learn")
     run("dpo.py", *args(reward_dir, sft_dir, out, "--max_iters=150", "--eval_interval=150", "--log_interval=50",
-                        "--rpo_alpha=1.0"), "--eval_repeats=4", "--batch_size=32")
+                        "--rpo_alpha=1.0", items=1200), "--eval_repeats=4", "--batch_size=32")
     evals = [m for m in read_metrics(out) if "gold" in m]
     before, after = evals[0], evals[-1]
     print(f"gold {before['gold']:+.3f} -> {after['gold']:+.3f}, parse {before['parse']:.2f} -> {after['parse']:.2f}, "

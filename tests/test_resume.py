@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import small_test_pairs, ROOT
 
 SFT = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--batch_size=8", "--n_demos=500", "--eval_prompts=4",
        "--log_interval=10", "--n_print=0"]
@@ -81,14 +81,14 @@ def test_sft_ddp_resumes_bitwise(tmp_path):
 def test_reward_resumes_bitwise(sft_dir, reward_dir, tmp_path):
     fb = f"{reward_dir}/feedback"  # the fixture's simulated labels (the built-in path only adds sampling them)
     args = [f"--sft_path={sft_dir}/ckpt.pt", f"--data_path={fb}/ties_train.jsonl", "--label_kind=ties",
-            f"--test_path={fb}/pairwise_test.jsonl", "--eval_interval=10", "--log_interval=10", "--n_norm=16",
+            f"--test_path={small_test_pairs(reward_dir)}", "--eval_interval=10", "--log_interval=10", "--n_norm=16",
             "--n_eval=1", "--batch_size=8"]  # ties: the Rao-Kupper loss has a parameter of its own to restore
     check_resume(tmp_path, "reward.py", args, 60, keys=("model", "loss_params"))
 
 
 def test_dpo_resumes_bitwise(sft_dir, reward_dir, tmp_path):
     args = [f"--sft_path={sft_dir}/ckpt.pt", f"--data_path={reward_dir}/feedback/pairwise_train.jsonl",
-            "--ref_mode=online", "--max_items=1200", "--batch_size=8", "--eval_interval=10", "--log_interval=10", "--eval_repeats=1",
+            "--ref_mode=online", "--max_items=400", f"--val_path={small_test_pairs(reward_dir)}", "--batch_size=8", "--eval_interval=10", "--log_interval=10", "--eval_repeats=1",
             "--n_print=0"]
     check_resume(tmp_path, "dpo.py", args, 40)
 
