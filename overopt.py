@@ -2,8 +2,9 @@
 overopt.py (goldRLHF): reward over-optimisation measured (Gao et al. 2022, "Scaling Laws for Reward Model
 Overoptimization"), for one reward model and for an ensemble's objectives.
 
-Reads the runs of experiments/ensembles.sh (root/s<seed>/{bon,ppo_beta0,ppo_default}_<objective>/metrics.jsonl
-and the reward models' rm_single/, rm_ens4/) and prints, for every objective (single: one reward model;
+Reads the finished runs of experiments/ensembles.sh (root/s<seed>/{bon,ppo_beta0,ppo_default}_<objective>/
+metrics.jsonl and the reward models' rm_single/, rm_ens4/; a run is finished when its folder has the
+script's `done` file) and prints, for every objective (single: one reward model;
 mean, worst, uncertainty: the ensemble read as its mean, its minimum, mean - 1 * std):
   - the reward models: accuracy against gold, Spearman with gold, how much the members differ
   - best-of-N for N = 1..256 (KL = log N - (N-1)/N) and PPO along its run: the proxy (the reward the
@@ -72,6 +73,8 @@ def read(path):
 def curve(run_dir, kind):
     """[(kl, proxy, gold, ensemble_std or None, parse)] of a run: best-of-N lines (one per N) or PPO's
     eval lines (split test), in order."""
+    if not os.path.exists(os.path.join(run_dir, "done")):  # (ensembles.sh marks a finished run; skip the rest)
+        return []
     rows = read(os.path.join(run_dir, "metrics.jsonl"))
     rows = [r for r in rows if "n" in r] if kind == "bon" else [r for r in rows if r.get("split") == "test"]
     return [(r["kl"], r["reward"], r["gold"], r.get("ensemble_std"), r.get("parse")) for r in rows]
@@ -107,7 +110,8 @@ def main(argv=None):
     # the reward models
     rm_rows = []
     for name in ("rm_single", "rm_ens4"):
-        finals = [[r for r in read(os.path.join(s, name, "metrics.jsonl")) if "spearman" in r] for s in seeds]
+        finals = [[r for r in read(os.path.join(s, name, "metrics.jsonl")) if "spearman" in r] for s in seeds
+                  if os.path.exists(os.path.join(s, name, "done"))]
         finals = [f[-1] for f in finals if f]
         rm_rows.append([name, len(finals)] + [mean_se([f.get(k) for f in finals]) for k in
                        ("acc_gold", "spearman", "member_corr", "ensemble_std")]

@@ -73,6 +73,7 @@ def test_overopt_tables_from_runs(tmp_path):
     s = tmp_path / "s1"
     for obj in ("single", "worst"):
         (s / f"bon_{obj}").mkdir(parents=True)
+        (s / f"bon_{obj}" / "done").touch()
         with open(s / f"bon_{obj}" / "metrics.jsonl", "w") as f:
             for n in (1, 2, 4, 8, 16):
                 kl = math.log(n) - (n - 1) / n
