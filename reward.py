@@ -252,6 +252,8 @@ if __name__ == "__main__":
     if loss_kind not in LOSSES[label_kind]:
         raise UserError(f"--loss_type={loss_type!r} does not fit label_kind {label_kind!r}",
                         fix=f"use one of {', '.join(LOSSES[label_kind])}")
+    if ensemble < 1:
+        raise UserError(f"--ensemble={ensemble}: the number of reward models must be >= 1 (1: no ensemble)")
     # feedback.py's out_dir (every kind, train and test), or one file
     is_dir = os.path.isdir(data_path) or not (os.path.isfile(data_path) or data_path.endswith((".jsonl", ".json")))
     train_file = os.path.join(data_path, f"{label_kind}_train.jsonl") if is_dir else data_path
@@ -261,8 +263,6 @@ if __name__ == "__main__":
     if (label_kind == "aspects") != bool(aspect):
         raise UserError(f"--aspect={aspect!r} with --label_kind={label_kind}", fix="--label_kind=aspects needs "
                         f"--aspect=NAME (built-in: {', '.join(task.ASPECTS)}); other kinds take no aspect")
-    if ensemble < 1:
-        raise UserError(f"--ensemble={ensemble}: the number of reward models must be >= 1 (1: no ensemble)")
     rt = common.setup(device, dtype, seed, out_dir)
 
     # ----------------------------------------------------------------------------- models
