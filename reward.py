@@ -327,9 +327,8 @@ if __name__ == "__main__":
     # which items each member draws its batches from: all of them, or (ensemble, bootstrap) its own
     # resample of len(train_items) with replacement, fixed by the seed (the same on every rank, and on resume)
     n_items = len(train_items)
-    pools = [range(n_items)] if ensemble == 1 or not bootstrap else \
+    pools = [range(n_items)] * ensemble if ensemble == 1 or not bootstrap else \
         [[r.randrange(n_items) for _ in range(n_items)] for r in (random.Random(seed + 1 + k) for k in range(ensemble))]
-    pools = pools * (ensemble if len(pools) == 1 else 1)
 
     # ----------------------------------------------------------------------------- optimizer
     # The loss's own parameters: Rao-Kupper's alpha = log(theta) >= 0, the ordinal model's cut points.
