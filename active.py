@@ -205,7 +205,7 @@ if __name__ == "__main__":
     # ----------------------------------------------------------------------------- the runs
     done = {}  # (rule, seed) -> its curve, from an earlier run with the same config
     if os.path.exists(rt.metrics_path):
-        same = {k: v for k, v in config.items() if k not in ("rules", "seeds", "figure", "device")}
+        same = {k: v for k, v in config.items() if k not in ("rules", "seeds", "figure", "device", "out_dir")}
         for row in data.read_jsonl(rt.metrics_path):
             if "done" in row and row.get("config") == same:
                 done[(row["rule"], row["seed"])] = row["curve"]
@@ -240,7 +240,7 @@ if __name__ == "__main__":
             rows = [dict(prompt=texts[pool[i][0]][0], chosen=texts[pool[i][0]][1], rejected=texts[pool[i][1]][1],
                          round=0 if n < init_labels else 1 + (n - init_labels) // round_size) for n, i in enumerate(bought)]
             data.write_jsonl(os.path.join(out_dir, f"{rule}_seed{s}.jsonl"), rows)
-            same = {k_: v for k_, v in config.items() if k_ not in ("rules", "seeds", "figure", "device")}
+            same = {k_: v for k_, v in config.items() if k_ not in ("rules", "seeds", "figure", "device", "out_dir")}
             with open(rt.metrics_path, "a") as f:
                 f.write(json.dumps({"done": True, "rule": rule, "seed": s, "curve": curve, "config": same}) + "\n")
             done[(rule, s)] = curve
