@@ -80,17 +80,23 @@ def bf16_rollout(sft_dir, tmp_path, temperature=0.7):
                            labels=tokens[:, P:].masked_fill(~mask, -100), bf16=bf16)
 
 
-def small_test_pairs(reward_dir, n=150):
-    """The first n of the fixture's held-out pairs (pairwise_test.jsonl has about 600), as a file beside
-    it: the tests that only need eval metrics to exist score these, not all of them (CI time)."""
-    path = os.path.join(reward_dir, "feedback", f"pairwise_test_{n}.jsonl")
+def first_rows(reward_dir, name, n):
+    """The first n rows of the fixture's feedback/{name}.jsonl, as feedback/{name}_{n}.jsonl beside it
+    (written once, atomically): the tests that need a small file of the fixture's feedback read these."""
+    path = os.path.join(reward_dir, "feedback", f"{name}_{n}.jsonl")
     if not os.path.exists(path):
-        with open(os.path.join(reward_dir, "feedback", "pairwise_test.jsonl")) as f:
+        with open(os.path.join(reward_dir, "feedback", f"{name}.jsonl")) as f:
             lines = f.readlines()[:n]
         with open(path + ".tmp", "w") as f:
             f.writelines(lines)
         os.replace(path + ".tmp", path)
     return path
+
+
+def small_test_pairs(reward_dir, n=150):
+    """The first n of the fixture's held-out pairs (pairwise_test.jsonl has about 600): the tests that only
+    need eval metrics to exist score these, not all of them (CI time)."""
+    return first_rows(reward_dir, "pairwise_test", n)
 
 
 def last_eval(out_dir, key="gold"):

@@ -7,7 +7,7 @@ import random
 
 import torch
 
-from conftest import read_metrics, run
+from conftest import first_rows, read_metrics, run
 from active import acquisition_scores, bootstrap, entropy, pick
 
 
@@ -47,15 +47,8 @@ def test_pick_and_bootstrap():
 
 
 def _pool(reward_dir, n=400):
-    """The first n of the fixture's feedback pairs as a small pool (a file beside them)."""
-    path = os.path.join(reward_dir, "feedback", f"pool_{n}.jsonl")
-    if not os.path.exists(path):
-        with open(os.path.join(reward_dir, "feedback", "pairwise_train.jsonl")) as f:
-            lines = f.readlines()[:n]
-        with open(path + ".tmp", "w") as f:
-            f.writelines(lines)
-        os.replace(path + ".tmp", path)
-    return path
+    """The first n of the fixture's feedback pairs as a small pool."""
+    return first_rows(reward_dir, "pairwise_train", n)
 
 
 def test_active_learning(sft_dir, reward_dir, tmp_path):
