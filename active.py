@@ -158,7 +158,8 @@ if __name__ == "__main__":
     test = [(idx(p, c), idx(p, r)) for p, c, r in test_pairs]
     test_resp = sorted({i for pair in test for i in pair})
     seqs = [(tok.encode(p, "prompt") + tok.encode(t, "response"))[:T] for p, t in texts]
-    has_gold = all(p in set(task.all_prompts()) for p, _ in texts)  # the built-in task: gold is known
+    known = set(task.all_prompts())
+    has_gold = all(p in known for p, _ in texts)  # the built-in task: gold is known
     gold = [task.gold(p, t) for p, t in texts] if has_gold else None
     print(f"pool {len(pool)} pairs ({pool_path}), test {len(test)} pairs; rules {', '.join(rule_list)}; seeds "
           f"{seed_list}; {init_labels} + {n_rounds} x {round_size} = {budget} labels per run")
@@ -204,8 +205,8 @@ if __name__ == "__main__":
 
     # ----------------------------------------------------------------------------- the runs
     done = {}  # (rule, seed) -> its curve, from an earlier run with the same config
+    same = {k: v for k, v in config.items() if k not in ("rules", "seeds", "figure", "device", "out_dir")}
     if os.path.exists(rt.metrics_path):
-        same = {k: v for k, v in config.items() if k not in ("rules", "seeds", "figure", "device", "out_dir")}
         for row in data.read_jsonl(rt.metrics_path):
             if "done" in row and row.get("config") == same:
                 done[(row["rule"], row["seed"])] = row["curve"]
@@ -227,7 +228,8 @@ if __name__ == "__main__":
                     out["bought_acc_gold"] = sum(g > 0 for g in gaps) / max(1, sum(g != 0 for g in gaps))
                     out["bought_gold_gap"] = sum(abs(g) for g in gaps) / len(gaps)
                 if rnd < n_rounds:  # buy the next round's labels
-                    left = [i for i in range(len(pool)) if i not in set(bought)]
+                    have = set(bought)
+                    left = [i for i in range(len(pool)) if i not in have]
                     resp = sorted({j for i in left for j in pool[i]})
                     r = torch.zeros(k, len(texts))
                     r[:, resp] = scores_of(models, resp)
@@ -240,7 +242,6 @@ if __name__ == "__main__":
             rows = [dict(prompt=texts[pool[i][0]][0], chosen=texts[pool[i][0]][1], rejected=texts[pool[i][1]][1],
                          round=0 if n < init_labels else 1 + (n - init_labels) // round_size) for n, i in enumerate(bought)]
             data.write_jsonl(os.path.join(out_dir, f"{rule}_seed{s}.jsonl"), rows)
-            same = {k_: v for k_, v in config.items() if k_ not in ("rules", "seeds", "figure", "device", "out_dir")}
             with open(rt.metrics_path, "a") as f:
                 f.write(json.dumps({"done": True, "rule": rule, "seed": s, "curve": curve, "config": same}) + "\n")
             done[(rule, s)] = curve

@@ -313,7 +313,8 @@ if __name__ == "__main__":
     if rt.master and (skipped or test_skipped):
         print(f"skipped {len(skipped)} train / {len(test_skipped)} test rows without a comparison, "
               f"e.g. {(skipped + test_skipped)[0]}")
-    has_gold = all(p in set(task.all_prompts()) for p, _, _ in test_pairs)  # the built-in task's prompts
+    known = set(task.all_prompts())
+    has_gold = all(p in known for p, _, _ in test_pairs)  # the built-in task's prompts
 
     cut = [0]
     def encode(prompt, text):
