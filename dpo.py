@@ -18,11 +18,18 @@ Variants, all in `dpo_loss` below:
               policy's KL to the reference estimated on mismatched prompt / response pairs (kto_loss)
     --rpo_alpha > 0 adds an NLL term on the chosen response (RPO, Pang et al. 2024, "Iterative Reasoning
               Preference Optimization"), against the "chosen log-probs fall too" failure of DPO.
+    --online  online DPO (Guo et al. 2024, "Direct language model alignment from online AI feedback"; TRL's
+              OnlineDPOTrainer): every step samples two responses per prompt from the current policy, a
+              labeler picks (--labeler=human: the built-in task's simulated people, as feedback.py;
+              --labeler=reward: a reward model, the higher score wins), and any paired loss above trains
+              on those fresh pairs, so the data follow the policy instead of staying on the SFT model's
+              samples. `labels` (pairs labelled so far) is logged and kept in the checkpoint.
 
     python dpo.py                                   # built-in task: preference data from feedback.py
     python dpo.py --loss_type=ipo --beta=0.5
     python dpo.py --loss_type=kto --data_path=out/feedback/binary_train.jsonl   # thumbs up / down
     python dpo.py --data_path=my.jsonl --sft_path=out/sft/ckpt.pt
+    python dpo.py --online=True --max_iters=150     # online DPO: 150 x 32 fresh pairs labelled by simulated people
     torchrun --nproc_per_node=2 dpo.py              # DDP
 
 Data: JSONL of {"prompt","chosen","rejected"} (TRL's fields; chosen/rejected are the response texts,
@@ -42,10 +49,15 @@ same dtype), so at step 0 every implicit reward and margin is 0, under bf16 and 
 1e-05 on the mean); dropout is forced to 0 (TRL's disable_dropout) for the same reason.
 IPO uses summed (sequence) log-probs as in the paper (TRL averages them per token). KTO's mismatched
 pairs are fixed per item (item i's prompt with the next item's response of another prompt), so their
-reference log-probs are precomputed too; TRL rolls the completions within each batch instead. On the built-in task
-the model is tiny and the lr is far higher than the ~5e-7 used for billion-parameter models.
+reference log-probs are precomputed too; TRL rolls the completions within each batch instead.
+Online: the reference runs every step (fresh samples: nothing to precompute); pairs of identical samples
+or split votes are dropped, so a step trains on up to batch_size pairs (the labels count says how many);
+Guo et al. ask an LLM judge; here the simulated people or a reward model label (no AI judge is built yet).
+On the built-in task the model is tiny and the lr is far higher than the ~5e-7 used for billion-parameter
+models.
 """
 import os
+import random
 import time
 
 import torch
@@ -56,7 +68,8 @@ import data
 import task
 from common import log_metrics
 from configurator import MissingFile, UserError, configure
-from model import disable_dropout, token_logprobs
+from feedback import label_pair
+from model import disable_dropout, score_sequences, token_logprobs
 
 # ----------------------------------------------------------------------------- config
 out_dir = "out/dpo"  # checkpoint, metrics.jsonl go here
@@ -76,6 +89,12 @@ desirable_weight = 0.0  # KTO's lambda_D; 0 = n_undesirable / n_desirable, so la
 undesirable_weight = 1.0  # KTO's lambda_U
 max_items = 0  # train on the first this many rows of data_path (0: all): one row is one judgement (a pair, or a thumbs)
 ref_mode = "precompute"  # 'precompute' (reference log-probs once, reference freed) or 'online'
+# online DPO (Guo et al. 2024): every step's pairs are sampled from the current policy and labelled then
+online = False  # True: each step, two responses per prompt from the policy, `labeler` picks, then the loss
+labeler = "human"  # online: 'human' (the built-in task's simulated people vote on gold) or 'reward' (reward_path picks)
+reward_path = "out/reward/ckpt.pt"  # online --labeler=reward: the higher-scoring response is chosen
+n_annotators = 3  # online --labeler=human: simulated people per pair, majority vote (feedback.py's default)
+label_temperature = 0.25  # their Bradley-Terry noise, gold units (feedback.py's default)
 # optimisation
 batch_size = 32  # preference pairs per micro-batch per process (2x sequences in the forward)
 grad_accum = 1  # micro-batches per optimizer step
@@ -156,6 +175,27 @@ def kto_loss(logps, ref, z0, desirable, beta=0.1, w_d=1.0, w_u=1.0):
     return lam - v, beta * r.detach()
 
 
+def online_pairs(seqs, n_prompt, votes):
+    """Online DPO's training pairs (Guo et al. 2024, Algorithm 1): seqs are 2B token-id lists, prompt +
+    response, the two responses to prompt i in rows 2i and 2i + 1; n_prompt (B,) the prompts' lengths;
+    votes (B,) the labeler's share of votes for the first response, in [0, 1]. Returns the rows the loss
+    reads, {chosen, rejected, n_prompt}: the first response chosen when its share is above 1/2. A pair
+    of identical responses or a split vote (exactly 1/2) says nothing about which is better: dropped."""
+    rows = []
+    for a, b, n_p, v in zip(seqs[::2], seqs[1::2], n_prompt, votes):
+        if a != b and v != 0.5:
+            rows.append(dict(chosen=a, rejected=b, n_prompt=n_p) if v > 0.5 else dict(chosen=b, rejected=a, n_prompt=n_p))
+    return rows
+
+
+def human_votes(prompts, texts_a, texts_b, rng, n_annotators=3, temperature=0.25):
+    """The built-in task's simulated people on fresh pairs, as feedback.py labels its files: each of
+    n_annotators votes with Bradley-Terry noise on the hidden gold scores (feedback.label_pair). Returns
+    (B,) the share of votes for response a."""
+    return [sum(label_pair(task.gold(p, a), task.gold(p, b), rng, temperature) for _ in range(n_annotators)) / n_annotators
+            for p, a, b in zip(prompts, texts_a, texts_b)]
+
+
 def sequence_logps(model, x, y, fused=False):
     """Summed log-probs of the response tokens: the one call for policy and reference alike. x, y (N, L):
     inputs and next tokens with -100 on prompt and padding. Returns logps (N,) fp32 and the number of
@@ -167,13 +207,21 @@ def sequence_logps(model, x, y, fused=False):
 
 if __name__ == "__main__":
     config = configure(globals(), choices=dict(loss_type=LOSS_TYPES, ref_mode=("precompute", "online"),
-                                               init_from=("sft", "resume"), template=("plain", "instruction")))
+                                               init_from=("sft", "resume"), template=("plain", "instruction"),
+                                               labeler=("human", "reward")))
     if not 0 <= label_smoothing < 0.5:
         raise UserError(f"--label_smoothing={label_smoothing}: must be in [0, 0.5)")
     if desirable_weight < 0 or undesirable_weight <= 0:
         raise UserError(f"KTO's weights: --desirable_weight={desirable_weight:g} must be >= 0 (0: balanced) and "
                         f"--undesirable_weight={undesirable_weight:g} > 0")
+    if online and loss_type == "kto":
+        raise UserError("--online labels pairs, and KTO trains on unpaired thumbs", fix="use a paired --loss_type "
+                        "(sigmoid, ipo, hinge, robust, simpo)")
+    if online and (temperature <= 0 or n_annotators < 1):
+        raise UserError(f"--online needs two different samples per prompt and someone to judge them: "
+                        f"--temperature={temperature:g} must be > 0 and --n_annotators={n_annotators} >= 1")
     rt = common.setup(device, dtype, seed, out_dir)
+    random.seed(seed + rt.rank)  # online --labeler=human: the simulated people's noise (saved with the checkpoint)
 
     # ----------------------------------------------------------------------------- models
     model, vocab, ckpt = common.load_model(out_dir if init_from == "resume" else sft_path)
@@ -186,6 +234,12 @@ if __name__ == "__main__":
     builtin = vocab is not None and list(vocab) == task.vocab(tok)  # the built-in task's model: gold and KL evals
     need_ref = loss_type != "simpo"  # SimPO is reference-free (the eval's KL still reads the reference)
     ref_model = common.load_frozen(sft_path, vocab, "reference", rt.device)[0] if need_ref or builtin else None
+    if online and labeler == "human" and not builtin:
+        raise UserError("--labeler=human simulates people with the built-in task's gold scorer; this model is not "
+                        "the built-in task's", fix="label with a reward model: --labeler=reward --reward_path=...")
+    if online:  # fresh samples every step: no reference log-probs to precompute
+        ref_mode = "online"
+        rm, _, rm_gain, rm_bias = common.load_reward_model(reward_path, vocab, rt.device) if labeler == "reward" else (None,) * 4
 
     # ----------------------------------------------------------------------------- data
     kto = loss_type == "kto"
@@ -241,7 +295,11 @@ if __name__ == "__main__":
             it["kl_ids"] = (it["ids"][:it["n_prompt"]] + out[j]["ids"][out[j]["n_prompt"]:])[:T]
         return out
 
-    train = load_rows(data_path)
+    train = [] if online and builtin else load_rows(data_path)
+    # online: only the prompts are kept (the built-in task's train prompts, or the prompts of data_path's rows)
+    train_prompts = (task.prompts("train") if builtin else
+                     list(dict.fromkeys(tok.decode(r["chosen"][:r["n_prompt"]]) for r in train))) if online else []
+    train = [] if online else train
     beside = os.path.join(os.path.dirname(data_path), os.path.basename(data_path).replace("_train.jsonl", "_test.jsonl"))
     val_file = val_path or (beside if data_path.endswith("_train.jsonl") else "")  # feedback.py's held-out rows
     val = load_rows(val_file) if val_file and os.path.exists(val_file) and rt.master else []
@@ -257,7 +315,11 @@ if __name__ == "__main__":
             print(f"KTO: {n_d} desirable, {len(train) - n_d} undesirable; lambda_D {w_d:.3f}, lambda_U "
                   f"{undesirable_weight:g}: lambda_D n_D / (lambda_U n_U) = "
                   f"{w_d * n_d / (undesirable_weight * (len(train) - n_d)):.3f} (the paper: 1 to 4/3)")
-    if rt.master:
+    if rt.master and online:
+        print(f"online: {len(train_prompts)} prompts, two samples each per pair, labelled by "
+              f"{f'{n_annotators} simulated people' if labeler == 'human' else reward_path}; {len(val)} held-out rows, "
+              f"loss {loss_type}")
+    elif rt.master:
         print(f"{len(train)} training rows, {len(val)} held-out rows, loss {loss_type}")
 
     def collate(rows):
@@ -322,12 +384,36 @@ if __name__ == "__main__":
     rng, iter_num = common.resume(ckpt, rt, seed, optimizer)  # the data order: the same on every rank
     raw_model, model = model, common.wrap(model, rt, compile)
 
+    def online_batch():
+        """Online DPO's data (Guo et al. 2024, Algorithm 1): batch_size prompts (this rank's share of the
+        global draw), two samples each from the current policy, labelled now. Returns the rows to train on
+        (online_pairs), the pairs labelled on every rank, and the samples' mean gold (built-in task)."""
+        prompts = [train_prompts[rng.randrange(len(train_prompts))] for _ in range(batch_size * rt.world_size)]
+        prompts = prompts[rt.rank::rt.world_size]
+        twice = [p for p in prompts for _ in range(2)]
+        with torch.no_grad(), rt.ctx:
+            texts, lengths, _, seqs = data.sample_responses(raw_model, tok, twice, max_new_tokens, temperature,
+                                                            with_ids=True)
+            if labeler == "human":
+                votes = human_votes(prompts, texts[::2], texts[1::2], random, n_annotators, label_temperature)
+            else:  # the reward model as the labeler: the higher score wins, a tie says nothing
+                s = score_sequences(rm, seqs, tok.eot, rm_gain, rm_bias).tolist()
+                votes = [0.5 if a == b else float(a > b) for a, b in zip(s[::2], s[1::2])]
+        rows = online_pairs(seqs, [len(q) - n for q, n in zip(seqs[::2], lengths[::2])], votes)
+        n = torch.tensor(float(len(rows)), device=rt.device)
+        if rt.ddp:
+            torch.distributed.all_reduce(n)
+        gold = sum(task.gold(p, t) for p, t in zip(twice, texts)) / len(texts) if builtin else float("nan")
+        # a micro-batch with no usable pair (every pair tied): one tie, whose gradient is exactly 0 (chosen is
+        # rejected), keeps every DDP rank's forward and backward in step
+        return rows or [dict(chosen=seqs[0], rejected=seqs[0], n_prompt=len(seqs[0]) - lengths[0])], int(n.item()), gold
+
     @torch.no_grad()
     def evaluate():
         """Preference metrics on held-out pairs; on the built-in task the gold score of fresh samples
         and their sequence KL to the reference (the SFT model; see data.sample_responses)."""
         raw_model.eval()  # rank 0 only: the raw model, since DDP's forward would wait for the other ranks
-        out = {}
+        out = {"labels": n_labels}  # preference labels trained on so far (offline: the rows of data_path)
         if val:
             stats = torch.stack([batch_loss(raw_model, val[i:i + batch_size])[1] * len(val[i:i + batch_size])
                                  for i in range(0, len(val), batch_size)]).sum(0) / len(val)
@@ -346,11 +432,13 @@ if __name__ == "__main__":
 
     # ----------------------------------------------------------------------------- training loop
     start_iter = iter_num if ckpt else None
-    t0, sums, n_sums = time.time(), 0, 0
+    n_labels = (ckpt or {}).get("labels", 0) if online else len(train)
+    t0, sums, n_sums, gold_sum = time.time(), 0, 0, 0.0
     model.train()
     while True:
         if common.eval_due(iter_num, eval_interval, max_iters, start_iter):
-            common.evaluate_and_save(evaluate, out_dir, rt, iter_num, config, vocab, rng, raw_model, optimizer)
+            common.evaluate_and_save(evaluate, out_dir, rt, iter_num, config, vocab, rng, raw_model, optimizer,
+                                     labels=n_labels)
             t0 = time.time()
         if iter_num >= max_iters:
             break
@@ -358,7 +446,11 @@ if __name__ == "__main__":
         for micro in range(grad_accum):
             # DDP: all ranks draw the same batch_size x world pairs, each keeps every world-th; the loss is a
             # mean over pairs, so N processes train exactly like one process at N x batch_size
-            rows = [train[rng.randrange(len(train))] for _ in range(batch_size * rt.world_size)][rt.rank::rt.world_size]
+            if online:  # sampled and labelled now, from the policy being trained
+                rows, n_new, gold = online_batch()
+                n_labels, gold_sum = n_labels + n_new, gold_sum + gold
+            else:
+                rows = [train[rng.randrange(len(train))] for _ in range(batch_size * rt.world_size)][rt.rank::rt.world_size]
             if rt.ddp:  # all-reduce gradients on the last micro-batch only
                 model.require_backward_grad_sync = micro == grad_accum - 1
             loss, stats = batch_loss(model, rows)
@@ -371,7 +463,8 @@ if __name__ == "__main__":
         iter_num += 1
         if iter_num % log_interval == 0 and rt.master:  # rank 0's own pairs: means over the interval
             dt = (time.time() - t0) / log_interval
-            log_metrics(rt.metrics_path, {"iter": iter_num, **dict(zip(STATS, (sums / n_sums).tolist())),
+            extra = dict(labels=n_labels, gold=gold_sum / n_sums) if online else {}  # (gold of the samples labelled)
+            log_metrics(rt.metrics_path, {"iter": iter_num, **dict(zip(STATS, (sums / n_sums).tolist())), **extra,
                                           "lr": optimizer.param_groups[0]["lr"], "ms_per_iter": 1000 * dt})
-            t0, sums, n_sums = time.time(), 0, 0
+            t0, sums, n_sums, gold_sum = time.time(), 0, 0, 0.0
     common.finish(rt)

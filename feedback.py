@@ -82,7 +82,7 @@ ALL_KINDS = KINDS + ("binary", "aspects")  # thumbs up / down and per-aspect rat
 
 def label_pair(g_a, g_b, rng, temperature=0.25):
     """Bradley-Terry noise: P(a preferred) = sigmoid((g_a - g_b) / temperature). Returns True if a wins."""
-    return rng.random() < 1 / (1 + math.exp(-(g_a - g_b) / temperature))
+    return rng.random() < 1 / (1 + math.exp(min(700.0, -(g_a - g_b) / temperature)))  # (no overflow at tiny temperatures)
 
 def label_tie(g_a, g_b, rng, temperature=0.25, tie_margin=0.15):
     """Like label_pair, but 'about equal' (None) when the gold scores are within tie_margin."""
