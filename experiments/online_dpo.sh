@@ -6,6 +6,8 @@
 #   online          dpo.py --online, 150 steps: 4,800 fresh pairs from the current policy, labelled by
 #                   the same kind of simulated people (3, majority) as they are sampled: as many labels
 #   online_quarter  dpo.py --online, 38 steps: a quarter of the labels
+#   online_small    dpo.py --online --batch_size=8, 150 steps: a quarter of the labels at as many steps
+#   offline_quarter dpo.py on the first 1,212 of those pairs (a quarter), 200 steps
 #   online_rm       dpo.py --online --labeler=reward, 150 steps: the seed's reward model labels instead
 #                   (no human label after the offline file it was trained on)
 # Reports the held-out gold score, KL to the SFT model, accept_rate, parse and labels at the last eval.
@@ -31,6 +33,8 @@ one_seed() {
     for run in "offline|--data_path=$fb/pairwise_train.jsonl" \
                "online|--online=True --max_iters=150" \
                "online_quarter|--online=True --max_iters=38" \
+               "online_small|--online=True --max_iters=150 --batch_size=8" \
+               "offline_quarter|--data_path=$fb/pairwise_train.jsonl --max_items=1212" \
                "online_rm|--online=True --max_iters=150 --labeler=reward --reward_path=$rmdir/ckpt.pt"; do
         name=${run%%|*}; flags=${run#*|}; dir=$OUT/s$seed/$name
         if [ -f "$dir/done" ]; then continue; fi
@@ -55,7 +59,9 @@ out = sys.argv[1]
 ms = lambda xs, d=2: "-" if not xs else f"{statistics.mean(xs):,.{d}f}" + (f" ± {statistics.stdev(xs):.{d}f}" if len(xs) > 1 else "")
 names = {"offline": "offline DPO, 200 steps on the SFT model's pairs",
          "online": "online DPO, 150 steps, simulated people",
-         "online_quarter": "online DPO, 38 steps, simulated people (a quarter of the labels)",
+         "offline_quarter": "offline DPO, 200 steps on the first 1,212 pairs",
+         "online_quarter": "online DPO, 38 steps of 32 pairs, simulated people",
+         "online_small": "online DPO, 150 steps of 8 pairs, simulated people",
          "online_rm": "online DPO, 150 steps, the reward model labels"}
 print("| run | human labels | gold | KL | accept_rate | parse | seeds |")
 print("|---|---|---|---|---|---|---|")

@@ -43,7 +43,9 @@ FAST = ["--eval_repeats=1", "--n_print=1", "--batch_size=8", "--online=True"]
 
 
 def args(sft_dir, out, *extra):
-    return [f"--out_dir={out}", f"--sft_path={os.path.join(sft_dir, 'ckpt.pt')}", *FAST, *extra]
+    # (data_path: online on the built-in task reads no pairs; none beside it, so no held-out pairs either)
+    return [f"--out_dir={out}", f"--sft_path={os.path.join(sft_dir, 'ckpt.pt')}", f"--data_path={out}/none_train.jsonl",
+            *FAST, *extra]
 
 
 def test_smoke_and_exact_resume(sft_dir, tmp_path):
