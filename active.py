@@ -99,11 +99,10 @@ def acquisition_scores(rule, p, rng=None):
     raise ValueError(rule)
 
 
-def pick(scores, bought, n):
-    """The n unbought pairs with the highest scores (N,), best first; bought: a set of indices. Equal
-    scores go to the lower index."""
-    order = sorted(range(len(scores)), key=lambda i: (-scores[i].item(), i))
-    return [i for i in order if i not in bought][:n]
+def pick(scores, n):
+    """The indices of the n highest scores (N,), best first (all N if n > N); equal scores go to the lower
+    index. The stage scores only the pairs not bought yet, so nothing is bought twice."""
+    return sorted(range(len(scores)), key=lambda i: (-scores[i].item(), i))[:n]
 
 
 def bootstrap(n, rng):
@@ -235,7 +234,7 @@ if __name__ == "__main__":
                     r[:, resp] = scores_of(models, resp)
                     p = torch.sigmoid(r[:, [pool[i][0] for i in left]] - r[:, [pool[i][1] for i in left]])
                     sc = acquisition_scores(rule, p, rule_rng)
-                    bought += [left[i] for i in pick(sc, set(), round_size)]
+                    bought += [left[i] for i in pick(sc, round_size)]
                 out["round_s"] = time.time() - t0
                 log_metrics(rt.metrics_path, out)
                 curve.append({k_: out[k_] for k_ in out if k_ not in ("rule", "seed", "round_s")})

@@ -18,16 +18,16 @@ def test_acquisition_by_hand():
                       [0.95, 0.5, 0.5, 0.8]])
     unc = acquisition_scores("uncertainty", p)  # -|mean - 0.5|: means 0.95, 0.5, 0.5, 0.7
     assert torch.allclose(unc, torch.tensor([-0.45, 0.0, 0.0, -0.2]), atol=1e-6)
-    assert pick(unc, set(), 1) == [1]  # the pair at P = 0.5 (the tie with pair 2 goes to the lower index)
+    assert pick(unc, 1) == [1]  # the pair at P = 0.5 (the tie with pair 2 goes to the lower index)
     dis = acquisition_scores("disagreement", p)  # population variance over members
     assert torch.allclose(dis, torch.tensor([0.0, 0.0, 0.32 / 3 * 1.0, 0.02 / 3]), atol=1e-6)
-    assert pick(dis, set(), 1) == [2]
+    assert pick(dis, 1) == [2]
     # BALD: H(mean) - mean H. Pair 2: H(0.5) - (H(0.9) + H(0.1) + H(0.5)) / 3; pair 1 (all say 0.5): 0
     H = lambda q: -(q * math.log(q) + (1 - q) * math.log(1 - q))
     bald = acquisition_scores("bald", p)
     want = [0.0, 0.0, H(0.5) - (2 * H(0.9) + H(0.5)) / 3, H(0.7) - (H(0.7) + H(0.6) + H(0.8)) / 3]
     assert torch.allclose(bald, torch.tensor(want), atol=1e-6)
-    assert pick(bald, set(), 2) == [2, 3]  # the coin flip everyone agrees on teaches nothing: last
+    assert pick(bald, 2) == [2, 3]  # the coin flip everyone agrees on teaches nothing: last
     assert abs(entropy(torch.tensor(0.5)).item() - math.log(2)) < 1e-7 and entropy(torch.tensor(1.0)).item() < 1e-9
     # every rule is symmetric in a, b: P -> 1 - P changes no score
     for rule in ("uncertainty", "disagreement", "bald"):
@@ -38,9 +38,8 @@ def test_acquisition_by_hand():
 
 def test_pick_and_bootstrap():
     s = torch.tensor([0.1, 0.9, 0.5, 0.9, 0.3])
-    assert pick(s, set(), 3) == [1, 3, 2]
-    assert pick(s, {1, 2}, 3) == [3, 4, 0]  # bought pairs are never picked again
-    assert pick(s, {0, 1, 2, 3}, 3) == [4]
+    assert pick(s, 3) == [1, 3, 2]  # the tie at 0.9 goes to the lower index
+    assert pick(s, 9) == [1, 3, 2, 4, 0]
     b = bootstrap(1000, random.Random(0))
     assert len(b) == 1000 and all(0 <= i < 1000 for i in b)
     assert 550 < len(set(b)) < 720  # about 1 - 1/e = 63% distinct
