@@ -57,6 +57,7 @@ from configurator import UserError, configure
 # ----------------------------------------------------------------------------- config
 out_dir = "out/feedback"  # the feedback files and metrics.jsonl go here (reward.py's and dpo.py's data)
 policy_path = "out/sft/ckpt.pt"  # the policy whose samples people label (the SFT model; any checkpoint)
+anchor_path = ""  # a second policy (e.g. the SFT model) writing the second half of each group: its samples are compared with the policy's
 n_samples = 4  # K responses per prompt (InstructGPT: K = 4..9); each group is labelled with every kind
 n_rounds = 4  # groups of K per train prompt (test prompts get half as many, at least 1)
 n_annotators = 3  # simulated people per item; the label is their majority vote (or --aggregate's)
@@ -209,7 +210,7 @@ def label_group(prompt, responses, rng, n_annotators=3, temp=0.25, tie_margin=0.
 
 
 def collect(policy, tok, fb_dir, seed, n_samples, n_rounds, n_annotators, label_temperature, tie_margin,
-            likert_noise, max_new_tokens, temperature, ctx, pool=None, aggregate="majority"):
+            likert_noise, max_new_tokens, temperature, ctx, pool=None, aggregate="majority", anchor=None):
     """The built-in task's feedback: for every train prompt n_rounds groups of n_samples responses
     sampled from the policy (test prompts: half as many rounds, at least 1), labelled with every kind
     by n_annotators simulated people (pairwise ones drawn from `pool`); writes
@@ -218,7 +219,9 @@ def collect(policy, tok, fb_dir, seed, n_samples, n_rounds, n_annotators, label_
     Returns the report (a metrics dict): for the train split counts, agreement per kind, Fleiss' kappa
     and Krippendorff's alpha of the pairwise votes, and with a mixed pool each labeler type's true
     reliability (votes agreeing with gold) beside Dawid-Skene's estimate; for both splits how often the
-    kept pairwise labels agree with gold ({split}/labels_acc_gold)."""
+    kept pairwise labels agree with gold ({split}/labels_acc_gold). anchor: a second model that writes the
+    last n_samples // 2 responses of every group, so people compare the policy's samples with its (when
+    every sample of a collapsed policy is equally bad, comparisons among them alone are coin flips)."""
     # binary and aspect labels have their own generators, so the other kinds' labels do not depend on them
     t0, lab_rng, bin_rng, asp_rng = time.time(), random.Random(seed), random.Random(seed + 1), random.Random(seed + 2)
     report = {}
@@ -226,6 +229,9 @@ def collect(policy, tok, fb_dir, seed, n_samples, n_rounds, n_annotators, label_
         prompts = [p for p in task.prompts(split) for _ in range(rounds * n_samples)]
         with torch.no_grad(), ctx:
             texts, _, _ = data.sample_responses(policy, tok, prompts, max_new_tokens, temperature, batch_size=256)
+            if anchor is not None:
+                other, _, _ = data.sample_responses(anchor, tok, prompts, max_new_tokens, temperature, batch_size=256)
+                texts = mix_groups(texts, other, n_samples)
         rows, agree = {k: [] for k in ALL_KINDS}, {k: [0, 0] for k in ALL_KINDS}
         for g in range(0, len(prompts), n_samples):
             r, a = label_group(prompts[g], texts[g:g + n_samples], lab_rng, n_annotators,
@@ -267,6 +273,12 @@ def collect(policy, tok, fb_dir, seed, n_samples, n_rounds, n_annotators, label_
                 report[f"reliability/{kind}"] = sum(right) / max(1, len(right))
                 report[f"reliability/{kind}_dawid_skene"] = sum(est) / max(1, len(est))
     return report
+
+
+def mix_groups(texts, other, n_samples):
+    """Groups of n_samples responses (texts: consecutive groups) whose last n_samples // 2 come from
+    `other` (the anchor model's samples for the same prompts, aligned with texts)."""
+    return [o if i % n_samples >= n_samples - n_samples // 2 else t for i, (t, o) in enumerate(zip(texts, other))]
 
 
 def label_binary_group(prompt, responses, rng, n_annotators=3):
@@ -390,10 +402,12 @@ if __name__ == "__main__":
     policy, vocab, _ = common.load_model(policy_path)
     policy.to(rt.device).eval()
     tok = data.Tokenizer(vocab)
-    print(f"sampling {n_samples} responses per prompt, {n_rounds} rounds, from {policy_path}; "
+    anchor = common.load_frozen(anchor_path, vocab, "anchor", rt.device)[0] if anchor_path else None
+    print(f"sampling {n_samples} responses per prompt, {n_rounds} rounds, from {policy_path}"
+          f"{f' (the last {n_samples // 2} of each group from {anchor_path})' if anchor_path else ''}; "
           f"{n_annotators} of {n_labelers} people ({labelers}) per item, {aggregate}")
     report = collect(policy, tok, out_dir, seed, n_samples, n_rounds, n_annotators, label_temperature, tie_margin,
-                     likert_noise, max_new_tokens, temperature, rt.ctx, pool, aggregate)
+                     likert_noise, max_new_tokens, temperature, rt.ctx, pool, aggregate, anchor)
 
     # the audit (audit.py) of the kept labels: intransitive cycles, and the best accuracy any scalar
     # reward can reach on them; then how consistent repeated items' ratings and thumbs are

@@ -29,7 +29,8 @@ def test_two_rounds(sft_dir, tmp_path):
     out = str(tmp_path / "it")
     tiny = [f"--sft_path={os.path.join(sft_dir, 'ckpt.pt')}", f"--out_dir={out}", "--rounds=2", "--ppo_iters=2",
             "--reward.max_iters=5", "--reward.n_norm=32", "--reward.n_eval=1", "--reward.eval_interval=5",
-            "--feedback.n_samples=2", "--batch_size=8", "--eval_repeats=1", "--n_print=1"]
+            "--feedback.n_samples=2", f"--feedback.anchor_path={os.path.join(sft_dir, 'ckpt.pt')}",
+            "--batch_size=8", "--eval_repeats=1", "--n_print=1"]
     p = iterate(*tiny)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     r1, r2 = lines(f"{out}/round1/feedback/pairwise_train.jsonl"), lines(f"{out}/round2/feedback/pairwise_train.jsonl")
@@ -38,6 +39,7 @@ def test_two_rounds(sft_dir, tmp_path):
     assert lines(f"{out}/round1/pairs.jsonl") == r1
     assert f"label samples of {out}/round1/ppo.ckpt.pt" in p.stdout  # round 2 labels the round-1 policy's samples
     assert f"reward model on {len(r1) + len(r2)} pairs" in p.stdout
+    assert f"(the last 1 of each group from {os.path.join(sft_dir, 'ckpt.pt')})" in p.stdout  # --feedback.* reaches feedback.py
     # one PPO run, continued: iterations 1..4, each round's reward model in turn
     evals = [m for m in read_metrics(f"{out}/ppo") if m.get("split") == "test"]
     assert [m["iter"] for m in evals] == [0, 2, 4]

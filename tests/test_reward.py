@@ -152,6 +152,12 @@ def test_label_group_formats_and_sharp_labelers():
     assert {k for k in rows["pairwise"][0] if not k.startswith("_")} == {"prompt", "chosen", "rejected", "margin"}
 
 
+def test_anchor_groups():
+    """feedback.py --anchor_path: the last n // 2 responses of every group are the anchor's."""
+    assert feedback.mix_groups(list("abcdefgh"), list("ABCDEFGH"), 4) == list("abCDefGH")
+    assert feedback.mix_groups(list("abcdef"), list("ABCDEF"), 3) == list("abCdeF")
+
+
 def test_thumbs_up_or_down():
     """Binary feedback: P(up) = Phi((gold - 0.5) / 0.3); a response at gold 1 is accepted 95% of the time, at
     0.5 half the time. The majority of 3 per distinct response, TRL's unpaired rows; read back as a kind of
