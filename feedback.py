@@ -8,6 +8,7 @@ that reward.py and dpo.py read.
     python feedback.py --labelers=careful:0.6,noisy:0.1,length:0.1,adversarial:0.2 --n_labelers=10 \
                        --aggregate=dawid_skene           # a mixed pool, votes aggregated by Dawid-Skene
     python feedback.py --policy_path=out/ppo             # label what a later policy writes
+    python feedback.py --policy_path=out/ppo --anchor_path=out/sft/ckpt.pt   # ... compared with the SFT model's
 
 The built-in task has no people, so the labelers here play them: each takes the hidden gold scores
 (task.gold) of the K responses to one prompt and answers as a noisy person would, with Bradley-Terry
