@@ -12,6 +12,11 @@
 #   bash iterate.sh --rounds=1 --label_rounds=3 --ppo_iters=150      # the same labels and RL steps, all at once
 #   bash iterate.sh --beta=0 --adaptive_kl=False      # any other --key=value goes to ppo.py,
 #   bash iterate.sh --reward.max_iters=150 --feedback.n_annotators=5   # --reward.* to reward.py, --feedback.* to feedback.py
+#   bash iterate.sh --feedback.anchor_path=out/sft/ckpt.pt   # each group: 2 samples of the policy, 2 of the SFT model
+#
+# Labels of the current policy's samples alone compare its samples with each other: once all of them are
+# equally broken (gold -1), the people's votes are coin flips and the reward model learns nothing about
+# broken against fluent text. The anchor puts fluent text in every comparison (README: Beyond RLHF).
 #
 # Round r writes out_dir/round{r}/feedback (feedback.py's files for round r's samples), pairs.jsonl and
 # pairs_test.jsonl (every round's pairs so far: the reward model's data), reward/ (its checkpoint) and

@@ -3,7 +3,9 @@
 # spent at once (1 round: 3 label rounds of the SFT model's samples, ~3,600 pairs, then 150 PPO iterations)
 # or in 3 rounds (each ~1,200 pairs of the current policy's samples, the reward model retrained on all
 # so far, then 50 more PPO iterations), at beta = 0 (the README's hacked run) and at PPO's default
-# (adaptive KL, target 3). One process per seed (OMP_NUM_THREADS=1); a finished round is skipped.
+# (adaptive KL, target 3); and at beta = 0 in 3 rounds whose groups pair 2 samples of the current
+# policy with 2 of the SFT model (feedback.py --anchor_path), so the people compare the policy's text
+# with fluent text. One process per seed (OMP_NUM_THREADS=1); a finished round is skipped.
 # Needs an SFT model (default out/sft/ckpt.pt: python sft.py).
 #   bash experiments/iterate.sh "1 2" [sft checkpoint]        # then the table of every seed so far
 set -uo pipefail
@@ -16,6 +18,7 @@ one_seed() {
     local seed=$1
     for run in "beta0_once|--rounds=1 --label_rounds=3 --ppo_iters=150 --beta=0 --adaptive_kl=False" \
                "beta0_rounds3|--rounds=3 --label_rounds=1 --ppo_iters=50 --beta=0 --adaptive_kl=False" \
+               "beta0_rounds3_anchor|--rounds=3 --label_rounds=1 --ppo_iters=50 --beta=0 --adaptive_kl=False --feedback.anchor_path=$SFT" \
                "default_once|--rounds=1 --label_rounds=3 --ppo_iters=150" \
                "default_rounds3|--rounds=3 --label_rounds=1 --ppo_iters=50"; do
         name=${run%%|*}; flags=${run#*|}; dir=$OUT/s$seed/$name
@@ -34,23 +37,22 @@ for seed in $SEEDS; do
 done
 wait
 python - "$OUT" <<'PY'
-import glob, json, os, statistics, sys
+import glob, json, os, sys
 out = sys.argv[1]
-ms = lambda xs, d=2: "-" if not xs else f"{statistics.mean(xs):.{d}f}" + (f" ± {statistics.stdev(xs):.{d}f}" if len(xs) > 1 else "")
 names = {"beta0_once": "beta 0, 1 round", "beta0_rounds3": "beta 0, 3 rounds",
+         "beta0_rounds3_anchor": "beta 0, 3 rounds, anchored on SFT samples",
          "default_once": "default beta, 1 round", "default_rounds3": "default beta, 3 rounds"}
-print("| run | pairs | at iteration | RM score (that round's RM) | gold | KL | parse | last RM acc_gold | seeds |")
-print("|---|---|---|---|---|---|---|---|---|")
+per_seed = lambda xs, f="{:.2f}": " / ".join(f.format(x) for x in xs)  # one value per seed, in seed order
+print("| run | pairs labelled | gold at 50 | gold at 100 | gold at 150 | RM score at 150 (the last RM) | KL at 150 | parse at 150 |")
+print("|---|---|---|---|---|---|---|---|")
 for name, label in names.items():
-    runs = [d for d in sorted(glob.glob(os.path.join(out, "s*", name))) if os.path.exists(os.path.join(d, "ppo", "metrics.jsonl"))]
+    runs = [d for d in sorted(glob.glob(os.path.join(out, "s*", name))) if os.path.exists(os.path.join(d, f"round{3 if 'rounds3' in name else 1}", "done"))]
     if not runs:
         continue
-    evs = [[json.loads(l) for l in open(os.path.join(d, "ppo", "metrics.jsonl")) if '"gold"' in l and '"kl"' in l] for d in runs]
-    for it in sorted({e["iter"] for e in evs[0]} & {0, 50, 100, 150}):
-        at = [e for ev in evs for e in ev if e["iter"] == it]
-        rms = [json.loads(l) for d in runs for l in open(os.path.join(sorted(glob.glob(os.path.join(d, "round*", "reward")))[-1], "metrics.jsonl")) if '"acc_gold"' in l]
-        pairs = [sum(1 for _ in open(sorted(glob.glob(os.path.join(d, "round*", "pairs.jsonl")))[-1])) for d in runs]
-        last = it == max(e["iter"] for e in evs[0])
-        print(f"| {label} | {ms(pairs, 0) if last else ''} | {it} | {ms([e['reward'] for e in at])} | {ms([e['gold'] for e in at])} | "
-              f"{ms([e['kl'] for e in at], 1)} | {ms([e['parse'] for e in at])} | {ms([r['acc_gold'] for r in rms[-len(runs):]]) if last else ''} | {len(at)} |")
+    ev = [{e["iter"]: e for e in map(json.loads, open(os.path.join(d, "ppo", "metrics.jsonl"))) if e.get("split") == "test"} for d in runs]
+    pairs = [sum(1 for _ in open(sorted(glob.glob(os.path.join(d, "round*", "pairs.jsonl")))[-1])) for d in runs]
+    gold = " | ".join(per_seed([e[it]["gold"] for e in ev]) for it in (50, 100, 150))
+    print(f"| {label} | {per_seed(pairs, '{:,}')} | {gold} | {per_seed([e[150]['reward'] for e in ev])} | "
+          f"{per_seed([e[150]['kl'] for e in ev], '{:.1f}')} | {per_seed([e[150]['parse'] for e in ev])} |")
+print(f"(each cell: one value per seed, {' / '.join(sorted(os.listdir(out)))})")
 PY
