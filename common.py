@@ -103,6 +103,27 @@ def load_model(init_from, scalar_head=False, model_args=None, vocab=None):
     return model, ckpt.get("vocab"), ckpt
 
 
+def widen(model, vocab, new_vocab, block_size):
+    """`model` (compact vocabulary `vocab`) as a model over `new_vocab`, a superset, with a context of
+    block_size (if larger than its own): every token and position it knows keeps its embedding, every
+    weight of its blocks is kept, new tokens and positions start as a fresh model's (normal, std 0.02).
+    sft.py --compact_vocab on a checkpoint: e.g. rlaif.py's judge starting from the SFT model."""
+    cfg = GPTConfig(**{**model_args_of(model), "vocab_size": len(new_vocab),
+                       "block_size": max(block_size, model.config.block_size)})
+    new, old = GPT(cfg), model.state_dict()
+    at = {g: i for i, g in enumerate(new_vocab)}
+    rows = torch.tensor([at[g] for g in vocab])  # (a KeyError here: new_vocab lacks one of the model's tokens)
+    with torch.no_grad():
+        for k, v in new.state_dict().items():
+            if k in ("transformer.wte.weight", "lm_head.weight"):
+                v[rows] = old[k]
+            elif k == "transformer.wpe.weight":
+                v[:old[k].shape[0]] = old[k]
+            elif k in old:
+                v.copy_(old[k])
+    return new
+
+
 def check_vocab(a, b, what):
     """Two models that exchange token ids must share the vocabulary."""
     if (a is None) != (b is None) or (a is not None and list(a) != list(b)):

@@ -57,9 +57,9 @@ class Tokenizer:
                 lo, hi = max(0, lo - 1), min(len(ids), hi + 1)  # BPE may have merged across a boundary
             if spelled is None:
                 bad = sorted({self.enc.decode([t]) for t in ids if t not in self.to_model})
-                raise UserError(f"text has {bad[:5]}, which the compact vocabulary (the built-in task's "
-                                f"{len(self.vocab)} tokens) cannot spell", where, "for your own data start "
-                                "from a full-vocabulary model, e.g. --init_from=gpt2")
+                raise UserError(f"text has {bad[:5]}, which the model's compact vocabulary ({len(self.vocab)} "
+                                f"tokens: the built-in task's, or its training data's) cannot spell", where,
+                                "use only words it was trained on, or start from a full-vocabulary model, e.g. --init_from=gpt2")
             del out[len(out) - (i - lo):]  # the widened run re-spells tokens already emitted
             out += spelled
             i = hi
@@ -83,6 +83,13 @@ class Tokenizer:
     def decode(self, ids):
         ids = [int(i) for i in ids]
         return self.enc.decode(ids if self.vocab is None else [self.vocab[i] for i in ids])
+
+def vocab_of(texts):
+    """The GPT-2 ids that `texts` use, plus <|endoftext|> (sorted): a compact vocabulary for a model
+    trained from scratch on them (sft.py --compact_vocab), e.g. rlaif.py's judge. Text with other
+    tokens cannot be encoded for that model (Tokenizer.encode says which)."""
+    enc = tiktoken.get_encoding("gpt2")
+    return sorted({i for t in texts for i in enc.encode(t, allowed_special={EOT_TEXT})} | {EOT})
 
 # -----------------------------------------------------------------------------
 # JSONL readers. Field names follow TRL where it has them; every error names the file and the line.

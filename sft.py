@@ -30,6 +30,7 @@ init_from = "scratch"  # 'scratch', 'resume' (from out_dir), 'gpt2'..'gpt2-xl', 
 data_path = "builtin"  # 'builtin' (the review task) or a JSONL file of {prompt, completion} / {messages}
 val_path = ""  # JSONL for eval loss; empty: builtin uses held-out prompts, a file holds out 5%
 template = "plain"  # prompt template for JSONL prompts: 'plain' or 'instruction'
+compact_vocab = False  # a JSONL: from scratch, a vocabulary of only the tokens the data uses (fast on a CPU); from a compact checkpoint, its vocabulary widened to the data's (and the context to block_size): rlaif.py's judge
 n_demos = 20000  # built-in task: number of training demonstrations
 # model, when init_from='scratch' (the built-in task's default is tiny)
 n_layer = 4  # transformer blocks
@@ -71,16 +72,25 @@ def sft_loss(logp, y, n_tokens=None):
 
 if __name__ == "__main__":
     config = configure(globals(), choices=dict(template=("plain", "instruction")))
+    if compact_vocab and data_path == "builtin":
+        raise UserError("--compact_vocab is for a JSONL file", fix="the built-in task's vocabulary is already compact")
     rt = common.setup(device, dtype, seed, out_dir)
 
     # ----------------------------------------------------------------------------- model
     if init_from == "scratch":
         vocab = task.vocab() if data_path == "builtin" else None  # compact vocabulary: see data.py
+        if data_path != "builtin" and compact_vocab:  # the tokens of the training (and validation) text
+            vocab = data.vocab_of(p + c for path in (data_path, val_path) if path
+                                  for p, c, _ in data.load_sft_jsonl(path, template))
         model, vocab, ckpt = common.load_model("scratch", model_args=dict(
             n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, dropout=dropout,
             vocab_size=len(vocab) if vocab else 50257), vocab=vocab)
     else:
         model, vocab, ckpt = common.load_model(out_dir if init_from == "resume" else init_from)
+        if compact_vocab and init_from != "resume" and vocab is not None:  # a compact model, widened to the data
+            new_vocab = sorted(set(vocab) | set(data.vocab_of(p + c for path in (data_path, val_path) if path
+                                                             for p, c, _ in data.load_sft_jsonl(path, template))))
+            model, vocab = common.widen(model, vocab, new_vocab, block_size), new_vocab
     ckpt = ckpt if init_from == "resume" else None
     tok = data.Tokenizer(vocab)
     T = model.config.block_size
