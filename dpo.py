@@ -21,7 +21,8 @@ Variants, all in `dpo_loss` below:
     --online  online DPO (Guo et al. 2024, "Direct language model alignment from online AI feedback"; TRL's
               OnlineDPOTrainer): every step samples two responses per prompt from the current policy, a
               labeler picks (--labeler=human: the built-in task's simulated people, as feedback.py;
-              --labeler=reward: a reward model, the higher score wins), and any paired loss above trains
+              --labeler=reward: a reward model, the higher score wins; --labeler=ai: the AI judge of
+              rlaif.py under --judge_principles, both orders averaged), and any paired loss above trains
               on those fresh pairs, so the data follow the policy instead of staying on the SFT model's
               samples. `labels` (pairs labelled so far) is logged and kept in the checkpoint.
 
@@ -65,6 +66,7 @@ import torch.nn.functional as F
 
 import common
 import data
+import rlaif
 import task
 from common import log_metrics
 from configurator import MissingFile, UserError, configure
@@ -91,8 +93,10 @@ max_items = 0  # train on the first this many rows of data_path (0: all): one ro
 ref_mode = "precompute"  # 'precompute' (reference log-probs once, reference freed) or 'online'
 # online DPO (Guo et al. 2024): every step's pairs are sampled from the current policy and labelled then
 online = False  # True: each step, two responses per prompt from the policy, `labeler` picks, then the loss
-labeler = "human"  # online: 'human' (the built-in task's simulated people vote on gold) or 'reward' (reward_path picks)
+labeler = "human"  # online: 'human' (the built-in task's simulated people vote on gold), 'reward' (reward_path picks) or 'ai' (the judge)
 reward_path = "out/reward/ckpt.pt"  # online --labeler=reward: the higher-scoring response is chosen
+judge_path = "out/judge"  # online --labeler=ai: the AI judge (rlaif.py), both orders averaged
+judge_principles = ""  # its principles file ('' = 'Prefer the better review.'), one drawn per pair
 n_annotators = 3  # online --labeler=human: simulated people per pair, majority vote (feedback.py's default)
 label_temperature = 0.25  # their Bradley-Terry noise, gold units (feedback.py's default)
 # optimisation
@@ -208,7 +212,7 @@ def sequence_logps(model, x, y, fused=False):
 if __name__ == "__main__":
     config = configure(globals(), choices=dict(loss_type=LOSS_TYPES, ref_mode=("precompute", "online"),
                                                init_from=("sft", "resume"), template=("plain", "instruction"),
-                                               labeler=("human", "reward")))
+                                               labeler=("human", "reward", "ai")))
     if not 0 <= label_smoothing < 0.5:
         raise UserError(f"--label_smoothing={label_smoothing}: must be in [0, 0.5)")
     if desirable_weight < 0 or undesirable_weight <= 0:
@@ -240,6 +244,11 @@ if __name__ == "__main__":
     if online:  # fresh samples every step: no reference log-probs to precompute
         ref_mode = "online"
         rm, _, rm_gain, rm_bias = common.load_reward_model(reward_path, vocab, rt.device) if labeler == "reward" else (None,) * 4
+        if labeler == "ai":  # RLAIF (Guo et al. 2024's own setting: an AI labeler)
+            judge, jvocab, _ = common.load_frozen(judge_path, vocab, "judge", rt.device, same_vocab=False)
+            jtok = data.Tokenizer(jvocab)
+            a_id, b_id = rlaif.answer_ids(jtok, judge_path)
+            principles = rlaif.read_principles(judge_principles, jtok, judge.config.block_size)
 
     # ----------------------------------------------------------------------------- data
     kto = loss_type == "kto"
@@ -317,7 +326,7 @@ if __name__ == "__main__":
                   f"{w_d * n_d / (undesirable_weight * (len(train) - n_d)):.3f} (the paper: 1 to 4/3)")
     if rt.master and online:
         print(f"online: {len(train_prompts)} prompts, two samples each per pair, labelled by "
-              f"{f'{n_annotators} simulated people' if labeler == 'human' else reward_path}; {len(val)} held-out rows, "
+              f"{dict(human=f'{n_annotators} simulated people', reward=reward_path, ai=f'the judge {judge_path}')[labeler]}; {len(val)} held-out rows, "
               f"loss {loss_type}")
     elif rt.master:
         print(f"{len(train)} training rows, {len(val)} held-out rows, loss {loss_type}")
@@ -396,6 +405,10 @@ if __name__ == "__main__":
                                                             with_ids=True)
             if labeler == "human":
                 votes = human_votes(prompts, texts[::2], texts[1::2], random, n_annotators, label_temperature)
+            elif labeler == "ai":  # the judge, both orders; a tie or an unreadable pair says nothing
+                lo = rlaif.judge_pairs(judge, jtok, [(random.choice(principles), p, a, b) for p, a, b in
+                                                     zip(prompts, texts[::2], texts[1::2])], a_id, b_id)[0]
+                votes = [0.5 if x is None or x == 0 else float(x > 0) for x in lo]
             else:  # the reward model as the labeler: the higher score wins, a tie says nothing
                 s = score_sequences(rm, seqs, tok.eot, rm_gain, rm_bias).tolist()
                 votes = [0.5 if a == b else float(a > b) for a, b in zip(s[::2], s[1::2])]

@@ -82,6 +82,7 @@ import data
 import grpo_variants as gv
 import kernels
 import reward_functions
+import rlaif
 import task
 from common import log_metrics
 from configurator import UserError, configure
@@ -95,7 +96,9 @@ reward_path = "out/reward/ckpt.pt"  # reward model checkpoint (reward.py), used 
 reward_ensemble = "mean"  # an ensemble reward model (reward.py --ensemble=K): 'mean', 'worst' (min over members), 'uncertainty'
 uncertainty_coef = 1.0  # --reward_ensemble=uncertainty: the 'rm' reward is mean - uncertainty_coef * std over members
 aspect_weights = ""  # several reward models: the 'rm' reward is their weighted sum, 'opinion:1,recommendation:0.5' or '1,0.5' ('' all 1)
-reward_fns = "gold"  # comma list of name[:weight] or file.py:function[:weight]; names: gold, rm, format, length
+reward_fns = "gold"  # comma list of name[:weight] or file.py:function[:weight]; names: gold, rm, judge, format, length
+judge_path = "out/judge"  # the 'judge' reward's AI judge (rlaif.py): its round-robin log-odds within each group are the reward
+judge_principles = ""  # the judge's principles file ('' = 'Prefer the better review.'), one drawn per group
 data_path = "builtin"  # 'builtin' (the review task's train prompts) or a JSONL file of {"prompt"}
 template = "plain"  # prompt template for JSONL prompts: 'plain' or 'instruction'
 # GRPO
@@ -250,7 +253,12 @@ if __name__ == "__main__":
         print("note: dropout set to 0 (the rollout and the update must be the same function)")
     # the frozen reference: never wrapped in DDP, never trained; kl_coef = 0 needs none
     ref = common.load_frozen(sft_path, vocab, "reference", rt.device)[0] if kl_coef > 0 else None
-    scorers = reward_functions.load_rewards(reward_fns, {**reward_functions.BUILTIN_REWARDS, "rm": None})
+    scorers = reward_functions.load_rewards(reward_fns, {**reward_functions.BUILTIN_REWARDS, "rm": None, "judge": None})
+    if any(name == "judge" for name, _, _ in scorers):  # direct RLAIF: the judge's preferences are the reward
+        judge, jvocab, _ = common.load_frozen(judge_path, vocab, "judge", rt.device, same_vocab=False)
+        jtok = data.Tokenizer(jvocab)
+        jfn = rlaif.judge_reward(judge, jtok, rlaif.read_principles(judge_principles, jtok, judge.config.block_size))
+        scorers = [(n, jfn if n == "judge" else fn, w) for n, fn, w in scorers]
     if reward_ensemble != "mean" and not any(name == "rm" for name, _, _ in scorers):
         raise UserError(f"--reward_ensemble={reward_ensemble} combines a reward model ensemble, but --reward_fns="
                         f"{reward_fns!r} has no 'rm' reward", fix="add rm to --reward_fns, e.g. --reward_fns=rm")

@@ -180,3 +180,17 @@ def report(prompts, responses, lengths=None, kls=None):
     if kls:
         rep["kl"] = sum(kls) / n
     return rep
+
+# Principles (RLAIF; Bai et al. 2022, "Constitutional AI"): one line of text tells an AI judge what to
+# prefer (rlaif.py). On the built-in task each line the simulated people can follow has its score, the
+# people's (noisy) utility when they label under it; changing the line changes which review wins.
+def _words(response):
+    return len(response.replace(EOT_TEXT, "").split())
+
+
+PRINCIPLES = {
+    "Prefer the better review.": gold,  # the hidden human's own taste
+    "Prefer the more positive review.": lambda p, r: (lambda a: a["opinion"] + a["recommendation"])(aspects(p, r)),
+    "Prefer the shorter review.": lambda p, r: -_words(r) / 10 - (0.0 if r.endswith(EOT_TEXT) else 1.0),
+    "Prefer the review that would go again.": lambda p, r: aspects(p, r)["recommendation"],
+}  # (not fluency: the SFT model's samples almost all parse, so under it nearly every pair is a coin flip)

@@ -1,0 +1,225 @@
+"""rlaif.py: position-swap averaging on a toy judge with a known bias, the judge's log-odds on padded batches,
+the principles file and the judge's vocabulary checked with one-line errors, and (learning) a judge trained
+by sft.py on rlaif.py's demonstrations follows the principle it is given on held-out pairs."""
+import json
+import os
+
+import pytest
+import torch
+
+from conftest import read_metrics, run
+
+import data
+import rlaif
+import task
+from configurator import UserError
+from model import GPT, GPTConfig
+
+
+def test_swap_average_toy_judge():
+    # a judge whose log-odds are the true preference s plus a constant pull of 0.5 toward slot A
+    s = torch.tensor([1.0, -0.5, 0.2])
+    lo_ab, lo_ba = s + 0.5, -s + 0.5  # [1.5, 0.0, 0.7] and [-0.5, 1.0, 0.3]
+    avg, shift, same = rlaif.swap_average(lo_ab, lo_ba)
+    assert torch.allclose(avg, s) and torch.allclose(shift, torch.full((3,), 0.5))
+    # a wins in both orders; b wins in both orders (0.0 is no vote for a); the third: slot A wins both times
+    assert same.tolist() == [True, True, False]
+
+
+def test_judge_text_and_shown():
+    t = rlaif.judge_text("Prefer the shorter review.", "I went to the cafe.", " The tea was good.<|endoftext|>",
+                         " I liked the cake")
+    assert t == ("Prefer the shorter review.\nReview: I went to the cafe.\nA: The tea was good.\n"
+                 "B: I liked the cake ...\nBetter:")
+
+
+def test_judge_logodds_padded_batch_equals_one_by_one():
+    texts = [rlaif.judge_text(p, "I went to the cafe.", a, b) for p, a, b in [
+        ("Prefer the better review.", " The tea was good.<|endoftext|>", " I hated the cake.<|endoftext|>"),
+        ("Prefer the shorter review.", " The tea was good. The cake was very bad. I would go again.<|endoftext|>",
+         " I liked it"),
+        ("Prefer the more positive review.", " I would go again.<|endoftext|>", " The music was okay.<|endoftext|>")]]
+    vocab = data.vocab_of(texts + [" A", " B"])
+    tok = data.Tokenizer(vocab)
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=96, vocab_size=len(vocab))).eval()
+    a_id, b_id = rlaif.answer_ids(tok, "toy")
+    got = rlaif.judge_logodds(m, tok, texts, a_id, b_id, batch_size=2)
+    for t, g in zip(texts, got):
+        logits = m(torch.tensor([tok.encode(t)]))[0, -1]
+        assert abs((logits[a_id] - logits[b_id]).item() - g.item()) < 1e-5
+
+
+def test_answer_ids_need_single_tokens():
+    tok = data.Tokenizer(task.vocab())  # the review task's vocabulary has neither " A" nor " B"
+    with pytest.raises(UserError, match="cannot write ' A' and ' B'"):
+        rlaif.answer_ids(tok, "the SFT model")
+    a, b = rlaif.answer_ids(data.Tokenizer(), "gpt2")
+    assert data.Tokenizer().decode([a, b]) == " A B"
+
+
+def test_read_principles(tmp_path):
+    f = tmp_path / "p.txt"
+    f.write_text("# what we want\n\nPrefer the shorter review.\n  Prefer the better review.  \n")
+    assert rlaif.read_principles(str(f), None, 160, builtin=True) == ["Prefer the shorter review.",
+                                                                       "Prefer the better review."]
+    assert rlaif.read_principles("", None, 160) == rlaif.read_principles("", None, 160, builtin=True) == \
+        ["Prefer the better review."]  # labelling: one principle unless the file says more
+
+
+def test_people_follow_the_principle():
+    import random
+    rng, p = random.Random(0), "I went to the cafe."
+    short, long = " The tea was bad.<|endoftext|>", " The tea was great. I loved the cake. I would go again.<|endoftext|>"
+    votes = [rlaif.people_vote("Prefer the shorter review.", p, short, long, rng) for _ in range(200)]
+    assert sum(votes) > 190  # shorter by 9 words: 0.9 score units, 3.6 temperatures
+    votes = [rlaif.people_vote("Prefer the better review.", p, short, long, rng) for _ in range(200)]
+    assert sum(votes) < 10
+
+
+def _one_line_error(p, *needles):
+    assert p.returncode == 2, (p.returncode, p.stdout[-2000:], p.stderr[-2000:])
+    lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in p.stderr, p.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def toy_judge(tmp_path_factory, sft_dir):
+    """A judge checkpoint with " A" / " B" that can read every review (the SFT model widened to a few judge
+    texts, one step of training): for the errors and the smoke tests."""
+    d = tmp_path_factory.mktemp("toyjudge")
+    rows = [dict(prompt=rlaif.judge_text(p, "I went to the cafe.", " The tea was good.<|endoftext|>",
+                                         " I hated the cake.<|endoftext|>"), completion=ans)
+            for p in task.PRINCIPLES for ans in (" A", " B")]
+    data.write_jsonl(str(d / "demos.jsonl"), rows)
+    run("sft.py", f"--data_path={d}/demos.jsonl", "--compact_vocab=True", f"--init_from={sft_dir}", "--block_size=160",
+        f"--out_dir={d}/judge", "--max_iters=1", "--eval_interval=1", "--max_new_tokens=2", "--n_print=0")
+    return str(d)
+
+
+def test_bad_input(tmp_path, sft_dir, toy_judge):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing\n\n")
+    _one_line_error(run("rlaif.py", f"--judge={toy_judge}/judge", f"--principles={empty}", f"--out_dir={tmp_path}/o",
+                        f"--policy_path={sft_dir}", ok=False), "no principle", str(empty))
+    long = tmp_path / "long.txt"
+    long.write_text("Prefer the better review.\nPrefer the better review" + " the better review" * 30 + ".\n")
+    _one_line_error(run("rlaif.py", f"--judge={toy_judge}/judge", f"--principles={long}", f"--out_dir={tmp_path}/o",
+                        f"--policy_path={sft_dir}", ok=False), "cannot fit the judge's context", f"{long}:2")
+    _one_line_error(run("rlaif.py", f"--judge={sft_dir}", f"--out_dir={tmp_path}/o", f"--policy_path={sft_dir}",
+                        ok=False), "cannot write ' A' and ' B'")
+    unknown = tmp_path / "unknown.txt"
+    unknown.write_text("Prefer the review that rhymes.\n")
+    _one_line_error(run("rlaif.py", "--mode=demos", f"--principles={unknown}", f"--out_dir={tmp_path}/o",
+                        f"--policy_path={sft_dir}", ok=False), "cannot follow", f"{unknown}:1")
+    _one_line_error(run("rlaif.py", f"--judge={tmp_path}/nothing", f"--out_dir={tmp_path}/o", ok=False), "no checkpoint")
+    _one_line_error(run("rlaif.py", "--n_pairs=0", ok=False), "--n_pairs=0")
+    _one_line_error(run("sft.py", "--compact_vocab=True", ok=False), "--compact_vocab")
+
+
+def test_judge_learns_the_principles(tmp_path, sft_dir):
+    """Learning: people judge 600 pairs of the SFT model's samples under two principles (and rate both
+    responses); a judge fine-tuned from the SFT model on those judgements (1,000 steps) then labels 200
+    fresh pairs. Under "better" its labels agree with gold above chance; under "shorter" with the
+    length; and changing the principle in the file changes its labels of the same pairs."""
+    two = tmp_path / "two.txt"
+    two.write_text("Prefer the better review.\nPrefer the shorter review.\n")
+    run("rlaif.py", "--mode=demos", f"--principles={two}", f"--policy_path={sft_dir}", "--n_pairs=600",
+        f"--out_dir={tmp_path}/demos")
+    rows = [json.loads(line) for line in open(tmp_path / "demos" / "judge_demos.jsonl")]
+    assert len(rows) == 600 * 2 * 2 + 1200 * 2  # choices in both orders, and both responses rated, per principle
+    run("sft.py", f"--data_path={tmp_path}/demos/judge_demos.jsonl", f"--init_from={sft_dir}", "--compact_vocab=True",
+        "--block_size=160", "--max_iters=1000", "--eval_interval=1000", "--log_interval=100", "--n_print=0",
+        "--max_new_tokens=2", f"--out_dir={tmp_path}/judge")
+    got, chosen = {}, {}
+    for name in ("better", "shorter"):
+        f = tmp_path / f"{name}.txt"
+        f.write_text(f"Prefer the {name} review.\n")
+        run("rlaif.py", f"--judge={tmp_path}/judge", f"--principles={f}", f"--policy_path={sft_dir}", "--n_pairs=200",
+            f"--out_dir={tmp_path}/{name}")
+        got[name] = read_metrics(f"{tmp_path}/{name}")[0]
+        chosen[name] = [json.loads(line)["chosen"] for line in open(tmp_path / name / "pairwise_train.jsonl")]
+        print(name, {k: round(v, 3) for k, v in got[name].items() if k.startswith("train/")})
+    assert got["better"]["train/labels_acc_gold"] > 0.6
+    assert got["better"]["train/agreement/humans"] > 0.6
+    assert got["shorter"]["train/labels_acc_principle"] > 0.6
+    assert len(chosen["better"]) == len(chosen["shorter"]) > 150  # the same pairs, labelled under each principle
+    assert sum(a != b for a, b in zip(chosen["better"], chosen["shorter"])) > 0.2 * len(chosen["better"])
+
+
+def test_judge_reward_round_robin():
+    """Direct RLAIF's reward: each response's mean log-odds of beating the others of its group, from
+    judge_pairs; antisymmetric, so a group's rewards sum to 0; a group of one scores 0."""
+    prompts = ["I went to the cafe."] * 3 + ["I went to the hotel."] * 2 + ["I went to the museum."]
+    responses = [" The tea was good.<|endoftext|>", " I hated the cake.<|endoftext|>", " The music was okay",
+                 " The room was great.<|endoftext|>", " I would not go again.<|endoftext|>", " I liked the shop."]
+    pr = "Prefer the better review."
+    vocab = data.vocab_of([rlaif.judge_text(pr, p, r, r) for p, r in zip(prompts, responses)] + [" A", " B"])
+    tok = data.Tokenizer(vocab)
+    torch.manual_seed(1)
+    m = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=96, vocab_size=len(vocab))).eval()
+    a_id, b_id = rlaif.answer_ids(tok, "toy")
+    r = rlaif.judge_reward(m, tok, [pr])(prompts, responses)
+    lo = {}
+    for i, j in [(0, 1), (0, 2), (1, 2), (3, 4)]:
+        x = rlaif.judge_pairs(m, tok, [(pr, prompts[i], responses[i], responses[j])], a_id, b_id)[0][0]
+        lo[i, j], lo[j, i] = x, -x
+    want = [(lo[0, 1] + lo[0, 2]) / 2, (lo[1, 0] + lo[1, 2]) / 2, (lo[2, 0] + lo[2, 1]) / 2, lo[3, 4], lo[4, 3], 0.0]
+    assert all(abs(a - b) < 1e-5 for a, b in zip(r, want)), (r, want)
+    assert abs(sum(r[:3])) < 1e-5 and abs(sum(r[3:5])) < 1e-5 and r[5] == 0.0
+
+
+def test_full_vocabulary_judge_relabels_a_file(tmp_path):
+    """The GPT-2 path (a zero-shot judge on your pairs), with a tiny random full-vocabulary model standing in
+    for GPT-2 (no download in CI): every pair of the file is labelled and agreement with the file reported."""
+    import common
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=128, vocab_size=50257))
+    common.save_checkpoint(str(tmp_path / "judge" / "ckpt.pt"), dict(model=m.state_dict(), vocab=None,
+                                                                      model_args=common.model_args_of(m), config={}))
+    rows = [dict(prompt="Human: Say something kind.\n\nAssistant:", chosen=" You are wonderful.", rejected=" Go away."),
+            dict(prompt="Human: What is 2 + 2?\n\nAssistant:", chosen=" 4.", rejected=" 5.")]
+    data.write_jsonl(str(tmp_path / "prefs.jsonl"), rows)
+    p = tmp_path / "p.txt"
+    p.write_text("Prefer the more helpful and kind answer.\n")
+    run("rlaif.py", f"--judge={tmp_path}/judge", f"--pairs_path={tmp_path}/prefs.jsonl", f"--principles={p}",
+        f"--out_dir={tmp_path}/out")
+    got = read_metrics(f"{tmp_path}/out")[0]
+    assert got["train/n_labels"] == 2 and got["train/n_unreadable"] == 0 and 0 <= got["train/agreement/labels"] <= 1
+    labelled = [json.loads(line) for line in open(tmp_path / "out" / "pairwise_train.jsonl")]
+    assert {(r["chosen"], r["rejected"]) for r in labelled} <= {(a["chosen"], a["rejected"]) for a in rows} | \
+        {(a["rejected"], a["chosen"]) for a in rows}
+
+
+def test_online_dpo_and_grpo_with_the_judge(tmp_path, sft_dir, toy_judge):
+    """Smoke: dpo.py --online --labeler=ai and grpo.py --reward_fns=judge run with a judge checkpoint, and
+    log what they should (labels; the judge's reward)."""
+    run("dpo.py", "--online=True", "--labeler=ai", f"--judge_path={toy_judge}/judge", f"--sft_path={sft_dir}",
+        f"--out_dir={tmp_path}/dpo", f"--data_path={tmp_path}/none_train.jsonl", "--max_iters=2", "--eval_interval=2",
+        "--log_interval=1", "--batch_size=4", "--eval_repeats=1", "--n_print=0")
+    assert read_metrics(f"{tmp_path}/dpo")[-1]["labels"] > 0
+    run("grpo.py", "--reward_fns=judge", f"--judge_path={toy_judge}/judge", f"--sft_path={sft_dir}",
+        f"--out_dir={tmp_path}/grpo", "--max_iters=1", "--eval_interval=1", "--log_interval=1", "--group_size=4",
+        "--prompts_per_batch=4", "--minibatch_size=16", "--eval_repeats=1", "--n_print=0")
+    train = [r for r in read_metrics(f"{tmp_path}/grpo") if "reward/judge" in r]
+    assert train and abs(train[-1]["reward/judge"]) < 1e-5  # a round robin's rewards sum to 0 in every group
+
+
+def test_widen_keeps_what_the_model_knew():
+    """common.widen (sft.py --compact_vocab from a checkpoint): on text of its own tokens, the widened model's
+    logits of the old tokens are the old model's, at every position of the old context; the new rows and
+    positions exist."""
+    import common
+    vocab = task.vocab()
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=64, vocab_size=len(vocab))).eval()
+    new_vocab = sorted(set(vocab) | set(data.vocab_of(["\nBetter: A B"])))
+    w = common.widen(m, vocab, new_vocab, 160).eval()
+    assert w.config.block_size == 160 and w.config.vocab_size == len(new_vocab) > len(vocab)
+    tok = data.Tokenizer(vocab)
+    x = torch.tensor([tok.encode("I went to the cafe. The tea was good. I would go again.")])
+    at = torch.tensor([new_vocab.index(g) for g in vocab])
+    wx = torch.tensor([[new_vocab.index(vocab[i]) for i in x[0].tolist()]])
+    assert torch.allclose(m(x), w(wx)[..., at], atol=1e-5)
