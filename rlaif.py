@@ -78,8 +78,6 @@ device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
 dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
 seed = 1337  # random seed (sampling, the people, the principle drawn per pair)
 
-DEFAULT_PRINCIPLE = "Prefer the better review."
-
 
 # ----------------------------------------------------------------------------- the judge
 def shown(response):
@@ -188,7 +186,7 @@ def judge_reward(model, tok, principles, batch_size=64):
     return fn
 
 
-def read_principles(path, tok, block_size, builtin=False, default=(DEFAULT_PRINCIPLE,)):
+def read_principles(path, tok, block_size, builtin=False, default=(task.DEFAULT_PRINCIPLE,)):
     """The principles file: one per line, blank lines and lines starting with '#' skipped ('': `default`).
     Each must be encodable by the judge (tok; None: not checked) and leave room in its context; on the
     built-in task (builtin=True) each must be one of task.PRINCIPLES, since the simulated people need its score."""

@@ -194,3 +194,4 @@ PRINCIPLES = {
     "Prefer the shorter review.": lambda p, r: -_words(r) / 10 - (0.0 if r.endswith(EOT_TEXT) else 1.0),
     "Prefer the review that would go again.": lambda p, r: aspects(p, r)["recommendation"],
 }  # (not fluency: the SFT model's samples almost all parse, so under it nearly every pair is a coin flip)
+DEFAULT_PRINCIPLE = "Prefer the better review."  # what a judge is told when no principles file is given
