@@ -11,6 +11,7 @@
 #     human        the B human labels alone
 #     human+ai     the B human labels + 10B AI labels (the judge, "Prefer the better review.")
 #     human10      10B human labels
+#   online     dpo.py --online --labeler=ai, 150 steps of 32 pairs the judge labels (README: online DPO)
 #   direct     grpo.py --reward_fns=judge under two principles ("better", "shorter"): does the policy do
 #              what the principle says (gold, gold/opinion, response_len)?
 # Needs an SFT model (default out/sft/ckpt.pt: python sft.py). A finished step is skipped; seeds run side
@@ -63,6 +64,9 @@ one_seed() {
         step "ppo $name, seed $seed" "$d/ppo_$name" python ppo.py --out_dir="$d/ppo_$name" --sft_path="$SFT" \
             --reward_path="$d/rm_$name/ckpt.pt" --seed="$seed" || continue
     done
+    step "online dpo, the judge labels, seed $seed" "$d/online_dpo_ai" python dpo.py --online=True --labeler=ai \
+        --judge_path="$d/judge" --sft_path="$SFT" --out_dir="$d/online_dpo_ai" --seed="$seed" --max_iters=150 \
+        --data_path="$d/none_train.jsonl" --val_path="$test"
     for p in better shorter; do
         step "grpo judge $p, seed $seed" "$d/grpo_$p" python grpo.py --out_dir="$d/grpo_$p" --sft_path="$SFT" \
             --reward_fns=judge --judge_path="$d/judge" --judge_principles="$d/principles/$p.txt" --seed="$seed"
@@ -102,6 +106,8 @@ for name in ("human", "human+ai", "human10"):
     col = lambda d, k, dd=3: ms([v for s in seeds if (v := last(f"{out}/{s}/{d}", k)) is not None], dd)
     print(f"| {name} | {n[0] if n else '-'} | {col('rm_' + name, 'acc_gold')} | {col('rm_' + name, 'spearman')} | "
           f"{col('ppo_' + name, 'gold', 2)} | {col('ppo_' + name, 'kl', 2)} |")
+col = lambda k, dd=2: ms([v for s in seeds if (v := last(f"{out}/{s}/online_dpo_ai", k)) is not None], dd)
+print(f"\nonline DPO, the judge labels: gold {col('gold')}, KL {col('kl')}, parse {col('parse')}, labels {col('labels', 0)}")
 print("\n| GRPO on the judge's reward, principle | gold | gold/opinion | response_len | kl |")
 print("|---|---|---|---|---|")
 for p in ("better", "shorter"):
