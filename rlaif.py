@@ -130,7 +130,7 @@ def judge_logodds(model, tok, texts, a_id, b_id, batch_size=64):
         for k, s in enumerate(ids):
             x[k, :len(s)] = torch.tensor(s)
         dev = next(model.parameters()).device
-        h = model(x.to(dev), hidden=True)[torch.arange(len(ids)), (n - 1).to(dev)]  # (b, C): the answer position
+        h = model(x.to(dev), hidden=True)[torch.arange(len(ids), device=dev), (n - 1).to(dev)]  # (b, C): the answer position
         logits = model.lm_head(h).float()
         out.append((logits[:, a_id] - logits[:, b_id]).cpu())
     return torch.cat(out) if out else torch.zeros(0)
