@@ -16,7 +16,7 @@
 #              what the principle says (gold, gold/opinion, response_len)?
 # Needs an SFT model (default out/sft/ckpt.pt: python sft.py). A finished step is skipped; seeds run side
 # by side (one thread each):
-#   bash experiments/rlaif.sh "1 2" [sft checkpoint]     # then the tables of every seed so far
+#   bash experiments/rlaif.sh "1 2 3" [sft checkpoint]     # then the tables of every seed so far
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
