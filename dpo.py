@@ -245,10 +245,7 @@ if __name__ == "__main__":
         ref_mode = "online"
         rm, _, rm_gain, rm_bias = common.load_reward_model(reward_path, vocab, rt.device) if labeler == "reward" else (None,) * 4
         if labeler == "ai":  # RLAIF (Guo et al. 2024's own setting: an AI labeler)
-            judge, jvocab, _ = common.load_frozen(judge_path, vocab, "judge", rt.device, same_vocab=False)
-            jtok = data.Tokenizer(jvocab)
-            a_id, b_id = rlaif.answer_ids(jtok, judge_path)
-            principles = rlaif.read_principles(judge_principles, jtok, judge.config.block_size)
+            judge, jtok, a_id, b_id, principles = rlaif.load_judge(judge_path, judge_principles, rt.device)
 
     # ----------------------------------------------------------------------------- data
     kto = loss_type == "kto"

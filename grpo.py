@@ -255,9 +255,8 @@ if __name__ == "__main__":
     ref = common.load_frozen(sft_path, vocab, "reference", rt.device)[0] if kl_coef > 0 else None
     scorers = reward_functions.load_rewards(reward_fns, {**reward_functions.BUILTIN_REWARDS, "rm": None, "judge": None})
     if any(name == "judge" for name, _, _ in scorers):  # direct RLAIF: the judge's preferences are the reward
-        judge, jvocab, _ = common.load_frozen(judge_path, vocab, "judge", rt.device, same_vocab=False)
-        jtok = data.Tokenizer(jvocab)
-        jfn = rlaif.judge_reward(judge, jtok, rlaif.read_principles(judge_principles, jtok, judge.config.block_size))
+        judge, jtok, _, _, principles = rlaif.load_judge(judge_path, judge_principles, rt.device)
+        jfn = rlaif.judge_reward(judge, jtok, principles)
         scorers = [(n, jfn if n == "judge" else fn, w) for n, fn, w in scorers]
     if reward_ensemble != "mean" and not any(name == "rm" for name, _, _ in scorers):
         raise UserError(f"--reward_ensemble={reward_ensemble} combines a reward model ensemble, but --reward_fns="

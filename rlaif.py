@@ -188,6 +188,15 @@ def judge_reward(model, tok, principles, batch_size=64):
     return fn
 
 
+def load_judge(path, principles_path, device, builtin=False):
+    """The judge (a checkpoint or GPT-2) frozen on `device`, its tokenizer, the ids of " A" and " B", and
+    its principles (read_principles). What rlaif.py, dpo.py --labeler=ai and grpo.py's 'judge' reward load."""
+    model, vocab, _ = common.load_frozen(path, None, "judge", device, same_vocab=False)
+    tok = data.Tokenizer(vocab)
+    a_id, b_id = answer_ids(tok, path)
+    return model, tok, a_id, b_id, read_principles(principles_path, tok, model.config.block_size, builtin)
+
+
 def read_principles(path, tok, block_size, builtin=False, default=(task.DEFAULT_PRINCIPLE,)):
     """The principles file: one per line, blank lines and lines starting with '#' skipped ('': `default`).
     Each must be encodable by the judge (tok; None: not checked) and leave room in its context; on the
@@ -304,11 +313,7 @@ if __name__ == "__main__":
         raise SystemExit(0)
 
     # ------------------------------------------------------------------------- the judge labels
-    jmodel, jvocab, _ = common.load_frozen(judge, None, "judge", rt.device, same_vocab=False)
-    jtok = data.Tokenizer(jvocab)
-    a_id, b_id = answer_ids(jtok, judge)
-    T = jmodel.config.block_size
-    plist = read_principles(principles, jtok, T, builtin=builtin)
+    jmodel, jtok, a_id, b_id, plist = load_judge(judge, principles, rt.device, builtin)
     if builtin:
         policy, vocab, _ = common.load_model(policy_path)
         policy.to(rt.device).eval()

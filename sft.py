@@ -77,19 +77,17 @@ if __name__ == "__main__":
     rt = common.setup(device, dtype, seed, out_dir)
 
     # ----------------------------------------------------------------------------- model
+    data_vocab = data.vocab_of(p + c for path in (data_path, val_path) if path  # the training (and validation) text's tokens
+                               for p, c, _ in data.load_sft_jsonl(path, template)) if compact_vocab else None
     if init_from == "scratch":
-        vocab = task.vocab() if data_path == "builtin" else None  # compact vocabulary: see data.py
-        if data_path != "builtin" and compact_vocab:  # the tokens of the training (and validation) text
-            vocab = data.vocab_of(p + c for path in (data_path, val_path) if path
-                                  for p, c, _ in data.load_sft_jsonl(path, template))
+        vocab = task.vocab() if data_path == "builtin" else data_vocab  # compact vocabulary: see data.py
         model, vocab, ckpt = common.load_model("scratch", model_args=dict(
             n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, dropout=dropout,
             vocab_size=len(vocab) if vocab else 50257), vocab=vocab)
     else:
         model, vocab, ckpt = common.load_model(out_dir if init_from == "resume" else init_from)
         if compact_vocab and init_from != "resume" and vocab is not None:  # a compact model, widened to the data
-            new_vocab = sorted(set(vocab) | set(data.vocab_of(p + c for path in (data_path, val_path) if path
-                                                             for p, c, _ in data.load_sft_jsonl(path, template))))
+            new_vocab = sorted(set(vocab) | set(data_vocab))
             model, vocab = common.widen(model, vocab, new_vocab, block_size), new_vocab
     ckpt = ckpt if init_from == "resume" else None
     tok = data.Tokenizer(vocab)
