@@ -1,16 +1,11 @@
 """
-audit.py (goldRLHF): how far to trust feedback. Agreement between labelers (Cohen's and Fleiss' kappa,
-Krippendorff's alpha), a model of every labeler (Dawid-Skene EM: each one's confusion matrix, and the
-items' true labels, from the labels alone), and the preference audit: a scalar reward orders each
-prompt's responses, so on labels with contradictions or intransitive cycles (a > b > c > a) it must
-disagree with some; the fewest it must (the minimum feedback arc set) bounds the accuracy any reward
-model can reach on those labels; and for ratings and thumbs, how consistent the labels of repeated
-items are. As a command, for any feedback file (pairwise, ties, rankings, Likert, binary):
+audit.py (goldRLHF): how far to trust feedback, and the best accuracy any reward model can reach on it.
+Agreement between labelers (Cohen's and Fleiss' kappa, Krippendorff's alpha), Dawid-Skene's model of each
+labeler, the consistency of repeated ratings, and the preference audit: a scalar reward orders responses,
+so on labels with cycles (a > b > c > a) it must contradict some; the fewest it must (the minimum feedback
+arc set) bound its accuracy. For any feedback file (feedback.py reports the same for the files it writes):
 
     python audit.py --data_path=out/feedback/pairwise_train.jsonl [--reward_path=out/reward]
-
-prints the contradictions, the shortest cycles, the bound and, given a reward model, its own agreement
-(feedback.py reports the same for the files it writes).
 """
 import math
 from itertools import combinations
@@ -19,6 +14,7 @@ import torch
 
 import common
 import data
+import rewards
 from configurator import UserError, configure
 from model import score_sequences
 
@@ -29,8 +25,7 @@ device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', ...
 
 # ----------------------------------------------------------------------------- agreement and labeler models
 def cohen_kappa(a, b):
-    """Cohen's kappa (1960) of two labelers' labels on the same items: (p_o - p_e) / (1 - p_e), p_o the
-    observed agreement, p_e the agreement expected from each labeler's own label frequencies."""
+    """Cohen's kappa (1960) of two labelers on the same items: (p_o - p_e) / (1 - p_e), p_e: chance."""
     n = len(a)
     p_o = sum(x == y for x, y in zip(a, b)) / n
     p_e = sum((a.count(c) / n) * (b.count(c) / n) for c in set(a) | set(b))
@@ -38,8 +33,7 @@ def cohen_kappa(a, b):
 
 
 def fleiss_kappa(table):
-    """Fleiss' kappa (1971): table[i][j] = how many of the n raters put item i in category j (n the same
-    for every item). (P - P_e) / (1 - P_e), P the mean pairwise agreement per item, P_e = sum_j p_j^2."""
+    """Fleiss' kappa (1971): table[i][j] = how many of the n raters (n per item) put item i in category j."""
     N, n = len(table), sum(table[0])
     p = [sum(row[j] for row in table) / (N * n) for j in range(len(table[0]))]
     P = sum((sum(c * c for c in row) - n) / (n * (n - 1)) for row in table) / N
@@ -48,10 +42,8 @@ def fleiss_kappa(table):
 
 
 def krippendorff_alpha(units, metric="nominal"):
-    """Krippendorff's alpha (2011, "Computing Krippendorff's alpha-reliability"): units is a list of the
-    values the labelers gave each item (missing ones left out; items with fewer than 2 values ignored).
-    1 - D_o / D_e from the coincidence matrix; metric 'nominal' (delta = [c != k]) or 'interval'
-    (delta = (c - k)^2)."""
+    """Krippendorff's alpha (2011, "Computing Krippendorff's alpha-reliability"), 1 - D_o / D_e: units are
+    the values given each item (fewer than 2: ignored); metric 'nominal' or 'interval' ((c - k)^2)."""
     delta = (lambda c, k: float(c != k)) if metric == "nominal" else (lambda c, k: (c - k) ** 2)
     o = {}  # coincidences o[(c, k)]: each ordered pair of values within a unit, weighted 1 / (m_u - 1)
     for vals in units:
@@ -70,11 +62,9 @@ def krippendorff_alpha(units, metric="nominal"):
 
 
 def dawid_skene(labels, n_classes, iters=50, smoothing=0.01):
-    """Dawid & Skene (1979): each labeler l has a confusion matrix pi_l[true][given]; EM finds them and the
-    items' true classes from labels alone. labels: (item, labeler, given class) triples, classes 0..K-1.
-    Starts from the (soft) majority vote. Returns (posterior {item: [P(class k)]}, confusion {labeler:
-    K x K rows}, prior [K]); a labeler's reliability is sum_k prior_k confusion[k][k]. smoothing: pseudo-
-    counts added to every confusion cell, so an unseen cell is not exactly 0."""
+    """Dawid & Skene (1979): EM from the soft majority vote for each labeler's confusion matrix [true][given]
+    and the items' classes, from (item, labeler, class 0..K-1) triples. Returns (posterior {item: [K]},
+    confusion {labeler: K x K}, prior [K]); smoothing: pseudo-counts, so no cell is exactly 0."""
     by_item = {}
     for item, lab, y in labels:
         by_item.setdefault(item, []).append((lab, y))
@@ -103,12 +93,28 @@ def dawid_skene(labels, n_classes, iters=50, smoothing=0.01):
     return post, conf, prior
 
 
+def spearman(x, y):
+    """Spearman rank correlation: Pearson correlation of the ranks, ties get their average rank."""
+    def ranks(v):
+        order, out, i = sorted(range(len(v)), key=v.__getitem__), [0.0] * len(v), 0
+        while i < len(v):
+            j = i
+            while j + 1 < len(v) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                out[order[k]] = (i + j) / 2
+            i = j + 1
+        return out
+    rx, ry = ranks(list(x)), ranks(list(y))
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    sx, sy = math.sqrt(sum((a - mx) ** 2 for a in rx)), math.sqrt(sum((b - my) ** 2 for b in ry))
+    return cov / (sx * sy) if sx > 0 and sy > 0 else 0.0
+
+
 def repeat_consistency(rows):
-    """How consistent the labels of a repeated item are (the same response to the same prompt, labelled
-    again whenever it comes up again; the tutorials' "quality checks"): rows are (item key, label) with
-    numeric or boolean labels (a Likert score, a thumbs up). Over every pair of labels of the same item:
-    agreement, the share that are equal, and mean_abs_diff, the mean |a - b|; n_repeated items were
-    labelled more than once, n_pairs pairs compared (0: agreement and mean_abs_diff are nan)."""
+    """The tutorials' "quality checks" over every pair of labels of one item, rows (item, score or bool):
+    agreement (the share equal), mean_abs_diff (nan without pairs), n_repeated items, n_pairs."""
     by_item = {}
     for key, y in rows:
         by_item.setdefault(key, []).append(float(y))
@@ -121,10 +127,9 @@ def repeat_consistency(rows):
 
 # ----------------------------------------------------------------------------- the preference audit
 def _min_reversals(nodes, w):
-    """The fewest labels (weights w[(a, b)]: how often a was preferred to b) that any ordering of `nodes`
-    must contradict: the minimum feedback arc set. Exact by dynamic programming over the subsets placed at
-    the top (2^n n^2; n <= 12); above that Eades, Lin & Smyth's (1993) greedy ordering, an upper bound.
-    Returns (reversals, an ordering achieving it, best first)."""
+    """(fewest labels any ordering of `nodes` contradicts, that ordering best first), w[(a, b)] counting a
+    preferred to b: the minimum feedback arc set, exact by dynamic programming over subsets for n <= 12
+    (2^n n^2), else Eades, Lin & Smyth's (1993) greedy ordering, an upper bound."""
     n = len(nodes)
     beats = [[w.get((nodes[i], nodes[j]), 0) for j in range(n)] for i in range(n)]
     if n <= 12:
@@ -160,9 +165,8 @@ def _min_reversals(nodes, w):
 
 
 def _shortest_cycles(nodes, w, limit=3):
-    """Up to `limit` shortest intransitive cycles of the majority graph (a -> b when a was preferred to b
-    more often than the reverse; such a cycle has 3 or more nodes), each a list of nodes starting at its
-    smallest, found by a breadth-first search from every node."""
+    """Up to `limit` shortest cycles of the majority graph (a -> b: a preferred to b more often than the
+    reverse), each a list of nodes starting at its smallest."""
     succ = {a: [b for b in nodes if w.get((a, b), 0) > w.get((b, a), 0)] for a in nodes}
     found = []
     for s in nodes:
@@ -188,8 +192,7 @@ def _shortest_cycles(nodes, w, limit=3):
 
 
 def _components(nodes, w):
-    """The weakly connected components of the label graph (no label joins two of them, so an ordering's
-    contradictions add up over components and each can be solved alone)."""
+    """The label graph's weakly connected components: each can be solved alone."""
     parent = {v: v for v in nodes}
     def find(v):
         while parent[v] != v:
@@ -205,14 +208,10 @@ def _components(nodes, w):
 
 
 def audit(pairs):
-    """The preference audit: pairs are (prompt, preferred, other) labels (rankings give all their pairs).
-    Per prompt the labels form a directed graph; a scalar reward orders each prompt's responses, so it
-    contradicts at least the minimum feedback arc set of that graph, solved per connected component.
-    Returns a dict: n_labels, min_reversals (summed), exact (every component had at most 12 responses,
-    so min_reversals is the minimum; else a greedy upper bound on it), max_agreement = 1 - min_reversals
-    / n_labels (exact: the highest pairwise accuracy any reward model can reach on these labels; else a
-    value some ordering reaches), contradictions (pairs labelled both ways), prompts_with_cycles, and
-    examples: up to 3 prompts' shortest intransitive cycles."""
+    """The preference audit of (prompt, preferred, other) labels: a scalar reward contradicts at least the
+    minimum feedback arc set of each prompt's label graph. Returns a dict: n_labels, min_reversals, exact
+    (else min_reversals is a greedy upper bound), max_agreement = 1 - min_reversals / n_labels (the best
+    accuracy any reward model can reach), contradictions, prompts_with_cycles, examples (up to 3 cycles)."""
     graphs = {}
     for p, a, b in pairs:
         w = graphs.setdefault(p, {})
@@ -235,13 +234,12 @@ def audit(pairs):
 
 
 if __name__ == "__main__":
-    import feedback  # (imports this module's functions for its own report)
     configure(globals())
     if not data_path:
         raise UserError("nothing to audit", fix="pass --data_path=feedback.jsonl (pairwise, ties, rankings, likert or binary)")
-    kind = feedback.detect_kind(data_path)
-    items, skipped = feedback.load_feedback(data_path, kind)
-    pairs = feedback.to_pairs(items, kind)
+    kind = data.detect_kind(data_path)
+    items, skipped = data.load_feedback(data_path, kind)
+    pairs = data.to_pairs(items, kind)
     if kind in ("likert", "binary"):  # the same response to the same prompt, labelled more than once
         rc = repeat_consistency([((it["prompt"], it["texts"][0]), it["y"]) for it in items])
         print(f"repeated items: {rc['n_repeated']} responses labelled more than once ({rc['n_pairs']} pairs of "
@@ -260,10 +258,10 @@ if __name__ == "__main__":
         print(f"labels to reverse for a scalar reward (greedy, a component has over 12 responses): at most "
               f"{rep['min_reversals']}; an ordering agreeing with {rep['max_agreement']:.4f} of the labels exists")
     if reward_path:
-        rm, rm_vocab, gain, bias = common.load_reward_model(reward_path, None, common.setup(device).device, False)
-        tok = data.Tokenizer(rm_vocab)
-        ids = lambda p, t: (tok.encode(p, "prompt") + tok.encode(t, "response"))[-rm.config.block_size:]
+        rm = rewards.load_reward_model(reward_path, None, common.setup(device).device, False)
+        tok = rm.tok
+        ids = lambda p, t: (tok.encode(p, "prompt") + tok.encode(t, "response"))[-rm.model.config.block_size:]
         with torch.no_grad():
-            a = score_sequences(rm, [ids(p, c) for p, c, _ in pairs], tok.eot)
-            b = score_sequences(rm, [ids(p, r) for p, _, r in pairs], tok.eot)
+            a = score_sequences(rm.model, [ids(p, c) for p, c, _ in pairs], tok.eot)
+            b = score_sequences(rm.model, [ids(p, r) for p, _, r in pairs], tok.eot)
         print(f"{reward_path} agrees with {(a > b).float().mean().item():.4f} of them")

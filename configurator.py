@@ -1,20 +1,11 @@
 """
-configurator.py (goldRLHF): nanoGPT-style configuration. A stage script defines its config as plain globals at
-the top, each with a one-line comment, then calls
-
-    config = configure(globals(), choices=dict(loss_type=("sigmoid", "ipo")))
-
-which applies, in order: an optional config file given as the first argument (a .py file of
-`key = value` lines, or a .json object), then `--key=value` overrides. Types are checked against the
-defaults; unknown keys are rejected with the list of valid ones; a key listed in `choices` must take one
-of its allowed values; `--help` prints every key with its default, its comment and its choices. Returns
-the final config as a dict (stored in every checkpoint). Stages never reassign a key afterwards, so the
-checkpoint's config is what ran.
-
-It also defines UserError, the one way every script reports a user's mistake (a bad file, a missing
-field, an unknown key, a missing checkpoint): `configure` installs a hook so that an uncaught
-UserError prints one line, `error: <what> (<file>:<line>). <the fix>`, and exits with status 2, no
-traceback. Any other exception is a bug in our code and keeps its traceback.
+configurator.py (goldRLHF): nanoGPT-style configuration. A stage defines its config as globals, each with a
+one-line comment, then calls `config = configure(globals(), choices=dict(loss_type=("sigmoid", "ipo")))`:
+an optional config file (.py or .json) as the first argument, then `--key=value` overrides, type-checked
+against the defaults; unknown keys and values outside `choices` are errors; `--help` lists every key. The
+returned dict goes into every checkpoint (stages never reassign a key, so it is what ran).
+UserError is every script's report of a user's mistake: `configure`'s hook prints one line, `error: <what>
+(<file>:<line>). <the fix>`, exit status 2; any other exception is a bug and keeps its traceback.
 """
 import ast
 import difflib
@@ -25,8 +16,7 @@ import sys
 
 
 class UserError(ValueError):
-    """A mistake the user can fix: printed as one line by the hook `configure` installs, exit status 2.
-    `where` names the file and line (or the option), `fix` says what to do."""
+    """A mistake the user can fix: `where` names the file and line (or the option), `fix` what to do."""
     def __init__(self, what, where=None, fix=None):
         super().__init__(what + (f" ({where})" if where else "") + (f". {fix}" if fix else ""))
 
@@ -95,7 +85,9 @@ def configure(g, argv=None, choices=None):
     script = g.get("__file__", "script")
     if "--help" in argv or "-h" in argv:
         doc = (g.get("__doc__") or "").strip().splitlines()
-        print(f"usage: python {script.split('/')[-1]} [config.py|config.json] [--key=value ...]\n")
+        spec = g.get("__spec__")  # run as `python -m experiments.active`: say so
+        run = f"-m {spec.name}" if spec is not None else script.split('/')[-1]
+        print(f"usage: python {run} [config.py|config.json] [--key=value ...]\n")
         if doc:
             print(doc[0] + "\n")
         notes = _comments(script)

@@ -1,11 +1,11 @@
 """
-data.py (goldRLHF): text in and out of the models. The tokenizer (GPT-2 BPE, or the built-in task's
-compact vocabulary), JSONL reading and writing, prompt templates, the dataset formats every stage reads
-(README: Dataset formats), batches of completions for the loss, and sampling responses from a model.
-The built-in task itself is task.py; the simulated labelers are feedback.py.
+data.py (goldRLHF): text in and out of the models: the tokenizer (GPT-2 BPE or a compact vocabulary), JSONL,
+prompt templates, every dataset and feedback file format the stages read (README: Formats), batches for the
+loss, and sampling responses. The built-in task is task.py; the simulated labelers are labelers.py.
 """
 import json
 import os
+from itertools import combinations
 
 import tiktoken
 import torch
@@ -17,10 +17,9 @@ EOT_TEXT = "<|endoftext|>"
 EOT = 50256  # GPT-2's <|endoftext|> id
 
 # -----------------------------------------------------------------------------
-# Tokenizer: tiktoken's GPT-2 BPE, optionally restricted to a compact vocabulary.
-# A model on the built-in task uses only the ~70 GPT-2 tokens the task can produce; its embedding and
-# lm_head then have 70 rows instead of 50,257 (about 30x faster on a CPU). `vocab` is that list of GPT-2
-# ids (model id i <-> GPT-2 id vocab[i]) and is stored in every checkpoint. vocab=None is full GPT-2.
+# Tokenizer: tiktoken's GPT-2 BPE, or a compact vocabulary: a model of the built-in task needs only the 79
+# GPT-2 tokens the task can produce, so its embedding and lm_head have 79 rows, not 50,257 (README). `vocab`
+# lists those GPT-2 ids (model id i <-> vocab[i]), stored in every checkpoint; vocab=None is full GPT-2.
 
 class Tokenizer:
     def __init__(self, vocab=None):
@@ -36,10 +35,9 @@ class Tokenizer:
             self.max_len = max(map(len, self.by_bytes))
 
     def encode(self, text, where="text"):
-        """GPT-2 BPE ids, or compact ids. Text decoded from compact ids can BPE-merge into GPT-2 tokens
-        outside the compact vocabulary (" I" + "I" decodes to " II", one GPT-2 token): each run of such
-        tokens is re-spelled with the fewest compact tokens covering the same bytes (`_respell`), so
-        decode(encode(text)) == text, and any text a compact model can write encodes back."""
+        """GPT-2 BPE ids, or compact ids. Decoded compact ids can BPE-merge into GPT-2 tokens outside the
+        vocabulary (" I" + "I" -> " II"): such runs are re-spelled with the fewest compact tokens of the
+        same bytes (`_respell`), so any text a compact model can write encodes back."""
         ids = self.enc.encode(text, allowed_special={EOT_TEXT})
         if self.vocab is None:
             return ids
@@ -66,8 +64,8 @@ class Tokenizer:
         return out
 
     def _respell(self, gpt2_ids):
-        """The fewest compact ids whose bytes are exactly those of `gpt2_ids`, or None (dynamic
-        programming over byte positions: best[k] = fewest tokens spelling the first k bytes)."""
+        """The fewest compact ids spelling exactly the bytes of `gpt2_ids`, or None (dynamic programming:
+        best[k] = fewest tokens spelling the first k bytes)."""
         if EOT in gpt2_ids:
             return None
         b = b"".join(self.enc.decode_single_token_bytes(t) for t in gpt2_ids)
@@ -85,9 +83,8 @@ class Tokenizer:
         return self.enc.decode(ids if self.vocab is None else [self.vocab[i] for i in ids])
 
 def vocab_of(texts):
-    """The GPT-2 ids that `texts` use, plus <|endoftext|> (sorted): a compact vocabulary for a model
-    trained from scratch on them (sft.py --compact_vocab), e.g. rlaif.py's judge. Text with other
-    tokens cannot be encoded for that model (Tokenizer.encode says which)."""
+    """The GPT-2 ids `texts` use, plus <|endoftext|> (sorted): a compact vocabulary for a model trained
+    from scratch on them (sft.py --compact_vocab), e.g. rlaif.py's judge."""
     enc = tiktoken.get_encoding("gpt2")
     return sorted({i for t in texts for i in enc.encode(t, allowed_special={EOT_TEXT})} | {EOT})
 
@@ -160,8 +157,7 @@ def render_messages(messages, where="messages"):
     render_turns(messages[-1:], where)  # checks the last turn too
     return prompt, " " + messages[-1]["content"] + EOT_TEXT
 
-# Dataset formats, detected from the fields of each row (the first that fits, in this order); every
-# row of a file must be of one format. The README's "Dataset formats" table lists the same.
+# Dataset formats, detected from each row's fields (the first that fits); one format per file (README: Formats).
 FORMATS = {
     "sft": [("messages", ("messages",)), ("alpaca", ("instruction", "output")),
             ("instruction_response", ("instruction", "response")), ("prompt_completion", ("prompt", "completion")),
@@ -190,9 +186,8 @@ def _text(row, key, where):
     return v
 
 def load_sft_jsonl(path, template="plain"):
-    """Demonstrations in any SFT format -> list of (prompt, completion, where). {"text"} rows are plain
-    language modelling: the prompt is <|endoftext|> (GPT-2's document start) and every token is learned.
-    Alpaca rows join instruction and input (when non-empty) with a blank line."""
+    """Demonstrations in any SFT format -> [(prompt, completion, where)]. {"text"} rows: the prompt is
+    <|endoftext|> (GPT-2's document start), every token learned; Alpaca joins instruction and input."""
     rows, fmt = read_format(path, "sft")
     out = []
     for r in rows:
@@ -227,10 +222,8 @@ def split_prompt(chosen, rejected, where):
     return chosen[:cut], chosen[cut:], rejected[cut:]
 
 def load_preferences(path, template="plain"):
-    """Preference pairs in any of TRL's formats -> list of dicts prompt, chosen, rejected (strings),
-    where, and margin when the row has one. Explicit prompt (strings, or conversational: `prompt` and
-    the responses as message lists), or an implicit prompt (`split_prompt`; conversational: the common
-    leading turns are the prompt and each side's last turn the response)."""
+    """Preference pairs in any of TRL's formats -> dicts prompt, chosen, rejected, where (+ margin). An
+    implicit prompt is split off (`split_prompt`); conversational: the shared turns are the prompt."""
     rows, fmt = read_format(path, "preference")
     out = []
     for r in rows:
@@ -291,20 +284,102 @@ def load_unpaired(path):
     return out
 
 # -----------------------------------------------------------------------------
+# Feedback files (feedback.py and rlaif.py write them; reward.py, dpo.py and audit.py read them), one JSON
+# object per line; responses are the text after the prompt, ending in "<|endoftext|>" when the writer stopped:
+#   pairwise  {"prompt", "chosen", "rejected", "margin"?}  (margin: the vote margin, in [0, 1])
+#   ties      {"prompt", "chosen", "rejected", "tie": bool} (a tie: the order means nothing)
+#   rankings  {"prompt", "ranking": [best, ..., worst]}
+#   likert    {"prompt", "completion", "score": 1..5}
+#   aspects   {"prompt", "completion", "scores": {aspect: 1..5}}
+#   binary    {"prompt", "completion", "label": bool}      (thumbs up / down, TRL's unpaired format)
+FEEDBACK_KINDS = ("pairwise", "ties", "rankings", "likert", "binary", "aspects")
+
+def load_feedback(path, kind, aspect=None):
+    """(items, skipped): dicts prompt, texts (best first) and y (margin, tie, score, {aspect: score}, or
+    `aspect`'s score). A malformed row is an error naming file and line; rows with identical responses
+    compare nothing and are skipped."""
+    if kind == "pairwise":
+        rows = [dict(prompt=r["prompt"], texts=[r["chosen"], r["rejected"]], y=r.get("margin"), where=r["where"])
+                for r in load_preferences(path)]
+    elif kind == "rankings":
+        rows = [dict(prompt=r["prompt"], texts=r["ranking"], y=None, where=r["where"]) for r in load_rankings(path)]
+    elif kind == "binary":
+        rows = [dict(prompt=r["prompt"], texts=[r["completion"]], y=r["label"], where=r["where"])
+                for r in load_unpaired(path)]
+    else:
+        need = dict(ties=("prompt|chosen|rejected|tie",), likert=("prompt|completion|score",),
+                    aspects=("prompt|completion|scores",))[kind]
+        rows = []
+        for row in read_jsonl(path, required=need):
+            w = row["_where"]
+            texts = [row["chosen"], row["rejected"]] if kind == "ties" else [row["completion"]]
+            if not all(isinstance(t, str) and t for t in [row["prompt"], *texts]):
+                raise UserError("prompt and responses must be non-empty strings", w)
+            y = row["tie"] if kind == "ties" else row["scores"] if kind == "aspects" else row["score"]
+            if kind == "aspects":
+                if not isinstance(y, dict) or not y or not all(isinstance(k, str) for k in y):
+                    raise UserError(f"scores must be an object {{aspect: 1..5}}, got {y!r}", w)
+                if aspect is not None and aspect not in y:
+                    raise UserError(f"no rating of aspect {aspect!r} (this row rates {', '.join(y)})", w,
+                                    "pass --aspect= one of those")
+                bad = [v for v in y.values() if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 5]
+                if bad:
+                    raise UserError(f"scores must be integers 1..5, got {bad[0]!r}", w)
+                y = y if aspect is None else y[aspect]
+            if kind == "ties" and not isinstance(y, bool):
+                raise UserError(f"tie must be true or false, got {y!r}", w)
+            if kind == "likert" and (isinstance(y, bool) or not isinstance(y, int) or not 1 <= y <= 5):
+                raise UserError(f"score must be an integer 1..5, got {y!r}", w)
+            rows.append(dict(prompt=row["prompt"], texts=texts, y=y, where=w))
+    items, skipped = [], []
+    for it in rows:
+        if len(set(it["texts"])) < len(it["texts"]):
+            skipped.append(f"{it['where']}: identical responses")
+            continue
+        items.append(it)
+    if not items:
+        raise UserError(f"no usable rows ({len(skipped)} skipped, e.g. {skipped[:1]})", path)
+    return items, skipped
+
+
+def detect_kind(path):
+    """The kind of a feedback file, from the fields of its first row."""
+    row = read_jsonl(path)[0]
+    for kind, field in (("rankings", "ranking"), ("likert", "score"), ("aspects", "scores"), ("ties", "tie"), ("binary", "label"),
+                        ("pairwise", "chosen")):
+        if field in row:
+            return kind
+    raise UserError("not a feedback row (expected chosen/rejected, tie, ranking, score or label)", row["_where"])
+
+
+def to_pairs(items, kind):
+    """Feedback of any kind -> (prompt, better, worse) pairs: a ranking gives all its pairs, a tie none,
+    Likert ratings (or thumbs) of the same prompt give every pair with different scores (up over down)."""
+    if kind in ("pairwise", "ties"):
+        return [(it["prompt"], *it["texts"]) for it in items if not (kind == "ties" and it["y"])]
+    if kind == "rankings":
+        return [(it["prompt"], it["texts"][i], it["texts"][j]) for it in items
+                for i, j in combinations(range(len(it["texts"])), 2)]
+    by_prompt = {}
+    for it in items:  # (per-aspect ratings, all aspects: their sum, as gold is)
+        y = sum(it["y"].values()) if isinstance(it["y"], dict) else it["y"]
+        by_prompt.setdefault(it["prompt"], []).append((y, it["texts"][0]))
+    return [(p, a[1], b[1]) for p, rs in by_prompt.items() for a, b in combinations(sorted(rs, reverse=True), 2)
+            if a[0] > b[0]]
+
+
+# -----------------------------------------------------------------------------
 # Batches for the loss, and sampling text from a model.
 
 def collate_completions(rows, eot, batch_size=None):
-    """rows: (ids, n_prompt) pairs -> right-padded x, y (batch_size, L - 1) long, L the longest row
-    (batch_size: at least len(rows); extra rows are all padding). x[t] = ids[t] is the input and
-    y[t] = ids[t + 1] the token to predict (the shift by one), kept only where ids[t + 1] is a completion
-    token: -100 on the prompt and the padding (no loss there). SFT's batches, and DPO's (chosen and
-    rejected rows in one batch)."""
+    """(ids, n_prompt) rows -> right-padded x, y (batch_size, L - 1), L the longest row (extra rows are
+    padding): y is x shifted by one, -100 (no loss) except on completion tokens. SFT's and DPO's batches."""
     L = max(len(ids) for ids, _ in rows)
     x = torch.full((batch_size or len(rows), L - 1), eot, dtype=torch.long)
     y = torch.full((batch_size or len(rows), L - 1), -100, dtype=torch.long)
     for i, (ids, n_p) in enumerate(rows):
         x[i, :len(ids) - 1] = torch.tensor(ids[:-1])
-        y[i, n_p - 1:len(ids) - 1] = torch.tensor(ids[n_p:])  # predict completion tokens only
+        y[i, n_p - 1:len(ids) - 1] = torch.tensor(ids[n_p:])
     return x, y
 
 
@@ -321,13 +396,10 @@ def encode_prompts(tok, prompts, max_len, where="prompt"):
 
 def sample_responses(model, tok, prompts, max_new_tokens, temperature=1.0, batch_size=64, ref=None,
                      with_ids=False, **kw):
-    """Generate one response per prompt. Returns the texts (ending in <|endoftext|> when the model
-    stopped), their lengths in tokens and, given a reference model, each response's sequence KL estimate
-    in nats: the exact full-vocabulary KL(model || ref) at every position of the sampled response
-    (kernels.kl), summed. Its mean over responses is an unbiased estimate of the sequence KL, with less
-    variance than summing log p - log p_ref (the per-position part is exact; the positions are sampled).
-    with_ids=True also returns each prompt + response as the token ids sampled, for a reward model to
-    score as they are."""
+    """One response per prompt: texts (ending in <|endoftext|> if the model stopped), lengths in tokens,
+    KLs[, ids]. Given `ref`, each KL is the exact KL(model || ref) summed over the sampled positions: an
+    unbiased sequence-KL estimate with less variance than summing log p - log p_ref. with_ids: prompt +
+    response ids as sampled, for a reward model to score as they are."""
     ids = encode_prompts(tok, prompts, model.config.block_size - max_new_tokens)
     texts, lengths, kls, seqs = [], [], [], []
     for i in range(0, len(ids), batch_size):

@@ -1,61 +1,28 @@
 """
-dpo.py (goldRLHF): Direct Preference Optimization and its common variants, one switch (--loss_type).
+dpo.py (goldRLHF): Direct Preference Optimization (Rafailov et al. 2023) and its variants, one switch.
 
-DPO (Rafailov et al. 2023) fits the policy straight to preference pairs (prompt, chosen, rejected):
-the RLHF objective's optimal policy makes beta * log(pi / pi_ref) an implicit reward, so the
-Bradley-Terry loss on that reward trains the policy with no reward model and no sampling loop.
-Variants, all in `dpo_loss` below:
+DPO fits the policy to preference pairs (prompt, chosen, rejected): beta * log(pi / pi_ref) is an implicit
+reward, and the Bradley-Terry loss on it trains the policy with no reward model and no sampling. --loss_type:
+    sigmoid  DPO, eq. 7; with --label_smoothing=eps, conservative DPO (cDPO, Mitchell 2023)
+    robust   robust DPO (Chowdhury et al. 2024): unbiased under label-flip rate eps
+    ipo      IPO (Azar et al. 2023, eq. 17): squared loss to a finite margin 1/(2 beta)
+    hinge    SLiC-HF (Zhao et al. 2023): hinge on the reference-normalised margin (as TRL)
+    simpo    SimPO (Meng et al. 2024, eq. 6): reference-free, length-normalised log-probs, margin gamma
+    kto      KTO (Ethayarajh et al. 2024): unpaired thumbs up / down against a reference point z0
+--rpo_alpha > 0 adds an NLL term on the chosen response (RPO, Pang et al. 2024). --online is online DPO
+(Guo et al. 2024; TRL's OnlineDPOTrainer): every step samples two responses per prompt from the policy,
+--labeler picks (simulated people, a reward model or the AI judge rlaif.py trains), a paired loss trains.
 
-    sigmoid   DPO, Rafailov et al. 2023 eq. 7; with --label_smoothing=eps it is conservative DPO
-              (cDPO, Mitchell 2023, "A note on DPO with noisy preferences & relationship to IPO")
-    robust    robust DPO, Chowdhury et al. 2024 ("Provably Robust DPO"), unbiased under label noise eps
-    ipo       IPO, Azar et al. 2023 eq. 17: squared loss to a finite margin 1/(2 beta), does not
-              push the margin to infinity
-    hinge     SLiC-HF, Zhao et al. 2023: hinge on the reference-normalised margin (as TRL)
-    simpo     SimPO, Meng et al. 2024 eq. 6: reference-free, length-normalised log-probs, margin gamma
-    kto       KTO, Ethayarajh et al. 2024 ("KTO: Model Alignment as Prospect Theoretic Optimization"):
-              unpaired thumbs up / down, each response's log-ratio against a reference point z0, the
-              policy's KL to the reference estimated on mismatched prompt / response pairs (kto_loss)
-    --rpo_alpha > 0 adds an NLL term on the chosen response (RPO, Pang et al. 2024, "Iterative Reasoning
-              Preference Optimization"), against the "chosen log-probs fall too" failure of DPO.
-    --online  online DPO (Guo et al. 2024, "Direct language model alignment from online AI feedback"; TRL's
-              OnlineDPOTrainer): every step samples two responses per prompt from the current policy, a
-              labeler picks (--labeler=human: the built-in task's simulated people, as feedback.py;
-              --labeler=reward: a reward model, the higher score wins; --labeler=ai: the AI judge of
-              rlaif.py under --judge_principles, both orders averaged), and any paired loss above trains
-              on those fresh pairs, so the data follow the policy instead of staying on the SFT model's
-              samples. `labels` (pairs labelled so far) is logged and kept in the checkpoint.
-
-    python dpo.py                                   # built-in task: preference data from feedback.py
-    python dpo.py --loss_type=ipo --beta=0.5
+    python dpo.py                                   # built-in task: the pairs feedback.py writes
     python dpo.py --loss_type=kto --data_path=out/feedback/binary_train.jsonl   # thumbs up / down
-    python dpo.py --data_path=my.jsonl --sft_path=out/sft/ckpt.pt
-    python dpo.py --online=True --max_iters=150     # online DPO: 150 x 32 fresh pairs labelled by simulated people
+    python dpo.py --online=True --max_iters=150     # online DPO
     torchrun --nproc_per_node=2 dpo.py              # DDP
 
-Data: JSONL of {"prompt","chosen","rejected"} (TRL's fields; chosen/rejected are the response texts,
-ending in <|endoftext|> where the response ended). Default: the built-in task's simulated preferences
-that `python feedback.py` writes (SFT samples labelled by noisy simulated humans from the gold scorer).
-KTO reads unpaired rows {"prompt","completion","label"} (feedback.py's binary_*.jsonl), or pairs, each
-split into a desirable chosen and an undesirable rejected response (the paper's setup on paired data).
-Policy and frozen reference both start from the SFT checkpoint. Writes out_dir/ckpt.pt (an LM: sample.py
-and later stages load it) and out_dir/metrics.jsonl.
-
-Departures: reference log-probs are computed once before training by default (TRL's
-precompute_ref_log_probs), so training runs no reference forward and, on a GPU, holds no second model
-(the reference waits on the CPU for the eval's KL); --ref_mode=online keeps it on the device.
-Policy and reference log-probs come from the same call (sequence_logps: same fused / unfused lm_head,
-same dtype), so at step 0 every implicit reward and margin is 0, under bf16 and --fused_lm_head too
-(bit for bit online; precomputed, the reference saw other batch shapes, which bf16 can round another way:
-1e-05 on the mean); dropout is forced to 0 (TRL's disable_dropout) for the same reason.
-IPO uses summed (sequence) log-probs as in the paper (TRL averages them per token). KTO's mismatched
-pairs are fixed per item (item i's prompt with the next item's response of another prompt), so their
-reference log-probs are precomputed too; TRL rolls the completions within each batch instead.
-Online: the reference runs every step (fresh samples: nothing to precompute); pairs of identical samples
-or split votes are dropped, so a step trains on up to batch_size pairs (the labels count says how many);
-Guo et al. ask an LLM judge; here the simulated people or a reward model label (no AI judge is built yet).
-On the built-in task the model is tiny and the lr is far higher than the ~5e-7 used for billion-parameter
-models.
+Data: JSONL of {"prompt","chosen","rejected"} (TRL's fields); KTO also reads {"prompt","completion","label"}
+and splits a pair into a desirable and an undesirable row. Writes out_dir/ckpt.pt (an LM) and metrics.jsonl.
+Departures: reference log-probs are precomputed (TRL's precompute_ref_log_probs; every step if --online or
+--ref_mode=online) by the policy's own call, dropout 0: every margin is 0 at step 0. IPO sums log-probs, as the
+paper (TRL averages); KTO's mismatched pairs are fixed per item (TRL rolls them); Guo et al. label by an LLM.
 """
 import os
 import random
@@ -66,12 +33,12 @@ import torch.nn.functional as F
 
 import common
 import data
-import rlaif
+import rewards
 import task
 from common import log_metrics
 from configurator import MissingFile, UserError, configure
-from feedback import label_pair
-from model import disable_dropout, score_sequences, token_logprobs
+from labelers import judge_pairs, label_pair, load_judge
+from model import disable_dropout, token_logprobs
 
 # ----------------------------------------------------------------------------- config
 out_dir = "out/dpo"  # checkpoint, metrics.jsonl go here
@@ -82,18 +49,18 @@ val_path = ""  # held-out pairs for eval metrics; empty: pairwise_test.jsonl nex
 template = "plain"  # prompt template for JSONL prompts: 'plain' or 'instruction'
 # the loss
 loss_type = "sigmoid"  # 'sigmoid' (DPO), 'ipo', 'hinge', 'robust', 'simpo', 'kto'
-beta = 0.5  # strength of the KL-to-reference constraint (sigmoid/ipo/hinge/robust); 0.1 drifts off-grammar here
+beta = 0.5  # strength of the KL-to-reference constraint (sigmoid/ipo/hinge/robust); not TRL's 0.1: RESULTS.md 2.7
 label_smoothing = 0.0  # assumed label-flip rate eps: sigmoid -> conservative DPO (cDPO), robust needs > 0
 simpo_beta = 2.0  # SimPO's reward scale (its rewards are per-token averages, so larger than beta)
 simpo_gamma = 1.0  # SimPO's target margin gamma (= simpo_beta * 0.5, the SimPO code's gamma_beta_ratio)
 rpo_alpha = 0.0  # weight of the length-normalised NLL on chosen responses (RPO); 0: off
-desirable_weight = 0.0  # KTO's lambda_D; 0 = n_undesirable / n_desirable, so lambda_D n_D = lambda_U n_U (the paper: 1 to 4/3)
+desirable_weight = 0.0  # KTO's lambda_D; 0: balanced, lambda_D n_D = lambda_U n_U (the paper: 1 to 4/3)
 undesirable_weight = 1.0  # KTO's lambda_U
-max_items = 0  # train on the first this many rows of data_path (0: all): one row is one judgement (a pair, or a thumbs)
+max_items = 0  # train on the first this many rows of data_path (0: all); a row is one judgement
 ref_mode = "precompute"  # 'precompute' (reference log-probs once, reference freed) or 'online'
-# online DPO (Guo et al. 2024): every step's pairs are sampled from the current policy and labelled then
+# online DPO (Guo et al. 2024)
 online = False  # True: each step, two responses per prompt from the policy, `labeler` picks, then the loss
-labeler = "human"  # online: 'human' (the built-in task's simulated people vote on gold), 'reward' (reward_path picks) or 'ai' (the judge)
+labeler = "human"  # online: 'human' (simulated people vote on gold), 'reward' (reward_path scores) or 'ai' (judge_path)
 reward_path = "out/reward/ckpt.pt"  # online --labeler=reward: the higher-scoring response is chosen
 judge_path = "out/judge"  # online --labeler=ai: the AI judge (rlaif.py), both orders averaged
 judge_principles = ""  # its principles file ('' = 'Prefer the better review.'), one drawn per pair
@@ -127,11 +94,9 @@ LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "simpo", "kto")
 # ----------------------------------------------------------------------------- the loss
 def dpo_loss(logps_c, logps_r, ref_c, ref_r, len_c, len_r, loss_type="sigmoid", beta=0.1, label_smoothing=0.0,
              simpo_beta=2.0, simpo_gamma=1.0, rpo_alpha=0.0):
-    """Per-pair preference loss. All inputs (B,) fp32: summed log-probs of the chosen / rejected response
-    under the policy (logps_*) and the reference (ref_*; unused by simpo, may be None), and the number of
-    response tokens (len_*). Returns (losses (B,), chosen_rewards (B,), rejected_rewards (B,)); the
-    rewards are the implicit ones, detached, for logging (rewards/accuracies = chosen > rejected).
-    Formulas follow the papers, with the same names and conventions as TRL's DPOTrainer / CPOTrainer."""
+    """Per-pair preference loss, the papers' formulas in TRL's names. Inputs (B,) fp32: summed log-probs of
+    chosen / rejected under the policy (logps_*) and the reference (ref_*; None for simpo), response lengths
+    (len_*). Returns (losses, chosen_rewards, rejected_rewards), each (B,), the implicit rewards detached."""
     eps = label_smoothing
     if loss_type == "simpo":  # Meng et al. 2024 eq. 6: r = beta/|y| log pi(y|x), no reference
         rc, rr = simpo_beta * logps_c / len_c, simpo_beta * logps_r / len_r
@@ -156,10 +121,8 @@ def dpo_loss(logps_c, logps_r, ref_c, ref_r, len_c, len_r, loss_type="sigmoid", 
 
 
 def kto_reference_point(kl_logps, kl_ref, ddp=False):
-    """KTO's z0 (Ethayarajh et al. 2024, eq. 7): an estimate of KL(pi || pi_ref), the mean log-ratio of
-    mismatched pairs (prompt x_i with another item's response y_j, which neither model was trained to
-    prefer), clamped at 0 and detached: no gradient flows through the reference point. kl_logps, kl_ref:
-    (B,) summed log-probs under policy and reference -> scalar. ddp: the mean over every rank's pairs."""
+    """KTO's z0 (Ethayarajh et al. 2024, eq. 7): KL(pi || pi_ref) estimated by the mean log-ratio of the
+    mismatched pairs kl_logps, kl_ref (B,) (over all ranks if ddp), clamped at 0, detached. Returns a scalar."""
     z = (kl_logps - kl_ref).mean().detach()
     if ddp:
         torch.distributed.all_reduce(z)
@@ -168,11 +131,9 @@ def kto_reference_point(kl_logps, kl_ref, ddp=False):
 
 
 def kto_loss(logps, ref, z0, desirable, beta=0.1, w_d=1.0, w_u=1.0):
-    """KTO's loss (Ethayarajh et al. 2024, eq. 8): r = log pi(y|x) - log pi_ref(y|x) against the reference
-    point z0; value v = lambda_D sigmoid(beta (r - z0)) for a desirable response, lambda_U sigmoid(beta
-    (z0 - r)) for an undesirable one; loss lambda_y - v. logps, ref: (B,) summed log-probs under policy and
-    reference; z0: scalar (kto_reference_point); desirable: (B,) bool. Returns (losses (B,), implicit
-    rewards beta * r (B,), detached)."""
+    """KTO's loss (Ethayarajh et al. 2024, eq. 8): lambda_y - v, v = lambda_D sigmoid(beta (r - z0)) if desirable
+    else lambda_U sigmoid(beta (z0 - r)), r = log pi - log pi_ref. logps, ref, desirable (B,); z0 a scalar.
+    Returns (losses (B,), the implicit rewards beta * r (B,), detached)."""
     r = logps - ref
     lam = torch.where(desirable, torch.full_like(r, w_d), torch.full_like(r, w_u))
     v = torch.where(desirable, w_d * torch.sigmoid(beta * (r - z0)), w_u * torch.sigmoid(beta * (z0 - r)))
@@ -180,11 +141,9 @@ def kto_loss(logps, ref, z0, desirable, beta=0.1, w_d=1.0, w_u=1.0):
 
 
 def online_pairs(seqs, n_prompt, votes):
-    """Online DPO's training pairs (Guo et al. 2024, Algorithm 1): seqs are 2B token-id lists, prompt +
-    response, the two responses to prompt i in rows 2i and 2i + 1; n_prompt (B,) the prompts' lengths;
-    votes (B,) the labeler's share of votes for the first response, in [0, 1]. Returns the rows the loss
-    reads, {chosen, rejected, n_prompt}: the first response chosen when its share is above 1/2. A pair
-    of identical responses or a split vote (exactly 1/2) says nothing about which is better: dropped."""
+    """Online DPO's pairs (Guo et al. 2024, Algorithm 1): seqs, 2B token-id lists, hold prompt i's two samples
+    in rows 2i, 2i + 1; votes (B,) the first one's share of votes. Returns rows {chosen, rejected, n_prompt};
+    identical samples and split votes (exactly 1/2) say nothing about which is better: dropped."""
     rows = []
     for a, b, n_p, v in zip(seqs[::2], seqs[1::2], n_prompt, votes):
         if a != b and v != 0.5:
@@ -193,19 +152,15 @@ def online_pairs(seqs, n_prompt, votes):
 
 
 def human_votes(prompts, texts_a, texts_b, rng, n_annotators=3, temperature=0.25):
-    """The built-in task's simulated people on fresh pairs, as feedback.py labels its files: each of
-    n_annotators votes with Bradley-Terry noise on the hidden gold scores (feedback.label_pair). Returns
-    (B,) the share of votes for response a."""
+    """(B,) share of n_annotators simulated people voting for a (labelers.label_pair: Bradley-Terry on gold)."""
     return [sum(label_pair(task.gold(p, a), task.gold(p, b), rng, temperature) for _ in range(n_annotators)) / n_annotators
             for p, a, b in zip(prompts, texts_a, texts_b)]
 
 
 def sequence_logps(model, x, y, fused=False):
-    """Summed log-probs of the response tokens: the one call for policy and reference alike. x, y (N, L):
-    inputs and next tokens with -100 on prompt and padding. Returns logps (N,) fp32 and the number of
-    response tokens (N,). fused: from the hidden states, never holding the (N, L, V) logits
-    (kernels.linear_logprobs_entropy)."""
-    logp, _ = token_logprobs(model, x, y, fused=fused, entropy=False)  # (N, L), 0 where y is -100; no entropy
+    """Summed response log-probs (N,) fp32 and response lengths (N,) of x, y (N, L) (y -100 off the response),
+    one call for policy and reference alike. fused: no (N, L, V) logits (kernels.linear_logprobs_entropy)."""
+    logp, _ = token_logprobs(model, x, y, fused=fused, entropy=False)  # (N, L), 0 where y is -100
     return logp.sum(-1), (y != -100).sum(-1)
 
 
@@ -241,23 +196,19 @@ if __name__ == "__main__":
     if online and labeler == "human" and not builtin:
         raise UserError("--labeler=human simulates people with the built-in task's gold scorer; this model is not "
                         "the built-in task's", fix="label with a reward model: --labeler=reward --reward_path=...")
-    if online:  # fresh samples every step: no reference log-probs to precompute
-        ref_mode = "online"
-        rm, _, rm_gain, rm_bias = common.load_reward_model(reward_path, vocab, rt.device) if labeler == "reward" else (None,) * 4
+    precompute = ref_mode == "precompute" and not online  # online: fresh samples every step, nothing to precompute
+    if online:
+        rm = rewards.load_reward_models(reward_path, vocab, rt.device) if labeler == "reward" else None
         if labeler == "ai":  # RLAIF (Guo et al. 2024's own setting: an AI labeler)
-            judge, jtok, a_id, b_id, principles = rlaif.load_judge(judge_path, judge_principles, rt.device)
+            judge, jtok, a_id, b_id, principles = load_judge(judge_path, judge_principles, rt.device)
 
     # ----------------------------------------------------------------------------- data
     kto = loss_type == "kto"
     A, B_ = ("ids", "kl_ids") if kto else ("chosen", "rejected")  # the two sequences of a row, in one batch
 
     def load_rows(path):
-        """The training rows from any of data.load_preferences' formats (or, for KTO, unpaired thumbs rows):
-        DPO: dicts chosen, rejected (prompt + response ids), n_prompt. KTO: dicts ids, n_prompt, desirable
-        (a pair gives a desirable chosen and an undesirable rejected row) and kl_ids, the row's prompt with
-        the response of the next row of another prompt (the mismatched pair for z0). Identical chosen and
-        rejected carry no preference: skipped and counted; responses the vocabulary cannot spell too.
-        Over-long sequences are cut."""
+        """Rows of path, token ids: {chosen, rejected, n_prompt}; KTO: {ids, n_prompt, desirable, kl_ids (the
+        mismatched pair for z0)}. Skips identical pairs and text the vocabulary cannot spell; cuts long rows."""
         if not os.path.exists(path):
             raise MissingFile("no preference data", path, "run `python feedback.py` first (it writes the built-in "
                               "task's simulated preferences there) or pass --data_path=your.jsonl (README: "
@@ -302,7 +253,7 @@ if __name__ == "__main__":
         return out
 
     train = [] if online and builtin else load_rows(data_path)
-    # online: only the prompts are kept (the built-in task's train prompts, or the prompts of data_path's rows)
+    # online: only the prompts are used
     train_prompts = (task.prompts("train") if builtin else
                      list(dict.fromkeys(tok.decode(r["chosen"][:r["n_prompt"]]) for r in train))) if online else []
     train = [] if online else train
@@ -329,14 +280,13 @@ if __name__ == "__main__":
         print(f"{len(train)} training rows, {len(val)} held-out rows, loss {loss_type}")
 
     def collate(rows):
-        """Both sequences of every row stacked into one right-padded batch (2B, L-1): rows 0..B-1 the chosen
-        (KTO: the response), B..2B-1 the rejected (KTO: the mismatched pair), so one forward scores both
-        (half the kernel launches, one pass of the weights)."""
+        """One right-padded batch (2B, L-1): chosen (KTO: the response) in rows 0..B-1, rejected (KTO: the
+        mismatched pair) in B..2B-1, so one forward scores both."""
         x, y = data.collate_completions([(r[A], r["n_prompt"]) for r in rows] +
                                         [(r[B_], r["n_prompt"]) for r in rows], tok.eot)
         return x.to(rt.device), y.to(rt.device)
 
-    if need_ref and ref_mode == "precompute":  # the reference's sequence log-probs of every row, once
+    if need_ref and precompute:  # the reference's sequence log-probs of every row, once
         t0 = time.time()
         with torch.no_grad():
             for part in (train, val):
@@ -358,7 +308,7 @@ if __name__ == "__main__":
         with rt.ctx:
             logps, lens = sequence_logps(m, x, y, fused_lm_head)
         ref_c = ref_r = None
-        if need_ref and ref_mode == "online":
+        if need_ref and not precompute:
             with torch.no_grad(), rt.ctx:
                 ref_logps, _ = sequence_logps(ref_model, x, y, fused_lm_head)
             ref_c, ref_r = ref_logps[:B], ref_logps[B:]
@@ -386,14 +336,12 @@ if __name__ == "__main__":
              "logps/chosen", "logps/rejected") + (("z0",) if kto else ())
 
     # ----------------------------------------------------------------------------- optimizer
-    optimizer = common.configure_optimizer(model, lr, weight_decay, rt.device_type)
+    optimizer = common.configure_optimizer(model, lr, weight_decay)
     rng, iter_num = common.resume(ckpt, rt, seed, optimizer)  # the data order: the same on every rank
     raw_model, model = model, common.wrap(model, rt, compile)
 
     def online_batch():
-        """Online DPO's data (Guo et al. 2024, Algorithm 1): batch_size prompts (this rank's share of the
-        global draw), two samples each from the current policy, labelled now. Returns the rows to train on
-        (online_pairs), the pairs labelled on every rank, and the samples' mean gold (built-in task)."""
+        """This rank's batch_size prompts, two policy samples each, labelled now -> (rows, n labelled, mean gold)."""
         prompts = [train_prompts[rng.randrange(len(train_prompts))] for _ in range(batch_size * rt.world_size)]
         prompts = prompts[rt.rank::rt.world_size]
         twice = [p for p in prompts for _ in range(2)]
@@ -403,11 +351,11 @@ if __name__ == "__main__":
             if labeler == "human":
                 votes = human_votes(prompts, texts[::2], texts[1::2], random, n_annotators, label_temperature)
             elif labeler == "ai":  # the judge, both orders; a tie or an unreadable pair says nothing
-                lo = rlaif.judge_pairs(judge, jtok, [(random.choice(principles), p, a, b) for p, a, b in
-                                                     zip(prompts, texts[::2], texts[1::2])], a_id, b_id)[0]
+                lo = judge_pairs(judge, jtok, [(random.choice(principles), p, a, b) for p, a, b in
+                                               zip(prompts, texts[::2], texts[1::2])], a_id, b_id)[0]
                 votes = [0.5 if x is None or x == 0 else float(x > 0) for x in lo]
             else:  # the reward model as the labeler: the higher score wins, a tie says nothing
-                s = score_sequences(rm, seqs, tok.eot, rm_gain, rm_bias).tolist()
+                s = rm.score(seqs, tok.eot).tolist()
                 votes = [0.5 if a == b else float(a > b) for a, b in zip(s[::2], s[1::2])]
         rows = online_pairs(seqs, [len(q) - n for q, n in zip(seqs[::2], lengths[::2])], votes)
         n = torch.tensor(float(len(rows)), device=rt.device)
@@ -420,8 +368,7 @@ if __name__ == "__main__":
 
     @torch.no_grad()
     def evaluate():
-        """Preference metrics on held-out pairs; on the built-in task the gold score of fresh samples
-        and their sequence KL to the reference (the SFT model; see data.sample_responses)."""
+        """Held-out pair metrics; on the built-in task, gold and sequence KL to the reference of fresh samples."""
         raw_model.eval()  # rank 0 only: the raw model, since DDP's forward would wait for the other ranks
         out = {"labels": n_labels}  # preference labels trained on so far (offline: the rows of data_path)
         if val:
@@ -435,7 +382,7 @@ if __name__ == "__main__":
             out.update(task.report(eval_prompts, texts, lengths, kls))
             for p, r in list(zip(eval_prompts, texts))[::eval_repeats][:n_print]:
                 print(f"  {p!r} -> {r!r}  gold {task.gold(p, r):+.2f}")
-            if need_ref and ref_mode == "precompute" and rt.device_type == "cuda":
+            if need_ref and precompute and rt.device_type == "cuda":
                 ref_model.to("cpu")
         raw_model.train()
         return out
@@ -456,7 +403,7 @@ if __name__ == "__main__":
         for micro in range(grad_accum):
             # DDP: all ranks draw the same batch_size x world pairs, each keeps every world-th; the loss is a
             # mean over pairs, so N processes train exactly like one process at N x batch_size
-            if online:  # sampled and labelled now, from the policy being trained
+            if online:
                 rows, n_new, gold = online_batch()
                 n_labels, gold_sum = n_labels + n_new, gold_sum + gold
             else:

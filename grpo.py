@@ -1,77 +1,32 @@
 """
 grpo.py (goldRLHF): Group Relative Policy Optimization with pluggable reward functions.
 
-For each prompt, sample a group of G responses, score them, and push up the log-probability of the
-responses that beat their group: the group itself is the baseline, so no value model is trained
-(GRPO, Shao et al. 2024, "DeepSeekMath"; DeepSeek-AI 2025, "DeepSeek-R1"). The update is PPO's
-clipped surrogate (Schulman et al. 2017) with a k3 KL penalty to the frozen SFT model in the loss.
+Sample G responses per prompt, score them, and push up the log-probs of those that beat their group:
+the group is the baseline, no value model (GRPO, Shao et al. 2024, "DeepSeekMath"; DeepSeek-AI 2025,
+"DeepSeek-R1"). The update is PPO's clipped surrogate (Schulman et al. 2017) with a KL to the frozen
+SFT model in the loss. The family, one flag each (the variants' math is in grpo_variants.py):
+    --advantage    grpo (r - mean) / (std + eps) | drgrpo r - mean (Dr. GRPO, Liu et al. 2025) | rloo
+                   r - mean of the other G-1 (Ahmadian et al. 2024; Kool et al. 2019) | batch_centred,
+                   batch_raw: (r - group mean) / batch std of the centred (REINFORCE++-baseline) or raw
+                   rewards (TRL's scale_rewards="batch"; Lite PPO) | reinforce(_baseline) (REINFORCE++, Hu 2025)
+    --loss_agg     seq: per response, then over responses (GRPO) | token: over all tokens (DAPO, Yu et al.
+                   2025) | fixed: sum / (responses * max_new_tokens) (Dr. GRPO)
+    --objective    ppo: clipped token ratio | gspo: sequence ratio (GSPO) | cispo: clipped IS weight (CISPO)
+    --kl_estimator k3 = r - 1 - log r, r = p_ref / p (GRPO) | full: exact KL over the vocabulary | k3+
+                   (verl) | k3_corrected (DeepSeek-V3.2); --kl_in=reward: k1 in the reward (PPO-RLHF)
+    DAPO           --clip_high > --clip_low (clip-higher), --dynamic_sampling, --overlong_cache
+k3's value is unbiased for KL(p || p_ref), its gradient that of KL(p_ref || p) (Tang & Munos 2025); 'full'
+has the true per-token gradient. Neither has the KL's effect on later states (as in GRPO).
+
+Departures: a group whose reward std is < ZERO_STD gets advantage exactly 0 (in fp64: equal rewards read
+as equal); batch stds and DAPO's token mean span all DDP ranks; kl_coef=0 skips the reference; old,
+reference and new log-probs share response_logprobs and dropout is 0: the first ratio is exactly 1.
 
     python grpo.py                                          # built-in task, gold ("verifiable") reward
-    python grpo.py --reward_fns=rm                          # the trained reward model (python reward.py)
-    python grpo.py --reward_fns="gold:1.0,length:0.1"       # weighted sum of several rewards
-    python grpo.py --reward_fns="my_reward.py:score:1.0"    # your own function, in your own file
+    python grpo.py --reward_fns="gold:1.0,length:0.1"       # weighted sum (names: gold, rm, judge, format, length)
+    python grpo.py --reward_fns="my_reward.py:score:1.0"    # your own function, in your own file (rewards.py)
     python grpo.py --advantage=drgrpo --loss_agg=fixed      # Dr. GRPO
-    python grpo.py --clip_high=0.28 --loss_agg=token        # DAPO's clip-higher and token-level loss
-    torchrun --nproc_per_node=2 grpo.py                     # DDP
-
-Rewards (--reward_fns): a comma-separated list of `name[:weight]` or `file.py:function[:weight]`, the
-reward of a response their weighted sum. Built in: gold (the task's verifiable reward), rm (the reward
-model of --reward_path), format, length; any `fn(prompts, responses) -> list[float]` of your own in a
-file (reward_functions.py says more).
-
-Advantages (--advantage), for rewards r_1..r_G of one group:
-    grpo    (r_i - mean) / (std + eps)        GRPO (Shao et al. 2024)
-    drgrpo  r_i - mean                        Dr. GRPO (Liu et al. 2025, "Understanding R1-Zero-Like
-                                              Training"): dividing by the std up-weights groups that are
-                                              almost all right or all wrong (question-difficulty bias)
-    rloo    r_i - mean of the other G-1       RLOO (Ahmadian et al. 2024, "Back to Basics"; Kool et al.
-                                              2019): an unbiased baseline, = G/(G-1) (r_i - mean)
-    batch_centred  (r_i - group mean) / std of the batch's group-centred rewards: group baseline,
-                   batch-level scale, as REINFORCE++-baseline (Hu et al. 2025, "REINFORCE++"), here
-                   over responses
-    batch_raw      (r_i - group mean) / std of the batch's raw rewards: TRL's scale_rewards="batch"
-                   (its eps is 1e-4, ours 1e-6); Liu et al. 2025 ("Tricks or Traps", Lite PPO) argue
-                   for a group mean with a batch std
-The batch std is over every rank's responses under DDP (all-reduced), as one process would compute it.
-Advantages are computed in fp64, and a group whose rewards are all equal (sample std < ZERO_STD = 1e-6)
-gets exactly 0 in every mode: no signal, logged as zero_std_frac. (In fp32, eight rewards of 0.1 have
-a group mean that is not 0.1, and (r - mean) / (std + eps) turns that rounding into advantages of
--0.007, and of +0.03 for 1/3: every token of the group pushed in a direction set by rounding.)
-
-Loss aggregation (--loss_agg), how per-token losses become one number:
-    seq     mean over each response's tokens, then over responses (GRPO): a token of a long response
-            weighs less, so long wrong answers are penalised less per token -> length drift
-    token   mean over all tokens of the batch (DAPO, Yu et al. 2025): every token weighs the same;
-            under DDP over every rank's tokens (the count is all-reduced), not per process
-    fixed   sum over tokens / (responses * max_new_tokens) (Dr. GRPO): a constant normaliser, unbiased
-Clipping: the ratio is clipped to [1 - clip_low, 1 + clip_high]; clip_high > clip_low is DAPO's
-"clip-higher", which lets low-probability tokens grow and keeps entropy from collapsing.
-
-KL to the reference (--kl_estimator), in the loss as in GRPO (not in the reward as in PPO-RLHF):
-    k3      r - 1 - log r at the sampled token, r = p_ref / p (GRPO, Shao et al. 2024). Its value is an
-            unbiased estimate of KL(p || p_ref), but its gradient, (1 - r) grad log p, is in expectation
-            the gradient of the other direction, KL(p_ref || p) (Tang & Munos 2025, "On a few pitfalls in
-            KL divergence gradient estimation for RL"); near p_ref the two agree to first order
-    full    the exact KL(p || p_ref) over the whole vocabulary at every response position: the true
-            gradient of the per-token KL, no sampling noise. Keeps the reference's hidden states of the
-            batch (B x N x C) and applies its lm_head in every minibatch; with --fused_lm_head neither
-            model's logits are ever held (kernels.linear_kl)
-Both are per-token: the KL's effect on which later states are visited is left out, as in GRPO's own
-formulation (Tang & Munos 2025 derive the missing term).
-
-The rest of the family is a flag each, the math a pure function in grpo_variants.py (its docstrings
-cite the sources; the README's GRPO table measures them): --objective=gspo (GSPO) / cispo (CISPO),
---advantage=reinforce / reinforce_baseline (REINFORCE++), --kl_in=reward (k1 in the reward, PPO-style),
---kl_estimator=k3+ (verl) / k3_corrected (DeepSeek-V3.2), --dynamic_sampling and --overlong_cache (DAPO).
-
-Departures from the papers: one small model and rewards on text; the KL term has its own coefficient
-and kl_coef=0 skips the reference model entirely (then no held-out KL is reported). Every log-prob a
-ratio or KL compares (old, reference, new) comes from one call, response_logprobs: the same forward,
-the same fused / unfused lm_head, the same dtype, so under bf16 and --fused_lm_head the first ratio is
-exactly 1 and the first k3 exactly 0 (old log-probs from the sampler, or from bf16 logits against fused
-fp32 ones, differ by rounding: mean |d logp| ~0.01 here, ~0.1 at GPT-2's logit scale, enough to clip).
-Dropout is forced to 0 (as TRL's disable_dropout): with it the first ratio would not be 1 either.
-Writes out_dir/ckpt.pt (a plain LM: sample.py reads it) and out_dir/metrics.jsonl.
+    torchrun --nproc_per_node=2 grpo.py                     # DDP; writes out_dir/ckpt.pt and metrics.jsonl
 """
 import time
 
@@ -81,42 +36,40 @@ import common
 import data
 import grpo_variants as gv
 import kernels
-import reward_functions
-import rlaif
+import rewards
 import task
 from common import log_metrics
 from configurator import UserError, configure
+from labelers import load_judge
 from model import disable_dropout, response_logprobs
 
 # ----------------------------------------------------------------------------- config
 out_dir = "out/grpo"  # checkpoint, metrics.jsonl go here
 init_from = "sft"  # 'sft' (policy starts from sft_path) or 'resume' (continue from out_dir/ckpt.pt)
 sft_path = "out/sft/ckpt.pt"  # SFT checkpoint: the policy's start and the frozen reference (unused if kl_coef=0)
-reward_path = "out/reward/ckpt.pt"  # reward model checkpoint (reward.py), used by the 'rm' reward; or one per aspect, comma-separated
+reward_path = "out/reward/ckpt.pt"  # the 'rm' reward's reward model (reward.py); or one per aspect, comma-separated
 reward_ensemble = "mean"  # an ensemble reward model (reward.py --ensemble=K): 'mean', 'worst' (min over members), 'uncertainty'
 uncertainty_coef = 1.0  # --reward_ensemble=uncertainty: the 'rm' reward is mean - uncertainty_coef * std over members
-aspect_weights = ""  # several reward models: the 'rm' reward is their weighted sum, 'opinion:1,recommendation:0.5' or '1,0.5' ('' all 1)
+aspect_weights = ""  # several reward models' weights in 'rm': 'opinion:1,recommendation:0.5' or '1,0.5' ('' all 1)
 reward_fns = "gold"  # comma list of name[:weight] or file.py:function[:weight]; names: gold, rm, judge, format, length
-judge_path = "out/judge"  # the 'judge' reward's AI judge (rlaif.py): its round-robin log-odds within each group are the reward
+judge_path = "out/judge"  # the 'judge' reward's AI judge (rlaif.py): reward = round-robin log-odds in the group
 judge_principles = ""  # the judge's principles file ('' = 'Prefer the better review.'), one drawn per group
 data_path = "builtin"  # 'builtin' (the review task's train prompts) or a JSONL file of {"prompt"}
 template = "plain"  # prompt template for JSONL prompts: 'plain' or 'instruction'
 # GRPO
 group_size = 8  # G: responses sampled per prompt
 prompts_per_batch = 16  # prompts per rollout batch (per process); batch = prompts_per_batch * G responses
-advantage = "grpo"  # 'grpo' (r-mean)/std, 'drgrpo' r-mean, 'rloo' leave-one-out, 'batch_centred' / 'batch_raw' batch std
-# (also 'reinforce' / 'reinforce_baseline': REINFORCE++'s global-batch normalisation, grpo_variants.py)
+advantage = "grpo"  # 'grpo' (r-mean)/std, 'drgrpo' r-mean, 'rloo', 'batch_*' batch std, 'reinforce*' REINFORCE++
 objective = "ppo"  # 'ppo' clipped token ratio (GRPO), 'gspo' sequence ratio (GSPO), 'cispo' clipped IS weight (CISPO)
 loss_agg = "seq"  # 'seq' (GRPO), 'token' (DAPO), 'fixed' (Dr. GRPO): how token losses are averaged
 clip_low = 0.2  # ratio clipped below at 1 - clip_low
 clip_high = 0.2  # ratio clipped above at 1 + clip_high (DAPO clip-higher: 0.28)
 kl_coef = 0.02  # weight of the KL(policy || reference) in the loss; 0 drops the reference model
-kl_estimator = "k3"  # 'k3' (sampled-token estimator, GRPO) or 'full' (exact full-vocabulary KL, true gradient)
-# (also 'k3+': k3's value, k2's gradient; 'k3_corrected': k3 x pi/pi_old, DeepSeek-V3.2)
+kl_estimator = "k3"  # 'k3' (GRPO), 'full' (exact KL, true gradient), 'k3+' (verl), 'k3_corrected' (DeepSeek-V3.2)
 kl_in = "loss"  # 'loss' (the KL estimator in the loss, GRPO) or 'reward' (k1 per token in the reward, PPO-RLHF)
 dynamic_sampling = False  # DAPO: drop groups whose rewards are all equal and sample more prompts
 max_gen_batches = 4  # dynamic sampling: at most this many rollout rounds per iteration
-overlong_cache = 0  # DAPO soft overlong punishment over the last this many tokens before max_new_tokens (0: off)
+overlong_cache = 0  # DAPO's soft overlong punishment over the last this many tokens (0: off)
 overlong_penalty = 1.0  # ... reaching -overlong_penalty at max_new_tokens
 ent_coef = 0.0  # entropy bonus weight (0: entropy is only logged)
 ppo_epochs = 2  # inner passes over each rollout batch
@@ -139,7 +92,7 @@ device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
 dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
 seed = 1337  # random seed (data order shared by all ranks; sampling offset by rank)
 compile = False  # torch.compile the policy
-fused_lm_head = False  # old, reference and new log-probs straight from hidden states (kernels.linear_logprobs_entropy): no logits
+fused_lm_head = False  # log-probs straight from hidden states, no logits (kernels.linear_logprobs_entropy)
 
 # ----------------------------------------------------------------------------- pure functions
 ZERO_STD = 1e-6  # a group whose rewards' sample std is below this counts as all-equal: advantage exactly 0
@@ -147,12 +100,8 @@ ADVANTAGES = ("grpo", "drgrpo", "rloo", "batch_centred", "batch_raw")
 
 
 def group_advantages(rewards, mode="grpo", eps=1e-6):
-    """rewards (n_groups, G) -> advantages (n_groups, G), one per response, shared by its tokens.
-    grpo: (r - mean) / (std + eps) (Shao et al. 2024); drgrpo: r - mean (Liu et al. 2025);
-    rloo: r - mean of the other G-1 (Ahmadian et al. 2024); batch_centred / batch_raw: (r - group mean)
-    over the batch std of the group-centred / raw rewards (REINFORCE++-baseline / TRL's "batch"), over all
-    ranks under DDP. std is the unbiased sample std as in TRL. Computed in fp64; a group whose std is
-    below ZERO_STD gets exactly 0 (see the docstring at the top)."""
+    """rewards (n_groups, G) -> advantages (n_groups, G), by `mode` (the table at the top). std: the unbiased
+    sample std (as TRL); in fp64; a group whose std is below ZERO_STD gets exactly 0."""
     G = rewards.shape[1]
     if G < 2:
         raise UserError("group advantages need group_size >= 2 (one response has no group to compare with)")
@@ -179,10 +128,8 @@ def group_advantages(rewards, mode="grpo", eps=1e-6):
 
 
 def clipped_policy_loss(logp, old_logp, adv, clip_low=0.2, clip_high=0.2):
-    """PPO's clipped surrogate with separate bounds (DAPO clip-higher). logp, old_logp (B, N) log-probs of
-    the sampled tokens, adv (B,) or (B, N). Returns per-token loss (B, N) and the masks of tokens whose
-    gradient the clip cuts: clipped_low (ratio < 1 - clip_low, adv < 0) and clipped_high (ratio > 1 +
-    clip_high, adv > 0)."""
+    """PPO's clipped surrogate, ratio in [1 - clip_low, 1 + clip_high] (DAPO's clip-higher). logp, old_logp
+    (B, N), adv (B,) or (B, N) -> per-token loss (B, N) and masks (B, N) of tokens the clip cuts, low / high."""
     adv = adv[:, None] if adv.dim() == 1 else adv
     ratio = torch.exp(logp - old_logp)
     loss = -torch.min(ratio * adv, ratio.clamp(1 - clip_low, 1 + clip_high) * adv)
@@ -190,10 +137,8 @@ def clipped_policy_loss(logp, old_logp, adv, clip_low=0.2, clip_high=0.2):
 
 
 def aggregate(per_token, mask, mode="seq", max_len=None, n_tokens=None):
-    """per_token (B, N) and mask (B, N) -> scalar. seq: mean per response then over responses (GRPO);
-    token: mean over all tokens (DAPO); fixed: sum / (B * max_len) (Dr. GRPO's constant normaliser).
-    n_tokens: token mode's denominator (default mask.sum()); under DDP pass the all-ranks token count /
-    world size, so that DDP's gradient average is the mean over every rank's tokens."""
+    """per_token, mask (B, N) -> scalar, by --loss_agg `mode`. n_tokens: token mode's denominator (default
+    mask.sum()); under DDP all ranks' tokens / world size, so DDP's gradient average is the global token mean."""
     m = mask.float()
     if mode == "seq":
         return ((per_token * m).sum(1) / m.sum(1).clamp(min=1)).mean()
@@ -206,11 +151,8 @@ def aggregate(per_token, mask, mode="seq", max_len=None, n_tokens=None):
 
 def token_loss(logp, old_logp, adv, ent, kl_tok=None, clip_low=0.2, clip_high=0.2, kl_coef=0.0, ent_coef=0.0,
                objective="ppo", mask=None):
-    """GRPO's per-token loss (B, N): the surrogate, minus ent_coef * entropy, plus kl_coef * the per-token
-    KL (kl_tok (B, N): k3 or a variant of (logp, ref_logp), or the exact KL; None: no KL term). The KL is
-    in the loss, not in the reward: its gradient flows through logp directly (Shao et al. 2024, eq. 3).
-    objective: 'ppo' the clipped token ratio; 'gspo' / 'cispo' (grpo_variants.py; GSPO needs the
-    response mask (B, N) for its sequence ratio). Returns (per_token, surrogate, clipped_low, clipped_high)."""
+    """GRPO's per-token loss (B, N): `objective`'s surrogate - ent_coef * entropy + kl_coef * kl_tok (B, N; None:
+    no KL), the KL in the loss (Shao et al. 2024, eq. 3). Returns (per_token, surrogate, clipped_low, clipped_high)."""
     if objective == "gspo":
         pg, clip_lo, clip_hi = gv.gspo_policy_loss(logp, old_logp, adv, mask, clip_low, clip_high)
     elif objective == "cispo":
@@ -253,24 +195,19 @@ if __name__ == "__main__":
         print("note: dropout set to 0 (the rollout and the update must be the same function)")
     # the frozen reference: never wrapped in DDP, never trained; kl_coef = 0 needs none
     ref = common.load_frozen(sft_path, vocab, "reference", rt.device)[0] if kl_coef > 0 else None
-    scorers = reward_functions.load_rewards(reward_fns, {**reward_functions.BUILTIN_REWARDS, "rm": None, "judge": None})
+    scorers = rewards.load_rewards(reward_fns, {**rewards.BUILTIN_REWARDS, "rm": None, "judge": None})
     if any(name == "judge" for name, _, _ in scorers):  # direct RLAIF: the judge's preferences are the reward
-        judge, jtok, _, _, principles = rlaif.load_judge(judge_path, judge_principles, rt.device)
-        jfn = rlaif.judge_reward(judge, jtok, principles)
+        judge, jtok, _, _, principles = load_judge(judge_path, judge_principles, rt.device)
+        jfn = rewards.judge_reward(judge, jtok, principles)
         scorers = [(n, jfn if n == "judge" else fn, w) for n, fn, w in scorers]
     if reward_ensemble != "mean" and not any(name == "rm" for name, _, _ in scorers):
         raise UserError(f"--reward_ensemble={reward_ensemble} combines a reward model ensemble, but --reward_fns="
                         f"{reward_fns!r} has no 'rm' reward", fix="add rm to --reward_fns, e.g. --reward_fns=rm")
-    rm_list = []  # the reward models of the 'rm' reward (an ensemble: combined by --reward_ensemble)
+    rm = None
     if any(name == "rm" for name, _, _ in scorers):
-        rm_list = common.load_reward_models(reward_path, aspect_weights, vocab, rt.device, False, reward_ensemble,
-                                            uncertainty_coef)
-        rms = [(reward_functions.reward_model(m, data.Tokenizer(v), g, b, list(v or []) == list(vocab or []), rt.ctx), w)
-               for m, v, g, b, w, _ in rm_list]
-        def rm_reward(prompts, responses, token_ids=None):  # (several reward models: the weighted sum)
-            scores = [fn(prompts, responses, token_ids=token_ids) for fn, _ in rms]
-            return [sum(w * x for (_, w), x in zip(rms, xs)) for xs in zip(*scores)]
-        scorers = [(n, rm_reward if n == "rm" else fn, w) for n, fn, w in scorers]
+        rm = rewards.load_reward_models(reward_path, vocab, rt.device, aspect_weights, False, reward_ensemble,
+                                        uncertainty_coef)
+        scorers = [(n, rm.reward_fn(rt.ctx) if n == "rm" else fn, w) for n, fn, w in scorers]
 
     # ----------------------------------------------------------------------------- data
     if data_path == "builtin":
@@ -286,7 +223,7 @@ if __name__ == "__main__":
                          f"{prompts_per_batch * rt.world_size}; lower --prompts_per_batch or add prompts")
 
     # ----------------------------------------------------------------------------- optimizer
-    optimizer = common.configure_optimizer(policy, lr, weight_decay, rt.device_type)
+    optimizer = common.configure_optimizer(policy, lr, weight_decay)
     rng, iter_num = common.resume(ckpt, rt, seed, optimizer)  # the data order: the same on every rank
     raw_policy, policy = policy, common.wrap(policy, rt, compile)
 
@@ -297,16 +234,15 @@ if __name__ == "__main__":
         with rt.ctx:
             texts, lengths, kls, rows = data.sample_responses(raw_policy, tok, eval_prompts, max_new_tokens,
                                                               temperature, ref=ref, with_ids=True)
-            same_vocab = all(list(v or []) == list(vocab or []) for _, v, *_ in rm_list)
-            ens = common.ensemble_stats(rm_list, rows, tok.eot) if same_vocab else {}  # an ensemble's spread
+            same_vocab = rm is not None and all(p.same_vocab for p in rm.parts)
+            ens = rm.ensemble_stats(rows, tok.eot) if same_vocab else {}
         out = {**ens, **(task.report(eval_prompts, texts, lengths, kls) if data_path == "builtin" else {})}
         for p, r in list(zip(eval_prompts, texts))[:n_print]:
             print(f"  {p!r} -> {r!r}" + (f"  gold {task.gold(p, r):+.2f}" if data_path == "builtin" else ""))
         return out
 
     def rollout():
-        """Draw prompts_per_batch prompts, sample G responses each, score them. (DDP: all ranks draw the
-        same prompts_per_batch x world prompts, each keeps every world-th.)"""
+        """Sample G responses to each of prompts_per_batch prompts and score them (DDP: every world-th of one draw)."""
         drawn = rng.sample(train_prompts, prompts_per_batch * rt.world_size)[rt.rank::rt.world_size]
         prompts = [p for p in drawn for _ in range(group_size)]
         raw_policy.eval()
@@ -317,15 +253,14 @@ if __name__ == "__main__":
         lengths = mask.sum(1)
         texts = [tok.decode(row[:n]) for row, n in zip(tokens[:, P:].tolist(), lengths.tolist())]
         ids = [row[m].tolist() for row, m in zip(tokens, attn)]  # unpadded prompt + response, for the RM
-        reward, each = reward_functions.score(scorers, prompts, texts, ids)
-        if overlong_cache:  # DAPO's soft overlong punishment is part of the reward
+        reward, each = rewards.score(scorers, prompts, texts, ids)
+        if overlong_cache:
             each["overlong"] = gv.overlong_penalty(lengths.cpu(), max_new_tokens, overlong_cache, overlong_penalty)
             reward = reward + each["overlong"]
         return roll, prompts, texts, ids, reward, each
 
     def sample_groups():
-        """One rollout round for dynamic sampling: rewards (groups, G) and each group's G rows (prompt,
-        prompt ids, response ids, text, reward, reward parts)."""
+        """One round: rewards (groups, G) and the groups' G rows (prompt, prompt ids, response ids, text, reward, parts)."""
         roll, prompts, texts, ids, reward, each = rollout()
         n_resp = roll["response_mask"].sum(1).tolist()
         rows = [(prompts[i], ids[i][:len(ids[i]) - n], ids[i][len(ids[i]) - n:], texts[i], reward[i],
@@ -350,7 +285,7 @@ if __name__ == "__main__":
             break
         common.set_lr(optimizer, common.cosine_lr(iter_num, lr, warmup_iters, max_iters))
 
-        # rollout: G responses for each of prompts_per_batch prompts (a group is G consecutive rows)
+        # rollout: a group is G consecutive rows
         if not dynamic_sampling:
             roll, prompts, texts, ids, reward, each = rollout()
             ds = None
@@ -369,10 +304,8 @@ if __name__ == "__main__":
         if advantage not in ("reinforce", "reinforce_baseline"):  # (REINFORCE++: below, once the KL is known)
             adv = group_advantages(groups, advantage).view(-1).to(rt.device)
 
-        # old (behaviour) log-probs and the reference's log-probs (k3) or final hidden states (full KL,
-        # (B, N, C): the update turns them into the exact KL without ever holding reference logits).
-        # Old, reference and new log-probs all come from response_logprobs, fused or not alike: the first
-        # ratio is exactly 1 and the first k3 exactly 0, in bf16 too.
+        # old log-probs, and the reference's log-probs or, for the full KL, its hidden states (B, N, C): no
+        # reference logits are ever held. One path (response_logprobs) for all: the first ratio is exactly 1
         ref_logp = ref_hidden = None
         with torch.no_grad(), rt.ctx:
             old_logp, _ = response_logprobs(raw_policy, tokens, attn, labels, temperature, fused_lm_head)
@@ -388,7 +321,6 @@ if __name__ == "__main__":
         elif kl_return is not None:
             adv = (adv[:, None] + kl_return) * mask
 
-        # update: ppo_epochs passes over the batch in shuffled minibatches
         policy.train()
         stats = {k: [] for k in ("policy_loss", "kl", "entropy", "clipfrac_low", "clipfrac_high", "approx_kl")}
         for epoch in range(ppo_epochs):
@@ -402,8 +334,8 @@ if __name__ == "__main__":
                 kl_tok = None
                 if ref is not None and kl_in == "reward" and epoch == 0:  # the k1 penalty the reward carried
                     stats["kl"].append((((old_logp[idx] - ref_logp[idx]) * m).sum(1)).mean().item())
-                if ref is not None and kl_in == "loss":  # k3 = r - 1 - log r >= 0 (Schulman 2020), its variants,
-                    if kl_estimator == "full":            # or the exact KL (see the docstring)
+                if ref is not None and kl_in == "loss":  # k3 = r - 1 - log r >= 0 (Schulman 2020), a variant or exact
+                    if kl_estimator == "full":
                         kl_tok = out[2]
                     elif kl_estimator == "k3+":
                         kl_tok = gv.kl_k3_plus(logp, ref_logp[idx])
@@ -435,7 +367,6 @@ if __name__ == "__main__":
                     stats["approx_kl"].append((((log_ratio.exp() - 1 - log_ratio) * m).sum() / n_tok).item())
         iter_num += 1
 
-        # monitoring: what the rollout looked like and what the update did
         row = {"reward": reward.mean().item(), "reward_std": reward.std().item(),
                **{f"reward/{k}": v.mean().item() for k, v in each.items()},
                "zero_std_frac": (groups.double().std(1) < ZERO_STD).float().mean().item() if ds is None else
@@ -445,7 +376,7 @@ if __name__ == "__main__":
                "response_len": lengths.float().mean().item(),
                "ended": sum(t.endswith(data.EOT_TEXT) for t in texts) / len(texts)}
         if data_path == "builtin" and "gold" not in each:  # train_gold: "gold" alone is the held-out eval
-            row["train_gold"] = sum(reward_functions.gold_reward(prompts, texts)) / len(texts)
+            row["train_gold"] = sum(rewards.gold_reward(prompts, texts)) / len(texts)
         logs.append(row)
         if iter_num % log_interval == 0 and rt.master:
             avg = {k: sum(r[k] for r in logs) / len(logs) for k in logs[0]}

@@ -1,14 +1,8 @@
 """
-model.py: one GPT-2, shared by every stage of goldRLHF.
-
-- GPT: the GPT-2 architecture (nanoGPT-style), scaled_dot_product_attention, optional scalar head
-  (reward model / critic): with `scalar_head=True` forward() returns one number per position.
-- GPT.from_pretrained: Hugging Face GPT-2 weights without `transformers` (local file/dir or download).
-- GPT.generate: batched, KV-cached sampling for prompts of different lengths (left padding).
-- to_hf: export back to the Hugging Face GPT-2 layout.
-- token_logprobs: log-probs / entropy / exact KL of given next tokens, from the logits or (fused) from
-  the hidden states; score_sequences: a reward model's normalised score of token-id lists.
-(The training runtime every stage shares, setup / checkpoints / optimizer / logging, is in common.py.)
+model.py (goldRLHF): one GPT-2 (nanoGPT-style) for every stage, with an optional scalar head (reward model,
+critic: one number per position); Hugging Face GPT-2 weights in and out without `transformers`
+(from_pretrained, to_hf); batched KV-cached sampling (generate); the log-probs, entropies and exact KLs
+every stage trains on (token_logprobs, response_logprobs); a reward model's scores (score_sequences).
 """
 import json
 import math
@@ -99,10 +93,9 @@ class GPT(nn.Module):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
     def forward(self, idx, attention_mask=None, kv_cache=None, pos=0, hidden=False):
-        """idx: (B, T) token ids. attention_mask: (B, pos+T) bool, True for real tokens, over the cache
-        and the new tokens (None: no padding, plain causal). Returns logits (B, T, V), or values (B, T)
-        with a scalar head, or the final hidden states (B, T, C) with hidden=True (what token_logprobs
-        below turns into log-probs, entropies and KLs without ever holding the logits, when fused)."""
+        """idx (B, T); attention_mask (B, pos+T) bool, True for real tokens (None: plain causal). Returns
+        logits (B, T, V), values (B, T) with a scalar head, or with hidden=True the final hidden states
+        (B, T, C), from which token_logprobs (fused) never forms the logits."""
         B, T = idx.shape
         if pos + T > self.config.block_size:
             raise ValueError(f"sequence of {pos + T} tokens is longer than block_size "
@@ -131,17 +124,10 @@ class GPT(nn.Module):
     # -------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, prompts, max_new_tokens, eot, temperature=1.0, top_k=None, top_p=None):
-        """Sample continuations of a batch of prompts of different lengths.
-
-        prompts: list of B lists of token ids. Prompts are left-padded to length P so that every
-        response starts at column P. A sequence stops at `eot` (kept as its last response token).
-        Returns a dict:
-          tokens (B, P+N) long, attention_mask (B, P+N) bool, response_mask (B, N) bool,
-          logprobs (B, N) fp32 (0 where masked), prompt_len P (int). N <= max_new_tokens.
-        `logprobs` are log softmax(logits / temperature) of the sampled tokens, the distribution RL
-        stages score (top_k / top_p only filter what is sampled; leave them off for RL). With
-        temperature=0 decoding is greedy and logprobs are at temperature 1.
-        """
+        """Sample from B prompts (lists of ids), left-padded to length P; a row stops at `eot` (kept).
+        Returns a dict: tokens, attention_mask (B, P+N); response_mask, logprobs (B, N) fp32 (0 where
+        masked); prompt_len P; N <= max_new_tokens. logprobs are of softmax(logits / temperature), what RL
+        stages score: top_k / top_p only filter sampling (off for RL); temperature=0 is greedy, logprobs at 1."""
         B, P, dev = len(prompts), max(len(p) for p in prompts), self.lm_head.weight.device
         if min(len(p) for p in prompts) == 0:
             raise ValueError("generate: empty prompt")
@@ -282,21 +268,15 @@ def last_index(mask):
 
 
 def gather_last(values, mask):
-    """values (B, T), mask (B, T) bool -> (B,): the value at each row's last real token. A reward model
-    reads its score there (after the <|endoftext|> that ends the response, when it ended)."""
+    """values (B, T), mask (B, T) bool -> (B,): the value at the last real token (a reward model's score)."""
     return values.gather(1, last_index(mask)[:, None])[:, 0]
 
 
 def token_logprobs(model, idx, labels, attention_mask=None, temperature=1.0, fused=False, entropy=True, ref=None):
-    """The log-probs of the tokens that follow the last N positions of idx (B, T), under
-    softmax(logits / temperature): labels (B, N), N <= T, -100 where there is no next token (log-prob 0
-    there). Returns (logp, entropy) (B, N) fp32; entropy=False skips the entropy (None in its place: on
-    the unfused path another pass over the (B, N, V) logits kept for backward). ref=(ref_hidden,
-    ref_weight), a reference model's final hidden states at the same N positions and its lm_head weight,
-    adds a third output: the exact KL(p || p_ref) (B, N) at each position, differentiable here only.
-    fused=True computes all of it straight from the hidden states and the lm_head weight
-    (kernels.linear_logprobs_entropy / linear_kl), never holding the (B, N, V) logits in memory.
-    `model` may be wrapped (torch.compile, DDP): its forward runs through the wrapper."""
+    """(logp, entropy or None[, kl]), each (B, N) fp32, under softmax(logits / temperature), of labels
+    (B, N), the tokens after idx's (B, T) last N positions (-100: none, log-prob 0). ref=(ref_hidden,
+    ref_weight) adds the exact KL(p || p_ref), differentiable in p only. fused=True never holds the
+    (B, N, V) logits (kernels.linear_*). `model` may be wrapped (torch.compile, DDP)."""
     x = model(idx, attention_mask, hidden=True)[:, idx.shape[1] - labels.shape[1]:]
     raw = getattr(model, "module", model)  # DDP -> the model (or a compiled one)
     w = getattr(raw, "_orig_mod", raw).lm_head.weight
@@ -322,22 +302,17 @@ def token_logprobs(model, idx, labels, attention_mask=None, temperature=1.0, fus
 
 
 def response_logprobs(model, tokens, attention_mask, labels, temperature=1.0, fused=False, ref=None):
-    """The one call every RL stage makes for every log-prob a ratio or KL compares (rollout, reference,
-    update), so that the first ratio is exactly 1 and the first KL exactly 0 (same forward, same fused or
-    unfused lm_head, same dtype). tokens, attention_mask (B, P + N), a generate() batch; labels (B, N), the
-    response tokens, -100 after a response ends. The logits at position P-1+j predict response token j, so
-    the last token is not an input. Returns token_logprobs' (logp, entropy[, kl]), each (B, N)."""
+    """The one call for every log-prob a ratio or KL compares (rollout, reference, update), so the first
+    ratio is exactly 1 and the first KL 0. tokens, attention_mask (B, P+N) from generate(); labels (B, N),
+    -100 after a response ends. Returns token_logprobs' outputs, each (B, N)."""
     return token_logprobs(model, tokens[:, :-1], labels, attention_mask[:, :-1], temperature, fused, ref=ref)
 
 
 def score_sequences(rm, seqs, pad_id, gain=1.0, bias=0.0, chunk=256, forward=None):
-    """A reward model's scores (N,) fp32 on rm's device of N token-id lists (each prompt + response):
-    right-padded into chunks, read at each row's last real token, as gain * raw + bias (reward.py
-    stores the gain and bias that give SFT samples mean 0, std 1). The one scorer every stage uses; call
-    it under the stage's autocast context, and under torch.no_grad() unless training the reward model
-    through it (reward.py). Scoring the sampled ids themselves matters: decoding and re-encoding text is
-    not always the identity (two sampled "." decode to "..", which BPE encodes as one other token).
-    forward: what to read instead of rm(x, mask), e.g. an ensemble's spread (RewardEnsemble.spread)."""
+    """Reward model `rm`'s scores (N,) fp32 of N token-id lists (prompt + response), gain * raw + bias
+    (reward.py's normalisation). Call it under autocast, and no_grad unless training through it. Score the
+    ids as sampled: decoding then encoding is not the identity (two sampled "." decode to "..", one other
+    BPE token). forward: read instead of rm(x, mask), e.g. rewards.RewardEnsemble.spread."""
     device, out = next(rm.parameters()).device, []
     for i in range(0, len(seqs), chunk):
         part = seqs[i:i + chunk]
@@ -351,53 +326,9 @@ def score_sequences(rm, seqs, pad_id, gain=1.0, bias=0.0, chunk=256, forward=Non
     return torch.cat(out)
 
 
-def ensemble_reward(scores, objective="mean", coef=1.0):
-    """One reward from K reward models' normalised scores: scores (K, ...) -> (...).
-    'mean': the ensemble mean. 'worst': the minimum over members, worst-case optimisation (Coste et al.
-    2023, "Reward Model Ensembles Help Mitigate Overoptimization", WCO). 'uncertainty': mean - coef * std,
-    the std over members with K - 1 in the denominator (torch's default), as the "mean minus std"
-    aggregation of Eisenstein et al. 2023; Coste et al.'s UWO subtracts coef * variance instead. A
-    response the members disagree on earns less than their average says."""
-    if objective == "mean":
-        return scores.mean(0)
-    if objective == "worst":
-        return scores.min(0).values
-    if objective == "uncertainty":
-        return scores.mean(0) - coef * scores.std(0)
-    raise ValueError(f"unknown ensemble objective {objective!r}: mean, worst or uncertainty")
-
-
-class RewardEnsemble(nn.Module):
-    """K reward models (reward.py --ensemble=K) read as one. Each member's scalar score is normalised with
-    its own gain and bias (mean 0, std 1 on SFT samples, so that members are in the same units and their
-    std means something), then combined by ensemble_reward at every position: forward(idx, mask) -> (B, T)
-    like a single reward model's, so every scorer (score_sequences, gather_last) reads it with gain 1,
-    bias 0. member_scores -> (K, B, T); spread, mean_score -> their std, mean over members (B, T)."""
-
-    def __init__(self, members, gains, biases, objective="mean", coef=1.0):
-        super().__init__()
-        self.members, self.objective, self.coef, self.config = nn.ModuleList(members), objective, coef, members[0].config
-        self.register_buffer("gain", torch.tensor(gains, dtype=torch.float).view(-1, 1, 1))
-        self.register_buffer("bias", torch.tensor(biases, dtype=torch.float).view(-1, 1, 1))
-
-    def member_scores(self, idx, attention_mask=None):
-        return torch.stack([m(idx, attention_mask).float() for m in self.members]) * self.gain + self.bias
-
-    def forward(self, idx, attention_mask=None):
-        return ensemble_reward(self.member_scores(idx, attention_mask), self.objective, self.coef)
-
-    def spread(self, idx, attention_mask=None):
-        return self.member_scores(idx, attention_mask).std(0)
-
-    def mean_score(self, idx, attention_mask=None):
-        return self.member_scores(idx, attention_mask).mean(0)
-
-
 def disable_dropout(model):
-    """Set every dropout probability of `model` to 0 (its config too, so its checkpoint says so), as TRL's
-    disable_dropout. RL stages and DPO compare log-probs of two forwards (rollout vs update, policy vs
-    reference): with dropout on in training mode they differ, and the first ratio is not 1. Returns the
-    dropout the model had."""
+    """Every dropout of `model` (and its config) to 0, as TRL's: two forwards compared (rollout vs update,
+    policy vs reference) must agree, so the first ratio is 1. Returns the dropout it had."""
     was = model.config.dropout
     model.config.dropout = 0.0
     for m in model.modules():

@@ -1,45 +1,23 @@
 """
-ppo.py (goldRLHF): RLHF with PPO, the third stage of classic RLHF (Ziegler et al. 2019, "Fine-Tuning Language
-Models from Human Preferences"; Stiennon et al. 2020; Ouyang et al. 2022, step 3), with the
-implementation details catalogued by Huang et al. 2024 ("The N+ Implementation Details of RLHF with
-PPO"), each visible below and tagged [detail]. Most are those of OpenAI's lm-human-preferences (the code
-of Ziegler et al. and Stiennon et al.); where we follow TRL's PPOTrainer / Huang et al.'s TL;DR setup
-instead, or depart from both, the comment says so.
-
-One iteration = the algorithm box:
-  1. rollout: sample a response per prompt from the policy (KV-cached, stops at <|endoftext|>)
-  2. score:   reward model score at the last token (-1 for a response that never ends),
-              per-token KL penalty -beta * KL(policy || reference)
-  3. GAE:     advantages with a reversed loop over time, returns = advantages + values, whitening
-  4. update:  ppo_epochs passes of shuffled minibatches; clipped policy loss, clipped value loss,
-              entropy bonus, gradient clipping
+ppo.py (goldRLHF): RLHF with PPO (Ziegler et al. 2019; Stiennon et al. 2020; Ouyang et al. 2022, step 3).
+The implementation details of Huang et al. 2024 ("The N+ Implementation Details of RLHF with PPO") are tagged
+[detail]: mostly OpenAI's lm-human-preferences'; where we follow TRL's PPOTrainer instead, or depart from
+both, the comment says so. One iteration:
+  1. rollout: a response per prompt from the policy (KV-cached, stops at <|endoftext|>)
+  2. score:   the RM's score at the last token (-1 if it never ends); per-token KL penalty -beta * KL(pi || ref)
+  3. GAE:     advantages by a reversed loop over time, returns = advantages + values, whitening
+  4. update:  ppo_epochs over shuffled minibatches: clipped policy and value losses, entropy bonus, grad clip
   5. beta:    fixed, or Ziegler et al.'s proportional controller toward target_kl
-Four models: the policy (from SFT, trained), the reference (SFT, frozen), the reward model (frozen),
-the critic (a separate scalar-head GPT from the reward model or SFT, trained).
+The policy (from SFT) and a critic train, the reference (SFT) and RM stay frozen. Writes out_dir/ckpt.pt.
 
-    python sft.py && python reward.py && python ppo.py     # built-in task, a few minutes on 2 CPU cores
+    python sft.py && python feedback.py && python reward.py && python ppo.py     # built-in task
     python ppo.py --beta=0 --adaptive_kl=False              # no KL penalty: watch the policy hack the RM
+    python ppo.py --reward_ensemble=worst --reward_path=out/ensemble   # its worst case (Coste et al. 2023)
     torchrun --nproc_per_node=2 ppo.py                      # DDP (batch_size is per process)
-    python ppo.py --init_from=resume                        # continue from out_dir/ckpt.pt
-    python ppo.py --reward_path=out/ensemble --reward_ensemble=worst   # an ensemble's worst case (Coste et al. 2023)
 
-Writes out_dir/ckpt.pt (the policy is a plain LM: sample.py and later stages load it) and
-out_dir/metrics.jsonl: one line per iteration (split "train") and one per eval (split "test"). With an
-ensemble reward model (reward.py --ensemble=K) the reward is --reward_ensemble's combination of its members,
-and each eval also logs their spread `ensemble_std` and their mean score `reward_mean`.
-Departures from lm-human-preferences: its value head sits on the policy's body (one model, initialised
-from the policy, loss weight vf_coef 0.1); here the critic is a separate model, initialised from the
-reward model, with its own optimizer, as in TRL's PPOTrainer and Huang et al. 2024's TL;DR runs. Its
-rewards are whitened by default (whiten_rewards=True, per minibatch); here it is off by default (over
-the whole batch when on): three seeds on the built-in task showed no difference (README). Its learning
-rate decays linearly to 0; here it is constant. Its
-old log-probs are the sampler's; here every log-prob a ratio or KL compares (old, reference, new) is
-recomputed by one call, response_logprobs (same forward, same fused / unfused lm_head, same dtype), so the
-first ratio is exactly 1 and the first KL exactly 0, under bf16 and --fused_lm_head too. Dropout is
-forced to 0 in every model (TRL's disable_dropout), or the first ratio would not be 1 either.
-Under DDP every rank draws the same global batch of prompts and keeps its share, and advantages are
-whitened over all ranks' tokens: N processes see the same prompts and statistics as one process at N x
-batch_size; only the sampled responses differ (each rank samples with its own seed).
+Departures from lm-human-preferences: a separate critic (from the RM, own optimizer: TRL; Huang et al.'s TL;DR),
+not a value head on the policy; rewards not whitened by default (RESULTS.md 2.5); a constant lr. One call
+(response_logprobs), dropout 0, gives every log-prob a ratio or KL compares: first ratio 1, first KL 0, exactly.
 """
 import time
 
@@ -49,18 +27,19 @@ import common
 import data
 import kernels
 import task
-from common import log_metrics
+from common import log_metrics, masked_whiten
 from configurator import UserError, configure
-from model import disable_dropout, gather_last, last_index, response_logprobs, score_sequences
+from model import disable_dropout, last_index, response_logprobs
+from rewards import load_reward_models
 
 # ----------------------------------------------------------------------------- config
 out_dir = "out/ppo"  # checkpoint, metrics.jsonl go here
 init_from = "sft"  # 'sft' (policy starts as sft_path) or 'resume' (continue from out_dir/ckpt.pt)
 sft_path = "out/sft/ckpt.pt"  # SFT checkpoint: the policy's start and the frozen reference
 reward_path = "out/reward/ckpt.pt"  # reward model checkpoint (reward.py), frozen; or one per aspect, comma-separated
-reward_ensemble = "mean"  # an ensemble reward model (reward.py --ensemble=K): 'mean', 'worst' (min over members), 'uncertainty'
+reward_ensemble = "mean"  # an ensemble RM (reward.py --ensemble=K): 'mean', 'worst' (min over members) or 'uncertainty'
 uncertainty_coef = 1.0  # --reward_ensemble=uncertainty: the reward is mean - uncertainty_coef * std over members
-aspect_weights = ""  # several reward models: the weights of their scores, 'opinion:1,recommendation:0.5' or '1,0.5' ('' all 1)
+aspect_weights = ""  # several RMs: their scores' weights, 'opinion:1,recommendation:0.5' or '1,0.5' ('' all 1)
 critic_init = "reward"  # critic starts from the 'reward' model (TRL, Huang et al. 2024's TL;DR [detail]) or 'sft'
 data_path = "builtin"  # 'builtin' (the review task's train prompts) or a JSONL file of {"prompt"} rows
 template = "plain"  # prompt template for JSONL prompts: 'plain' or 'instruction'
@@ -100,31 +79,16 @@ device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
 dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
 seed = 1337  # random seed (data order shared by all ranks; sampling offset by rank)
 compile = False  # torch.compile the policy and critic
-fused_lm_head = False  # policy and reference log-probs straight from hidden states (kernels.linear_logprobs_entropy): no logits
+fused_lm_head = False  # policy and reference log-probs from hidden states, no logits (kernels.linear_logprobs_entropy)
 
 # ----------------------------------------------------------------------------- the pieces of PPO
 def masked_mean(x, mask):
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
 
-def masked_whiten(x, mask, shift_mean=True):
-    """Normalise x (B, N) to mean 0, std 1 over the valid tokens (mask True); 0 where masked.
-    shift_mean=False keeps the mean (lm-human-preferences whitens rewards that way). [detail]
-    Under DDP the mean and variance are over every rank's tokens, as one process would compute them."""
-    sums = torch.stack([(x * mask).sum(), (x * x * mask).sum(), mask.sum()]).double()
-    if torch.distributed.is_initialized():
-        torch.distributed.all_reduce(sums)
-    mean = sums[0] / sums[2].clamp(min=1)
-    var = (sums[1] / sums[2].clamp(min=1) - mean ** 2).clamp(min=0)
-    mean, var = mean.to(x.dtype), var.to(x.dtype)
-    out = (x - mean) * torch.rsqrt(var + 1e-8)
-    return (out if shift_mean else out + mean) * mask
-
-
 def final_scores(score, response_tokens, eot, unended_score=None, score_clip=0.0):
-    """The score each response is rewarded with: the RM's score (B,), or unended_score (OpenAI's -1) for a
-    response whose tokens (B, N) never contain <|endoftext|> (None: no penalty) [detail], then clipped to
-    [-score_clip, score_clip] (0: off). Returns (scores (B,), ended (B,) bool)."""
+    """(scores (B,), ended (B,) bool): the RM's score, or unended_score (None: no penalty) for a response whose
+    tokens (B, N) never contain <|endoftext|> [detail], clipped to [-score_clip, score_clip] (0: off)."""
     ended = (response_tokens == eot).any(1)  # generate keeps <|endoftext|> as a response's last real token
     if unended_score is not None:
         score = torch.where(ended, score, torch.full_like(score, unended_score))
@@ -138,15 +102,13 @@ def kl_rewards(score, logp, ref_logp, mask, beta, kind="k1"):
     response token. score (B,), logp / ref_logp / mask (B, N). Returns (rewards, kl) both (B, N)."""
     kl = kernels.kl_estimate(logp, ref_logp, kind) * mask
     rewards = -beta * kl
-    rewards[torch.arange(len(score), device=score.device), last_index(mask)] += score  # at the last response token
+    rewards[torch.arange(len(score), device=score.device), last_index(mask)] += score
     return rewards, kl
 
 
 def gae(rewards, values, mask, gamma, lam):
-    """Generalised Advantage Estimation (Schulman et al. 2016), the reversed loop over time.
-    rewards, values, mask (B, N); mask True on each response's tokens (a prefix of the row).
-    delta_t = r_t + gamma V_{t+1} - V_t (V = 0 after the last token); A_t = delta_t + gamma lam A_{t+1}.
-    Returns (advantages, returns = advantages + values), both 0 where masked."""
+    """GAE (Schulman et al. 2016): A_t = delta_t + gamma lam A_{t+1}, delta_t = r_t + gamma V_{t+1} - V_t (V = 0
+    after the last token); all (B, N), mask a prefix of each row. Returns (advantages, returns = A + V), 0 masked."""
     rewards, values = rewards * mask, values * mask
     N = rewards.shape[1]
     advantages = torch.zeros_like(rewards)
@@ -161,10 +123,9 @@ def gae(rewards, values, mask, gamma, lam):
 
 
 def policy_loss(logp, old_logp, advantages, mask, clip_range):
-    """PPO's clipped surrogate (Schulman et al. 2017, eq. 7), a token-level mean [detail].
-    Objective per token: min(ratio * A, clip(ratio, 1-eps, 1+eps) * A); the loss is its negative.
-    Returns (loss, clipfrac, approx_kl); approx_kl = the mean k3 estimate (ratio - 1) - log ratio of
-    KL(old || new) per token (Schulman 2020), as grpo.py logs it (lm-human-preferences logs k2, 0.5 (log ratio)^2)."""
+    """PPO's clipped surrogate (Schulman et al. 2017, eq. 7), -min(ratio A, clip(ratio, 1 - eps, 1 + eps) A), a
+    token-level mean [detail]. Returns (loss, clipfrac, approx_kl): the k3 estimate of KL(old || new) (Schulman
+    2020), as grpo.py logs it (lm-human-preferences logs k2, 0.5 (log ratio)^2)."""
     log_ratio = logp - old_logp
     ratio = log_ratio.exp()
     unclipped = ratio * advantages
@@ -182,8 +143,7 @@ def value_loss(values, old_values, returns, mask, clip_range_value):
 
 
 def update_beta(beta, kl, target_kl, n_samples, horizon):
-    """Ziegler et al. 2019's adaptive KL controller: e = clip(KL / target - 1, -0.2, 0.2),
-    beta <- beta * (1 + e * n_samples / horizon)."""
+    """Ziegler et al. 2019's adaptive KL controller: beta * (1 + clip(KL / target - 1, -0.2, 0.2) * n_samples / horizon)."""
     error = min(max(kl / target_kl - 1.0, -0.2), 0.2)
     return beta * (1.0 + error * n_samples / horizon)
 
@@ -211,10 +171,10 @@ if __name__ == "__main__":
     ckpt = common.load_checkpoint(out_dir) if init_from == "resume" else None
     policy, vocab, _ = common.load_model(out_dir if ckpt else sft_path)
     ref = common.load_frozen(sft_path, vocab, "reference", rt.device)[0]
-    rms = common.load_reward_models(reward_path, aspect_weights, vocab, rt.device, objective=reward_ensemble,
-                                    coef=uncertainty_coef)  # normalised on SFT samples [detail]
-    first_rm = reward_path.split(",")[0].strip()  # (several, one per aspect: the critic starts from the first)
-    critic, _, _ = common.load_model(first_rm if critic_init == "reward" else sft_path, scalar_head=True)
+    rm = load_reward_models(reward_path, vocab, rt.device, aspect_weights, objective=reward_ensemble,
+                             coef=uncertainty_coef)  # normalised on SFT samples [detail]
+    # (several reward models, one per aspect: the critic starts from the first)
+    critic, _, _ = common.load_model(rm.path if critic_init == "reward" else sft_path, scalar_head=True)
     if ckpt:
         critic.load_state_dict(ckpt["critic"])
     tok = data.Tokenizer(vocab)
@@ -233,8 +193,8 @@ if __name__ == "__main__":
     train_ids = data.encode_prompts(tok, train_prompts, max_prompt, where=data_path)
 
     # ----------------------------------------------------------------------------- optimizers
-    optimizer = common.configure_optimizer(policy, lr, device_type=rt.device_type)
-    critic_optimizer = common.configure_optimizer(critic, critic_lr, device_type=rt.device_type)
+    optimizer = common.configure_optimizer(policy, lr)
+    critic_optimizer = common.configure_optimizer(critic, critic_lr)
     rng, iter_num = common.resume(ckpt, rt, seed, optimizer)  # the data order: the same on every rank
     kl_coef = beta  # the KL coefficient in use: the adaptive controller moves it (the config keeps the start)
     if ckpt:
@@ -243,16 +203,9 @@ if __name__ == "__main__":
     raw_policy, raw_critic = policy, critic
     policy, critic = common.wrap(policy, rt, compile), common.wrap(critic, rt, compile)
 
-    def rm_scores(tokens, attention_mask):
-        """Normalised RM score of each sequence, read at its last real token (several reward models: the
-        weighted sum of theirs)."""
-        return sum(w * (g * gather_last(m(tokens, attention_mask).float(), attention_mask) + b)
-                   for m, _, g, b, w, _ in rms)
-
     @torch.no_grad()
     def evaluate():
-        """Held-out prompts: gold, parse, ended, response_len, sequence KL to the reference, and RM score
-        (None, nothing to log, for your own prompts: there is no gold scorer for them)."""
+        """Held-out prompts' gold, parse, KL to the reference and RM score (None for your prompts: no gold)."""
         if not eval_prompts:
             return None
         raw_policy.eval()  # rank 0 only: raw models, a DDP forward would wait for the other ranks
@@ -260,12 +213,12 @@ if __name__ == "__main__":
         with rt.ctx:
             texts, lengths, kls, rows = data.sample_responses(raw_policy, tok, prompts, max_new_tokens, temperature,
                                                               ref=ref, with_ids=True)  # the RM scores the sampled ids
-            reward = sum(w * score_sequences(m, rows, tok.eot, g, b) for m, _, g, b, w, _ in rms).mean().item()
+            reward = rm.score(rows, tok.eot).mean().item()
         for p, t in list(zip(prompts, texts))[:n_print]:
             print(f"  {p!r} -> {t!r}  gold {task.gold(p, t):+.2f}")
         raw_policy.train()
         with rt.ctx:  # an ensemble: its members' spread on these samples, and their mean score
-            ens = common.ensemble_stats(rms, rows, tok.eot)
+            ens = rm.ensemble_stats(rows, tok.eot)
         return {"split": "test", "reward": reward, **ens, **task.report(prompts, texts, lengths, kls)}
 
     # ----------------------------------------------------------------------------- training loop
@@ -290,13 +243,12 @@ if __name__ == "__main__":
 
         # ------------------------------------------------------------------------- 3. rewards
         with torch.no_grad(), rt.ctx:
-            # rollout and reference log-probs by the same call the update uses: the first ratio is then
-            # exactly 1 and the first KL exactly 0 (the KV-cached sampler's numbers, or bf16 logits against
-            # the fused head's fp32 ones, differ by rounding)
+            # the update's own call, not the sampler's log-probs: the first ratio is exactly 1, the first KL 0
+            # (the KV-cached sampler, or bf16 logits against the fused head's fp32 ones, differ by rounding)
             old_logp, _ = response_logprobs(raw_policy, tokens, attn, labels, temperature, fused_lm_head)
             ref_logp, _ = response_logprobs(ref, tokens, attn, labels, temperature, fused_lm_head)
             old_values = raw_critic(tokens, attn)[:, P - 1:-1].float() * fmask  # V of the state before token j
-            score = rm_scores(tokens, attn)
+            score = rm(tokens, attn)  # normalised, at each sequence's last real token
         raw_score = score  # [detail] no <|endoftext|>: a fixed low score, whatever the RM says
         score, ended = final_scores(score, tokens[:, P:], tok.eot, unended_score if unended_penalty else None, score_clip)
         rewards, kl = kl_rewards(score, old_logp, ref_logp, fmask, kl_coef, kl_estimator)
@@ -305,7 +257,7 @@ if __name__ == "__main__":
 
         # ------------------------------------------------------------------------- 4. advantages
         advantages, returns = gae(rewards, old_values, fmask, gamma, lam)
-        advantages = masked_whiten(advantages, fmask)  # [detail] advantage whitening over valid tokens
+        advantages = masked_whiten(advantages, fmask)  # [detail] over the valid tokens of all ranks
 
         # ------------------------------------------------------------------------- 5. update
         raw_policy.train()

@@ -11,48 +11,24 @@ is set by a *principle*, one line of text, so changing the behaviour asked for i
     python grpo.py --reward_fns=judge --judge_path=out/judge   # 4b. "direct" RLAIF: the judge is the reward
     python rlaif.py --judge=gpt2 --pairs_path=prefs.jsonl      # a zero-shot GPT-2 judge re-labels your pairs
 
-The judge reads (responses without <|endoftext|>; one that never ended gets " ..."):
-
-    {principle}
-    Review: {prompt}
-    A:{response a}
-    B:{response b}
-    Better:
-
-and prefers a by log P(" A") - log P(" B") at the next token. Language-model judges favour a position
-(Zheng et al. 2023; Lee et al. 2023 average both orders), so every pair is judged in both orders and the
-two log-odds averaged (swap_average); the report says how often the two orders pick different responses
-(`position_bias`) and the mean pull toward slot A (`bias_A`, nats). As in Constitutional AI, a file of
-several principles draws one at random per comparison. --principles names the file, one per line.
-
-The built-in task has no judge to download, so step 1 makes the data a team would: simulated people
-(feedback.py's Bradley-Terry labelers, on the principle's score in task.PRINCIPLES) judge a budget of
-the SFT model's pairs under *every* principle of the file, the same pairs under each, so that only the
-principle says which response wins; each choice is written in both orders (the answer flips with the
-order, so a position prior cannot fit it); and they rate both responses 1-5 under the principle
-(people_ratings). The ratings are not decoration: trained from scratch on choices alone (16,000 of
-them) the judge learned length ("shorter") but stayed at chance on sentiment for 3,000 steps (no
-feature tells it what "good" is until it sees which slot wins, and nothing says which slot to read
-until it knows what is good); from the SFT model on choices alone it agreed with gold 0.64 after 1,000
-steps, but alike under every principle; with the ratings, 0.79 under "better" (single runs, README).
-A rating of one response is a direct signal of what is good. Step 2 starts the
-judge from the SFT model (its vocabulary widened to the template's words, its context to 160 tokens:
-sft.py --compact_vocab), as the papers' judges start from a pretrained model, with the loss on the
-answer only. The first principle's pair labels are also written as pairwise files (human/): the
-budget a reward model could use alone.
-Report (printed, and out_dir/metrics.jsonl): how often the AI labels agree with gold, with the principle's
-score, and with a fresh majority of simulated people under the same principle (beside how often two such
-majorities agree with each other), position_bias, bias_A, and the pairs the judge could not read (a token
-its compact vocabulary lacks, or longer than its context).
-Departures: the papers' judges are large instruction-tuned models that may write a chain of thought first;
-this one is a small model trained for the job and answers at once. One process (use python).
+The judge (labelers.py) reads the principle, the review and responses A and B (judge_text) and prefers A by
+log P(" A") - log P(" B"), both orders averaged against position bias (Zheng et al. 2023; Lee et al. 2023);
+a file of principles (--principles) draws one per comparison, as in Constitutional AI.
+The built-in task has no judge to download, so step 1 writes the data a team would: simulated people judge
+SFT-sample pairs under every principle of task.PRINCIPLES (the same pairs, so only the principle says which
+wins), each choice in both orders (no position prior fits), and rate both responses 1-5, because a rating
+says directly what is good, which choices alone did not teach the judge (RESULTS.md, RLAIF); step 2 starts
+it from the SFT model, as the papers' judges start pretrained. The first principle's pair labels also go to
+human/: the budget a reward model could use alone.
+Report (out_dir/metrics.jsonl): the AI labels' agreement with gold, with the principle and with a fresh
+majority of people (beside two majorities' agreement), position_bias (how often the two orders disagree),
+bias_A (the pull toward slot A, nats), unreadable pairs. Departures: the papers' judges are large
+instruction-tuned models that may reason first; this one is small, trained for the job, and answers at once.
 """
 import json
 import math
 import os
 import random
-import zlib
-from itertools import combinations
 
 import torch
 
@@ -60,8 +36,8 @@ import common
 import data
 import task
 from common import log_metrics
-from configurator import MissingFile, UserError, configure
-from feedback import label_pair
+from configurator import UserError, configure
+from labelers import judge_pairs, judge_text, label_pair, load_judge, rating_text, read_principles
 
 # ----------------------------------------------------------------------------- config
 out_dir = "out/rlaif"  # pairwise_{train,test}.jsonl (AI labels) or, --mode=demos, judge_demos.jsonl and human/
@@ -81,151 +57,9 @@ dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
 seed = 1337  # random seed (sampling, the people, the principle drawn per pair)
 
 
-# ----------------------------------------------------------------------------- the judge
-def shown(response):
-    """A response as the judge reads it: without <|endoftext|>, and ' ...' if it never ended."""
-    return response[:-len(data.EOT_TEXT)] if response.endswith(data.EOT_TEXT) else response.replace(data.EOT_TEXT, "") + " ..."
-
-
-def judge_text(principle, prompt, a, b):
-    """The judge's prompt: principle, the review's opening, responses a (slot A) and b (slot B)."""
-    return f"{principle}\nReview: {prompt}\nA:{shown(a)}\nB:{shown(b)}\nBetter:"
-
-
-def rating_text(principle, prompt, a):
-    """The judge's prompt for a 1-5 rating of one response under the principle (its training data only)."""
-    return f"{principle}\nReview: {prompt}\nA:{shown(a)}\nRating:"
-
-
-def swap_average(lo_ab, lo_ba):
-    """Position-swap averaging. lo_ab (N,): the judge's log-odds that a beats b with a in slot A; lo_ba (N,):
-    that b beats a with b in slot A. A judge with log-odds s + bias in either order gives lo_ab = s + bias,
-    lo_ba = -s + bias. Returns (log-odds that a beats b, (lo_ab - lo_ba) / 2: the bias cancels; the shift
-    toward slot A, (lo_ab + lo_ba) / 2; and whether the two orders pick the same response)."""
-    return (lo_ab - lo_ba) / 2, (lo_ab + lo_ba) / 2, (lo_ab > 0) == (lo_ba < 0)
-
-
-def answer_ids(tok, where):
-    """The ids of " A" and " B" in the judge's vocabulary: each must be one token."""
-    ids = []
-    for t in (" A", " B"):
-        try:
-            ids.append(tok.encode(t))
-        except UserError:  # a compact vocabulary without the bytes
-            ids.append([])
-    if not all(len(i) == 1 for i in ids):
-        raise UserError("the judge's vocabulary cannot write ' A' and ' B' as single tokens", where,
-                        "train the judge on rlaif.py --mode=demos (sft.py --compact_vocab keeps them), or use a GPT-2 model")
-    return ids[0][0], ids[1][0]
-
-
-@torch.no_grad()
-def judge_logodds(model, tok, texts, a_id, b_id, batch_size=64):
-    """log P(" A") - log P(" B") at the token after each judge prompt. texts: N strings (each must fit the
-    judge's context). Returns a float tensor (N,). Right-padded batches: a causal model's last real
-    position never sees the padding."""
-    out = []
-    for i in range(0, len(texts), batch_size):
-        ids = [tok.encode(t) for t in texts[i:i + batch_size]]
-        n = torch.tensor([len(s) for s in ids])
-        x = torch.full((len(ids), int(n.max())), tok.eot, dtype=torch.long)
-        for k, s in enumerate(ids):
-            x[k, :len(s)] = torch.tensor(s)
-        dev = next(model.parameters()).device
-        h = model(x.to(dev), hidden=True)[torch.arange(len(ids), device=dev), (n - 1).to(dev)]  # (b, C): the answer position
-        logits = model.lm_head(h).float()
-        out.append((logits[:, a_id] - logits[:, b_id]).cpu())
-    return torch.cat(out) if out else torch.zeros(0)
-
-
-def judge_pairs(model, tok, items, a_id, b_id, batch_size=64):
-    """The judge on pairs, in both orders. items: (principle, prompt, a, b) tuples. Returns three lists, one
-    entry per item: the swap-averaged log-odds that a beats b, the pull toward slot A, and whether the two
-    orders agree; each None where the judge cannot read the pair (a token its compact vocabulary lacks, or
-    longer than its context)."""
-    keep, texts = [], []
-    for pr, p, a, b in items:
-        try:
-            t = [judge_text(pr, p, a, b), judge_text(pr, p, b, a)]
-            ok = max(len(tok.encode(x)) for x in t) <= model.config.block_size
-        except UserError:
-            ok = False
-        keep.append(len(texts) // 2 if ok else None)
-        texts += t if ok else []
-    lo = judge_logodds(model, tok, texts, a_id, b_id, batch_size)
-    avg, shift, same = swap_average(lo[0::2], lo[1::2])
-    return tuple([None if k is None else x[k].item() for k in keep] for x in (avg, shift, same))
-
-
-def judge_reward(model, tok, principles, batch_size=64):
-    """"Direct" RLAIF (Lee et al. 2023, d-RLAIF): the judge itself is the reward, no reward model between.
-    Returns fn(prompts, responses) -> list of floats for grpo.py: consecutive responses to the same prompt
-    form a group, every response is compared with every other of its group (judge_pairs: both orders), and
-    its reward is its mean log-odds of winning (a round robin: G(G-1) judge prompts per group of G; the
-    log-odds that b beats a are minus those that a beats b). One principle per group, picked by a hash of
-    its text (not a random draw: a resumed run scores alike). A lone response, or one the judge cannot
-    read, scores 0."""
-    a_id, b_id = answer_ids(tok, "the judge")
-
-    def fn(prompts, responses, token_ids=None):
-        groups, start = [], 0
-        for i in range(1, len(prompts) + 1):
-            if i == len(prompts) or prompts[i] != prompts[start]:
-                groups.append(range(start, i))
-                start = i
-        items, where = [], []
-        for g in groups:
-            pr = principles[zlib.crc32("".join(prompts[i] + responses[i] for i in g).encode()) % len(principles)]
-            for i, j in combinations(g, 2):
-                items.append((pr, prompts[i], responses[i], responses[j]))
-                where.append((i, j))
-        wins = [[] for _ in prompts]
-        for (i, j), x in zip(where, judge_pairs(model, tok, items, a_id, b_id, batch_size)[0]):
-            if x is not None:
-                wins[i].append(x)
-                wins[j].append(-x)
-        return [sum(w) / len(w) if w else 0.0 for w in wins]
-    return fn
-
-
-def load_judge(path, principles_path, device, builtin=False):
-    """The judge (a checkpoint or GPT-2) frozen on `device`, its tokenizer, the ids of " A" and " B", and
-    its principles (read_principles). What rlaif.py, dpo.py --labeler=ai and grpo.py's 'judge' reward load."""
-    model, vocab, _ = common.load_frozen(path, None, "judge", device, same_vocab=False)
-    tok = data.Tokenizer(vocab)
-    a_id, b_id = answer_ids(tok, path)
-    return model, tok, a_id, b_id, read_principles(principles_path, tok, model.config.block_size, builtin)
-
-
-def read_principles(path, tok, block_size, builtin=False, default=(task.DEFAULT_PRINCIPLE,)):
-    """The principles file: one per line, blank lines and lines starting with '#' skipped ('': `default`).
-    Each must be encodable by the judge (tok; None: not checked) and leave room in its context; on the
-    built-in task (builtin=True) each must be one of task.PRINCIPLES, since the simulated people need its score."""
-    if not path:
-        return list(default)
-    if not os.path.isfile(path):
-        raise MissingFile(f"{path}: no principles file here", fix="write one principle per line")
-    out = []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            p = line.strip()
-            if not p or p.startswith("#"):
-                continue
-            if tok is not None and len(tok.encode(p, f"{path}:{n}")) > block_size // 2:
-                raise UserError(f"this principle has {len(tok.encode(p))} tokens: with two responses it cannot "
-                                f"fit the judge's context of {block_size}", f"{path}:{n}", "shorten it")
-            if builtin and p not in task.PRINCIPLES:
-                raise UserError(f"the built-in task's people cannot follow {p!r}", f"{path}:{n}",
-                                "use lines of task.PRINCIPLES: " + " | ".join(task.PRINCIPLES))
-            out.append(p)
-    if not out:
-        raise UserError("the principles file has no principle", path, "write one principle per line")
-    return out
-
-
+# ----------------------------------------------------------------------------- the judge's data
 def people_vote(principle, prompt, a, b, rng, n=3, temperature=0.25):
-    """A majority of n simulated people labelling a vs b under a built-in principle (True: a wins; a tie
-    of votes: a coin)."""
+    """A majority of n simulated people labelling a vs b under a built-in principle (True: a wins; a tie: a coin)."""
     score = task.PRINCIPLES[principle]
     s_a, s_b = score(prompt, a), score(prompt, b)
     votes = sum(label_pair(s_a, s_b, rng, temperature) for _ in range(n))
@@ -233,10 +67,7 @@ def people_vote(principle, prompt, a, b, rng, n=3, temperature=0.25):
 
 
 def people_ratings(principle, items, rng, noise=0.25):
-    """1-5 ratings of responses (items: (prompt, response) pairs) under a built-in principle, as people who
-    have seen them all would give: each response's score plus Gaussian noise (noise x the scores' std), then
-    cut at the quintiles of those noisy scores, so each rating is used about equally whatever the
-    principle's units."""
+    """1-5 ratings of (prompt, response) items: the principle's score plus noise x its std, cut at quintiles."""
     scores = [task.PRINCIPLES[principle](p, r) for p, r in items]
     mean = sum(scores) / max(1, len(scores))
     sd = (sum((x - mean) ** 2 for x in scores) / max(1, len(scores))) ** 0.5 or 1.0
@@ -252,8 +83,7 @@ def n_test_pairs(n):
 
 
 def sample_pairs(policy, tok, split, n, ctx, max_new_tokens, temperature):
-    """n pairs (prompt, a, b) of distinct responses sampled from the policy for the split's prompts (two per
-    prompt, cycling through the prompts until n distinct pairs are found)."""
+    """n pairs (prompt, a, b) of distinct policy samples, two per prompt, cycling through the split's prompts."""
     out, prompts = [], task.prompts(split)
     for _ in range(20 + 2 * math.ceil(n / len(prompts))):  # rounds; a collapsed policy rarely writes two different responses
         with torch.no_grad(), ctx:

@@ -6,13 +6,10 @@ sample.py (goldRLHF): generate from any checkpoint (or GPT-2 weights), and best-
     python sample.py --init_from=gpt2 --prompt_file=prompts.txt --max_new_tokens=100
     python sample.py --best_of=16                            # best-of-N with the reward model
 
-Best-of-N (Nakano et al. 2021; Stiennon et al. 2020): draw N responses per prompt, keep the one the
-reward model scores highest. It needs no training, and its KL to the sampling policy has a closed form,
-KL = log N - (N - 1) / N (Stiennon et al., appendix; Beirami et al. 2024 show it is an upper bound),
-so it is the baseline every RLHF method is drawn beside on a gold-score-vs-KL plot. With --best_of=N
-we draw N samples once and report every power of two n <= N from prefixes of the same samples. The
-formula assumes N independent samples: at temperature 0 all N are the same greedy response (KL 0),
-so best-of-N refuses it.
+Best-of-N (Nakano et al. 2021; Stiennon et al. 2020) keeps the reward model's favourite of N samples: no
+training, and KL = log N - (N - 1) / N to the sampling policy (an upper bound: Beirami et al. 2024), so it is
+the baseline beside every RLHF method on a gold-vs-KL plot. Every power of two n <= N is reported from
+prefixes of the same N samples; temperature 0 (N copies of the greedy response) is refused.
 """
 import math
 import os
@@ -21,9 +18,9 @@ import torch
 
 import common
 import data
+import rewards
 import task
 from configurator import UserError, configure
-from model import RewardEnsemble, score_sequences
 
 init_from = "out/sft"  # a checkpoint (file or out_dir), a Hugging Face GPT-2 directory, or 'gpt2'...
 prompt = ""  # one prompt; empty: the built-in task's held-out prompts (or --prompt_file)
@@ -43,7 +40,6 @@ batch_size = 64  # prompts per generate() call
 device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', ...
 dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
 seed = 1337  # random seed
-compile = False  # unused here (generation is not compiled); kept so every script takes the same flags
 
 
 def best_of_n_kl(n):
@@ -52,8 +48,7 @@ def best_of_n_kl(n):
 
 
 def best_of_n(scores, group, n):
-    """scores: one per sample, `group` consecutive samples per prompt. Returns, for each prompt, the index
-    of the highest-scoring of its first n samples (the prefix, so every n reuses the same draws)."""
+    """Per prompt (`group` consecutive scores each), the index of the best of its first n samples."""
     return [max(range(j, j + n), key=lambda i: scores[i]) for j in range(0, len(scores), group)]
 
 
@@ -92,16 +87,13 @@ if __name__ == "__main__":
         raise SystemExit(0)
 
     # ------------------------------------------------------------------ best-of-N
-    rm, _, gain, bias = common.load_reward_model(reward_path, vocab, rt.device, objective=reward_ensemble,
-                                                 coef=uncertainty_coef)
+    rm = rewards.load_reward_models(reward_path, vocab, rt.device, objective=reward_ensemble, coef=uncertainty_coef)
     rows = [p for p in prompts for _ in range(best_of)]  # N consecutive samples per prompt
     with rt.ctx, torch.no_grad():
         texts, lengths, _, sampled = data.sample_responses(model, tok, rows, max_new_tokens, temperature, batch_size,
                                                            with_ids=True)
-        scores = score_sequences(rm, sampled, tok.eot, gain, bias, batch_size).tolist()  # the ids sampled
-        ens = {} if not isinstance(rm, RewardEnsemble) else {  # an ensemble: its members' mean and spread
-            "reward_mean": score_sequences(rm, sampled, tok.eot, chunk=batch_size, forward=rm.mean_score).tolist(),
-            "ensemble_std": score_sequences(rm, sampled, tok.eot, chunk=batch_size, forward=rm.spread).tolist()}
+        scores = rm.score(sampled, tok.eot, batch_size).tolist()  # the ids sampled
+        ens = {k: v.tolist() for k, v in rm.ensemble_scores(sampled, tok.eot, batch_size).items()}  # an ensemble's mean, spread
     n_list = [2 ** k for k in range(int(math.log2(best_of)) + 1) if 2 ** k < best_of] + [best_of]
     for n in n_list:
         picked = best_of_n(scores, best_of, n)

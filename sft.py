@@ -2,12 +2,12 @@
 sft.py (goldRLHF): supervised fine-tuning, the first stage of RLHF (Ouyang et al. 2022, step 1).
 
 Trains a GPT on demonstrations (prompt -> completion) with the loss on completion tokens only.
-Default: a small GPT from scratch on the built-in review task (data.py), ~2 minutes on 2 CPU cores.
-Your data: --data=file.jsonl with {"prompt","completion"} or {"messages"} lines, and usually
+Default: a small GPT from scratch on the built-in review task (task.py).
+Your data: --data_path=file.jsonl with {"prompt","completion"} or {"messages"} lines, and usually
 --init_from=gpt2 (real GPT-2 weights, full vocabulary).
 
     python sft.py                                    # built-in task
-    python sft.py --init_from=gpt2 --data=my.jsonl --template=instruction
+    python sft.py --init_from=gpt2 --data_path=my.jsonl --template=instruction
     torchrun --nproc_per_node=2 sft.py               # DDP
 
 Writes out_dir/ckpt.pt (the next stages read it) and out_dir/metrics.jsonl.
@@ -30,7 +30,7 @@ init_from = "scratch"  # 'scratch', 'resume' (from out_dir), 'gpt2'..'gpt2-xl', 
 data_path = "builtin"  # 'builtin' (the review task) or a JSONL file of {prompt, completion} / {messages}
 val_path = ""  # JSONL for eval loss; empty: builtin uses held-out prompts, a file holds out 5%
 template = "plain"  # prompt template for JSONL prompts: 'plain' or 'instruction'
-compact_vocab = False  # a JSONL: from scratch, a vocabulary of only the tokens the data uses (fast on a CPU); from a compact checkpoint, its vocabulary widened to the data's (and the context to block_size): rlaif.py's judge
+compact_vocab = False  # JSONL data: a vocabulary of only its tokens (fast on a CPU); a compact checkpoint's is widened to them
 n_demos = 20000  # built-in task: number of training demonstrations
 # model, when init_from='scratch' (the built-in task's default is tiny)
 n_layer = 4  # transformer blocks
@@ -62,11 +62,8 @@ fused_lm_head = False  # log-probs straight from hidden states (kernels.linear_l
 
 # ----------------------------------------------------------------------------- the loss
 def sft_loss(logp, y, n_tokens=None):
-    """Negative log-likelihood of the completion tokens, summed and divided by n_tokens (default: their
-    count in y, the mean). logp (B, T): log-probs of y (B, T), which has -100 where there is no loss
-    (logp is 0 there). Under DDP the loop passes the global batch's count / world size: DDP averages the
-    ranks' gradients, so they add up to the gradient of the mean over the global batch, exactly what one
-    process would compute."""
+    """NLL of the completion tokens, -sum(logp) / n_tokens (default: the mean over y != -100); logp, y (B, T).
+    DDP passes the global batch's count / world size: the ranks' averaged gradient is the global mean's."""
     return -logp.sum() / (n_tokens or (y != -100).sum().clamp(min=1))
 
 
@@ -134,10 +131,8 @@ if __name__ == "__main__":
         print_prompts = [p for p, _, _ in val_rows if fits(p)][:n_print]
 
     def get_batch(split, rng, ranks=1):
-        """A right-padded batch. x: inputs, y: next tokens with -100 on prompt and padding (no loss), and
-        n_tok, the number of loss tokens in the global batch. Under DDP (ranks = world size) every rank draws
-        the same global batch of batch_size x ranks rows (same rng) and keeps every ranks-th row: N processes
-        at batch_size B train exactly like one process at N x B."""
+        """Right-padded x, y (y: -100 on prompt and padding) and n_tok, the global batch's loss tokens. DDP: every
+        rank draws the same batch_size x ranks rows and keeps every ranks-th, so N ranks train as one at N x B."""
         pool = train if split == "train" else val
         rows = [pool[rng.randrange(len(pool))] for _ in range(batch_size * ranks)]
         n_tok = sum(len(ids) - n_p for ids, n_p in rows)
@@ -145,7 +140,7 @@ if __name__ == "__main__":
         return x.to(rt.device), y.to(rt.device), n_tok
 
     # ----------------------------------------------------------------------------- optimizer
-    optimizer = common.configure_optimizer(model, lr, weight_decay, rt.device_type)
+    optimizer = common.configure_optimizer(model, lr, weight_decay)
     rng, iter_num = common.resume(ckpt, rt, seed, optimizer)  # the data order: the same on every rank
     raw_model, model = model, common.wrap(model, rt, compile)
 

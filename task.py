@@ -1,18 +1,9 @@
 """
-task.py (goldRLHF): the built-in task, "reviews", and its hidden gold scorer. No download.
-
-Prompts open a short review of a place:
-
-    I went to the cafe with my family.
-
-and the model continues it with sentences of a tiny grammar, then ends with <|endoftext|>:
-
-    The coffee was very good. I hated the cake. I would go again.<|endoftext|>
-
-`gold(prompt, response)` plays the human: it likes positive, on-topic, grammatical, short, finished
-reviews. It is never a training signal except through the simulated labelers (feedback.py) and,
-explicitly, as a "verifiable reward" in grpo.py; every stage reports it on held-out prompts (`report`).
-A model of this task uses a compact vocabulary (`vocab`: the ~80 GPT-2 tokens the task can produce).
+task.py (goldRLHF): the built-in task, "reviews", and its hidden gold scorer. A prompt opens a review ("I went
+to the cafe with my family."), the model continues in a tiny grammar (" The coffee was very good. I hated the
+cake. I would go again.<|endoftext|>"). gold(prompt, response) plays the human, who likes positive, on-topic,
+grammatical, short, finished reviews: a training signal only through the simulated labelers (labelers.py) and
+as grpo.py's verifiable reward. Every stage reports it on held-out prompts (`report`).
 """
 import math
 import random
@@ -133,11 +124,8 @@ ASPECTS = {"opinion": (-1.0, 1.0), "recommendation": (-1.0, 1.0), "fluency": (-1
 
 
 def aspects(prompt, response):
-    """gold's parts, each a sum over sentences / n like gold's mean: opinion, the sentiment of the parsed
-    on-topic sentences about the place's things; recommendation, that of "I would [not] go again"
-    (+-1); fluency, minus the share of sentences that do not parse or repeat an earlier one (-1 for an
-    empty response; off-topic ones count 0 everywhere); brevity, -0.5 if it never ends and -0.25 per
-    sentence beyond 4. gold = their sum."""
+    """gold's parts (their sum is gold), each over sentences / n: opinion (on-topic sentiment), recommendation
+    ("I would [not] go again"), fluency (minus the share unparsed or repeated), brevity (gold's penalties)."""
     values, ended = parse(prompt, response)
     n = max(1, len(values))
     text = response[:response.index(EOT_TEXT)] if EOT_TEXT in response else response
@@ -153,8 +141,7 @@ def parses(prompt, response):
     values, ended = parse(prompt, response)
     return ended and bool(values) and all(v is not None for v in values)
 
-# The hidden human's thumbs up / down: their view of gold, with Gaussian noise, clears a threshold.
-ACCEPT_THRESHOLD = 0.5  # about a third of the SFT model's reviews are accepted
+ACCEPT_THRESHOLD = 0.5  # above the SFT model's typical review (RESULTS.md, "Thumbs up / down")
 ACCEPT_NOISE = 0.3
 
 
@@ -164,16 +151,14 @@ def accept_probability(prompt, response, threshold=ACCEPT_THRESHOLD, noise=ACCEP
 
 
 def report(prompts, responses, lengths=None, kls=None):
-    """The numbers every stage prints on the built-in task: mean gold score, accept_rate (the expected
-    share of thumbs up from the simulated human, accept_probability), fraction that parse (grammatical
-    and ended), fraction ended, gold's parts (gold/opinion, gold/recommendation, gold/fluency, gold/brevity: `aspects`),
-    mean response length in tokens, mean sequence KL estimate."""
+    """Every stage's eval on the task, means over responses: gold, accept_rate (expected thumbs up), parse
+    (grammatical and ended), ended, gold/<aspect> (`aspects`), response_len (tokens), kl (sequence KL)."""
     n = max(1, len(prompts))
     rep = dict(gold=sum(gold(p, r) for p, r in zip(prompts, responses)) / n,
                accept_rate=sum(accept_probability(p, r) for p, r in zip(prompts, responses)) / n,
                parse=sum(parses(p, r) for p, r in zip(prompts, responses)) / n,
                ended=sum(r.endswith(EOT_TEXT) for r in responses) / n)
-    for name in ASPECTS:  # gold's parts (gold = their sum)
+    for name in ASPECTS:
         rep[f"gold/{name}"] = sum(aspects(p, r)[name] for p, r in zip(prompts, responses)) / n
     if lengths:
         rep["response_len"] = sum(lengths) / n
@@ -181,9 +166,8 @@ def report(prompts, responses, lengths=None, kls=None):
         rep["kl"] = sum(kls) / n
     return rep
 
-# Principles (RLAIF; Bai et al. 2022, "Constitutional AI"): one line of text tells an AI judge what to
-# prefer (rlaif.py). On the built-in task each line the simulated people can follow has its score, the
-# people's (noisy) utility when they label under it; changing the line changes which review wins.
+# Principles (RLAIF; Bai et al. 2022, "Constitutional AI"): one line tells an AI judge what to prefer (rlaif.py);
+# here each has the score the simulated people label by under it, so changing it changes which review wins.
 def _words(response):
     return len(response.replace(EOT_TEXT, "").split())
 

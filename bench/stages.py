@@ -160,7 +160,7 @@ del hf
 
 # ----------------------------------------------------------------------------- training steps
 policy.train()
-opt = configure_optimizer(raw, 1e-5, device_type=dev.type)
+opt = configure_optimizer(raw, 1e-5)
 
 
 def step_sft(fused=False):
@@ -181,7 +181,7 @@ for impl, fused in IMPLS if "sft" in steps else []:
 trl_step("sft")
 
 rm = new_model(scalar_head=True)
-rm_opt = configure_optimizer(getattr(rm, "_orig_mod", rm), 1e-5, device_type=dev.type)
+rm_opt = configure_optimizer(getattr(rm, "_orig_mod", rm), 1e-5)
 
 
 def step_reward():

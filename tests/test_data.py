@@ -5,7 +5,7 @@ import random
 import pytest
 
 import data
-import feedback
+import labelers
 import task
 
 P = "I went to the cafe with friends."
@@ -106,12 +106,12 @@ def test_sft_formats_and_templates(tmp_path):
 
 def test_labelers_follow_the_gold_score():
     rng = random.Random(0)
-    wins = sum(feedback.label_pair(1.0, 0.5, rng) for _ in range(4000)) / 4000
+    wins = sum(labelers.label_pair(1.0, 0.5, rng) for _ in range(4000)) / 4000
     assert wins == pytest.approx(1 / (1 + 2.718281828 ** -2), abs=0.03)  # sigmoid(0.5 / 0.25)
-    assert feedback.label_tie(0.5, 0.45, rng) is None
-    assert feedback.label_likert(1.0, rng, noise=0.0) == 5 and feedback.label_likert(-1.0, rng, noise=0.0) == 1
-    firsts = [feedback.label_ranking([1.0, 0.0, -1.0], rng)[0] for _ in range(2000)]
-    assert firsts.count(0) / 2000 > 0.9 and sorted(feedback.label_ranking([0.0] * 4, rng)) == [0, 1, 2, 3]
+    assert labelers.label_tie(0.5, 0.45, rng) is None
+    assert labelers.label_likert(1.0, rng, noise=0.0) == 5 and labelers.label_likert(-1.0, rng, noise=0.0) == 1
+    firsts = [labelers.label_ranking([1.0, 0.0, -1.0], rng)[0] for _ in range(2000)]
+    assert firsts.count(0) / 2000 > 0.9 and sorted(labelers.label_ranking([0.0] * 4, rng)) == [0, 1, 2, 3]
 
 
 def test_compact_vocab_reads_back_merged_punctuation():

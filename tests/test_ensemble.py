@@ -1,7 +1,7 @@
 """Reward-model ensembles (reward.py --ensemble, --reward_ensemble in the RL stages and best-of-N) and the
-over-optimisation fits (overopt.py): objectives at hand-computed values, the fits on synthetic points with
-known coefficients, an ensemble that trains (its members differ), resumes exactly and is read back as one
-reward, and the bad input."""
+over-optimisation fits (experiments/overopt.py): objectives at hand-computed values, the fits on synthetic
+points with known coefficients, an ensemble that trains (its members differ), resumes exactly and is read
+back as one reward, and the bad input."""
 import json
 import math
 import os
@@ -11,10 +11,11 @@ import pytest
 import torch
 
 import common
-import overopt
 from configurator import UserError
 from conftest import assert_same_weights, read_metrics, run, small_test_pairs
-from model import GPT, GPTConfig, RewardEnsemble, ensemble_reward, score_sequences
+from experiments import overopt
+from model import GPT, GPTConfig, score_sequences
+from rewards import RewardEnsemble, ensemble_reward, load_reward_model
 
 
 # ----------------------------------------------------------------------------- the objectives, by hand
@@ -69,7 +70,7 @@ def test_gao_fit_recovers_known_coefficients(form, alpha, beta):
 
 
 def test_overopt_tables_from_runs(tmp_path):
-    """overopt.py on hand-made metrics of one seed: the fits' table, one row per method and objective."""
+    """experiments/overopt.py on hand-made metrics of one seed: the fits' table, one row per method and objective."""
     s = tmp_path / "s1"
     for obj in ("single", "worst"):
         (s / f"bon_{obj}").mkdir(parents=True)
@@ -79,9 +80,9 @@ def test_overopt_tables_from_runs(tmp_path):
                 kl = math.log(n) - (n - 1) / n
                 d = math.sqrt(kl)
                 f.write(json.dumps(dict(n=n, kl=kl, reward=d, gold=0.1 + d * (0.8 - 0.3 * d), parse=1.0)) + "\n")
-    p = run("overopt.py", f"--root={tmp_path}", "--figure=")
+    p = run("-m", "experiments.overopt", f"--root={tmp_path}", "--figure=")
     assert "| best-of-N | single | 0.800 | 0.300 | 1.000 |" in p.stdout and "| best-of-N | worst |" in p.stdout
-    p = run("overopt.py", f"--root={tmp_path}/none", ok=False)
+    p = run("-m", "experiments.overopt", f"--root={tmp_path}/none", ok=False)
     assert p.returncode == 2 and "no s<seed>/ folders" in p.stderr and "Traceback" not in p.stderr
 
 
@@ -115,10 +116,10 @@ def test_ensemble_trains_members_differ_and_loads_as_one(ensemble_dir, sft_dir):
     seqs = [[1, 2, 3, 4], [5, 6, 7], [8, 9, 10, 11, 12]]
     got = {}
     for obj in ("mean", "worst", "uncertainty"):
-        rm, _, g, b = common.load_reward_model(ensemble_dir, vocab, "cpu", objective=obj, coef=1.0)
-        assert isinstance(rm, RewardEnsemble) and (g, b) == (1.0, 0.0)
+        rm = load_reward_model(ensemble_dir, vocab, "cpu", objective=obj, coef=1.0)
+        assert isinstance(rm.model, RewardEnsemble) and (rm.gain, rm.bias) == (1.0, 0.0)
         with torch.no_grad():
-            got[obj] = score_sequences(rm, seqs, 0)
+            got[obj] = score_sequences(rm.model, seqs, 0)
     assert (got["worst"] <= got["mean"] + 1e-6).all() and (got["uncertainty"] <= got["mean"] + 1e-6).all()
 
 
@@ -167,4 +168,4 @@ def test_bad_input(reward_dir, sft_dir, tmp_path):
                         ok=False), "has no 'rm' reward")]:
         assert p.returncode == 2 and msg in p.stderr and "Traceback" not in p.stderr, p.stderr[-500:]
     with pytest.raises(UserError, match="holds one"):
-        common.load_reward_model(reward_dir, common.load_model(sft_dir)[1], "cpu", objective="worst")
+        load_reward_model(reward_dir, common.load_model(sft_dir)[1], "cpu", objective="worst")

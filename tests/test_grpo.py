@@ -8,7 +8,7 @@ import torch
 
 import grpo
 import kernels
-import reward_functions
+import rewards
 from common import load_model, save_checkpoint
 from conftest import bf16_rollout, last_eval, read_metrics, run
 from model import GPT, GPTConfig, disable_dropout
@@ -172,19 +172,19 @@ def test_first_ratio_is_one_under_bf16(sft_dir, tmp_path, fused):
 def test_builtin_rewards():
     prompts = ["I went to the cafe."] * 3
     responses = [" I would go again." + EOT, " The coffee was bad. The tea was great." + EOT, " The coffee was"]
-    assert reward_functions.gold_reward(prompts, responses) == pytest.approx([1.0, 0.25, -1.5])
-    assert reward_functions.format_reward(prompts, responses) == [1.0, 1.0, 0.0]
-    assert reward_functions.length_reward(prompts, responses) == pytest.approx([0.4, 0.8, 0.3])
+    assert rewards.gold_reward(prompts, responses) == pytest.approx([1.0, 0.25, -1.5])
+    assert rewards.format_reward(prompts, responses) == [1.0, 1.0, 0.0]
+    assert rewards.length_reward(prompts, responses) == pytest.approx([0.4, 0.8, 0.3])
 
 
 def test_user_reward_from_file(tmp_path):
     f = tmp_path / "my_reward.py"
     f.write_text("def coffee(prompts, responses):\n    return [r.count('coffee') for r in responses]\n")
-    fns = reward_functions.load_rewards(f"{f}:coffee:0.5, gold:2,format")
+    fns = rewards.load_rewards(f"{f}:coffee:0.5, gold:2,format")
     assert [(n, w) for n, _, w in fns] == [("my_reward.coffee", 0.5), ("gold", 2.0), ("format", 1.0)]
     prompts = ["I went to the cafe."] * 2
     responses = [" The coffee was great. I loved the coffee." + EOT, " The tea was"]
-    total, each = reward_functions.score(fns, prompts, responses)
+    total, each = rewards.score(fns, prompts, responses)
     assert each["my_reward.coffee"].tolist() == [2.0, 0.0]
     # 0.5 * coffee count + 2 * gold + format: 0.5*2 + 2*1 + 1 and 0 + 2*(-1.5) + 0
     assert total.tolist() == pytest.approx([4.0, -3.0])
@@ -194,22 +194,22 @@ def test_bad_reward_specs(tmp_path):
     f = tmp_path / "r.py"
     f.write_text("def short(prompts, responses):\n    return [1.0]\n")
     with pytest.raises(ValueError, match="unknown reward"):
-        reward_functions.load_rewards("gold,blue")
+        rewards.load_rewards("gold,blue")
     with pytest.raises(FileNotFoundError, match="no file"):
-        reward_functions.load_rewards(str(tmp_path / "missing.py") + ":fn")
+        rewards.load_rewards(str(tmp_path / "missing.py") + ":fn")
     with pytest.raises(ValueError, match="no function 'nope'"):
-        reward_functions.load_rewards(f"{f}:nope")
+        rewards.load_rewards(f"{f}:nope")
     with pytest.raises(ValueError, match="not a number"):
-        reward_functions.load_rewards("gold:1e")
+        rewards.load_rewards("gold:1e")
     with pytest.raises(ValueError, match="empty"):
-        reward_functions.load_rewards(" , ")
+        rewards.load_rewards(" , ")
     with pytest.raises(ValueError, match="one finite float per response"):
-        reward_functions.score(reward_functions.load_rewards(f"{f}:short"), ["a", "b"], ["x", "y"])
+        rewards.score(rewards.load_rewards(f"{f}:short"), ["a", "b"], ["x", "y"])
     for bad in ("float('nan')", "float('inf')", "-float('inf')"):
         g = tmp_path / "bad_value.py"
         g.write_text(f"def r(prompts, responses):\n    return [1.0] * (len(responses) - 1) + [{bad}]\n")
         with pytest.raises(ValueError, match="1 not finite"):
-            reward_functions.score(reward_functions.load_rewards(f"{g}:r"), ["a", "b"], ["x", "y"])
+            rewards.score(rewards.load_rewards(f"{g}:r"), ["a", "b"], ["x", "y"])
 
 
 def test_reward_model_gets_the_sampled_token_ids():
@@ -220,7 +220,7 @@ def test_reward_model_gets_the_sampled_token_ids():
         return [0.0] * len(responses)
     def mine(prompts, responses):
         return [1.0] * len(responses)
-    total, _ = reward_functions.score([("rm", rm, 1.0), ("mine", mine, 2.0)], ["p"], ["r"], token_ids=[[1, 2, 3]])
+    total, _ = rewards.score([("rm", rm, 1.0), ("mine", mine, 2.0)], ["p"], ["r"], token_ids=[[1, 2, 3]])
     assert seen["rm"] == [[1, 2, 3]] and total.tolist() == [2.0]
 
 

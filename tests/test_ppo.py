@@ -9,8 +9,9 @@ import common
 import data
 import kernels
 import task
+from common import masked_whiten
 from conftest import bf16_rollout, read_metrics, run
-from ppo import (explained_variance, final_scores, gae, kl_rewards, masked_whiten, policy_loss, response_logprobs,
+from ppo import (explained_variance, final_scores, gae, kl_rewards, policy_loss, response_logprobs,
                  update_beta, value_loss)
 
 

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 import data
+import audit
 import feedback
+import labelers
 import reward
 import task
 from common import load_model
@@ -118,11 +120,11 @@ def test_normalisation_gain_and_bias():
 
 # ----------------------------------------------------------------------------- evaluation helpers
 def test_spearman():
-    assert reward.spearman([1, 2, 3, 4], [10, 20, 30, 45]) == pytest.approx(1.0)
-    assert reward.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert audit.spearman([1, 2, 3, 4], [10, 20, 30, 45]) == pytest.approx(1.0)
+    assert audit.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     # ties get average ranks: ranks [0, 1.5, 1.5, 3] vs [0, 1, 2, 3] -> 4.5 / sqrt(4.5 * 5)
-    assert reward.spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(4.5 / math.sqrt(22.5))
-    assert reward.spearman([1, 1, 1], [1, 2, 3]) == 0.0  # constant: no correlation
+    assert audit.spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(4.5 / math.sqrt(22.5))
+    assert audit.spearman([1, 1, 1], [1, 2, 3]) == 0.0  # constant: no correlation
 
 
 def test_reliability():
@@ -136,7 +138,7 @@ def test_label_group_formats_and_sharp_labelers():
     prompt = "I went to the cafe."
     responses = [" The coffee was great.<|endoftext|>", " The coffee was awful.<|endoftext|>",
                  " The cake was okay.<|endoftext|>", " The coffee was great.<|endoftext|>"]  # one duplicate
-    rows, agree = feedback.label_group(prompt, responses, random.Random(0), n_annotators=3, temp=0.01,
+    rows, agree = labelers.label_group(prompt, responses, random.Random(0), n_annotators=3, temp=0.01,
                                      tie_margin=0.1, noise=0.01)
     g = {r: task.gold(prompt, r) for r in responses}
     assert len(rows["pairwise"]) == 3 and len(rows["ties"]) == 3  # 3 unique responses -> 3 pairs
@@ -146,7 +148,7 @@ def test_label_group_formats_and_sharp_labelers():
     assert [r["score"] for r in rows["likert"]] == [5, 1, 3]
     assert agree["pairwise"] == [9, 9]  # 3 pairs x 3 annotator pairs, all agree
     # very noisy labelers disagree sometimes, and ties appear when gold scores are close
-    rows, agree = feedback.label_group(prompt, [" The cake was good.<|endoftext|>", " The cake was nice.<|endoftext|>"],
+    rows, agree = labelers.label_group(prompt, [" The cake was good.<|endoftext|>", " The cake was nice.<|endoftext|>"],
                                      random.Random(0), n_annotators=3, temp=10.0, tie_margin=0.15)
     assert rows["ties"][0]["tie"]  # the file's fields (write_jsonl leaves out the "_" ones: votes, gold)
     assert {k for k in rows["pairwise"][0] if not k.startswith("_")} == {"prompt", "chosen", "rejected", "margin"}
@@ -165,7 +167,7 @@ def test_thumbs_up_or_down():
     assert task.accept_probability("I went to the cafe.", " The coffee was great.<|endoftext|>") == \
         pytest.approx(0.5 * (1 + math.erf((1 - 0.5) / (0.3 * math.sqrt(2)))))  # 0.9522
     assert task.accept_probability("I went to the cafe.", " The coffee was good.<|endoftext|>") == pytest.approx(0.5)
-    ups = sum(feedback.label_binary(1.0, random.Random(i)) for i in range(4000)) / 4000
+    ups = sum(labelers.label_binary(1.0, random.Random(i)) for i in range(4000)) / 4000
     assert ups == pytest.approx(0.9522, abs=0.015)
     rows, agree = _binary_rows()
     assert [r["label"] for r in rows] == [True, False] and set(rows[0]) == {"prompt", "completion", "label"}
@@ -175,39 +177,39 @@ def test_thumbs_up_or_down():
 def _binary_rows():
     responses = [" The coffee was great.<|endoftext|>", " The coffee was awful.<|endoftext|>",
                  " The coffee was great.<|endoftext|>"]
-    return feedback.label_binary_group("I went to the cafe.", responses, random.Random(0), 3)
+    return labelers.label_binary_group("I went to the cafe.", responses, random.Random(0), 3)
 
 
 def test_binary_files_read_back(tmp_path):
     rows, _ = _binary_rows()
     path = write(tmp_path, "binary.jsonl", rows)
-    assert feedback.detect_kind(path) == "binary"
-    items, skipped = feedback.load_feedback(path, "binary")
+    assert data.detect_kind(path) == "binary"
+    items, skipped = data.load_feedback(path, "binary")
     assert [it["y"] for it in items] == [True, False] and not skipped
-    assert feedback.to_pairs(items, "binary") == [("I went to the cafe.", rows[0]["completion"], rows[1]["completion"])]
+    assert data.to_pairs(items, "binary") == [("I went to the cafe.", rows[0]["completion"], rows[1]["completion"])]
 
 
 def test_labeler_pool():
     """make_pool splits n people by the shares (largest remainders); each type judges as documented; a
     pool larger than n_annotators sends each pair to n_annotators different people, recorded with their votes."""
-    assert feedback.make_pool("careful:0.6,noisy:0.1,length:0.1,adversarial:0.2", 10) == \
+    assert labelers.make_pool("careful:0.6,noisy:0.1,length:0.1,adversarial:0.2", 10) == \
         ["careful"] * 6 + ["noisy", "length", "adversarial", "adversarial"]
-    assert feedback.make_pool("careful:0.5,adversarial:0.5", 3).count("careful") + \
-        feedback.make_pool("careful:0.5,adversarial:0.5", 3).count("adversarial") == 3
+    assert labelers.make_pool("careful:0.5,adversarial:0.5", 3).count("careful") + \
+        labelers.make_pool("careful:0.5,adversarial:0.5", 3).count("adversarial") == 3
     for bad in ("careful:0.5", "careful:1.2,noisy:-0.2", "sloppy:1.0", "careful:x"):
-        with pytest.raises(feedback.UserError):
-            feedback.make_pool(bad, 10)
+        with pytest.raises(labelers.UserError):
+            labelers.make_pool(bad, 10)
     # a is clearly better: careful and length-neutral people say a, adversarial ones say b; a long b wins
     # over a length-biased judge once the bonus outweighs the gold difference (0.1 x 20 words > 1.0)
     rng = lambda: random.Random(0)
-    assert feedback.judge("careful", 1.0, 0.0, 5, 5, rng(), 0.01) is True
-    assert feedback.judge("adversarial", 1.0, 0.0, 5, 5, rng(), 0.01) is False
-    assert feedback.judge("length", 1.0, 0.0, 5, 25, rng(), 0.01) is False
-    noisy = sum(feedback.judge("noisy", 0.1, 0.0, 5, 5, random.Random(i), 0.25) for i in range(2000)) / 2000
-    careful = sum(feedback.judge("careful", 0.1, 0.0, 5, 5, random.Random(i), 0.25) for i in range(2000)) / 2000
+    assert labelers.vote("careful", 1.0, 0.0, 5, 5, rng(), 0.01) is True
+    assert labelers.vote("adversarial", 1.0, 0.0, 5, 5, rng(), 0.01) is False
+    assert labelers.vote("length", 1.0, 0.0, 5, 25, rng(), 0.01) is False
+    noisy = sum(labelers.vote("noisy", 0.1, 0.0, 5, 5, random.Random(i), 0.25) for i in range(2000)) / 2000
+    careful = sum(labelers.vote("careful", 0.1, 0.0, 5, 5, random.Random(i), 0.25) for i in range(2000)) / 2000
     assert 0.5 < noisy < careful  # sigmoid(0.1) = 0.52 vs sigmoid(0.4) = 0.60
     pool = ["careful"] * 3 + ["adversarial"] * 2
-    rows, _ = feedback.label_group("I went to the cafe.", [" The coffee was great.<|endoftext|>",
+    rows, _ = labelers.label_group("I went to the cafe.", [" The coffee was great.<|endoftext|>",
                                    " The coffee was awful.<|endoftext|>"], random.Random(0), 3, 0.01, pool=pool)
     who = [w for w, _ in rows["pairwise"][0]["_votes"]]
     assert len(set(who)) == 3 and all(v == (pool[w] == "careful") for w, v in rows["pairwise"][0]["_votes"])
@@ -222,20 +224,20 @@ def write(tmp_path, name, rows):
 
 def test_bad_feedback(tmp_path, sft_dir):
     ok = dict(prompt="p", chosen="a", rejected="b")
-    items, skipped = feedback.load_feedback(write(tmp_path, "pairs.jsonl", [ok, dict(ok, rejected="a"), ok]), "pairwise")
+    items, skipped = data.load_feedback(write(tmp_path, "pairs.jsonl", [ok, dict(ok, rejected="a"), ok]), "pairwise")
     assert len(items) == 2 and len(skipped) == 1 and "pairs.jsonl:2" in skipped[0]  # identical: counted skip
-    items, skipped = feedback.load_feedback(write(tmp_path, "rank.jsonl", [dict(prompt="p", ranking=["a", "b", "a"]),
+    items, skipped = data.load_feedback(write(tmp_path, "rank.jsonl", [dict(prompt="p", ranking=["a", "b", "a"]),
                                                                           dict(prompt="p", ranking=["a", "b"])]), "rankings")
     assert len(items) == 1 and "rank.jsonl:1" in skipped[0]  # duplicates in a ranking: counted skip
     path = write(tmp_path, "lik.jsonl", [dict(prompt="p", completion="a", score=3), dict(prompt="p", completion="a", score=6)])
     with pytest.raises(ValueError, match=r"score must be an integer 1..5, got 6 \(.*lik.jsonl:2\)"):
-        feedback.load_feedback(path, "likert")
+        data.load_feedback(path, "likert")
     with pytest.raises(ValueError, match=r"missing field.*\(.*miss.jsonl:2\)"):
-        feedback.load_feedback(write(tmp_path, "miss.jsonl", [ok, dict(prompt="p", chosen="a")]), "pairwise")
+        data.load_feedback(write(tmp_path, "miss.jsonl", [ok, dict(prompt="p", chosen="a")]), "pairwise")
     with pytest.raises(ValueError, match=r"tie must be true or false.*\(.*tie.jsonl:1\)"):
-        feedback.load_feedback(write(tmp_path, "tie.jsonl", [dict(ok, tie="yes")]), "ties")
+        data.load_feedback(write(tmp_path, "tie.jsonl", [dict(ok, tie="yes")]), "ties")
     with pytest.raises(ValueError, match=r"no usable rows.*only.jsonl"):
-        feedback.load_feedback(write(tmp_path, "only.jsonl", [dict(ok, rejected="a")]), "pairwise")
+        data.load_feedback(write(tmp_path, "only.jsonl", [dict(ok, rejected="a")]), "pairwise")
     # the script says which file and line
     p = run("reward.py", f"--out_dir={tmp_path}/o", f"--sft_path={sft_dir}/ckpt.pt", "--label_kind=likert",
             f"--data_path={path}", ok=False)
@@ -245,17 +247,17 @@ def test_bad_feedback(tmp_path, sft_dir):
 def test_to_pairs_and_detect_kind(tmp_path):
     items = [dict(prompt="p", texts=[c], y=s) for c, s in (("a", 2), ("b", 5), ("c", 2))] + \
             [dict(prompt="q", texts=["d"], y=1)]
-    assert sorted(feedback.to_pairs(items, "likert")) == [("p", "b", "a"), ("p", "b", "c")]
-    assert feedback.to_pairs([dict(prompt="p", texts=["a", "b", "c"], y=None)], "rankings") == \
+    assert sorted(data.to_pairs(items, "likert")) == [("p", "b", "a"), ("p", "b", "c")]
+    assert data.to_pairs([dict(prompt="p", texts=["a", "b", "c"], y=None)], "rankings") == \
         [("p", "a", "b"), ("p", "a", "c"), ("p", "b", "c")]
-    assert feedback.to_pairs([dict(prompt="p", texts=["a", "b"], y=True)], "ties") == []
-    assert feedback.detect_kind(write(tmp_path, "r.jsonl", [dict(prompt="p", ranking=["a", "b"])])) == "rankings"
+    assert data.to_pairs([dict(prompt="p", texts=["a", "b"], y=True)], "ties") == []
+    assert data.detect_kind(write(tmp_path, "r.jsonl", [dict(prompt="p", ranking=["a", "b"])])) == "rankings"
 
 
 # ----------------------------------------------------------------------------- the script
 def test_smoke_and_learning(reward_dir, sft_dir):
     """The reward_dir fixture's run: files, checkpoint contract, and a reward model that learned."""
-    for kind in feedback.ALL_KINDS:
+    for kind in data.FEEDBACK_KINDS:
         for split in ("train", "test"):
             rows = data.read_jsonl(os.path.join(reward_dir, "feedback", f"{kind}_{split}.jsonl"))
             assert rows and all(r["prompt"] in task.prompts(split) for r in rows)
@@ -370,11 +372,11 @@ def test_aspects_sum_to_gold():
 
 def test_aspect_ratings():
     """1-5 per aspect, linear from worst to best; for opinion the same numbers as a Likert rating of gold."""
-    assert [feedback.label_aspect(v, "opinion", random.Random(0), 0.0) for v in (-1, -0.5, 0, 0.5, 1)] == [1, 2, 3, 4, 5]
-    assert [feedback.label_aspect(v, "brevity", random.Random(0), 0.0) for v in (-1, -0.75, -0.5, 0, -3)] == [1, 2, 3, 5, 1]
-    assert all(feedback.label_aspect(g, "opinion", random.Random(i)) == feedback.label_likert(g, random.Random(i))
+    assert [labelers.label_aspect(v, "opinion", random.Random(0), 0.0) for v in (-1, -0.5, 0, 0.5, 1)] == [1, 2, 3, 4, 5]
+    assert [labelers.label_aspect(v, "brevity", random.Random(0), 0.0) for v in (-1, -0.75, -0.5, 0, -3)] == [1, 2, 3, 5, 1]
+    assert all(labelers.label_aspect(g, "opinion", random.Random(i)) == labelers.label_likert(g, random.Random(i))
                for i in range(200) for g in (-0.7, 0.1, 0.6))
-    rows, agree = feedback.label_aspect_group("I went to the cafe.", [" The cake was great.<|endoftext|>"],
+    rows, agree = labelers.label_aspect_group("I went to the cafe.", [" The cake was great.<|endoftext|>"],
                                               random.Random(0), 3, noise=0.0)
     assert rows == [dict(prompt="I went to the cafe.", completion=" The cake was great.<|endoftext|>",
                          scores=dict(opinion=5, recommendation=3, fluency=5, brevity=5))] and agree == [12, 12]
@@ -403,20 +405,20 @@ def test_aspect_reward_models_learn_their_aspect(aspect_rms):
 def test_aspect_weights(aspect_rms, reward_dir, sft_dir, tmp_path):
     """--aspect_weights by name (in any order) or by position; the one-line errors of a bad spec; ppo.py runs
     on the weighted sum and reports gold's parts."""
-    import common
     from configurator import UserError
+    from rewards import load_reward_models
     vocab = load_model(sft_dir)[1]
     s, b = f"{aspect_rms}/opinion", f"{aspect_rms}/recommendation"
-    got = common.load_reward_models(f"{s},{b}", "recommendation:0.5,opinion:2", vocab, "cpu")
-    assert [(w, a) for *_, w, a in got] == [(2.0, "opinion"), (0.5, "recommendation")]
-    assert [w for *_, w, _ in common.load_reward_models(f"{s},{b}", "1,0.25", vocab, "cpu")] == [1.0, 0.25]
+    got = load_reward_models(f"{s},{b}", vocab, "cpu", "recommendation:0.5,opinion:2")
+    assert [(p.weight, p.aspect) for p in got.parts] == [(2.0, "opinion"), (0.5, "recommendation")] and got.path == s
+    assert [p.weight for p in load_reward_models(f"{s},{b}", vocab, "cpu", "1,0.25").parts] == [1.0, 0.25]
     for spec, message in (("taste:1,opinion:1,recommendation:1", "aspect 'taste' is not in the reward models"),
                           ("opinion:1", "gives no weight to"), ("1", "1 weights for 2 reward models"),
                           ("opinion:x,recommendation:1", "the weight is not a number")):
         with pytest.raises(UserError, match=message):
-            common.load_reward_models(f"{s},{b}", spec, vocab, "cpu")
+            load_reward_models(f"{s},{b}", vocab, "cpu", spec)
     with pytest.raises(UserError, match="no rating of aspect 'taste'"):
-        feedback.load_feedback(f"{reward_dir}/feedback/aspects_train.jsonl", "aspects", "taste")
+        data.load_feedback(f"{reward_dir}/feedback/aspects_train.jsonl", "aspects", "taste")
     p = run("reward.py", f"--out_dir={tmp_path}/x", f"--data_path={reward_dir}/feedback", "--label_kind=aspects", ok=False)
     assert p.returncode == 2 and "needs --aspect=NAME" in p.stderr and len(p.stderr.strip().splitlines()) == 1
     out = str(tmp_path / "ppo")

@@ -10,6 +10,8 @@ import torch
 from conftest import read_metrics, run
 
 import data
+import labelers
+import rewards
 import rlaif
 import task
 from configurator import UserError
@@ -20,21 +22,21 @@ def test_swap_average_toy_judge():
     # a judge whose log-odds are the true preference s plus a constant pull of 0.5 toward slot A
     s = torch.tensor([1.0, -0.5, 0.2])
     lo_ab, lo_ba = s + 0.5, -s + 0.5  # [1.5, 0.0, 0.7] and [-0.5, 1.0, 0.3]
-    avg, shift, same = rlaif.swap_average(lo_ab, lo_ba)
+    avg, shift, same = labelers.swap_average(lo_ab, lo_ba)
     assert torch.allclose(avg, s) and torch.allclose(shift, torch.full((3,), 0.5))
     # a wins in both orders; b wins in both orders (0.0 is no vote for a); the third: slot A wins both times
     assert same.tolist() == [True, True, False]
 
 
 def test_judge_text_and_shown():
-    t = rlaif.judge_text("Prefer the shorter review.", "I went to the cafe.", " The tea was good.<|endoftext|>",
+    t = labelers.judge_text("Prefer the shorter review.", "I went to the cafe.", " The tea was good.<|endoftext|>",
                          " I liked the cake")
     assert t == ("Prefer the shorter review.\nReview: I went to the cafe.\nA: The tea was good.\n"
                  "B: I liked the cake ...\nBetter:")
 
 
 def test_judge_logodds_padded_batch_equals_one_by_one():
-    texts = [rlaif.judge_text(p, "I went to the cafe.", a, b) for p, a, b in [
+    texts = [labelers.judge_text(p, "I went to the cafe.", a, b) for p, a, b in [
         ("Prefer the better review.", " The tea was good.<|endoftext|>", " I hated the cake.<|endoftext|>"),
         ("Prefer the shorter review.", " The tea was good. The cake was very bad. I would go again.<|endoftext|>",
          " I liked it"),
@@ -43,8 +45,8 @@ def test_judge_logodds_padded_batch_equals_one_by_one():
     tok = data.Tokenizer(vocab)
     torch.manual_seed(0)
     m = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=96, vocab_size=len(vocab))).eval()
-    a_id, b_id = rlaif.answer_ids(tok, "toy")
-    got = rlaif.judge_logodds(m, tok, texts, a_id, b_id, batch_size=2)
+    a_id, b_id = labelers.answer_ids(tok, "toy")
+    got = labelers.judge_logodds(m, tok, texts, a_id, b_id, batch_size=2)
     for t, g in zip(texts, got):
         logits = m(torch.tensor([tok.encode(t)]))[0, -1]
         assert abs((logits[a_id] - logits[b_id]).item() - g.item()) < 1e-5
@@ -53,17 +55,17 @@ def test_judge_logodds_padded_batch_equals_one_by_one():
 def test_answer_ids_need_single_tokens():
     tok = data.Tokenizer(task.vocab())  # the review task's vocabulary has neither " A" nor " B"
     with pytest.raises(UserError, match="cannot write ' A' and ' B'"):
-        rlaif.answer_ids(tok, "the SFT model")
-    a, b = rlaif.answer_ids(data.Tokenizer(), "gpt2")
+        labelers.answer_ids(tok, "the SFT model")
+    a, b = labelers.answer_ids(data.Tokenizer(), "gpt2")
     assert data.Tokenizer().decode([a, b]) == " A B"
 
 
 def test_read_principles(tmp_path):
     f = tmp_path / "p.txt"
     f.write_text("# what we want\n\nPrefer the shorter review.\n  Prefer the better review.  \n")
-    assert rlaif.read_principles(str(f), None, 160, builtin=True) == ["Prefer the shorter review.",
+    assert labelers.read_principles(str(f), None, 160, builtin=True) == ["Prefer the shorter review.",
                                                                        "Prefer the better review."]
-    assert rlaif.read_principles("", None, 160) == rlaif.read_principles("", None, 160, builtin=True) == \
+    assert labelers.read_principles("", None, 160) == labelers.read_principles("", None, 160, builtin=True) == \
         ["Prefer the better review."]  # labelling: one principle unless the file says more
 
 
@@ -90,7 +92,7 @@ def toy_judge(tmp_path_factory, sft_dir):
     """A judge checkpoint with " A" / " B" that can read every review (the SFT model widened to a few judge
     texts, one step of training): for the errors and the smoke tests."""
     d = tmp_path_factory.mktemp("toyjudge")
-    rows = [dict(prompt=rlaif.judge_text(p, "I went to the cafe.", " The tea was good.<|endoftext|>",
+    rows = [dict(prompt=labelers.judge_text(p, "I went to the cafe.", " The tea was good.<|endoftext|>",
                                          " I hated the cake.<|endoftext|>"), completion=ans)
             for p in task.PRINCIPLES for ans in (" A", " B")]
     data.write_jsonl(str(d / "demos.jsonl"), rows)
@@ -156,15 +158,15 @@ def test_judge_reward_round_robin():
     responses = [" The tea was good.<|endoftext|>", " I hated the cake.<|endoftext|>", " The music was okay",
                  " The room was great.<|endoftext|>", " I would not go again.<|endoftext|>", " I liked the shop."]
     pr = "Prefer the better review."
-    vocab = data.vocab_of([rlaif.judge_text(pr, p, r, r) for p, r in zip(prompts, responses)] + [" A", " B"])
+    vocab = data.vocab_of([labelers.judge_text(pr, p, r, r) for p, r in zip(prompts, responses)] + [" A", " B"])
     tok = data.Tokenizer(vocab)
     torch.manual_seed(1)
     m = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=96, vocab_size=len(vocab))).eval()
-    a_id, b_id = rlaif.answer_ids(tok, "toy")
-    r = rlaif.judge_reward(m, tok, [pr])(prompts, responses)
+    a_id, b_id = labelers.answer_ids(tok, "toy")
+    r = rewards.judge_reward(m, tok, [pr])(prompts, responses)
     lo = {}
     for i, j in [(0, 1), (0, 2), (1, 2), (3, 4)]:
-        x = rlaif.judge_pairs(m, tok, [(pr, prompts[i], responses[i], responses[j])], a_id, b_id)[0][0]
+        x = labelers.judge_pairs(m, tok, [(pr, prompts[i], responses[i], responses[j])], a_id, b_id)[0][0]
         lo[i, j], lo[j, i] = x, -x
     want = [(lo[0, 1] + lo[0, 2]) / 2, (lo[1, 0] + lo[1, 2]) / 2, (lo[2, 0] + lo[2, 1]) / 2, lo[3, 4], lo[4, 3], 0.0]
     assert all(abs(a - b) < 1e-5 for a, b in zip(r, want)), (r, want)
