@@ -2,9 +2,10 @@
 # The README's active-learning table (issue 18, part 3): labels bought in rounds from feedback.py's
 # 4,812 train pairs (their labels hidden until bought), by random, uncertainty, disagreement (query by
 # committee) and BALD; 100 random labels, then 5 rounds of 100; the reward model retrained from the SFT
-# start each round (active.py's defaults). One process per seed (OMP_NUM_THREADS=1, about 40 min a seed
-# on one busy core), so seeds run side by side; a finished seed is skipped. Then every seed's runs are
-# gathered into one folder and active.py, rerun there, reuses them all and prints the table and the figure.
+# start each round (experiments/active.py's defaults). One process per seed (OMP_NUM_THREADS=1, about
+# 40 min a seed on one busy core), so seeds run side by side; a finished seed is skipped. Then every
+# seed's runs are gathered into one folder and experiments/active.py, rerun there, reuses them all and
+# prints the table and the figure.
 # Needs an SFT model and its feedback (python sft.py && python feedback.py).
 #   bash experiments/active.sh "1 2 3" [sft checkpoint] [feedback dir]
 set -uo pipefail
@@ -17,9 +18,9 @@ OUT=${OUT:-out/active}
 ARGS=(--sft_path="$SFT" --pool_path="$FB/pairwise_train.jsonl" --test_path="$FB/pairwise_test.jsonl")
 mkdir -p "$OUT"
 for seed in $SEEDS; do
-    python active.py --out_dir="$OUT/s$seed" --seeds="$seed" --figure=none "${ARGS[@]}" > "$OUT/s$seed.log" 2>&1 &
+    python -m experiments.active --out_dir="$OUT/s$seed" --seeds="$seed" --figure=none "${ARGS[@]}" > "$OUT/s$seed.log" 2>&1 &
 done
 wait
 mkdir -p "$OUT/all"
 cat "$OUT"/s*/metrics.jsonl > "$OUT/all/metrics.jsonl"
-python active.py --out_dir="$OUT/all" --seeds="$(echo $SEEDS | tr ' ' ',')" --figure=figures/active_learning.png "${ARGS[@]}"
+python -m experiments.active --out_dir="$OUT/all" --seeds="$(echo $SEEDS | tr ' ' ',')" --figure=figures/active_learning.png "${ARGS[@]}"

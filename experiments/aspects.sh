@@ -40,23 +40,16 @@ for seed in $SEEDS; do
     done
 done
 python - "$OUT" <<'PY'
-import json, os, statistics, sys
-out = sys.argv[1]
-ms = lambda xs: "-" if not xs else f"{statistics.mean(xs):.2f}" + (f" ± {statistics.stdev(xs):.2f}" if len(xs) > 1 else "")
+import sys
+from experiments.table import last
 for a in ("opinion", "recommendation", "fluency", "brevity"):
-    m = [json.loads(l) for l in open(os.path.join(out, f"rm_{a}", "metrics.jsonl")) if "spearman_aspect" in l][-1]
+    m = last(f"{sys.argv[1]}/rm_{a}", "spearman_aspect")
     print(f"reward model {a}: Spearman with its aspect {m['spearman_aspect']:.3f}, gain {m['reward_gain']:.3g}")
-names = {"gold": "all 1 (gold's weighting)", "opinion": "opinion, fluency, brevity (recommendation 0)",
-         "recommendation": "recommendation, fluency, brevity (opinion 0)", "single": "one pairwise reward model (default)"}
-keys = ("gold", "gold/opinion", "gold/recommendation", "gold/fluency", "gold/brevity", "kl", "parse")
-print("| aspect weights | " + " | ".join(keys) + " | seeds |")
-print("|---|" + "---|" * (len(keys) + 1))
-for name, label in names.items():
-    cols = {k: [] for k in keys}
-    for d in sorted(os.listdir(out)):
-        if d.startswith(f"ppo_{name}_s") and os.path.exists(os.path.join(out, d, "done")):
-            ev = [json.loads(l) for l in open(os.path.join(out, d, "metrics.jsonl")) if '"split": "test"' in l][-1]
-            for k in keys:
-                cols[k].append(ev[k])
-    print(f"| {label} | " + " | ".join(ms(cols[k]) for k in keys) + f" | {len(cols['gold'])} |")
 PY
+# each finished PPO run's last held-out eval, mean ± standard deviation over seeds
+python -m experiments.table --head="aspect weights" --split=test --done --spread=sd \
+    --keys=gold,gold/opinion,gold/recommendation,gold/fluency,gold/brevity,kl,parse \
+    --row "all 1 (gold's weighting)" "$OUT/ppo_gold_s*" \
+    --row "opinion, fluency, brevity (recommendation 0)" "$OUT/ppo_opinion_s*" \
+    --row "recommendation, fluency, brevity (opinion 0)" "$OUT/ppo_recommendation_s*" \
+    --row "one pairwise reward model (default)" "$OUT/ppo_single_s*"

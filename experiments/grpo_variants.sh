@@ -43,29 +43,27 @@ for job in "${JOBS[@]}"; do
     fi
 done
 python - "$OUT" "${VARIANTS[@]}" <<'PY'
-import json, os, statistics, sys
+import os, statistics, sys
+from experiments.table import cell, markdown, read_rows
 out, variants = sys.argv[1], [v.split("|", 1) for v in sys.argv[2:]]
-def ms(xs, fmt):
-    if not xs:
-        return "-"
-    return (fmt % statistics.mean(xs)) + (" ± " + fmt % statistics.stdev(xs) if len(xs) > 1 else "")
-print("| variant | flags | gold | KL to SFT | entropy | response length | zero_std_frac | rollouts / iter | wall time (s) | seeds |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+sd = lambda xs, spec: cell(xs, spec, spread="sd")
+table = []
 for name, flags in variants:
     cols = {k: [] for k in ("gold", "kl", "entropy", "len", "zero", "rounds", "wall")}
     d = os.path.join(out, name)
     for s in sorted(os.listdir(d)) if os.path.isdir(d) else []:
-        rows = [json.loads(l) for l in open(os.path.join(d, s, "metrics.jsonl"))] if os.path.exists(os.path.join(d, s, "metrics.jsonl")) else []
+        rows = read_rows(os.path.join(d, s))
         final = [r for r in rows if r.get("iter") == 30 and "gold" in r]
         if not final or not os.path.exists(os.path.join(d, s, "wall_s")):
             continue
         train = [r for r in rows if "policy_loss" in r]
         cols["gold"].append(final[0]["gold"]); cols["kl"].append(final[0]["kl"])
         cols["len"].append(final[0]["response_len"]); cols["entropy"].append(train[-1]["entropy"])
-        cols["rounds"].append(statistics.mean(r.get("gen_batches", 1) for r in train))
+        cols["rounds"].append(statistics.mean(r.get("gen_batches", 1) for r in train))  # this run's mean
         cols["zero"].append(train[-1]["zero_std_frac"]); cols["wall"].append(float(open(os.path.join(d, s, "wall_s")).read()))
-    print(f"| {name} | `{flags or '(none)'}` | {ms(cols['gold'], '%.3f')} | {ms(cols['kl'], '%.2f')} | "
-          f"{ms(cols['entropy'], '%.2f')} | {ms(cols['len'], '%.1f')} | {ms(cols['zero'], '%.2f')} | "
-          f"{ms(cols['rounds'], '%.2f')} | "
-          f"{ms(cols['wall'], '%.0f')} | {len(cols['gold'])} |")
+    table.append([name, f"`{flags or '(none)'}`", sd(cols["gold"], ".3f"), sd(cols["kl"], ".2f"), sd(cols["entropy"], ".2f"),
+                  sd(cols["len"], ".1f"), sd(cols["zero"], ".2f"), sd(cols["rounds"], ".2f"), sd(cols["wall"], ".0f"),
+                  len(cols["gold"])])
+print(markdown(["variant", "flags", "gold", "KL to SFT", "entropy", "response length", "zero_std_frac",
+                "rollouts / iter", "wall time (s)", "seeds"], table))
 PY

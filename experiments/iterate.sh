@@ -24,7 +24,7 @@ one_seed() {
         name=${run%%|*}; flags=${run#*|}; dir=$OUT/s$seed/$name
         mkdir -p "$dir"
         # shellcheck disable=SC2086
-        if bash iterate.sh --out_dir="$dir" --sft_path="$SFT" --seed="$seed" $flags --eval_interval=25 \
+        if bash experiments/iterated_rlhf.sh --out_dir="$dir" --sft_path="$SFT" --seed="$seed" $flags --eval_interval=25 \
                 >> "$dir/log.txt" 2>&1; then
             echo "$name, seed $seed: done"
         else
@@ -37,7 +37,8 @@ for seed in $SEEDS; do
 done
 wait
 python - "$OUT" <<'PY'
-import glob, json, os, sys
+import glob, os, sys
+from experiments.table import by_iter
 out = sys.argv[1]
 names = {"beta0_once": "beta 0, 1 round", "beta0_rounds3": "beta 0, 3 rounds",
          "beta0_rounds3_anchor": "beta 0, 3 rounds, anchored on SFT samples",
@@ -49,7 +50,7 @@ for name, label in names.items():
     runs = [d for d in sorted(glob.glob(os.path.join(out, "s*", name))) if os.path.exists(os.path.join(d, f"round{3 if 'rounds3' in name else 1}", "done"))]
     if not runs:
         continue
-    ev = [{e["iter"]: e for e in map(json.loads, open(os.path.join(d, "ppo", "metrics.jsonl"))) if e.get("split") == "test"} for d in runs]
+    ev = [by_iter(os.path.join(d, "ppo"), split="test") for d in runs]  # each seed's held-out evals
     pairs = [sum(1 for _ in open(sorted(glob.glob(os.path.join(d, "round*", "pairs.jsonl")))[-1])) for d in runs]
     gold = " | ".join(per_seed([e[it]["gold"] for e in ev]) for it in (50, 100, 150))
     print(f"| {label} | {per_seed(pairs, '{:,}')} | {gold} | {per_seed([e[150]['reward'] for e in ev])} | "

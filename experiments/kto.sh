@@ -40,28 +40,28 @@ for seed in $SEEDS; do
     done
 done
 python - "$OUT" <<'PY'
-import json, os, statistics, sys
+import os, sys
+from experiments.table import cell, last, markdown
 out = sys.argv[1]
-ms = lambda xs, d=2: "-" if not xs else f"{statistics.mean(xs):.{d}f}" + (f" ± {statistics.stdev(xs):.{d}f}" if len(xs) > 1 else "")
+sd = lambda xs, spec=".2f": cell(xs, spec, spread="sd")
 names = {"dpo_pairs": "DPO, all pairs", "dpo_pairs_budget": "DPO, as many pairs as thumbs",
          "kto_thumbs": "KTO, the thumbs", "kto_pairs": "KTO, all pairs split (up / down)",
          "kto_thumbs_beta1": "KTO, the thumbs, beta 1", "kto_thumbs_beta2": "KTO, the thumbs, beta 2"}
-print("| run | judgements | data rows | gold | KL | accept_rate | parse | seeds |")
-print("|---|---|---|---|---|---|---|---|")
 seeds = sorted(d for d in os.listdir(out) if d.startswith("s") and os.path.isdir(os.path.join(out, d)))
+table = []
 for name, label in names.items():
     cols = {k: [] for k in ("judgements", "rows", "gold", "kl", "accept_rate", "parse")}
     for s in seeds:
         d = os.path.join(out, s, name)
         if not os.path.exists(os.path.join(d, "done")):
             continue
-        log = open(os.path.join(d, "log.txt")).read()
-        rows = int(log.split(" training rows")[0].split()[-1])  # (dpo.py prints "N training rows")
-        ev = [json.loads(l) for l in open(os.path.join(d, "metrics.jsonl")) if '"gold"' in l][-1]
+        ev = last(d, "gold")
+        rows = ev.get("labels")  # dpo.py's training rows (offline, every eval logs them as `labels`)
         cols["rows"].append(rows)
-        cols["judgements"].append(rows // 2 if name == "kto_pairs" else rows)
+        cols["judgements"].append(rows // 2 if name == "kto_pairs" and rows is not None else rows)  # 2 rows a pair
         for k in ("gold", "kl", "accept_rate", "parse"):
             cols[k].append(ev[k])
-    print(f"| {label} | {ms(cols['judgements'], 0)} | {ms(cols['rows'], 0)} | {ms(cols['gold'])} | {ms(cols['kl'])} | "
-          f"{ms(cols['accept_rate'])} | {ms(cols['parse'])} | {len(cols['gold'])} |")
+    table.append([label, sd(cols["judgements"], ".0f"), sd(cols["rows"], ".0f"), sd(cols["gold"]), sd(cols["kl"]),
+                  sd(cols["accept_rate"]), sd(cols["parse"]), len(cols["gold"])])
+print(markdown(["run", "judgements", "data rows", "gold", "KL", "accept_rate", "parse", "seeds"], table))
 PY

@@ -37,22 +37,12 @@ for seed in $SEEDS; do for p in "${POOLS[@]}"; do for a in "${AGGS[@]}"; do
         echo "$pname unreliable, $aname, seed $seed: FAILED (see $dir/log.txt)"
     fi
 done; done; done
-python - "$OUT" "${POOLS[@]}" <<'PY'
-import json, os, statistics, sys
-out, pools = sys.argv[1], [p.split("|", 1) for p in sys.argv[2:]]
-ms = lambda xs: "-" if not xs else f"{statistics.mean(xs):.3f}" + (f" ± {statistics.stdev(xs):.3f}" if len(xs) > 1 else "")
-print("| unreliable | labelers | aggregation | labels agree with gold | RM acc_gold | RM Spearman | seeds |")
-print("|---|---|---|---|---|---|---|")
-for pname, pool in pools:
-    for agg in ("majority", "soft", "dawid_skene"):
-        d = os.path.join(out, pname.rstrip("%"), agg)
-        cols = {"labelers_acc_gold": [], "acc_gold": [], "spearman": []}
-        for s in sorted(os.listdir(d)) if os.path.isdir(d) else []:
-            rows = [json.loads(l) for l in open(os.path.join(d, s, "metrics.jsonl"))]
-            final = [r for r in rows if "spearman" in r]
-            for k in cols if final else []:
-                cols[k].append(final[-1][k])
-        name = {"majority": "majority vote", "soft": "majority, soft labels", "dawid_skene": "Dawid-Skene"}[agg]
-        print(f"| {pname} | `{pool}` | {name} | {ms(cols['labelers_acc_gold'])} | {ms(cols['acc_gold'])} | "
-              f"{ms(cols['spearman'])} | {len(cols['acc_gold'])} |")
-PY
+# each run's final reward-model eval, mean ± standard deviation over seeds
+ROWS=()
+for p in "${POOLS[@]}"; do
+    for agg in "majority|majority vote" "soft|majority, soft labels" "dawid_skene|Dawid-Skene"; do
+        ROWS+=(--row "${p%%|*} | \`${p#*|}\` | ${agg#*|}" "$OUT/${p%%\%*}/${agg%%|*}/s*")
+    done
+done
+python -m experiments.table --head="unreliable | labelers | aggregation" --last=spearman --spec=.3f --spread=sd \
+    --keys=labelers_acc_gold,acc_gold,spearman --names="labels agree with gold | RM acc_gold | RM Spearman" "${ROWS[@]}"

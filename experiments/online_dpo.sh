@@ -54,29 +54,30 @@ for seed in $SEEDS; do
 done
 wait
 python - "$OUT" <<'PY'
-import json, os, statistics, sys
+import os, sys
+from experiments.table import cell, last, markdown, read_rows
 out = sys.argv[1]
-ms = lambda xs, d=2: "-" if not xs else f"{statistics.mean(xs):,.{d}f}" + (f" ± {statistics.stdev(xs):.{d}f}" if len(xs) > 1 else "")
+sd = lambda xs, spec=",.2f": cell(xs, spec, spread="sd")
 names = {"offline": "offline DPO, 200 steps on the SFT model's pairs",
          "online": "online DPO, 150 steps, simulated people",
          "offline_quarter": "offline DPO, 200 steps on the first 1,212 pairs",
          "online_quarter": "online DPO, 38 steps of 32 pairs, simulated people",
          "online_small": "online DPO, 150 steps of 8 pairs, simulated people",
          "online_rm": "online DPO, 150 steps, the reward model labels"}
-print("| run | human labels | gold | KL | accept_rate | parse | seeds |")
-print("|---|---|---|---|---|---|---|")
 seeds = sorted(d for d in os.listdir(out) if d.startswith("s") and os.path.isdir(os.path.join(out, d)))
+table = []
 for name, label in names.items():
     cols = {k: [] for k in ("labels", "gold", "kl", "accept_rate", "parse")}
     for s in seeds:
         d = os.path.join(out, s, name)
         if not os.path.exists(os.path.join(d, "done")):
             continue
-        ev = [json.loads(l) for l in open(os.path.join(d, "metrics.jsonl")) if '"kl"' in l][-1]
-        offline = [json.loads(l) for l in open(os.path.join(out, s, "offline", "metrics.jsonl"))][0]
+        ev = last(d, "kl")
+        offline = read_rows(os.path.join(out, s, "offline"))[0]
         ev["labels"] = offline["labels"] if name == "online_rm" else ev["labels"]  # the RM's own training pairs
         for k in cols:
             cols[k].append(ev[k])
-    print(f"| {label} | {ms(cols['labels'], 0)} | {ms(cols['gold'])} | {ms(cols['kl'])} | "
-          f"{ms(cols['accept_rate'])} | {ms(cols['parse'])} | {len(cols['gold'])} |")
+    table.append([label, sd(cols["labels"], ",.0f"), sd(cols["gold"]), sd(cols["kl"]), sd(cols["accept_rate"]),
+                  sd(cols["parse"]), len(cols["gold"])])
+print(markdown(["run", "human labels", "gold", "KL", "accept_rate", "parse", "seeds"], table))
 PY

@@ -77,18 +77,14 @@ for seed in $SEEDS; do
 done
 wait
 python - "$OUT" <<'PY'
-import json, os, statistics, sys
+import os, sys
+from experiments import table
 out = sys.argv[1]
 seeds = sorted(d for d in os.listdir(out) if d.startswith("s"))
-def metrics(path):
-    try:
-        return [json.loads(l) for l in open(os.path.join(path, "metrics.jsonl")) if '"iter"' in l]
-    except FileNotFoundError:
-        return []
-def last(path, key):
-    rows = [r for r in metrics(path) if key in r]
-    return rows[-1][key] if rows else None
-ms = lambda xs, d=3: "-" if not xs else f"{statistics.mean(xs):.{d}f}" + (f" ± {statistics.stdev(xs):.{d}f}" if len(xs) > 1 else "")
+def last(path, key):  # the run's last logged value of key, or None
+    row = table.last(path, key)
+    return row[key] if row else None
+ms = lambda xs, d=3: table.cell(xs, f".{d}f", spread="sd")
 print(f"seeds: {', '.join(seeds)}\n")
 print("| principle | judge vs principle | vs people | people vs people | judge vs gold | position_bias |")
 print("|---|---|---|---|---|---|")

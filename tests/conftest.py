@@ -15,7 +15,8 @@ sys.path.insert(0, ROOT)
 
 
 def run(script, *args, ok=True, timeout=900, torchrun=0):
-    """Run `python script --args...` (or under torchrun with `torchrun` processes) from the repo root.
+    """Run `python script --args...` (or under torchrun with `torchrun` processes) from the repo root;
+    run("-m", "experiments.overopt", ...) runs a module, as `python -m experiments.overopt ...`.
     Returns the CompletedProcess; with ok=True a non-zero exit fails the test and shows the output."""
     cmd = [sys.executable, script, *args]
     if torchrun:

@@ -1,5 +1,5 @@
-"""active.py: the acquisition rules by hand on toy pools, the stage on a small pool of the fixture's feedback
-(its round loop, the labels it bought, resuming, the learning), and its bad input."""
+"""experiments/active.py: the acquisition rules by hand on toy pools, the stage on a small pool of the
+fixture's feedback (its round loop, the labels it bought, resuming, the learning), and its bad input."""
 import json
 import math
 import os
@@ -8,7 +8,7 @@ import random
 import torch
 
 from conftest import first_rows, read_metrics, run
-from active import acquisition_scores, bootstrap, entropy, pick
+from experiments.active import acquisition_scores, bootstrap, entropy, pick
 
 
 def test_acquisition_by_hand():
@@ -60,7 +60,7 @@ def test_active_learning(sft_dir, reward_dir, tmp_path):
             f"--test_path={reward_dir}/feedback/pairwise_test.jsonl", f"--rules={','.join(rules)}", "--seeds=1",
             "--init_labels=20", "--round_size=180", "--n_rounds=1", "--ensemble=2", "--max_iters=40",
             "--warmup_iters=5", "--figure=none"]
-    p = run("active.py", *args)
+    p = run("-m", "experiments.active", *args)
     rows = [r for r in read_metrics(out) if "round" in r]
     assert [(r["rule"], r["round"], r["labels"]) for r in rows] == [(rule, n, 20 + 180 * n) for rule in rules for n in (0, 1)]
     # round 0: the same random labels and the same training for every rule
@@ -83,11 +83,11 @@ def test_active_learning(sft_dir, reward_dir, tmp_path):
     assert acc["random"][1] > acc["random"][0] + 0.05 and acc["bald"][1] > acc["bald"][0], acc
     assert "reaches random's" in p.stdout and os.path.exists(os.path.join(out, "summary.jsonl"))
     # the bought labels are a feedback file reward.py reads
-    import feedback
-    items, _ = feedback.load_feedback(os.path.join(out, "bald_seed1.jsonl"), "pairwise")
+    import data
+    items, _ = data.load_feedback(os.path.join(out, "bald_seed1.jsonl"), "pairwise")
     assert len(items) == 200
     # a rerun with the same config reuses every finished run and prints the same table
-    again = run("active.py", *args)
+    again = run("-m", "experiments.active", *args)
     assert again.stdout.count("done in an earlier run") == 3
     table = lambda text: text[text.index("acc_gold of the reward model"):]
     assert table(again.stdout) == table(p.stdout)
@@ -103,8 +103,8 @@ def test_bad_input(sft_dir, reward_dir, tmp_path):
                        (["--seeds=1,x"], "not a comma-separated list of integers"),
                        (["--round_size=0"], "round_size >= 1"),
                        ([f"--pool_path={tmp_path}/nope.jsonl"], "nope.jsonl")]:
-        p = run("active.py", *base, *extra, ok=False)
+        p = run("-m", "experiments.active", *base, *extra, ok=False)
         assert p.returncode == 2 and msg in p.stderr and "Traceback" not in p.stderr, (extra, p.stderr)
         assert len(p.stderr.strip().splitlines()) == 1, p.stderr
-    p = run("active.py", *base, "--init_labels=100", "--round_size=100", "--n_rounds=4", ok=False)
+    p = run("-m", "experiments.active", *base, "--init_labels=100", "--round_size=100", "--n_rounds=4", ok=False)
     assert pool in p.stderr  # the error names the pool file

@@ -1,6 +1,6 @@
-"""iterate.sh (iterated online RLHF): two tiny rounds, in which round 2's reward model trains on every label
-of round 1 plus the new ones, of the round-1 policy's samples; PPO continues across rounds; a rerun skips
-finished rounds; bad arguments are one-line errors with exit status 2."""
+"""experiments/iterated_rlhf.sh (iterated online RLHF): two tiny rounds, in which round 2's reward model
+trains on every label of round 1 plus the new ones, of the round-1 policy's samples; PPO continues across
+rounds; a rerun skips finished rounds; bad arguments are one-line errors with exit status 2."""
 import os
 import subprocess
 import sys
@@ -14,9 +14,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def iterate(*args):
-    """bash iterate.sh ARGS, its `python` the one running the tests (first on PATH)."""
+    """bash experiments/iterated_rlhf.sh ARGS, its `python` the one running the tests (first on PATH)."""
     env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"], "OMP_NUM_THREADS": "1"}
-    return subprocess.run(["bash", os.path.join(ROOT, "iterate.sh"), *args], capture_output=True, text=True,
+    return subprocess.run(["bash", os.path.join(ROOT, "experiments", "iterated_rlhf.sh"), *args], capture_output=True, text=True,
                           timeout=900, env=env)
 
 

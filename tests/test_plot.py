@@ -1,5 +1,5 @@
-"""plot.py on small synthetic metrics files: the PNGs it writes (non-empty, the expected size), the
-frontier tables' numbers, and the one-line errors (missing, empty, malformed file; no matplotlib)."""
+"""plot.py on small synthetic metrics files: the PNGs it writes (non-empty, the expected size) and the
+one-line errors (missing, empty, malformed file; no matplotlib). The frontier sweep: test_frontier.py."""
 import json
 import os
 import struct
@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
+import plot  # (plot.py imports matplotlib only when it draws)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-import plot  # noqa: E402  (plot.py imports matplotlib only when it draws)
 
 
 def write(path, rows):
@@ -104,47 +104,7 @@ def test_appended_runs_read_as_the_last(tmp_path):
     assert max(r["iter"] for r in rows) == 2 and rows[-1]["kl"] == 10.0
 
 
-def make_sweep(root):
-    write(root / "sft" / "metrics.jsonl", sft_rows())
-    write(root / "bon_s1" / "metrics.jsonl", bon_rows(0.0))
-    write(root / "bon_s2" / "metrics.jsonl", bon_rows(0.2))
-    write(root / "ppo_kl1" / "metrics.jsonl", ppo_rows(iters=4, kl_per_iter=0.25))
-    write(root / "ppo_kl4" / "metrics.jsonl", ppo_rows(iters=4, kl_per_iter=1.0))
-    write(root / "ppo_beta0" / "metrics.jsonl", ppo_rows(iters=10, kl_per_iter=5.0, peak=2))
-    for b, kl in (("0.1", 6.0), ("0.5", 2.0)):
-        write(root / f"dpo_beta{b}" / "metrics.jsonl",
-              [{"iter": 0, "gold": 0.0, "kl": 0.0, "parse": 1.0, "val_rewards/accuracies": 0.5},
-               {"iter": 10, "loss": 0.6, "lr": 1e-4},
-               {"iter": 20, "gold": 0.4, "kl": kl, "parse": 0.8, "val_rewards/accuracies": 0.7}])
-    write(root / "grpo_kl0.02" / "metrics.jsonl",
-          [{"iter": 0, "gold": 0.0, "kl": 0.0, "parse": 1.0}, {"iter": 5, "reward": 1.5, "lr": 3e-4},
-           {"iter": 10, "gold": 0.9, "kl": 3.0, "parse": 0.95}])
-    (root / "times.tsv").write_text("run\tseconds\nsft\t60\nbon_s1\t20\ntotal\t80\n")
-
-
-def test_frontier_figures_and_tables(mpl, tmp_path):
-    make_sweep(tmp_path / "sweep")
-    out = tmp_path / "figs"
-    r = run_plot(f"--frontier={tmp_path / 'sweep'}", f"--out_dir={out}")
-    assert r.returncode == 0, r.stderr
-    for name, size in (("frontier_gold_vs_kl", (800, 500)), ("frontier_gao", (1000, 420)),
-                       ("frontier_beta0", (800, 550))):
-        assert (out / f"{name}.png").stat().st_size > 10_000, name
-        assert png_size(out / f"{name}.png") == size, name
-    md = (out / "frontier.md").read_text()
-    assert md.strip() in r.stdout
-    # best-of-N: the mean of the two seeds, their standard error, and where gold peaks (i = 2: N = 4)
-    assert "| 4 | 0.64 | 0.80 | 1.10 +- 0.10 | 0.30 +- 0.10 | 0.80 |" in md
-    assert "Gold peaks at N = 4 (0.30)" in md
-    # PPO beta = 0: evals at 0, 2, .., 10 at KL 5 per iteration; gold peaks at iteration 2 (KL 10)
-    assert "| beta = 0 | 10 | 50.00 | 3.00 | -5.40 | 1.00 | 1.00 (10.00) | 0.100 |" in md
-    assert "| gold | 0.60 | 1.00 | 0.60 | -0.60 | -2.60 | -5.40 |" in md
-    assert "| 0.5 | 20 | 2.00 | 0.40 | 0.80 | 0.40 (2.00) | 0.700 |" in md  # DPO beta 0.5, final eval
-    assert "| 0.02 | 10 | 3.00 | 0.90 | 0.95 | 0.90 (3.00) | 1.50 |" in md  # GRPO: final eval, last train reward
-    assert "| sft | bon_s1 | total |" in md and "| 60 | 20 | 80 |" in md
-
-
-@pytest.mark.parametrize("case", ["missing", "empty", "malformed", "not_object", "no_sweep"])
+@pytest.mark.parametrize("case", ["missing", "empty", "malformed", "not_object"])
 def test_bad_input_is_one_line_and_status_2(tmp_path, case):
     if case == "missing":
         args, expect = [str(tmp_path / "nope" / "metrics.jsonl")], "no such file"
@@ -155,11 +115,8 @@ def test_bad_input_is_one_line_and_status_2(tmp_path, case):
         with open(p, "a") as f:
             f.write('{"iter": 1, "loss": \n')
         args, expect = [p], "line 2: not JSON"
-    elif case == "not_object":
-        args, expect = [write(tmp_path / "o" / "metrics.jsonl", [[1, 2]])], "line 1: a JSON list"
     else:
-        (tmp_path / "sweep").mkdir()
-        args, expect = [f"--frontier={tmp_path / 'sweep'}"], "no frontier runs"
+        args, expect = [write(tmp_path / "o" / "metrics.jsonl", [[1, 2]])], "line 1: a JSON list"
     r = run_plot(*args, f"--out_dir={tmp_path / 'out'}")
     assert r.returncode == 2
     assert r.stderr.startswith("error: ") and expect in r.stderr, r.stderr
@@ -169,10 +126,9 @@ def test_bad_input_is_one_line_and_status_2(tmp_path, case):
 
 def test_without_matplotlib_one_line_error(tmp_path):
     p = write(tmp_path / "ppo" / "metrics.jsonl", ppo_rows())
-    code = ("import sys; sys.modules['matplotlib'] = None; sys.path.insert(0, sys.argv[1]); import plot; "
-            "plot.main(sys.argv[2:])")
-    r = subprocess.run([sys.executable, "-c", code, ROOT, p, f"--out_dir={tmp_path}"], capture_output=True,
-                       text=True, timeout=60)
+    code = "import sys; sys.modules['matplotlib'] = None; import plot; plot.main(sys.argv[1:])"
+    r = subprocess.run([sys.executable, "-c", code, p, f"--out_dir={tmp_path}"], capture_output=True,
+                       text=True, timeout=60, cwd=ROOT)  # (python -c imports from its working directory)
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         "error: plot.py needs matplotlib to draw (pip install matplotlib); the stages and their metrics.jsonl do not"]
 
@@ -180,19 +136,3 @@ def test_without_matplotlib_one_line_error(tmp_path):
 def test_stages_never_import_matplotlib():
     for f in ("sft.py", "reward.py", "ppo.py", "dpo.py", "grpo.py", "sample.py", "model.py", "data.py"):
         assert "matplotlib" not in open(os.path.join(ROOT, f)).read(), f
-
-
-def test_frontier_sh_arguments(tmp_path):
-    sh = os.path.join(ROOT, "frontier.sh")
-    assert subprocess.run(["bash", "-n", sh]).returncode == 0
-    r = subprocess.run(["bash", sh, "--help"], capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0 and "bash frontier.sh --quick" in r.stdout
-    r = subprocess.run(["bash", sh, "--fast"], capture_output=True, text=True, timeout=30)
-    assert r.returncode == 2 and r.stderr.strip() == "error: unknown argument --fast (use --quick or nothing)"
-    # it starts from nothing (rm -rf OUT), but never deletes a folder it did not write
-    (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    r = subprocess.run(["bash", sh, "--quick"], capture_output=True, text=True, timeout=30,
-                       env={**os.environ, "OUT": str(tmp_path / "mine")})
-    assert r.returncode == 2 and "is not a frontier.sh output folder" in r.stderr
-    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The RLHF frontier on the built-in task, from nothing, in one command:
 #
-#     bash frontier.sh            # the full sweep -> out/frontier/, figures/ (the README's figures)
-#     bash frontier.sh --quick    # a smaller sweep -> out/frontier-quick/ (figures in its figures/)
+#     bash experiments/frontier.sh            # the full sweep -> out/frontier/, figures/ (the README's figures)
+#     bash experiments/frontier.sh --quick    # a smaller sweep -> out/frontier-quick/ (figures in its figures/)
 #
 # One SFT model and one reward model (the demo's default sizes), then every way of spending KL against
 # that reward model: best-of-N for N = 1..256 (4 seeds of the 50 held-out prompts), PPO at several
 # target KLs and with no KL penalty at all (beta = 0), DPO at several betas on the reward model's own
 # training pairs, GRPO with the reward model as its reward at several KL coefficients. Every run is
-# evaluated on the same held-out prompts (gold score, exact sequence KL to the SFT model). Then plot.py
-# draws the three figures and writes the tables they are drawn from (frontier.md). Needs matplotlib
+# evaluated on the same held-out prompts (gold score, exact sequence KL to the SFT model). Then
+# experiments/frontier.py draws the three figures and writes the tables they are drawn from (frontier.md),
+# python -m experiments.frontier --root=OUT --out_dir=FIGURES to redraw them. Needs matplotlib
 # for the figures only (pip install matplotlib); without it the runs still complete and the tables are
 # written. Each run's wall time goes to times.tsv.
 #
@@ -18,13 +19,13 @@
 # thousands of steps) would move beta by at most 11% in the full sweep's 80 iterations, so the target would
 # not be reached. Here kl_horizon = 640 gives K_beta = 64 / 640 = 0.1, the value of Ziegler et al.
 set -euo pipefail
-cd "$(dirname "$0")"
+cd "$(dirname "$0")/.."
 
 QUICK=0
 for arg in "$@"; do
     case "$arg" in
         --quick) QUICK=1 ;;
-        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
         *) echo "error: unknown argument $arg (use --quick or nothing)" >&2; exit 2 ;;
     esac
 done
@@ -91,4 +92,4 @@ for k in $GRPO_KLS; do
 done
 
 printf 'total\t%d\n' $((SECONDS - START)) | tee -a "$OUT/times.tsv"
-python plot.py --frontier="$OUT" --out_dir="$FIGURES"
+python -m experiments.frontier --root="$OUT" --out_dir="$FIGURES"

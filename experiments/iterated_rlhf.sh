@@ -8,11 +8,13 @@
 #   3. continues PPO from the current policy against the new reward model               ppo.py --init_from=resume
 # so responses that hack round r's reward model are in round r+1's labels.
 #
-#   bash iterate.sh                                   # 3 rounds of 1 label round (~1,200 pairs) and 50 PPO iterations
-#   bash iterate.sh --rounds=1 --label_rounds=3 --ppo_iters=150      # the same labels and RL steps, all at once
-#   bash iterate.sh --beta=0 --adaptive_kl=False      # any other --key=value goes to ppo.py,
-#   bash iterate.sh --reward.max_iters=150 --feedback.n_annotators=5   # --reward.* to reward.py, --feedback.* to feedback.py
-#   bash iterate.sh --feedback.anchor_path=out/sft/ckpt.pt   # each group: 2 samples of the policy, 2 of the SFT model
+#   bash experiments/iterated_rlhf.sh            # 3 rounds of 1 label round (~1,200 pairs) and 50 PPO iterations
+#   bash experiments/iterated_rlhf.sh --rounds=1 --label_rounds=3 --ppo_iters=150  # the same labels and RL steps, at once
+#   bash experiments/iterated_rlhf.sh --beta=0 --adaptive_kl=False   # any other --key=value goes to ppo.py,
+#   bash experiments/iterated_rlhf.sh --reward.max_iters=150 --feedback.n_annotators=5
+#                                                # --reward.* to reward.py, --feedback.* to feedback.py
+#   bash experiments/iterated_rlhf.sh --feedback.anchor_path=out/sft/ckpt.pt
+#                                                # each group: 2 samples of the policy, 2 of the SFT model
 #
 # Labels of the current policy's samples alone compare its samples with each other: once all of them are
 # equally broken (gold -1), the people's votes are coin flips and the reward model learns nothing about
@@ -25,7 +27,7 @@
 # so an interrupted run continues where it stopped. Labels: feedback.py's `n_rounds` groups of 4 samples
 # per train prompt (1: ~1,200 pairs); one PPO iteration is 64 rollouts.
 set -euo pipefail
-cd "$(dirname "$0")"
+cd "$(dirname "$0")/.."
 rounds=3; label_rounds=1; ppo_iters=50; seed=1337; out_dir=out/iterate; sft_path=out/sft/ckpt.pt
 ppo_args=(); reward_args=(); feedback_args=()
 die() { echo "error: $1" >&2; exit 2; }
@@ -41,7 +43,7 @@ for arg in "$@"; do
     --reward.*=*) reward_args+=("--${arg#--reward.}") ;;
     --feedback.*=*) feedback_args+=("--${arg#--feedback.}") ;;
     --*=*) ppo_args+=("$arg") ;;
-    *) die "unknown argument $arg (iterate.sh takes --key=value; --help lists them)" ;;
+    *) die "unknown argument $arg (iterated_rlhf.sh takes --key=value; --help lists them)" ;;
   esac
 done
 for v in rounds label_rounds ppo_iters; do

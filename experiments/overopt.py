@@ -1,6 +1,6 @@
 """
-overopt.py (goldRLHF): reward over-optimisation measured (Gao et al. 2022, "Scaling Laws for Reward Model
-Overoptimization"), for one reward model and for an ensemble's objectives.
+experiments/overopt.py (goldRLHF): reward over-optimisation measured (Gao et al. 2022, "Scaling Laws for
+Reward Model Overoptimization"), for one reward model and for an ensemble's objectives.
 
 Reads the finished runs of experiments/ensembles.sh (root/s<seed>/{bon,ppo_beta0,ppo_default}_<objective>/
 metrics.jsonl and the reward models' rm_single/, rm_ens4/; a run is finished when its folder has the
@@ -15,20 +15,20 @@ mean, worst, uncertainty: the ensemble read as its mean, its minimum, mean - 1 *
     by least squares (both are linear in alpha, beta), with R^2 and the peak
 Seeds are pooled for the fits and averaged (mean +- standard error) in the tables.
 
-    python overopt.py --root=out/ensembles                  # tables (and figures/ensembles_gao.png)
-    python overopt.py --root=out/ensembles --figure=''      # tables only
+    python -m experiments.overopt --root=out/ensembles              # tables (and figures/ensembles_gao.png)
+    python -m experiments.overopt --root=out/ensembles --figure=''  # tables only
 
 Departure from Gao et al.: they fit against a gold *reward model* and many policy sizes; here gold is the
 task's hidden scorer and the policy is one tiny model, so the coefficients describe this task only.
 """
 import glob
-import json
 import math
 import os
 
 import numpy as np
 
 from configurator import UserError, configure
+from experiments.table import cell, markdown, read_rows
 
 root = "out/ensembles"  # experiments/ensembles.sh's output folder
 figure = "figures/ensembles_gao.png"  # where the figure goes ('' none; needs matplotlib)
@@ -63,40 +63,18 @@ def gao_curve(d, alpha, beta, form):
 
 
 # ----------------------------------------------------------------------------- reading the runs
-def read(path):
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def curve(run_dir, kind):
     """[(kl, proxy, gold, ensemble_std or None, parse)] of a run: best-of-N lines (one per N) or PPO's
     eval lines (split test), in order."""
     if not os.path.exists(os.path.join(run_dir, "done")):  # (ensembles.sh marks a finished run; skip the rest)
         return []
-    rows = read(os.path.join(run_dir, "metrics.jsonl"))
+    rows = read_rows(run_dir)
     rows = [r for r in rows if "n" in r] if kind == "bon" else [r for r in rows if r.get("split") == "test"]
     return [(r["kl"], r["reward"], r["gold"], r.get("ensemble_std"), r.get("parse")) for r in rows]
 
 
-def mean_se(xs):
-    xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
-    if not xs:
-        return "-"
-    m = sum(xs) / len(xs)
-    if len(xs) == 1:
-        return f"{m:.2f}"
-    se = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs))
-    return f"{m:.2f} ± {se:.2f}"
-
-
 def table(head, rows):
-    print("| " + " | ".join(head) + " |")
-    print("|" + "---|" * len(head))
-    for r in rows:
-        print("| " + " | ".join(str(x) for x in r) + " |")
-    print()
+    print(markdown(head, rows) + "\n")
 
 
 # ----------------------------------------------------------------------------- main
@@ -110,13 +88,13 @@ def main(argv=None):
     # the reward models
     rm_rows = []
     for name in ("rm_single", "rm_ens4"):
-        finals = [[r for r in read(os.path.join(s, name, "metrics.jsonl")) if "spearman" in r] for s in seeds
+        finals = [[r for r in read_rows(os.path.join(s, name)) if "spearman" in r] for s in seeds
                   if os.path.exists(os.path.join(s, name, "done"))]
         finals = [f[-1] for f in finals if f]
-        rm_rows.append([name, len(finals)] + [mean_se([f.get(k) for f in finals]) for k in
+        rm_rows.append([name, len(finals)] + [cell([f.get(k) for f in finals]) for k in
                        ("acc_gold", "spearman", "member_corr", "ensemble_std")]
-                       + [mean_se([min(f["member_acc_gold"]) for f in finals if "member_acc_gold" in f]) + " - " +
-                          mean_se([max(f["member_acc_gold"]) for f in finals if "member_acc_gold" in f])])
+                       + [cell([min(f["member_acc_gold"]) for f in finals if "member_acc_gold" in f]) + " - " +
+                          cell([max(f["member_acc_gold"]) for f in finals if "member_acc_gold" in f])])
     print("Reward models (held-out pairs; Spearman with gold on fresh SFT samples; members' correlation and std on them):")
     table(["model", "seeds", "acc_gold", "Spearman", "member corr", "ensemble std", "members' acc_gold"], rm_rows)
 
@@ -135,9 +113,9 @@ def main(argv=None):
             fits.append((label, obj, alpha, beta, r2, peak))
             peak_i = [max(range(len(c)), key=lambda i: c[i][2]) for c in runs]
             body.append([obj, len(runs),
-                         mean_se([c[i][2] for c, i in zip(runs, peak_i)]), mean_se([c[i][0] for c, i in zip(runs, peak_i)]),
-                         mean_se([c[-1][2] for c in runs]), mean_se([c[-1][1] for c in runs]), mean_se([c[-1][0] for c in runs]),
-                         mean_se([c[-1][4] for c in runs]), mean_se([c[0][3] for c in runs]) + " -> " + mean_se([c[-1][3] for c in runs])])
+                         cell([c[i][2] for c, i in zip(runs, peak_i)]), cell([c[i][0] for c, i in zip(runs, peak_i)]),
+                         cell([c[-1][2] for c in runs]), cell([c[-1][1] for c in runs]), cell([c[-1][0] for c in runs]),
+                         cell([c[-1][4] for c in runs]), cell([c[0][3] for c in runs]) + " -> " + cell([c[-1][3] for c in runs])])
         if body:
             print(f"{label}: gold at its peak and at the end (proxy: the reward optimised; KL in nats)")
             table(head + ["peak gold", "at KL", "final gold", "final proxy", "final KL", "final parse", "ensemble std start -> end"], body)

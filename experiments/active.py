@@ -1,7 +1,7 @@
 """
-active.py (goldRLHF): active learning of preference labels. Labels cost money; which pairs should people
-be asked about? Labels are bought in rounds from a pool of unlabelled pairs: each round retrains the
-reward model on every label bought so far and picks the next round's pairs by an acquisition rule:
+experiments/active.py (goldRLHF): active learning of preference labels. Labels cost money; which pairs
+should people be asked about? Labels are bought in rounds from a pool of unlabelled pairs: each round
+retrains the reward model on every label bought so far and picks the next round's pairs by a rule:
 
     random         the baseline: any unlabelled pair
     uncertainty    the reward model's P(a > b) closest to 0.5 (uncertainty sampling, Lewis & Gale 1994)
@@ -12,9 +12,9 @@ reward model on every label bought so far and picks the next round's pairs by an
                    each sure but disagree, low where they all say 0.5, a near-tie whose label is a coin
                    flip that teaches nothing; uncertainty sampling asks about exactly those
 
-    python active.py                                        # the built-in task: every rule, 3 seeds, a table
-    python active.py --rules=random,bald --seeds=1 --init_labels=50 --round_size=50 --n_rounds=4
-    python active.py --pool_path=my_prefs.jsonl --test_path=my_test.jsonl   # a labelled file as the pool
+    python -m experiments.active                    # the built-in task: every rule, 3 seeds, a table
+    python -m experiments.active --rules=random,bald --seeds=1 --init_labels=50 --round_size=50 --n_rounds=4
+    python -m experiments.active --pool_path=my_prefs.jsonl --test_path=my_test.jsonl   # a labelled file as the pool
 
 The pool is a labelled pairwise file (feedback.py's pairwise_train.jsonl, or real feedback in any of
 data.py's formats) whose labels stay hidden until a pair is bought, the standard pool-based simulation
@@ -37,21 +37,21 @@ Departures: a tiny model and a few hundred steps per round; each round's picks a
 scores at once (no batch diversity term, Kirsch et al. 2019's BatchBALD is not attempted).
 """
 import json
-import math
 import os
 import random
 import time
 
 import torch
+import torch.nn.functional as F
 
 import common
 import data
-import feedback
 import task
+from audit import spearman
 from common import log_metrics
 from configurator import UserError, configure
+from experiments.table import mean_se
 from model import score_sequences
-from reward import bt_loss, spearman
 
 # ----------------------------------------------------------------------------- config
 out_dir = "out/active"  # metrics.jsonl, the bought labels per run, the figure
@@ -131,14 +131,15 @@ if __name__ == "__main__":
         raise UserError(f"--ensemble={ensemble}: disagreement and bald need a committee of at least 2 reward models",
                         fix="pass --ensemble=3 (or drop those rules)")
     if "RANK" in os.environ:
-        raise UserError("active.py runs in one process (each round's models are small)", fix="run it with python, not torchrun")
+        raise UserError("experiments/active.py runs in one process (each round's models are small)",
+                        fix="run it with python, not torchrun")
     rt = common.setup(device, dtype, seed, out_dir)
     budget = init_labels + n_rounds * round_size
 
     # ----------------------------------------------------------------------------- data
-    pool_items, _ = feedback.load_feedback(pool_path, "pairwise")
-    test_items, _ = feedback.load_feedback(test_path, feedback.detect_kind(test_path))
-    test_pairs = feedback.to_pairs(test_items, feedback.detect_kind(test_path))
+    pool_items, _ = data.load_feedback(pool_path, "pairwise")
+    test_items, _ = data.load_feedback(test_path, data.detect_kind(test_path))
+    test_pairs = data.to_pairs(test_items, data.detect_kind(test_path))
     if budget > len(pool_items):
         raise UserError(f"the budget init_labels + n_rounds * round_size = {budget} is larger than the pool's "
                         f"{len(pool_items)} pairs", pool_path, "lower --n_rounds or --round_size, or give a bigger pool")
@@ -173,13 +174,15 @@ if __name__ == "__main__":
             m = common.load_model(sft_path, scalar_head=True)[0].to(rt.device).train()
             rng = random.Random(run_seed * 1000 + j)
             use = pairs if j == 0 else [pairs[i] for i in bootstrap(len(pairs), rng)]
-            opt = common.configure_optimizer(m, lr, 0.0, rt.device_type)
+            opt = common.configure_optimizer(m, lr, 0.0)
             for it in range(max_iters):
                 common.set_lr(opt, common.cosine_lr(it, lr, warmup_iters, max_iters))
                 batch = [use[rng.randrange(len(use))] for _ in range(batch_size)]
                 with rt.ctx:
                     r = score_sequences(m, [seqs[i] for pair in batch for i in pair], tok.eot, chunk=2 * batch_size)
-                bt_loss(r[0::2], r[1::2]).backward()
+                # Bradley-Terry, reward.py's loss without a margin: rows 0, 2, .. chosen, 1, 3, .. rejected
+                loss = -F.logsigmoid(r[0::2] - r[1::2]).mean()
+                loss.backward()
                 common.optimizer_step(opt, m, grad_clip)
             models.append(m.eval())
         return models
@@ -246,24 +249,20 @@ if __name__ == "__main__":
             done[(rule, s)] = curve
 
     # ----------------------------------------------------------------------------- the table
-    def stat(vals):
-        m = sum(vals) / len(vals)
-        se = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1) / len(vals)) if len(vals) > 1 else 0.0
-        return m, se
     key = "acc_gold" if has_gold else "acc_noisy"
     labels = [init_labels + r * round_size for r in range(n_rounds + 1)]
     curves = {rule: [done[(rule, s)] for s in seed_list] for rule in rule_list}
-    mean = {rule: [stat([c[r][key] for c in curves[rule]])[0] for r in range(n_rounds + 1)] for rule in rule_list}
+    mean = {rule: [mean_se([c[r][key] for c in curves[rule]])[0] for r in range(n_rounds + 1)] for rule in rule_list}
     target = mean["random"][-1] if "random" in mean else None
     print(f"\n{key} of the reward model (model 0) against the number of labels, mean +- se over seeds {seed_list}:")
     print(f"{'labels':>8} " + " ".join(f"{rule:>16}" for rule in rule_list))
     for r, n in enumerate(labels):
-        print(f"{n:>8} " + " ".join("{:>9.3f} +- {:.3f}".format(*stat([c[r][key] for c in curves[rule]]))
+        print(f"{n:>8} " + " ".join("{:>9.3f} +- {:.3f}".format(*mean_se([c[r][key] for c in curves[rule]]))
                                     for rule in rule_list))
     summary = {}
     for rule in rule_list:
         reach = next((n for n, m in zip(labels, mean[rule]) if target is not None and m >= target), None)
-        summary[rule] = {"labels": labels, **{f"{m}_mean": [round(stat([c[r][m] for c in curves[rule]])[0], 4)
+        summary[rule] = {"labels": labels, **{f"{m}_mean": [round(mean_se([c[r][m] for c in curves[rule]])[0], 4)
                          for r in range(n_rounds + 1)] for m in curves[rule][0][0] if m not in ("labels",)},
                          "labels_to_reach_random": reach}
         if has_gold:
@@ -287,7 +286,7 @@ if __name__ == "__main__":
             fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6))
             for ax, m in zip(axes if len(metrics) > 1 else [axes], metrics):
                 for rule in rule_list:
-                    ms = [stat([c[r][m] for c in curves[rule]]) for r in range(n_rounds + 1)]
+                    ms = [mean_se([c[r][m] for c in curves[rule]]) for r in range(n_rounds + 1)]
                     ax.errorbar(labels, [a for a, _ in ms], yerr=[b for _, b in ms], label=rule, capsize=2, marker="o", ms=3)
                 ax.set_xlabel("labels bought")
                 ax.set_ylabel(m)
