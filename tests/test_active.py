@@ -58,7 +58,7 @@ def test_active_learning(sft_dir, reward_dir, tmp_path):
     rules = ("random", "uncertainty", "bald")
     args = [f"--out_dir={out}", f"--sft_path={sft_dir}", f"--pool_path={_pool(reward_dir)}",
             f"--test_path={reward_dir}/feedback/pairwise_test.jsonl", f"--rules={','.join(rules)}", "--seeds=1",
-            "--init_labels=20", "--round_size=180", "--n_rounds=1", "--ensemble=2", "--max_iters=40",
+            "--init_labels=20", "--round_size=180", "--n_rounds=1", "--ensemble=2", "--max_iters=80",
             "--warmup_iters=5", "--figure=none"]
     p = run("-m", "experiments.active", *args)
     rows = [r for r in read_metrics(out) if "round" in r]
@@ -74,7 +74,8 @@ def test_active_learning(sft_dir, reward_dir, tmp_path):
         assert len(picks[rule]) >= 195  # (the pool repeats a few pairs)
     # the same start, different purchases
     assert picks["random"] != picks["uncertainty"] and picks["uncertainty"] != picks["bald"]
-    # learning: 200 random labels train a better reward model than 20, and so do BALD's. (Uncertainty
+    # learning: 200 random labels train a better reward model than 20, and so do BALD's (at 40 steps a
+    # model, random's gain was 0.049 on one machine's numerics and 0.05 was asserted; at 80: 0.085). (Uncertainty
     # sampling from the 20-label model may not: its top 180 were once 0.56 against the start's 0.58,
     # the cold start's sampling bias; seen, not asserted)
     acc = {r["rule"]: {} for r in rows}

@@ -315,12 +315,12 @@ def test_learns_with_gold_reward(sft_dir, tmp_path):
 
 
 def test_learns_with_reward_model(sft_dir, reward_dir, tmp_path):
-    """GRPO on the fixture reward model raises gold, held near the SFT model by kl_coef 0.1: gold 0.02 ->
-    0.41 at KL 3.5 (seed 1337), 0.46 / 0.51 for seeds 1 / 2 (2026-12-02). On fixtures trained on 1 or 2
-    rounds of feedback it hacked the RM instead: gold 0.02 -> -0.03 (1 round), 0.13 at KL 6.2, parse 0.27
-    (2 rounds); at seed 2 the policy wrote empty responses, which that RM scored above real reviews."""
+    """GRPO on the fixture reward model raises gold, held near the SFT model by kl_coef 1.0: gold rose by
+    0.30-0.43 at KL 0.6-0.8 over seeds 1337, 1, 2, 3 (2026-12-06). At kl_coef 0.1 it rose 0.41 on one
+    machine (2026-12-02) and on another, whose numerics train a slightly different fixture, hacked the RM:
+    gold 0.02 -> -0.04 at KL 7.3, parse 0.23. Weaker fixtures (1-2 rounds of feedback) were hacked too."""
     before, after = _learn(sft_dir, str(tmp_path / "rm"), "--reward_fns=rm", f"--reward_path={reward_dir}/ckpt.pt",
-                           "--kl_coef=0.1")
+                           "--kl_coef=1.0")
     rows = [r for r in read_metrics(str(tmp_path / "rm")) if "reward/rm" in r]
     assert rows[-1]["reward/rm"] > rows[0]["reward/rm"] + 0.5  # the reward the policy was trained on went up
     assert after["gold"] > before["gold"] + 0.2, (before, after)  # and so did the hidden one
