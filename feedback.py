@@ -55,8 +55,8 @@ ALL_KINDS = data.FEEDBACK_KINDS  # thumbs up / down and per-aspect ratings come 
 
 # ----------------------------------------------------------------------------- collecting feedback
 def collect(policy, tok, fb_dir, seed, n_samples, n_rounds, n_annotators, label_temperature, tie_margin,
-            likert_noise, max_new_tokens, temperature, ctx, pool=None, aggregate="majority", anchor=None,
-            noisy=4.0, length_bonus=0.1):
+            likert_noise, noisy, length_bonus, max_new_tokens, temperature, ctx, pool=None, aggregate="majority",
+            anchor=None):
     """n_rounds groups of n_samples policy samples per train prompt (test: half as many, at least 1), labelled
     with every kind by n_annotators simulated people (pairwise ones from `pool`); writes fb_dir, returns the
     report. aggregate: 'majority' or 'dawid_skene' (the pair's posterior; margin |2P - 1|). anchor: a second model
@@ -139,7 +139,7 @@ if __name__ == "__main__":
           f"{f' (the last {n_samples // 2} of each group from {anchor_path})' if anchor_path else ''}; "
           f"{n_annotators} of {n_labelers} people ({labelers}) per item, {aggregate}")
     report = collect(policy, tok, out_dir, seed, n_samples, n_rounds, n_annotators, label_temperature, tie_margin,
-                     likert_noise, max_new_tokens, temperature, rt.ctx, pool, aggregate, anchor, noisy_scale, length_bonus)
+                     likert_noise, noisy_scale, length_bonus, max_new_tokens, temperature, rt.ctx, pool, aggregate, anchor)
 
     # the audit (audit.py) of the kept labels: intransitive cycles, and the best accuracy any scalar
     # reward can reach on them; then how consistent repeated items' ratings and thumbs are
