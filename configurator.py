@@ -2,8 +2,10 @@
 configurator.py (goldRLHF): nanoGPT-style configuration. A stage defines its config as globals, each with a
 one-line comment, then calls `config = configure(globals(), choices=dict(loss_type=("sigmoid", "ipo")))`:
 an optional config file (.py or .json) as the first argument, then `--key=value` overrides, type-checked
-against the defaults; unknown keys and values outside `choices` are errors; `--help` lists every key. The
-returned dict goes into every checkpoint (stages never reassign a key, so it is what ran).
+against the defaults; unknown keys and values outside `choices` are errors; `--help` lists every key. A key
+whose default depends on another key's value (GSPO's clip band) names it in `depends`: the user's value wins,
+else the other key's own default, resolved here and printed once. The returned dict goes into every checkpoint
+(stages never reassign a key, so it is what ran).
 UserError is every script's report of a user's mistake: `configure`'s hook prints one line, `error: <what>
 (<file>:<line>). <the fix>`, exit status 2; any other exception is a bug and keeps its traceback.
 """
@@ -77,9 +79,11 @@ def _comments(path):
     return out
 
 
-def configure(g, argv=None, choices=None):
+def configure(g, argv=None, choices=None, depends=None):
+    """Set g's config keys from argv; returns {key: value}. depends: {key: (other key, {other's value: this
+    key's default})}, e.g. dict(clip_low=("objective", {"gspo": 3e-4})): the default when the user sets none."""
     sys.excepthook = _excepthook
-    choices = choices or {}
+    choices, depends = choices or {}, depends or {}
     argv = sys.argv[1:] if argv is None else argv
     keys = [k for k, v in g.items() if not k.startswith("_") and isinstance(v, SIMPLE)]
     script = g.get("__file__", "script")
@@ -94,8 +98,12 @@ def configure(g, argv=None, choices=None):
         width = max(len(k) + len(repr(g[k])) for k in keys) + 4
         for k in keys:
             allowed = f" (one of: {', '.join(map(str, choices[k]))})" if k in choices else ""
+            if k in depends:
+                other, by = depends[k]
+                allowed += f" ({other}=" + ", ".join(f"{o}: {v!r}" for o, v in by.items()) + ")"
             print(f"  --{k}={g[k]!r}".ljust(width + 4) + notes.get(k, "") + allowed)
         sys.exit(0)
+    given = set()  # keys the user set: a `depends` default never overrides them
     for arg in argv:
         if not arg.startswith("--"):  # a config file
             try:
@@ -118,6 +126,7 @@ def configure(g, argv=None, choices=None):
             k, raw = arg[2:].split("=", 1)
             items = [(k, raw)]
         for k, v in items:
+            given.add(k)
             if k not in keys:
                 close = difflib.get_close_matches(k, keys, n=1)
                 raise UserError(f"unknown config key {k!r}", arg, (f"did you mean --{close[0]}? " if close else "")
@@ -133,4 +142,12 @@ def configure(g, argv=None, choices=None):
             close = difflib.get_close_matches(str(g[k]), [str(a) for a in allowed], n=1)
             raise UserError(f"--{k}={g[k]!r} is not a choice", fix=(f"did you mean {close[0]}? " if close else "")
                             + f"Use one of: {', '.join(map(str, allowed))}")
+    resolved = []
+    for k, (other, by) in depends.items():
+        if k not in given and g[other] in by:
+            g[k] = _check(k, by[g[other]], g[k])
+            resolved.append(f"{k}={g[k]!r}")
+    if resolved and os.environ.get("RANK", "0") == "0":  # (torchrun: printed once, by rank 0)
+        others = sorted({f"{o}={g[o]}" for k, (o, _) in depends.items() if f"{k}={g[k]!r}" in resolved})
+        print(f"config: {', '.join(others)} sets {', '.join(resolved)} (its own defaults; set a key to override)")
     return {k: g[k] for k in keys}

@@ -22,7 +22,8 @@ Data: JSONL of {"prompt","chosen","rejected"} (TRL's fields); KTO also reads {"p
 and splits a pair into a desirable and an undesirable row. Writes out_dir/ckpt.pt (an LM) and metrics.jsonl.
 Departures: reference log-probs are precomputed (TRL's precompute_ref_log_probs; every step if --online or
 --ref_mode=online) by the policy's own call, dropout 0: every margin is 0 at step 0. IPO sums log-probs, as the
-paper (TRL averages); KTO's mismatched pairs are fixed per item (TRL rolls them); Guo et al. label by an LLM.
+paper (TRL averages); KTO's reference log-probs are computed every step (its mismatched pairs change with the
+batch); Guo et al. label by an LLM.
 """
 import os
 import random
@@ -130,6 +131,19 @@ def kto_reference_point(kl_logps, kl_ref, ddp=False):
     return z.clamp(min=0)
 
 
+def kto_mismatched(rows, T):
+    """KTO's mismatched pairs (x_i, y_{i-1}) for z0 (Ethayarajh et al. 2024, sec. 4.1; TRL and HALOs build them
+    within the batch): the batch's responses, desirable and undesirable, rolled by one. rows {ids, n_prompt}
+    -> one id list per row, cut to T tokens."""
+    return [(r["ids"][:r["n_prompt"]] + q["ids"][q["n_prompt"]:])[:T] for r, q in zip(rows, rows[-1:] + rows[:-1])]
+
+
+def pair_mean(losses, n_global, world_size=1):
+    """The mean over all ranks' pairs once DDP has averaged the gradients: sum(losses) x world / n_global.
+    losses (n_local,): online DPO keeps a different number of pairs on each rank, so a rank's own mean is not it."""
+    return losses.sum() * world_size / max(n_global, 1)
+
+
 def kto_loss(logps, ref, z0, desirable, beta=0.1, w_d=1.0, w_u=1.0):
     """KTO's loss (Ethayarajh et al. 2024, eq. 8): lambda_y - v, v = lambda_D sigmoid(beta (r - z0)) if desirable
     else lambda_U sigmoid(beta (z0 - r)), r = log pi - log pi_ref. logps, ref, desirable (B,); z0 a scalar.
@@ -196,7 +210,8 @@ if __name__ == "__main__":
     if online and labeler == "human" and not builtin:
         raise UserError("--labeler=human simulates people with the built-in task's gold scorer; this model is not "
                         "the built-in task's", fix="label with a reward model: --labeler=reward --reward_path=...")
-    precompute = ref_mode == "precompute" and not online  # online: fresh samples every step, nothing to precompute
+    # online: fresh samples every step; KTO: mismatched pairs built per batch. Nothing to precompute
+    precompute = ref_mode == "precompute" and not online and loss_type != "kto"
     if online:
         rm = rewards.load_reward_models(reward_path, vocab, rt.device) if labeler == "reward" else None
         if labeler == "ai":  # RLAIF (Guo et al. 2024's own setting: an AI labeler)
@@ -208,7 +223,7 @@ if __name__ == "__main__":
 
     def load_rows(path):
         """Rows of path, token ids: {chosen, rejected, n_prompt}; KTO: {ids, n_prompt, desirable, kl_ids (the
-        mismatched pair for z0)}. Skips identical pairs and text the vocabulary cannot spell; cuts long rows."""
+        mismatched pair for z0, set per batch)}. Skips identical pairs and text the vocabulary cannot spell; cuts long rows."""
         if not os.path.exists(path):
             raise MissingFile("no preference data", path, "run `python feedback.py` first (it writes the built-in "
                               "task's simulated preferences there) or pass --data_path=your.jsonl (README: "
@@ -238,18 +253,13 @@ if __name__ == "__main__":
                 out.append(dict(chosen=ids[0], rejected=ids[1], n_prompt=len(p)))
             else:
                 labels = [r["label"]] if unpaired else [True, False]
-                out += [dict(ids=i, n_prompt=len(p), desirable=y, prompt=r["prompt"]) for i, y in zip(ids, labels)]
+                out += [dict(ids=i, n_prompt=len(p), desirable=y) for i, y in zip(ids, labels)]
         if rt.master and (same or bad or cut):
             print(f"{path}: skipped {same} pairs with identical chosen and rejected, {bad} with tokens outside "
                   f"the model's vocabulary; cut {cut} responses longer than the context ({T} tokens)")
         if not out:
             raise UserError(f"no usable rows ({same} pairs had identical chosen and rejected, {bad} did not "
                             f"encode: {first_bad})", path)
-        for i, it in enumerate(out if kto else []):  # KTO's mismatched pair: the next row with another prompt
-            j = next((k % len(out) for k in range(i + 1, i + len(out)) if out[k % len(out)]["prompt"] != it["prompt"]), None)
-            if j is None:
-                raise UserError("KTO's reference point needs responses to at least 2 different prompts", path)
-            it["kl_ids"] = (it["ids"][:it["n_prompt"]] + out[j]["ids"][out[j]["n_prompt"]:])[:T]
         return out
 
     train = [] if online and builtin else load_rows(data_path)
@@ -267,7 +277,7 @@ if __name__ == "__main__":
         if n_d in (0, len(train)):
             raise UserError(f"KTO needs thumbs up and thumbs down, but all {len(train)} rows are "
                             f"{'up' if n_d else 'down'}", data_path, "add rows of the other label (or use pairs)")
-        w_d = desirable_weight or (len(train) - n_d) / n_d  # lambda_D n_D = lambda_U n_U (with lambda_U = 1)
+        w_d = desirable_weight or undesirable_weight * (len(train) - n_d) / n_d  # lambda_D n_D = lambda_U n_U
         if rt.master:
             print(f"KTO: {n_d} desirable, {len(train) - n_d} undesirable; lambda_D {w_d:.3f}, lambda_U "
                   f"{undesirable_weight:g}: lambda_D n_D / (lambda_U n_U) = "
@@ -278,6 +288,10 @@ if __name__ == "__main__":
               f"loss {loss_type}")
     elif rt.master:
         print(f"{len(train)} training rows, {len(val)} held-out rows, loss {loss_type}")
+
+    def with_mismatched(rows):
+        """KTO: rows with their mismatched pairs, rolled over these rows (the whole batch of every rank)."""
+        return [dict(r, kl_ids=ids) for r, ids in zip(rows, kto_mismatched(rows, T))] if kto else rows
 
     def collate(rows):
         """One right-padded batch (2B, L-1): chosen (KTO: the response) in rows 0..B-1, rejected (KTO: the
@@ -302,7 +316,7 @@ if __name__ == "__main__":
             print(f"reference log-probs precomputed in {time.time() - t0:.1f}s")
 
     def batch_loss(m, rows):
-        """Loss and logged numbers for a list of rows: one concatenated forward of both sequences."""
+        """Per-row losses (B,) and logged numbers for a list of rows: one concatenated forward of both sequences."""
         B = len(rows)
         x, y = collate(rows)
         with rt.ctx:
@@ -323,12 +337,12 @@ if __name__ == "__main__":
             d, u, lp = up.float(), (~up).float(), logps[:B].detach()
             stats = torch.stack([losses.mean().detach(), mean(rew, d), mean(rew, u), mean(rew, d) - mean(rew, u),
                                  ((rew > beta * z0) == up).float().mean(), mean(lp, d), mean(lp, u), z0])
-            return losses.mean(), stats
+            return losses, stats
         losses, rc, rr = dpo_loss(logps[:B], logps[B:], ref_c, ref_r, lens[:B], lens[B:], loss_type, beta,
                                   label_smoothing, simpo_beta, simpo_gamma, rpo_alpha)
         stats = torch.stack([losses.mean().detach(), rc.mean(), rr.mean(), (rc - rr).mean(), (rc > rr).float().mean(),
                              logps[:B].mean().detach(), logps[B:].mean().detach()])
-        return losses.mean(), stats
+        return losses, stats
 
     # (KTO: chosen / rejected are the desirable / undesirable rows, accuracies the share on the side of z0
     # their label asks for, and z0 its reference point)
@@ -372,7 +386,7 @@ if __name__ == "__main__":
         raw_model.eval()  # rank 0 only: the raw model, since DDP's forward would wait for the other ranks
         out = {"labels": n_labels}  # preference labels trained on so far (offline: the rows of data_path)
         if val:
-            stats = torch.stack([batch_loss(raw_model, val[i:i + batch_size])[1] * len(val[i:i + batch_size])
+            stats = torch.stack([batch_loss(raw_model, with_mismatched(val[i:i + batch_size]))[1] * len(val[i:i + batch_size])
                                  for i in range(0, len(val), batch_size)]).sum(0) / len(val)
             out.update({"val_" + k: v for k, v in zip(STATS, stats.tolist())})
         if eval_prompts:
@@ -401,16 +415,18 @@ if __name__ == "__main__":
             break
         common.set_lr(optimizer, common.cosine_lr(iter_num, lr, warmup_iters, max_iters))
         for micro in range(grad_accum):
-            # DDP: all ranks draw the same batch_size x world pairs, each keeps every world-th; the loss is a
-            # mean over pairs, so N processes train exactly like one process at N x batch_size
+            # DDP: all ranks draw the same batch_size x world pairs, each keeps every world-th; the loss is the
+            # mean over all ranks' pairs, so N processes train exactly like one process at N x batch_size
             if online:
-                rows, n_new, gold = online_batch()
-                n_labels, gold_sum = n_labels + n_new, gold_sum + gold
+                rows, n_pairs, gold = online_batch()
+                n_labels, gold_sum = n_labels + n_pairs, gold_sum + gold
             else:
-                rows = [train[rng.randrange(len(train))] for _ in range(batch_size * rt.world_size)][rt.rank::rt.world_size]
+                rows = with_mismatched([train[rng.randrange(len(train))] for _ in range(batch_size * rt.world_size)])
+                rows, n_pairs = rows[rt.rank::rt.world_size], len(rows)
             if rt.ddp:  # all-reduce gradients on the last micro-batch only
                 model.require_backward_grad_sync = micro == grad_accum - 1
-            loss, stats = batch_loss(model, rows)
+            losses, stats = batch_loss(model, rows)
+            loss = pair_mean(losses, n_pairs, rt.world_size)
             if not torch.isfinite(loss):
                 raise RuntimeError(f"iter {iter_num}: loss is {loss.item()}; lower --lr (or raise --beta for "
                                    f"ipo) or check the data")

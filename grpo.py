@@ -62,8 +62,8 @@ prompts_per_batch = 16  # prompts per rollout batch (per process); batch = promp
 advantage = "grpo"  # 'grpo' (r-mean)/std, 'drgrpo' r-mean, 'rloo', 'batch_*' batch std, 'reinforce*' REINFORCE++
 objective = "ppo"  # 'ppo' clipped token ratio (GRPO), 'gspo' sequence ratio (GSPO), 'cispo' clipped IS weight (CISPO)
 loss_agg = "seq"  # 'seq' (GRPO), 'token' (DAPO), 'fixed' (Dr. GRPO): how token losses are averaged
-clip_low = 0.2  # ratio clipped below at 1 - clip_low
-clip_high = 0.2  # ratio clipped above at 1 + clip_high (DAPO clip-higher: 0.28)
+clip_low = 0.2  # ratio clipped below at 1 - clip_low (CISPO: the weight's floor; 1.0 is none)
+clip_high = 0.2  # ratio clipped above at 1 + clip_high (DAPO clip-higher: 0.28; CISPO: the weight's cap)
 kl_coef = 0.02  # weight of the KL(policy || reference) in the loss; 0 drops the reference model
 kl_estimator = "k3"  # 'k3' (GRPO), 'full' (exact KL, true gradient), 'k3+' (verl), 'k3_corrected' (DeepSeek-V3.2)
 kl_in = "loss"  # 'loss' (the KL estimator in the loss, GRPO) or 'reward' (k1 per token in the reward, PPO-RLHF)
@@ -170,7 +170,11 @@ if __name__ == "__main__":
         init_from=("sft", "resume"), advantage=ADVANTAGES + ("reinforce", "reinforce_baseline"),
         objective=("ppo", "gspo", "cispo"), loss_agg=("seq", "token", "fixed"), kl_in=("loss", "reward"),
         kl_estimator=("k3", "full", "k3+", "k3_corrected"), template=("plain", "instruction"),
-        reward_ensemble=("mean", "worst", "uncertainty")))
+        reward_ensemble=("mean", "worst", "uncertainty")),
+        # each objective's own band unless set: GSPO's paper (a sequence ratio moves far less than a token's),
+        # CISPO's (no floor, weight capped at 5 as TRL) with its token mean (MiniMax-M1 eq. 4)
+        depends=dict(clip_low=("objective", {"gspo": 3e-4, "cispo": 1.0}),
+                     clip_high=("objective", {"gspo": 4e-4, "cispo": 4.0}), loss_agg=("objective", {"cispo": "token"})))
     n_responses = prompts_per_batch * group_size  # per rollout batch, per process
     if not temperature > 0:  # the log-probs are of softmax(logits / temperature): 0 would divide by 0
         raise UserError(f"--temperature={temperature}: must be > 0 (GRPO needs a sampling policy's log-probs; "
@@ -301,8 +305,6 @@ if __name__ == "__main__":
         labels = tokens[:, P:].masked_fill(~mask, -100)
         lengths = mask.sum(1)
         groups = reward.view(prompts_per_batch, group_size)
-        if advantage not in ("reinforce", "reinforce_baseline"):  # (REINFORCE++: below, once the KL is known)
-            adv = group_advantages(groups, advantage).view(-1).to(rt.device)
 
         # old log-probs, and the reference's log-probs or, for the full KL, its hidden states (B, N, C): no
         # reference logits are ever held. One path (response_logprobs) for all: the first ratio is exactly 1
@@ -313,13 +315,14 @@ if __name__ == "__main__":
                 ref_logp, _ = response_logprobs(ref, tokens, attn, labels, temperature, fused_lm_head)
             elif ref is not None:
                 ref_hidden = ref(tokens[:, :-1], attn[:, :-1], hidden=True)[:, P - 1:]
-        kl_return = None  # --kl_in=reward: -kl_coef x the k1 reward-to-go, part of every token's advantage
-        if ref is not None and kl_in == "reward":
-            kl_return = gv.kl_reward_to_go(old_logp, ref_logp, mask, kl_coef)
-        if advantage in ("reinforce", "reinforce_baseline"):  # REINFORCE++: whitened over the global batch
+        # --kl_in=reward: the k1 penalty is part of the reward before any baseline sees it
+        kl_reward = ref is not None and kl_in == "reward"
+        if advantage in ("reinforce", "reinforce_baseline"):  # REINFORCE++: per token, whitened over the batch
+            kl_return = gv.kl_reward_to_go(old_logp, ref_logp, mask, kl_coef) if kl_reward else None
             adv = gv.reinforce_pp_advantages(groups, mask, advantage == "reinforce_baseline", kl_return)
-        elif kl_return is not None:
-            adv = (adv[:, None] + kl_return) * mask
+        else:  # one advantage per response, on every one of its tokens
+            penalised = gv.kl_penalised_rewards(groups, old_logp, ref_logp, mask, kl_coef) if kl_reward else groups
+            adv = group_advantages(penalised, advantage).view(-1).to(rt.device)
 
         policy.train()
         stats = {k: [] for k in ("policy_loss", "kl", "entropy", "clipfrac_low", "clipfrac_high", "approx_kl")}

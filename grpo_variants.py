@@ -40,6 +40,14 @@ def reinforce_pp_advantages(rewards, mask, baseline=False, kl_return=None):
 
 
 # ----------------------------------------------------------------------------- KL variants
+def kl_penalised_rewards(rewards, old_logp, ref_logp, mask, coef):
+    """--kl_in=reward for the group baselines: each response's reward minus coef x its summed k1 = log pi_old -
+    log pi_ref, *before* the group statistics (verl: apply_kl_penalty, then the GRPO outcome advantage).
+    rewards (n_groups, G); old_logp, ref_logp, mask (n_groups * G, N) -> (n_groups, G)."""
+    k1 = ((old_logp - ref_logp).detach().double() * mask).sum(1).view(rewards.shape).to(rewards.device)
+    return (rewards.double() - coef * k1).to(rewards.dtype)
+
+
 def kl_reward_to_go(old_logp, ref_logp, mask, coef):
     """-coef x the reward-to-go of k1 = log pi_old - log pi_ref (Ziegler et al. 2019; Ouyang et al. 2022) (B, N)."""
     k1 = (old_logp - ref_logp).detach() * mask.float()

@@ -2,16 +2,18 @@
 # The README's GRPO-family table: every variant of grpo.py, 30 iterations, three seeds, gold reward, on the
 # built-in task, against today's default. Needs out/sft/ckpt.pt (python sft.py). Runs one at a time
 # (OMP_NUM_THREADS=1); a run whose final eval is already in its metrics.jsonl is skipped, so the script
-# resumes. Then prints the table (mean +- std over seeds). Usage: bash experiments/grpo_variants.sh [seeds]
+# resumes. Then prints the table (mean +- std over seeds) of the variants run so far.
+# Usage: bash experiments/grpo_variants.sh [seeds] [variants, e.g. "default gspo"; default: all]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 SEEDS=${1:-"1 2 3"}
+ONLY=${2:-""}
 OUT=out/variants
 VARIANTS=(
   "default|"
-  "gspo|--objective=gspo --clip_low=3e-4 --clip_high=4e-4"
-  "cispo|--objective=cispo --clip_low=1.0 --clip_high=4.0"
+  "gspo|--objective=gspo"
+  "cispo|--objective=cispo"
   "reinforce++|--advantage=reinforce --kl_in=reward"
   "reinforce++-baseline|--advantage=reinforce_baseline"
   "dynamic_sampling|--dynamic_sampling=True"
@@ -31,6 +33,7 @@ for seed in $SEEDS; do JOBS+=("$seed|${VARIANTS[n-1]}"); done
 for job in "${JOBS[@]}"; do
     seed=${job%%|*}; v=${job#*|}
     name=${v%%|*}; flags=${v#*|}; dir=$OUT/$name/s$seed
+    if [ -n "$ONLY" ] && [[ " $ONLY " != *" $name "* ]]; then continue; fi
     if grep -q '"iter": 30, "gold"' "$dir/metrics.jsonl" 2>/dev/null; then continue; fi
     rm -rf "$dir"; mkdir -p "$dir"
     start=$(date +%s.%N)
@@ -61,6 +64,8 @@ for name, flags in variants:
         cols["len"].append(final[0]["response_len"]); cols["entropy"].append(train[-1]["entropy"])
         cols["rounds"].append(statistics.mean(r.get("gen_batches", 1) for r in train))  # this run's mean
         cols["zero"].append(train[-1]["zero_std_frac"]); cols["wall"].append(float(open(os.path.join(d, s, "wall_s")).read()))
+    if not cols["gold"]:
+        continue
     table.append([name, f"`{flags or '(none)'}`", sd(cols["gold"], ".3f"), sd(cols["kl"], ".2f"), sd(cols["entropy"], ".2f"),
                   sd(cols["len"], ".1f"), sd(cols["zero"], ".2f"), sd(cols["rounds"], ".2f"), sd(cols["wall"], ".0f"),
                   len(cols["gold"])])

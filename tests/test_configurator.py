@@ -74,3 +74,24 @@ def test_choices_are_enforced_and_listed():
     assert "sigmoid, ipo, hinge, robust, simpo, kto" in p.stderr and len(p.stderr.strip().splitlines()) == 1
     out = run("dpo.py", "--help").stdout
     assert "(one of: sigmoid, ipo, hinge, robust, simpo, kto)" in out
+
+
+def test_depends_resolves_the_other_keys_own_default(tmp_path, capsys):
+    """grpo.py's clip band depends on --objective: unset, it is the objective's own (GSPO's paper band),
+    resolved once here, printed, and returned (so the checkpoint records what ran); a value the user gave, on
+    the command line or in a config file, wins; an objective with no own value keeps the declared default."""
+    g = {**defaults(), "objective": "ppo", "clip_low": 0.2, "clip_high": 0.2}
+    dep = dict(clip_low=("objective", {"gspo": 3e-4, "cispo": 1.0}), clip_high=("objective", {"gspo": 4e-4}))
+    cfg = configure(dict(g), ["--objective=gspo"], depends=dep)
+    assert (cfg["clip_low"], cfg["clip_high"]) == (3e-4, 4e-4)
+    assert capsys.readouterr().out == ("config: objective=gspo sets clip_low=0.0003, clip_high=0.0004 (its own "
+                                       "defaults; set a key to override)\n")
+    cfg = configure(dict(g), ["--objective=gspo", "--clip_high=0.2"], depends=dep)
+    assert (cfg["clip_low"], cfg["clip_high"]) == (3e-4, 0.2)
+    (tmp_path / "c.json").write_text(json.dumps({"clip_low": 0.1}))
+    cfg = configure(dict(g), [str(tmp_path / "c.json"), "--objective=cispo"], depends=dep)
+    assert (cfg["clip_low"], cfg["clip_high"]) == (0.1, 0.2)
+    capsys.readouterr()
+    assert configure(dict(g), [], depends=dep)["clip_low"] == 0.2 and capsys.readouterr().out == ""
+    out = run("grpo.py", "--help").stdout
+    assert "(objective=gspo: 0.0003, cispo: 1.0)" in out and "(objective=cispo: 'token')" in out

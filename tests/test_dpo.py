@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from common import load_model, save_checkpoint
 from conftest import small_test_pairs, assert_same_weights, last_eval, read_metrics, run
-from dpo import LOSS_TYPES, dpo_loss, kto_loss, kto_reference_point
+from dpo import LOSS_TYPES, dpo_loss, kto_loss, kto_mismatched, kto_reference_point, pair_mean
 
 # ----------------------------------------------------------------------------- the pure loss
 
@@ -91,6 +91,51 @@ def test_kto_worked_example():
     assert losses.tolist() == pytest.approx([3 * 0.348645, 0.5 * 0.294215], abs=1e-6)
     # a policy less likely than the reference on the mismatched pairs: the reference point is 0, not negative
     assert kto_reference_point(_t(-20.0), _t(-19.0)).item() == 0.0
+
+
+def test_kto_mismatched_pairs_roll_the_batch():
+    """Paired data split into desirable / undesirable rows (prompt ids 1.. , responses 10..): row i's mismatched
+    pair is its prompt with row i-1's response, so desirable and undesirable responses both serve as y' (the
+    old 'next row with another prompt' gave every row a desirable y'), and rows cut to T tokens."""
+    rows = [dict(ids=[1, 10], n_prompt=1), dict(ids=[1, 11], n_prompt=1),      # prompt 1: up, down
+            dict(ids=[2, 2, 20], n_prompt=2), dict(ids=[2, 2, 21, 22], n_prompt=2)]  # prompt 2: up, down
+    assert kto_mismatched(rows, T=8) == [[1, 21, 22], [1, 10], [2, 2, 11], [2, 2, 20]]
+    assert kto_mismatched(rows, T=2) == [[1, 21], [1, 10], [2, 2], [2, 2]]
+    # z0 from the batch: the mismatched sequences' log-ratios 0.5, 1.5, -1.0, 3.0 -> mean 1.0
+    assert kto_reference_point(_t(-9.5, -8.5, -12.0, -7.0), _t(-10, -10, -11, -10)).item() == pytest.approx(1.0)
+
+
+def _pair_mean_rank(rank, init, losses_per_rank, out):
+    """One DDP rank (gloo): a model y = w x, per-pair losses (w x_i - t_i)^2 on this rank's pairs, pair_mean."""
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(1, 1, bias=False))
+    with torch.no_grad():
+        model.module.weight.fill_(0.5)
+    x, t = (torch.tensor(v) for v in zip(*losses_per_rank[rank]))
+    losses = (model(x[:, None]).squeeze(1) - t) ** 2
+    n_global = torch.tensor(float(len(x)))
+    dist.all_reduce(n_global)
+    pair_mean(losses, int(n_global.item()), 2).backward()
+    if rank == 0:
+        torch.save(model.module.weight.grad.clone(), out)
+    dist.destroy_process_group()
+
+
+def test_online_pair_mean_under_ddp_equals_one_process(tmp_path):
+    """2 gloo processes keeping 3 and 1 pairs (online DPO drops ties, so counts differ): the DDP-averaged
+    gradient is that of one process's mean over all 4 pairs (each rank's own mean would weight the lone
+    pair 3x)."""
+    import torch.multiprocessing as mp
+    pairs = [[(1.0, 2.0), (2.0, 0.0), (3.0, 1.0)], [(4.0, 5.0)]]
+    out = str(tmp_path / "grad.pt")
+    mp.spawn(_pair_mean_rank, args=(f"file://{tmp_path}/init", pairs, out), nprocs=2)
+    w = torch.full((1, 1), 0.5, requires_grad=True)
+    x, t = (torch.tensor(v) for v in zip(*(pairs[0] + pairs[1])))
+    pair_mean((w[0, 0] * x - t) ** 2, 4).backward()
+    assert torch.load(out).item() == pytest.approx(w.grad.item(), abs=1e-6)
+    # by hand: d/dw mean (w x - t)^2 = mean 2 x (w x - t) = (2(-1.5) + 4(1) + 6(0.5) + 8(-3)) / 4 = -5
+    assert w.grad.item() == pytest.approx(-5.0)
 
 
 def test_kto_gradient_direction():
@@ -225,7 +270,7 @@ def test_kto_learns_from_thumbs(reward_dir, sft_dir, tmp_path):
     assert "lambda_D n_D / (lambda_U n_U) = 1.000" in p.stdout, p.stdout
     m = read_metrics(out)
     first_train = [r for r in m if "loss" in r][0]
-    assert first_train["rewards/chosen"] == first_train["rewards/rejected"] == first_train["z0"] == 0
+    assert first_train["rewards/chosen"] == first_train["rewards/rejected"] == 0  # step 0: the policy is the reference
     evals = [r for r in m if "gold" in r]
     before, after = evals[0], evals[-1]
     print(f"KTO: gold {before['gold']:+.3f} -> {after['gold']:+.3f}, accept_rate {before['accept_rate']:.3f} -> "
@@ -235,12 +280,14 @@ def test_kto_learns_from_thumbs(reward_dir, sft_dir, tmp_path):
 
 
 def test_kto_on_pairs_and_ddp(reward_dir, sft_dir, tmp_path):
-    """KTO reads pairs too (chosen desirable, rejected undesirable: lambda_D = 1); under DDP its reference
-    point is the mean over every rank's mismatched pairs, so 2 processes at 4 rows train like 1 at 8."""
+    """KTO reads pairs too (chosen desirable, rejected undesirable: lambda_D = lambda_U n_U / n_D = 2 at
+    lambda_U 2); under DDP its mismatched pairs are rolled over the whole batch and its reference point is the
+    mean over every rank's, so 2 processes at 4 rows train like 1 at 8."""
     out, one = str(tmp_path / "ddp"), str(tmp_path / "one")
-    common = ["--max_iters=3", "--eval_interval=3", "--log_interval=1", "--max_items=200"]
+    common = ["--max_iters=3", "--eval_interval=3", "--log_interval=1", "--max_items=200", "--undesirable_weight=2"]
     p = run("dpo.py", *kto_args(reward_dir, sft_dir, out, *common, "--batch_size=4", kind="pairwise"), torchrun=2)
-    assert "200 desirable, 200 undesirable; lambda_D 1.000" in p.stdout, p.stdout
+    assert "200 desirable, 200 undesirable; lambda_D 2.000, lambda_U 2: lambda_D n_D / (lambda_U n_U) = 1.000" \
+        in p.stdout, p.stdout
     run("dpo.py", *kto_args(reward_dir, sft_dir, one, *common, "--batch_size=8", kind="pairwise"))
     assert_same_weights(out, one)
 
@@ -251,9 +298,6 @@ def test_kto_on_pairs_and_ddp(reward_dir, sft_dir, tmp_path):
      r"^error: KTO needs thumbs up and thumbs down, but all 2 rows are up \(.*all_up\.jsonl\)\. add rows"),
     ([dict(prompt="I went to the cafe.", completion=" The cake was good.<|endoftext|>", label=True)], [],
      r"^error: unpaired rows \(thumbs up / down\): only KTO trains on them \(.*\)\. pass --loss_type=kto$"),
-    ([dict(prompt="I went to the cafe.", completion=" The cake was good.<|endoftext|>", label=True),
-      dict(prompt="I went to the cafe.", completion=" The cake was bad.<|endoftext|>", label=False)], ["--loss_type=kto"],
-     r"^error: KTO's reference point needs responses to at least 2 different prompts"),
     ([dict(prompt="I went to the cafe.", completion=" The cake was good.<|endoftext|>", label=True)],
      ["--loss_type=kto", "--desirable_weight=-1"], r"^error: KTO's weights: --desirable_weight=-1 must be >= 0"),
 ])

@@ -89,7 +89,7 @@ def test_cispo_keeps_every_tokens_gradient_hand_example():
 # ----------------------------------------------------------------------------- REINFORCE++
 def test_reinforce_pp_hand_example():
     rewards = torch.tensor([[1.0, 2.0, 3.0, 6.0], [5.0, 5.0, 5.0, 5.0]])  # two groups of 4, 3 tokens each
-    mask = torch.ones(8, 3, dtype=torch.bool)
+    mask = torch.ones(8, 3, dtype=torch.bool)  # (equal lengths: the token statistics equal the response ones)
     # 'reinforce': batch mean 32/8 = 4; deviations (-3,-2,-1,2, 1,1,1,1), population var 22/8
     a = gv.reinforce_pp_advantages(rewards, mask, baseline=False)
     dev = torch.tensor([-3.0, -2, -1, 2, 1, 1, 1, 1])
@@ -99,7 +99,38 @@ def test_reinforce_pp_hand_example():
     a = gv.reinforce_pp_advantages(rewards, mask, baseline=True)
     c = torch.tensor([-2.0, -1, 0, 3, 0, 0, 0, 0])
     assert torch.allclose(a, (c / math.sqrt(14 / 8))[:, None].expand(8, 3), atol=1e-5)
-    assert (a[4:] == 0).all()
+
+
+def test_reinforce_pp_baseline_whitens_over_tokens_unequal_lengths():
+    """Responses of 3, 1, 2, 2 tokens (group 1: rewards 0, 4, 0, 0 -> centred -1, 3, -1, -1) and an all-equal
+    group 2 of 1 token each (centred 0). The token-weighted mean of the centred rewards is (-3 + 3 - 2 - 2) / 12
+    = -1/3, so the all-equal group's tokens get +1/3 / std (whitening moves them off 0: only equal lengths
+    made them 0), and a response-weighted mean (-1 + 3 - 1 - 1) / 8 = 0 would leave them at 0."""
+    rewards = torch.tensor([[0.0, 4.0, 0.0, 0.0], [7.0, 7.0, 7.0, 7.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0], [1, 1, 0], [1, 1, 0]] + [[1, 0, 0]] * 4, dtype=torch.bool)
+    a = gv.reinforce_pp_advantages(rewards, mask, baseline=True)
+    vals = [-1.0] * 3 + [3.0] + [-1.0] * 4 + [0.0] * 4  # the 12 real tokens' centred rewards
+    mean = sum(vals) / 12
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / 12)
+    assert mean == pytest.approx(-1 / 3)
+    expect = torch.tensor([[-1.0] * 3, [3.0, 0, 0], [-1.0] * 3, [-1.0] * 3] + [[0.0] * 3] * 4)
+    assert torch.allclose(a, torch.where(mask, (expect - mean) / std, torch.zeros(())), atol=1e-5)
+    assert a[4:, 0].tolist() == pytest.approx([(1 / 3) / std] * 4, abs=1e-5)
+
+
+def test_kl_in_reward_before_the_group_baseline_worked_example():
+    """Rewards 0.50, 0.52, 0.54, 0.56 with KL sums 1, 2, 3, 4 nats (the last response's padding holds a huge
+    log-ratio, masked), coef 0.02: every penalised reward is 0.48, so the advantages are 0 (verl's order). The
+    old order (group-normalise, then add the KL) gave -1.18, -0.43, +0.33, +1.08. At coef 0.01: 0.49 .. 0.52,
+    steps of 0.01: (-1.5, -0.5, 0.5, 1.5) / sqrt(5/3)."""
+    rewards = torch.tensor([[0.50, 0.52, 0.54, 0.56]])
+    old = torch.zeros(4, 3)
+    ref = torch.tensor([[-0.5, -0.5, 0.0], [-1.0, -1.0, 0.0], [-1.0, -1.0, -1.0], [-2.0, -2.0, -99.0]])
+    pen = gv.kl_penalised_rewards(rewards, old, ref, MASK, 0.02)
+    assert pen.tolist()[0] == pytest.approx([0.48] * 4, abs=1e-7)
+    assert grpo.group_advantages(pen).abs().max().item() < 1e-6
+    adv = grpo.group_advantages(gv.kl_penalised_rewards(rewards, old, ref, MASK, 0.01))
+    assert adv[0].tolist() == pytest.approx([x / math.sqrt(5 / 3) for x in (-1.5, -0.5, 0.5, 1.5)], abs=1e-4)
 
 
 def test_reinforce_pp_token_weighted_with_kl_return():
@@ -225,14 +256,20 @@ def test_grpo_runs_every_variant_flag(sft_dir, tmp_path):
         informative = round(4 * r["gen_batches"] * (1 - r["zero_std_frac"]))
         assert 1 <= r["gen_batches"] <= 3 and r["filled_groups"] == max(0, 4 - informative)
         assert r["gen_batches"] == 3 or informative >= 4
-        assert r["kl"] == r["kl"]
+    # the k1 the reward carried: exactly 0 while the policy is the reference (iteration 1), then not
+    assert train[0]["kl"] == 0 and train[1]["kl"] != 0 and math.isfinite(train[1]["kl"])
     assert max(r["gen_batches"] for r in train) >= 2 and max(r["zero_std_frac"] for r in train) > 0
-    for est in ("k3+", "k3_corrected"):
-        out = str(tmp_path / est)
-        run("grpo.py", *small, f"--out_dir={out}", "--objective=cispo", "--clip_low=1.0", "--clip_high=4.0",
-            f"--kl_estimator={est}", "--max_iters=1", "--eval_interval=1", "--overlong_cache=4")
+    for flags in (["--kl_estimator=k3+"], ["--kl_estimator=k3_corrected"], ["--kl_in=reward"]):
+        out = str(tmp_path / flags[0][2:].replace("=", "_"))
+        p = run("grpo.py", *small, f"--out_dir={out}", "--objective=cispo", *flags, "--max_iters=1",
+                "--eval_interval=1", "--overlong_cache=16")
+        assert "objective=cispo sets clip_low=1.0, clip_high=4.0, loss_agg='token'" in p.stdout, p.stdout
         last = [r for r in read_metrics(out) if "policy_loss" in r][-1]
-        assert last["kl"] >= 0 and -1 <= last["reward/overlong"] <= 0
+        # overlong_cache = max_new_tokens: the penalty is linear, -len / 16, so its mean is -mean length / 16
+        assert last["reward/overlong"] == pytest.approx(-last["response_len"] / 16, abs=1e-5)
+        assert last["clipfrac_low"] == 0  # CISPO has no floor
+        # in the loss: the updated policy's KL (> 0); in the reward: the rollout policy's, still the reference
+        assert last["kl"] > 0 if "--kl_in=reward" not in flags else last["kl"] == 0
 
 
 def test_variant_flags_bad_input(sft_dir):
