@@ -3,7 +3,8 @@ labelers.py (goldRLHF): who labels a pair, and how; shared by feedback.py, rlaif
 - simulated people, noisy views of task.gold: Bradley-Terry choices, ties, 1-5 ratings, Plackett-Luce rankings,
   thumbs, from a pool of labeler types (careful, noisy, length-biased, adversarial), by majority (label_group)
 - the AI judge (Bai et al. 2022; Lee et al. 2023): given a principle, the prompt and responses A and B, it
-  prefers A by log P(" A") - log P(" B"), both orders averaged against its position bias (swap_average)
+  prefers A by log P(" A") - log P(" B"), both orders averaged against its position bias (swap_average: the
+  log-odds' mean for a reward or a vote, the probabilities' mean for a soft label)
 """
 import math
 import os
@@ -188,8 +189,17 @@ def rating_text(principle, prompt, a):
 
 def swap_average(lo_ab, lo_ba):
     """lo_ab, lo_ba (N,): log-odds for slot A with a, then b, in it. Returns (lo_ab - lo_ba) / 2 (a beats b, the
-    position bias cancelled), the pull toward slot A (lo_ab + lo_ba) / 2, and whether both orders agree."""
-    return (lo_ab - lo_ba) / 2, (lo_ab + lo_ba) / 2, (lo_ab > 0) == (lo_ba < 0)
+    position bias cancelled: a reward, a vote's sign), the pull toward slot A (lo_ab + lo_ba) / 2, whether both
+    orders agree, and P(a beats b) = (sigmoid(lo_ab) + sigmoid(-lo_ba)) / 2, the two orders' probabilities
+    averaged (Lee et al. 2023, "Addressing Position Bias"): a soft label. sigmoid is monotone, so P - 1/2 has
+    the sign of the log-odds mean; only the margin differs."""
+    return ((lo_ab - lo_ba) / 2, (lo_ab + lo_ba) / 2, (lo_ab > 0) == (lo_ba < 0),
+            (torch.sigmoid(lo_ab) + torch.sigmoid(-lo_ba)) / 2)
+
+
+def soft_margin(p_a):
+    """A pair's margin from P(a beats b): |2 P - 1| in [0, 1], to 4 places (as feedback.py's vote margin)."""
+    return round(abs(2 * p_a - 1), 4)
 
 
 def answer_ids(tok, where):
@@ -224,7 +234,7 @@ def judge_logodds(model, tok, texts, a_id, b_id, batch_size=64):
 
 
 def judge_pairs(model, tok, items, a_id, b_id, batch_size=64):
-    """(principle, prompt, a, b) items -> swap_average's three as lists; None where the judge can't read a pair."""
+    """(principle, prompt, a, b) items -> swap_average's four as lists; None where the judge can't read a pair."""
     keep, texts = [], []
     for pr, p, a, b in items:
         try:
@@ -235,8 +245,7 @@ def judge_pairs(model, tok, items, a_id, b_id, batch_size=64):
         keep.append(len(texts) // 2 if ok else None)
         texts += t if ok else []
     lo = judge_logodds(model, tok, texts, a_id, b_id, batch_size)
-    avg, shift, same = swap_average(lo[0::2], lo[1::2])
-    return tuple([None if k is None else x[k].item() for k in keep] for x in (avg, shift, same))
+    return tuple([None if k is None else x[k].item() for k in keep] for x in swap_average(lo[0::2], lo[1::2]))
 
 
 

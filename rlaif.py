@@ -37,7 +37,7 @@ import data
 import task
 from common import log_metrics
 from configurator import UserError, configure
-from labelers import judge_pairs, judge_text, label_pair, load_judge, rating_text, read_principles
+from labelers import judge_pairs, judge_text, label_pair, load_judge, rating_text, read_principles, soft_margin
 
 # ----------------------------------------------------------------------------- config
 out_dir = "out/rlaif"  # pairwise_{train,test}.jsonl (AI labels) or, --mode=demos, judge_demos.jsonl and human/
@@ -154,15 +154,15 @@ if __name__ == "__main__":
     report, mean = {}, lambda xs: sum(xs) / max(1, len(xs))
     for split, pairs in splits.items():
         drawn = [rng.choice(plist) for _ in pairs]  # Constitutional AI: a principle drawn per comparison
-        lo_a, shift, same = judge_pairs(jmodel, jtok, [(pr, p, a, b) for (p, a, b), pr in zip(pairs, drawn)],
-                                        a_id, b_id, batch_size)
+        lo_a, shift, same, p_a = judge_pairs(jmodel, jtok, [(pr, p, a, b) for (p, a, b), pr in zip(pairs, drawn)],
+                                             a_id, b_id, batch_size)
         rows, right, right_p, agree_h, agree_hh = [], [], [], [], []
-        for (p, a, b), pr, lo in zip(pairs, drawn, lo_a):
+        for (p, a, b), pr, lo, pa in zip(pairs, drawn, lo_a, p_a):
             if lo is None:
                 continue
             a_wins = lo > 0 if lo != 0 else rng.random() < 0.5
-            c, r = (a, b) if a_wins else (b, a)  # margin: |2 P(a > b) - 1|, as feedback.py's vote margin
-            rows.append(dict(prompt=p, chosen=c, rejected=r, margin=round(abs(math.tanh(lo / 2)), 4), principle=pr))
+            c, r = (a, b) if a_wins else (b, a)  # margin: from the two orders' mean probability (Lee et al. 2023)
+            rows.append(dict(prompt=p, chosen=c, rejected=r, margin=soft_margin(pa), principle=pr))
             if builtin:
                 g_a, g_b = task.gold(p, a), task.gold(p, b)
                 s_a, s_b = task.PRINCIPLES[pr](p, a), task.PRINCIPLES[pr](p, b)

@@ -108,18 +108,35 @@ def test_audit_solves_each_connected_component_exactly():
 
 
 def test_audit_greedy_above_twelve_nodes_is_an_upper_bound():
-    """Above 12 responses the exact search gives way to Eades et al.'s greedy order: on a transitive
-    tournament (no cycle) it must still find 0, and on any graph it never reports fewer than the exact
-    answer (checked where both run, by forcing the greedy on 8 nodes)."""
+    """Above 12 responses the exact search gives way to Eades et al.'s greedy order. Its count is the weight
+    of the labels its order contradicts (a reachable upper bound), and where the optimum is known it finds
+    it: a shuffled transitive tournament (0, its order); every pair labelled twice the true way, some once
+    the other (the true order, one per reversed label: flipping any pair costs 2 - 1 more); four disjoint
+    3-cycles and a lone node (1 reversal each)."""
+    def contradicted(order, w):
+        pos = {v: i for i, v in enumerate(order)}
+        return sum(c for (a, b), c in w.items() if pos[a] > pos[b])
+
     nodes = [f"r{i:02d}" for i in range(15)]
-    w = {(a, b): 1 for i, a in enumerate(nodes) for b in nodes[i + 1:]}
-    assert audit._min_reversals(nodes, w)[0] == 0
     rng = random.Random(0)
+    shuffled = rng.sample(nodes, len(nodes))
+    w = {(a, b): 1 for i, a in enumerate(nodes) for b in nodes[i + 1:]}
+    assert audit._min_reversals(shuffled, w) == (0, nodes)
+    nodes = nodes[:13]
+    w = {(a, b): 2 for i, a in enumerate(nodes) for b in nodes[i + 1:]}
+    back = {(b, a): 1 for (a, b) in w if rng.random() < 0.3}
+    assert audit._min_reversals(rng.sample(nodes, 13), {**w, **back}) == (len(back), nodes) and len(back) > 5
+    cycles = {(f"{g}{a}", f"{g}{b}"): 1 for g in "wxyz" for a, b in (("a", "b"), ("b", "c"), ("c", "a"))}
+    n, order = audit._min_reversals(sorted({x for e in cycles for x in e}) + ["v"], cycles)
+    assert n == 4 == contradicted(order, cycles)
+    # a random graph: the greedy's order is a permutation and its count what that order contradicts, at
+    # least the exact answer (both run on the same 8 nodes: 5 isolated ones force the greedy)
     small = [f"s{i}" for i in range(8)]
-    w = {(a, b): 1 for a in small for b in small if a != b and rng.random() < 0.5}
-    exact = audit._min_reversals(small, w)[0]
-    greedy = audit._min_reversals(small + [f"x{i}" for i in range(5)], w)[0]  # 13 nodes: greedy path
-    assert greedy >= exact
+    w = {(a, b): rng.randint(1, 3) for a in small for b in small if a != b and rng.random() < 0.5}
+    exact, exact_order = audit._min_reversals(small, w)
+    greedy, order = audit._min_reversals(small + [f"x{i}" for i in range(5)], w)  # 13 nodes: greedy path
+    assert sorted(order) == sorted(small + [f"x{i}" for i in range(5)]) and greedy == contradicted(order, w)
+    assert exact == contradicted(exact_order, w) and greedy >= exact > 0
 
 
 def test_audit_command(reward_dir, tmp_path):

@@ -194,8 +194,11 @@ def test_labeler_pool():
     pool larger than n_annotators sends each pair to n_annotators different people, recorded with their votes."""
     assert labelers.make_pool("careful:0.6,noisy:0.1,length:0.1,adversarial:0.2", 10) == \
         ["careful"] * 6 + ["noisy", "length", "adversarial", "adversarial"]
-    assert labelers.make_pool("careful:0.5,adversarial:0.5", 3).count("careful") + \
-        labelers.make_pool("careful:0.5,adversarial:0.5", 3).count("adversarial") == 3
+    # quotas 2.25, 2.25, 0.5: floors 2, 2, 0 and the one seat left to the largest remainder (rounding each
+    # quota would seat 4); 0.6 and 0.4 of one person: the larger share; listed in LABELER_TYPES' order
+    assert labelers.make_pool("length:0.1,noisy:0.45,careful:0.45", 5) == ["careful"] * 2 + ["noisy"] * 2 + ["length"]
+    assert labelers.make_pool("noisy:0.4,careful:0.6", 1) == ["careful"]
+    assert sorted(map(labelers.make_pool("careful:0.5,adversarial:0.5", 3).count, ("careful", "adversarial"))) == [1, 2]
     for bad in ("careful:0.5", "careful:1.2,noisy:-0.2", "sloppy:1.0", "careful:x"):
         with pytest.raises(labelers.UserError):
             labelers.make_pool(bad, 10)

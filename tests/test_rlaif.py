@@ -2,7 +2,7 @@
 the principles file and the judge's vocabulary checked with one-line errors, and (learning) a judge trained
 by sft.py on rlaif.py's demonstrations follows the principle it is given on held-out pairs."""
 import json
-import os
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -22,10 +22,30 @@ def test_swap_average_toy_judge():
     # a judge whose log-odds are the true preference s plus a constant pull of 0.5 toward slot A
     s = torch.tensor([1.0, -0.5, 0.2])
     lo_ab, lo_ba = s + 0.5, -s + 0.5  # [1.5, 0.0, 0.7] and [-0.5, 1.0, 0.3]
-    avg, shift, same = labelers.swap_average(lo_ab, lo_ba)
+    avg, shift, same, p_a = labelers.swap_average(lo_ab, lo_ba)
     assert torch.allclose(avg, s) and torch.allclose(shift, torch.full((3,), 0.5))
     # a wins in both orders; b wins in both orders (0.0 is no vote for a); the third: slot A wins both times
     assert same.tolist() == [True, True, False]
+    assert ((p_a > 0.5) == (avg > 0)).all()  # the probabilities' mean picks the same winner as the log-odds'
+
+
+def test_soft_margin_averages_the_orders_probabilities(monkeypatch):
+    """Lee et al. 2023 average the two orders' probabilities: the judge's log-odds for slot A are 3 with a
+    there and 1 with b there, so P(a) = (sigmoid(3) + sigmoid(-1)) / 2 = (0.95257 + 0.26894) / 2 = 0.61076 and
+    the margin |2P - 1| = 0.2215 (the log-odds' mean, 1, would give tanh(1/2) = 0.4621). Through judge_pairs,
+    as rlaif.py reads it: the first order's prompt is judge_text(a, b), the second's judge_text(b, a)."""
+    avg, shift, same, p_a = labelers.swap_average(torch.tensor([3.0]), torch.tensor([1.0]))
+    assert (avg.item(), shift.item(), same.item()) == (1.0, 2.0, False)
+    assert p_a.item() == pytest.approx(0.61076, abs=1e-5) and labelers.soft_margin(p_a.item()) == 0.2215
+    # b in slot A first: the same pair seen from b, so P(b) = 1 - P(a) and the same margin
+    assert labelers.swap_average(torch.tensor([1.0]), torch.tensor([3.0]))[3].item() == pytest.approx(1 - 0.61076, abs=1e-5)
+    pr, p, a, b = "Prefer the better review.", "I went to the cafe.", " The tea was good.<|endoftext|>", " I hated it."
+    logodds = {labelers.judge_text(pr, p, a, b): 3.0, labelers.judge_text(pr, p, b, a): 1.0}
+    monkeypatch.setattr(labelers, "judge_logodds", lambda m, tok, texts, *_: torch.tensor([logodds[t] for t in texts]))
+    tok = data.Tokenizer(data.vocab_of(list(logodds) + [" A", " B"]))
+    judge = SimpleNamespace(config=SimpleNamespace(block_size=96))
+    lo, shift, same, p_a = labelers.judge_pairs(judge, tok, [(pr, p, a, b)], *labelers.answer_ids(tok, "toy"))
+    assert (lo, shift, same) == ([1.0], [2.0], [False]) and labelers.soft_margin(p_a[0]) == 0.2215
 
 
 def test_judge_text_and_shown():
@@ -151,48 +171,61 @@ def test_judge_learns_the_principles(tmp_path, sft_dir):
     assert sum(a != b for a, b in zip(chosen["better"], chosen["shorter"])) > 0.2 * len(chosen["better"])
 
 
-def test_judge_reward_round_robin():
-    """Direct RLAIF's reward: each response's mean log-odds of beating the others of its group, from
-    judge_pairs; antisymmetric, so a group's rewards sum to 0; a group of one scores 0."""
+def test_judge_reward_round_robin(monkeypatch):
+    """Direct RLAIF's reward on a toy judge of known log-odds: score(slot A) - score(slot B) + 0.75, a pull
+    toward slot A. Both orders cancel the pull, so a response's reward is its mean score difference to the
+    others of its group: scores 1, -0.5, 0.5 -> (1.5 + 0.5) / 2 = 1, (-1.5 - 1) / 2 = -1.25, (-0.5 + 1) / 2
+    = 0.25; 2, 0 -> 2, -2; a group of one scores 0. (One order alone would add 0.75 to the first-shown.)"""
     prompts = ["I went to the cafe."] * 3 + ["I went to the hotel."] * 2 + ["I went to the museum."]
     responses = [" The tea was good.<|endoftext|>", " I hated the cake.<|endoftext|>", " The music was okay",
                  " The room was great.<|endoftext|>", " I would not go again.<|endoftext|>", " I liked the shop."]
+    score = dict(zip(map(labelers.shown, responses), [1.0, -0.5, 0.5, 2.0, 0.0, 3.0]))
     pr = "Prefer the better review."
+
+    def judge_logodds(model, tok, texts, a_id, b_id, batch_size=64):
+        slot = lambda t, s: next(x for x in t.split("\n") if x.startswith(s))[len(s):]
+        return torch.tensor([score[slot(t, "A:")] - score[slot(t, "B:")] + 0.75 for t in texts])
+    monkeypatch.setattr(labelers, "judge_logodds", judge_logodds)
     vocab = data.vocab_of([labelers.judge_text(pr, p, r, r) for p, r in zip(prompts, responses)] + [" A", " B"])
-    tok = data.Tokenizer(vocab)
-    torch.manual_seed(1)
-    m = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=96, vocab_size=len(vocab))).eval()
-    a_id, b_id = labelers.answer_ids(tok, "toy")
-    r = rewards.judge_reward(m, tok, [pr])(prompts, responses)
-    lo = {}
-    for i, j in [(0, 1), (0, 2), (1, 2), (3, 4)]:
-        x = labelers.judge_pairs(m, tok, [(pr, prompts[i], responses[i], responses[j])], a_id, b_id)[0][0]
-        lo[i, j], lo[j, i] = x, -x
-    want = [(lo[0, 1] + lo[0, 2]) / 2, (lo[1, 0] + lo[1, 2]) / 2, (lo[2, 0] + lo[2, 1]) / 2, lo[3, 4], lo[4, 3], 0.0]
-    assert all(abs(a - b) < 1e-5 for a, b in zip(r, want)), (r, want)
-    assert abs(sum(r[:3])) < 1e-5 and abs(sum(r[3:5])) < 1e-5 and r[5] == 0.0
+    judge = SimpleNamespace(config=SimpleNamespace(block_size=96))
+    r = rewards.judge_reward(judge, data.Tokenizer(vocab), [pr])(prompts, responses)
+    assert r == [1.0, -1.25, 0.25, 2.0, -2.0, 0.0], r
 
 
 def test_full_vocabulary_judge_relabels_a_file(tmp_path):
     """The GPT-2 path (a zero-shot judge on your pairs), with a tiny random full-vocabulary model standing in
-    for GPT-2 (no download in CI): every pair of the file is labelled and agreement with the file reported."""
+    for GPT-2 (no download in CI): every pair of the file is labelled as the judge, read here in-process,
+    says (winner: the sign of the log-odds' mean; margin: from the orders' mean probability), and the
+    agreement reported is the share of rows it kept as the file had them (5 rows: never 1 - itself)."""
     import common
     torch.manual_seed(0)
     m = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=128, vocab_size=50257))
+    with torch.no_grad():  # a random init's log-odds barely depend on the pair: sharper attention, and " A" and
+        m.transformer.h[0].attn.c_attn.weight *= 20  # " B" (tied rows the prompts never use) 50x, give margins to 0.14
+        m.lm_head.weight[list(labelers.answer_ids(data.Tokenizer(), "gpt2"))] *= 50
     common.save_checkpoint(str(tmp_path / "judge" / "ckpt.pt"), dict(model=m.state_dict(), vocab=None,
                                                                       model_args=common.model_args_of(m), config={}))
     rows = [dict(prompt="Human: Say something kind.\n\nAssistant:", chosen=" You are wonderful.", rejected=" Go away."),
-            dict(prompt="Human: What is 2 + 2?\n\nAssistant:", chosen=" 4.", rejected=" 5.")]
+            dict(prompt="Human: What is 2 + 2?\n\nAssistant:", chosen=" 4.", rejected=" 5."),
+            dict(prompt="Human: Name a colour.\n\nAssistant:", chosen=" Blue.", rejected=" A chair."),
+            dict(prompt="Human: Is the sun hot?\n\nAssistant:", chosen=" Yes, very.", rejected=" No, it is cold."),
+            dict(prompt="Human: Say hello.\n\nAssistant:", chosen=" Hello!", rejected=" Goodbye forever.")]
     data.write_jsonl(str(tmp_path / "prefs.jsonl"), rows)
     p = tmp_path / "p.txt"
     p.write_text("Prefer the more helpful and kind answer.\n")
     run("rlaif.py", f"--judge={tmp_path}/judge", f"--pairs_path={tmp_path}/prefs.jsonl", f"--principles={p}",
         f"--out_dir={tmp_path}/out")
     got = read_metrics(f"{tmp_path}/out")[0]
-    assert got["train/n_labels"] == 2 and got["train/n_unreadable"] == 0 and 0 <= got["train/agreement/labels"] <= 1
     labelled = [json.loads(line) for line in open(tmp_path / "out" / "pairwise_train.jsonl")]
-    assert {(r["chosen"], r["rejected"]) for r in labelled} <= {(a["chosen"], a["rejected"]) for a in rows} | \
-        {(a["rejected"], a["chosen"]) for a in rows}
+    assert got["train/n_labels"] == len(labelled) == 5 and got["train/n_unreadable"] == 0
+    kept = [(r["chosen"], r["rejected"]) == (a["chosen"], a["rejected"]) for r, a in zip(labelled, rows)]
+    assert got["train/agreement/labels"] == pytest.approx(sum(kept) / 5)
+    judge, tok, a_id, b_id, plist = labelers.load_judge(f"{tmp_path}/judge", str(p), "cpu")
+    lo, _, _, p_a = labelers.judge_pairs(judge, tok, [(plist[0], a["prompt"], a["chosen"], a["rejected"]) for a in rows],
+                                         a_id, b_id)
+    assert kept == [x > 0 for x in lo] and all(x != 0 for x in lo)
+    assert [r["margin"] for r in labelled] == pytest.approx([labelers.soft_margin(x) for x in p_a], abs=2e-4)
+    assert all(r["principle"] == plist[0] and r["prompt"] == a["prompt"] for r, a in zip(labelled, rows))
 
 
 def test_online_dpo_and_grpo_with_the_judge(tmp_path, sft_dir, toy_judge):
