@@ -91,30 +91,47 @@ def vocab_of(texts):
 # -----------------------------------------------------------------------------
 # JSONL readers. Field names follow TRL where it has them; every error names the file and the line.
 
+def read_text(path, what="file", fix=None):
+    """The text of a file the user named. A missing path, a directory, an unreadable file or one that is not
+    UTF-8 is one line naming the path (and the line of the first bad byte). A UTF-8 BOM is dropped."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise MissingFile(f"no such {what}", path, fix) from None
+    except IsADirectoryError:
+        raise UserError(f"the {what} is a directory", path, fix) from None
+    except OSError as e:
+        raise UserError(f"cannot read the {what} ({e.strerror})", path, fix) from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise UserError(f"the {what} is not UTF-8 text (byte {raw[e.start]:#04x})", f"{path}:{line}",
+                        "save it as UTF-8") from None
+
 def read_jsonl(path, required=()):
     """Read a JSONL file into a list of dicts (each with "_where": "path:line"). `required` lists
     alternatives of "|"-joined fields; a row must have all the fields of one of them."""
-    if not os.path.exists(path):
-        raise MissingFile("no such file", path, "check the path (--data_path / --test_path / --val_path)")
+    text = read_text(path, "file", "check the path (--data_path / --test_path / --val_path)")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"malformed JSON ({e.msg} at column {e.colno})", f"{path}:{n}",
-                                "each line must be one JSON object") from None
-            if not isinstance(row, dict):
-                raise UserError(f"expected a JSON object, got {type(row).__name__}", f"{path}:{n}")
-            fields = next((r for r in required if all(k in row for k in r.split("|"))), None) \
-                if required else ""
-            if fields is None:
-                want = " or ".join("{" + ", ".join(r.split("|")) + "}" for r in required)
-                raise UserError(f"missing field(s): expected {want}, got {sorted(row)}", f"{path}:{n}")
-            row["_where"] = f"{path}:{n}"
-            rows.append(row)
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"malformed JSON ({e.msg} at column {e.colno})", f"{path}:{n}",
+                            "each line must be one JSON object") from None
+        if not isinstance(row, dict):
+            raise UserError(f"expected a JSON object, got {type(row).__name__}", f"{path}:{n}")
+        fields = next((r for r in required if all(k in row for k in r.split("|"))), None) \
+            if required else ""
+        if fields is None:
+            want = " or ".join("{" + ", ".join(r.split("|")) + "}" for r in required)
+            raise UserError(f"missing field(s): expected {want}, got {sorted(row)}", f"{path}:{n}")
+        row["_where"] = f"{path}:{n}"
+        rows.append(row)
     if not rows:
         raise UserError("empty dataset (no JSON lines)", path)
     return rows
