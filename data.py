@@ -174,6 +174,14 @@ def render_messages(messages, where="messages"):
     render_turns(messages[-1:], where)  # checks the last turn too
     return prompt, " " + messages[-1]["content"] + EOT_TEXT
 
+def render_conversation(prompt, completion, where="messages"):
+    """TRL's conversational rows: a `prompt` message list and a completion of one assistant turn -> (prompt,
+    completion), rendered as `render_messages` renders the same turns in a `messages` row."""
+    if not isinstance(prompt, list) or not isinstance(completion, list) or len(completion) != 1:
+        raise UserError("a conversational row needs a `prompt` message list and each completion a list of one "
+                        "assistant turn", where)
+    return render_messages(prompt + completion, where)
+
 # Dataset formats, detected from each row's fields (the first that fits); one format per file (README: Formats).
 FORMATS = {
     "sft": [("messages", ("messages",)), ("alpaca", ("instruction", "output")),
@@ -220,6 +228,8 @@ def load_sft_jsonl(path, template="plain"):
             q = _text(r, "instruction", w) + (f"\n\n{inp}" if inp.strip() else "")
             p = format_prompt(q, template) if template != "plain" else q + "\n"
             c = _text(r, "output" if fmt == "alpaca" else "response", w)
+        elif isinstance(r["prompt"], list):  # TRL's conversational prompt-completion
+            p, c = render_conversation(r["prompt"], r["completion"], w)
         else:
             p, c = format_prompt(_text(r, "prompt", w), template), _text(r, "completion", w)
         out.append((p, c, w))
@@ -240,17 +250,16 @@ def split_prompt(chosen, rejected, where):
 
 def load_preferences(path, template="plain"):
     """Preference pairs in any of TRL's formats -> dicts prompt, chosen, rejected, where (+ margin). An
-    implicit prompt is split off (`split_prompt`); conversational: the shared turns are the prompt."""
+    implicit prompt is split off (`split_prompt`); conversational: the `prompt` turns or else the shared turns
+    are the prompt (UltraFeedback-binarized's `prompt` string repeats its shared user turn)."""
     rows, fmt = read_format(path, "preference")
     out = []
     for r in rows:
         w = r["_where"]
         conv = isinstance(r["chosen"], list)
-        if conv and fmt == "explicit":
-            if not isinstance(r["prompt"], list) or not isinstance(r["rejected"], list):
-                raise UserError("conversational rows need prompt, chosen and rejected all as message lists", w)
-            p = render_turns(r["prompt"], w)
-            c, j = (render_messages(r["prompt"] + r[k], w)[1] for k in ("chosen", "rejected"))
+        if conv and isinstance(r.get("prompt"), list):
+            p, c = render_conversation(r["prompt"], r["chosen"], w)
+            j = render_conversation(r["prompt"], r["rejected"], w)[1]
         elif conv:
             ch, rj = r["chosen"], r["rejected"]
             if not isinstance(rj, list) or len(ch) < 2 or ch[:-1] != rj[:-1]:
@@ -290,15 +299,26 @@ def load_rankings(path):
     return out
 
 def load_unpaired(path):
-    """Thumbs up / down (TRL's unpaired preference format) -> dicts prompt, completion, label (bool), where."""
+    """Thumbs up / down (TRL's unpaired preference format, text or conversational; the label true / false or
+    1 / 0) -> dicts prompt, completion, label (bool), where."""
     rows, _ = read_format(path, "unpaired")
     out = []
     for r in rows:
-        w = r["_where"]
-        if not isinstance(r["label"], bool):
-            raise UserError(f"label must be true or false, got {r['label']!r}", w)
-        out.append(dict(prompt=_text(r, "prompt", w), completion=_text(r, "completion", w), label=r["label"], where=w))
+        w, y = r["_where"], r["label"]
+        if not isinstance(y, bool) and not (type(y) is int and y in (0, 1)):
+            raise UserError(f"label must be true / false or 1 / 0, got {y!r}", w)
+        if isinstance(r["prompt"], list):
+            p, c = render_conversation(r["prompt"], r["completion"], w)
+        else:
+            p, c = _text(r, "prompt", w), _text(r, "completion", w)
+        out.append(dict(prompt=p, completion=c, label=bool(y), where=w))
     return out
+
+def load_prompts(path, template="plain"):
+    """Prompts for the RL stages: {"prompt": text} rows (`template` applied) or TRL's conversational
+    {"prompt": [messages]} (rendered as `messages` rows are, ending with the "Assistant:" cue)."""
+    return [render_turns(r["prompt"], r["_where"]) if isinstance(r["prompt"], list)
+            else format_prompt(_text(r, "prompt", r["_where"]), template) for r in read_jsonl(path, ("prompt",))]
 
 # -----------------------------------------------------------------------------
 # Feedback files (feedback.py and rlaif.py write them; reward.py, dpo.py and audit.py read them), one JSON

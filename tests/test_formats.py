@@ -24,6 +24,9 @@ def write(tmp_path, rows, name="d.jsonl"):
     ({"instruction": "Add.", "input": "2 + 2", "output": "4"}, "plain", "Add.\n\n2 + 2\n", "4"),  # Alpaca
     ({"instruction": "Add.", "input": "", "output": "4"}, "instruction", "### Instruction:\nAdd.\n\n### Response:\n", "4"),
     ({"instruction": "Add 2 and 2.", "response": "4"}, "plain", "Add 2 and 2.\n", "4"),
+    ({"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi."}],  # TRL's
+      "completion": [{"role": "assistant", "content": "Hi!"}]}, "instruction",  # conversational (no template)
+     "System: Be brief.\n\nUser: Say hi.\n\nAssistant:", " Hi!<|endoftext|>"),
 ])
 def test_sft_formats(tmp_path, row, template, prompt, completion):
     (p, c, where), = data.load_sft_jsonl(write(tmp_path, [row]), template)
@@ -47,10 +50,37 @@ HH_R = "\n\nHuman: What is a good name for a cat?\n\nAssistant: Why would I care
     ({"chosen": [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "yes"}],  # implicit
       "rejected": [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "no"}]},
      ("User: Q?\n\nAssistant:", " yes<|endoftext|>", " no<|endoftext|>")),
+    ({"prompt": "Q?", "prompt_id": "0", "score_chosen": 8.0, "score_rejected": 2.0,  # UltraFeedback-binarized
+      "chosen": [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "yes"}],
+      "rejected": [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "no"}]},
+     ("User: Q?\n\nAssistant:", " yes<|endoftext|>", " no<|endoftext|>")),
 ])
 def test_preference_formats(tmp_path, row, expected):
     (r,) = data.load_preferences(write(tmp_path, [row]))
     assert (r["prompt"], r["chosen"], r["rejected"]) == expected and r["where"].endswith("d.jsonl:1")
+
+
+def test_ultrafeedback_renders_as_sft_messages_do(tmp_path):
+    """An SFT model trained on `messages` rows sees the same text at preference time."""
+    turns = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Name a cat."}]
+    chosen, rejected = turns + [{"role": "assistant", "content": "Whiskers."}], turns + [{"role": "assistant", "content": "No."}]
+    (r,) = data.load_preferences(write(tmp_path, [{"prompt": "Name a cat.", "chosen": chosen, "rejected": rejected}]))
+    (sft,) = data.load_sft_jsonl(write(tmp_path, [{"messages": chosen}], "sft.jsonl"))
+    assert (r["prompt"], r["chosen"]) == sft[:2] == ("System: Be kind.\n\nUser: Name a cat.\n\nAssistant:", " Whiskers.<|endoftext|>")
+    assert r["rejected"] == " No.<|endoftext|>"
+
+
+def test_conversational_unpaired_thumbs_as_0_1_and_prompts(tmp_path):
+    q, a = [{"role": "user", "content": "Q?"}], [{"role": "assistant", "content": "yes"}]
+    u, v, w = data.load_unpaired(write(tmp_path, [{"prompt": q, "completion": a, "label": 1},
+                                                  {"prompt": q, "completion": a, "label": 0},
+                                                  {"prompt": q, "completion": a, "label": False}]))
+    assert (u["prompt"], u["completion"], u["label"], v["label"], w["label"]) == \
+        ("User: Q?\n\nAssistant:", " yes<|endoftext|>", True, False, False)
+    assert data.load_prompts(write(tmp_path, [{"prompt": q}, {"prompt": q + a + q}])) == \
+        ["User: Q?\n\nAssistant:", "User: Q?\n\nAssistant: yes\n\nUser: Q?\n\nAssistant:"]
+    assert data.load_prompts(write(tmp_path, [{"prompt": "Say hi."}]), "instruction") == \
+        ["### Instruction:\nSay hi.\n\n### Response:\n"]
 
 
 def test_rankings_and_unpaired_formats(tmp_path):
@@ -76,7 +106,23 @@ def test_rankings_and_unpaired_formats(tmp_path):
     (data.load_preferences, [{"prompt": "p", "chosen": "a"}], r"missing field.*d.jsonl:1"),
     (data.load_rankings, [{"prompt": "p", "responses": ["a", "b"], "ranking": [0, 2]}], r"distinct indices.*d.jsonl:1"),
     (data.load_rankings, [{"prompt": "p", "ranking": ["a"]}], r"at least 2.*d.jsonl:1"),
-    (data.load_unpaired, [{"prompt": "p", "completion": "a", "label": "yes"}], r"label must be true or false.*d.jsonl:1"),
+    (data.load_unpaired, [{"prompt": "p", "completion": "a", "label": "yes"}], r"label must be true / false or 1 / 0, got 'yes'.*d.jsonl:1"),
+    (data.load_unpaired, [{"prompt": "p", "completion": "a", "label": 1}, {"prompt": "p", "completion": "b", "label": 2}],
+     r"label must be true / false or 1 / 0, got 2 \(.*d.jsonl:2\)"),
+    (data.load_unpaired, [{"prompt": "p", "completion": "a", "label": 1.0}], r"or 1 / 0, got 1.0 \(.*d.jsonl:1\)"),
+    (data.load_unpaired, [{"prompt": [{"role": "user", "content": "p"}], "completion": "a", "label": 1}],
+     r"each completion a list of one assistant turn \(.*d.jsonl:1\)"),
+    (data.load_sft_jsonl, [{"prompt": [{"role": "user", "content": "p"}], "completion": [
+        {"role": "assistant", "content": "a"}, {"role": "user", "content": "b"}]}], r"list of one assistant turn \(.*d.jsonl:1\)"),
+    (data.load_sft_jsonl, [{"prompt": [{"role": "user", "content": "p"}], "completion": [{"role": "user", "content": "b"}]}],
+     r"ending with an assistant turn \(.*d.jsonl:1\)"),
+    (data.load_preferences, [{"prompt": [{"role": "user", "content": "p"}], "chosen": [{"role": "assistant", "content": "a"}],
+                              "rejected": "b"}], r"list of one assistant turn \(.*d.jsonl:1\)"),
+    (data.load_preferences, [{"prompt": "p", "chosen": [{"role": "user", "content": "p"}, {"role": "assistant", "content": "a"}],
+                              "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "b"}]}],
+     r"share every turn but the last \(.*d.jsonl:1\)"),
+    (data.load_prompts, [{"prompt": "p"}, {"prompt": 5}], r"`prompt` must be a non-empty string, got 5 \(.*d.jsonl:2\)"),
+    (data.load_prompts, [{"prompt": [{"role": "user"}]}], r"each message needs a role .*\(.*d.jsonl:1\)"),
 ])
 def test_bad_rows_name_the_line(tmp_path, loader, rows, message):
     with pytest.raises(UserError, match=message):
