@@ -168,6 +168,12 @@ def test_a_bad_file_is_one_line_naming_it(tmp_path, reader, case):
     assert "\n" not in str(e.value)
 
 
+def test_a_utf8_byte_order_mark_is_dropped(tmp_path):
+    f = tmp_path / "bom.jsonl"  # what Windows editors write
+    f.write_bytes(b"\xef\xbb\xbf" + b'{"prompt": "a"}\n')
+    assert data.load_prompts(str(f)) == ["a"]
+
+
 @pytest.mark.parametrize("case, expected", [
     ("missing", r"in: no checkpoint here"),
     ("directory", r"in/ckpt\.pt: no checkpoint here"),  # neither ckpt.pt nor a Hugging Face model.safetensors / .bin
