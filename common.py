@@ -57,15 +57,21 @@ def finish(rt):
 
 # ----------------------------------------------------------------------------- models
 def load_checkpoint(path):
+    """A checkpoint a stage wrote (its ckpt.pt, or the folder holding it); anything else is one line naming it."""
     if os.path.isdir(path):
         path = os.path.join(path, "ckpt.pt")
     if not os.path.exists(path):
         raise MissingFile(f"{path}: no checkpoint here. Run the stage that writes it first "
                           f"(e.g. python sft.py), or point --init_from / the path option at one.")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"{path}: not a readable checkpoint ({e})") from None
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle, zip, EOF or OS errors, some of them many lines long: the kind is enough
+        raise UserError(f"{path}: not a readable checkpoint ({getattr(e, 'strerror', None) or type(e).__name__})",
+                        fix="give the ckpt.pt a stage wrote, or its folder") from None
+    if not isinstance(ckpt, dict) or not {"model", "model_args"} <= ckpt.keys():
+        raise UserError(f"{path}: not a readable checkpoint (no model / model_args in it)",
+                        fix="Hugging Face GPT-2 weights: give their folder, or a .bin / .safetensors file")
+    return ckpt
 
 
 def load_model(init_from, scalar_head=False, model_args=None, vocab=None):
@@ -73,7 +79,9 @@ def load_model(init_from, scalar_head=False, model_args=None, vocab=None):
     with the other kind of head it keeps the body: an SFT model starts a reward model or critic."""
     if init_from == "scratch":
         return GPT(GPTConfig(**{**model_args, "scalar_head": scalar_head})), vocab, None
-    if init_from in GPT2_SIZES or (os.path.isdir(init_from) and not os.path.exists(os.path.join(init_from, "ckpt.pt"))):
+    hf = os.path.isdir(init_from) and not os.path.exists(os.path.join(init_from, "ckpt.pt")) and \
+        any(os.path.exists(os.path.join(init_from, f)) for f in ("model.safetensors", "pytorch_model.bin"))
+    if init_from in GPT2_SIZES or hf or init_from.endswith((".bin", ".safetensors")):
         return GPT.from_pretrained(init_from, scalar_head=scalar_head), None, None
     ckpt = load_checkpoint(init_from)
     model = GPT(GPTConfig(**{**ckpt["model_args"], "scalar_head": scalar_head}))

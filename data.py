@@ -91,30 +91,47 @@ def vocab_of(texts):
 # -----------------------------------------------------------------------------
 # JSONL readers. Field names follow TRL where it has them; every error names the file and the line.
 
+def read_text(path, what="file", fix=None):
+    """The text of a file the user named. A missing path, a directory, an unreadable file or one that is not
+    UTF-8 is one line naming the path (and the line of the first bad byte). A UTF-8 BOM is dropped."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise MissingFile(f"no such {what}", path, fix) from None
+    except IsADirectoryError:
+        raise UserError(f"the {what} is a directory", path, fix) from None
+    except OSError as e:
+        raise UserError(f"cannot read the {what} ({e.strerror})", path, fix) from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise UserError(f"the {what} is not UTF-8 text (byte {raw[e.start]:#04x})", f"{path}:{line}",
+                        "save it as UTF-8") from None
+
 def read_jsonl(path, required=()):
     """Read a JSONL file into a list of dicts (each with "_where": "path:line"). `required` lists
     alternatives of "|"-joined fields; a row must have all the fields of one of them."""
-    if not os.path.exists(path):
-        raise MissingFile("no such file", path, "check the path (--data_path / --test_path / --val_path)")
+    text = read_text(path, "file", "check the path (--data_path / --test_path / --val_path)")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"malformed JSON ({e.msg} at column {e.colno})", f"{path}:{n}",
-                                "each line must be one JSON object") from None
-            if not isinstance(row, dict):
-                raise UserError(f"expected a JSON object, got {type(row).__name__}", f"{path}:{n}")
-            fields = next((r for r in required if all(k in row for k in r.split("|"))), None) \
-                if required else ""
-            if fields is None:
-                want = " or ".join("{" + ", ".join(r.split("|")) + "}" for r in required)
-                raise UserError(f"missing field(s): expected {want}, got {sorted(row)}", f"{path}:{n}")
-            row["_where"] = f"{path}:{n}"
-            rows.append(row)
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"malformed JSON ({e.msg} at column {e.colno})", f"{path}:{n}",
+                            "each line must be one JSON object") from None
+        if not isinstance(row, dict):
+            raise UserError(f"expected a JSON object, got {type(row).__name__}", f"{path}:{n}")
+        fields = next((r for r in required if all(k in row for k in r.split("|"))), None) \
+            if required else ""
+        if fields is None:
+            want = " or ".join("{" + ", ".join(r.split("|")) + "}" for r in required)
+            raise UserError(f"missing field(s): expected {want}, got {sorted(row)}", f"{path}:{n}")
+        row["_where"] = f"{path}:{n}"
+        rows.append(row)
     if not rows:
         raise UserError("empty dataset (no JSON lines)", path)
     return rows
@@ -156,6 +173,14 @@ def render_messages(messages, where="messages"):
     prompt = render_turns(messages[:-1], where)
     render_turns(messages[-1:], where)  # checks the last turn too
     return prompt, " " + messages[-1]["content"] + EOT_TEXT
+
+def render_conversation(prompt, completion, where="messages"):
+    """TRL's conversational rows: a `prompt` message list and a completion of one assistant turn -> (prompt,
+    completion), rendered as `render_messages` renders the same turns in a `messages` row."""
+    if not isinstance(prompt, list) or not isinstance(completion, list) or len(completion) != 1:
+        raise UserError("a conversational row needs a `prompt` message list and each completion a list of one "
+                        "assistant turn", where)
+    return render_messages(prompt + completion, where)
 
 # Dataset formats, detected from each row's fields (the first that fits); one format per file (README: Formats).
 FORMATS = {
@@ -203,6 +228,8 @@ def load_sft_jsonl(path, template="plain"):
             q = _text(r, "instruction", w) + (f"\n\n{inp}" if inp.strip() else "")
             p = format_prompt(q, template) if template != "plain" else q + "\n"
             c = _text(r, "output" if fmt == "alpaca" else "response", w)
+        elif isinstance(r["prompt"], list):  # TRL's conversational prompt-completion
+            p, c = render_conversation(r["prompt"], r["completion"], w)
         else:
             p, c = format_prompt(_text(r, "prompt", w), template), _text(r, "completion", w)
         out.append((p, c, w))
@@ -223,17 +250,16 @@ def split_prompt(chosen, rejected, where):
 
 def load_preferences(path, template="plain"):
     """Preference pairs in any of TRL's formats -> dicts prompt, chosen, rejected, where (+ margin). An
-    implicit prompt is split off (`split_prompt`); conversational: the shared turns are the prompt."""
+    implicit prompt is split off (`split_prompt`); conversational: the `prompt` turns or else the shared turns
+    are the prompt (UltraFeedback-binarized's `prompt` string repeats its shared user turn)."""
     rows, fmt = read_format(path, "preference")
     out = []
     for r in rows:
         w = r["_where"]
         conv = isinstance(r["chosen"], list)
-        if conv and fmt == "explicit":
-            if not isinstance(r["prompt"], list) or not isinstance(r["rejected"], list):
-                raise UserError("conversational rows need prompt, chosen and rejected all as message lists", w)
-            p = render_turns(r["prompt"], w)
-            c, j = (render_messages(r["prompt"] + r[k], w)[1] for k in ("chosen", "rejected"))
+        if conv and isinstance(r.get("prompt"), list):
+            p, c = render_conversation(r["prompt"], r["chosen"], w)
+            j = render_conversation(r["prompt"], r["rejected"], w)[1]
         elif conv:
             ch, rj = r["chosen"], r["rejected"]
             if not isinstance(rj, list) or len(ch) < 2 or ch[:-1] != rj[:-1]:
@@ -273,15 +299,26 @@ def load_rankings(path):
     return out
 
 def load_unpaired(path):
-    """Thumbs up / down (TRL's unpaired preference format) -> dicts prompt, completion, label (bool), where."""
+    """Thumbs up / down (TRL's unpaired preference format, text or conversational; the label true / false or
+    1 / 0) -> dicts prompt, completion, label (bool), where."""
     rows, _ = read_format(path, "unpaired")
     out = []
     for r in rows:
-        w = r["_where"]
-        if not isinstance(r["label"], bool):
-            raise UserError(f"label must be true or false, got {r['label']!r}", w)
-        out.append(dict(prompt=_text(r, "prompt", w), completion=_text(r, "completion", w), label=r["label"], where=w))
+        w, y = r["_where"], r["label"]
+        if not isinstance(y, bool) and not (type(y) is int and y in (0, 1)):
+            raise UserError(f"label must be true / false or 1 / 0, got {y!r}", w)
+        if isinstance(r["prompt"], list):
+            p, c = render_conversation(r["prompt"], r["completion"], w)
+        else:
+            p, c = _text(r, "prompt", w), _text(r, "completion", w)
+        out.append(dict(prompt=p, completion=c, label=bool(y), where=w))
     return out
+
+def load_prompts(path, template="plain"):
+    """Prompts for the RL stages: {"prompt": text} rows (`template` applied) or TRL's conversational
+    {"prompt": [messages]} (rendered as `messages` rows are, ending with the "Assistant:" cue)."""
+    return [render_turns(r["prompt"], r["_where"]) if isinstance(r["prompt"], list)
+            else format_prompt(_text(r, "prompt", r["_where"]), template) for r in read_jsonl(path, ("prompt",))]
 
 # -----------------------------------------------------------------------------
 # Feedback files (feedback.py and rlaif.py write them; reward.py, dpo.py and audit.py read them), one JSON

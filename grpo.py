@@ -218,7 +218,7 @@ if __name__ == "__main__":
         train_prompts = task.prompts("train")
         eval_prompts = task.prompts("test") * eval_repeats
     else:
-        train_prompts = [data.format_prompt(r["prompt"], template) for r in data.read_jsonl(data_path, ("prompt",))]
+        train_prompts = data.load_prompts(data_path, template)
         eval_prompts = train_prompts[:n_print]  # no gold scorer for your data: we print samples instead
     max_prompt = policy.config.block_size - max_new_tokens
     data.encode_prompts(tok, train_prompts + eval_prompts, max_prompt)  # fail now, not mid-run

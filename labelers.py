@@ -7,7 +7,6 @@ labelers.py (goldRLHF): who labels a pair, and how; shared by feedback.py, rlaif
   log-odds' mean for a reward or a vote, the probabilities' mean for a soft label)
 """
 import math
-import os
 from itertools import combinations
 
 import torch
@@ -15,7 +14,7 @@ import torch
 import common
 import data
 import task
-from configurator import MissingFile, UserError
+from configurator import UserError
 
 GROUP_KINDS = data.FEEDBACK_KINDS[:4]  # what label_group writes from one labelling: pairwise, ties, rankings, likert
 
@@ -261,21 +260,18 @@ def read_principles(path, tok, block_size, builtin=False, default=(task.DEFAULT_
     """The principles file, one per line, '#' lines skipped ('': `default`); builtin: only task.PRINCIPLES."""
     if not path:
         return list(default)
-    if not os.path.isfile(path):
-        raise MissingFile(f"{path}: no principles file here", fix="write one principle per line")
     out = []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            p = line.strip()
-            if not p or p.startswith("#"):
-                continue
-            if tok is not None and len(tok.encode(p, f"{path}:{n}")) > block_size // 2:
-                raise UserError(f"this principle has {len(tok.encode(p))} tokens: with two responses it cannot "
-                                f"fit the judge's context of {block_size}", f"{path}:{n}", "shorten it")
-            if builtin and p not in task.PRINCIPLES:
-                raise UserError(f"the built-in task's people cannot follow {p!r}", f"{path}:{n}",
-                                "use lines of task.PRINCIPLES: " + " | ".join(task.PRINCIPLES))
-            out.append(p)
+    for n, line in enumerate(data.read_text(path, "principles file", "write one principle per line").split("\n"), 1):
+        p = line.strip()
+        if not p or p.startswith("#"):
+            continue
+        if tok is not None and len(tok.encode(p, f"{path}:{n}")) > block_size // 2:
+            raise UserError(f"this principle has {len(tok.encode(p))} tokens: with two responses it cannot "
+                            f"fit the judge's context of {block_size}", f"{path}:{n}", "shorten it")
+        if builtin and p not in task.PRINCIPLES:
+            raise UserError(f"the built-in task's people cannot follow {p!r}", f"{path}:{n}",
+                            "use lines of task.PRINCIPLES: " + " | ".join(task.PRINCIPLES))
+        out.append(p)
     if not out:
         raise UserError("the principles file has no principle", path, "write one principle per line")
     return out

@@ -179,15 +179,21 @@ class GPT(nn.Module):
                 from safetensors.torch import load_file
             except ImportError:
                 raise ImportError(f"{path}: reading .safetensors needs `pip install safetensors`") from None
-            sd = load_file(path)
-        else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            sd = load_file(path) if path.endswith(".safetensors") else torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # the kind is enough: some of torch.load's messages are many lines long
+            raise UserError(f"{path}: not readable GPT-2 weights ({getattr(e, 'strerror', None) or type(e).__name__})") from None
+        if not isinstance(sd, dict) or not any(k.startswith(("h.", "transformer.h.")) for k in sd):
+            raise UserError(f"{path}: not GPT-2 weights (no transformer blocks h.* in it)")
         sd = {k.removeprefix("transformer."): v for k, v in sd.items()}
         n_layer = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("h."))
         V, C = sd["wte.weight"].shape
         cfg_file = os.path.join(os.path.dirname(path), "config.json")
-        n_head = json.load(open(cfg_file))["n_head"] if os.path.exists(cfg_file) else \
-            {768: 12, 1024: 16, 1280: 20, 1600: 25}.get(C, max(1, C // 64))
+        try:
+            n_head = json.load(open(cfg_file, encoding="utf-8"))["n_head"] if os.path.exists(cfg_file) else \
+                {768: 12, 1024: 16, 1280: 20, 1600: 25}.get(C, max(1, C // 64))
+        except (OSError, ValueError, KeyError, TypeError) as e:  # ValueError: not UTF-8, or not JSON
+            raise UserError(f"{cfg_file}: not a GPT-2 config.json with n_head ({type(e).__name__})") from None
         model = cls(GPTConfig(block_size=sd["wpe.weight"].shape[0], vocab_size=V, n_layer=n_layer,
                               n_head=n_head, n_embd=C, scalar_head=scalar_head))
         own = model.state_dict()

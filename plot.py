@@ -48,12 +48,16 @@ def read_metrics(path):
     if os.path.isdir(path):
         path = os.path.join(path, "metrics.jsonl")
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.readlines()
+        with open(path, "rb") as f:
+            raw = f.read()
+        lines = raw.decode("utf-8").split("\n")
     except FileNotFoundError:
         fail(f"{path}: no such file (run the stage first; it writes metrics.jsonl into its --out_dir)")
     except OSError as e:
         fail(f"{path}: {e.strerror}")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        fail(f"{path} line {line}: not UTF-8 text; each line must be one JSON object, as the stages write")
     rows = []
     for i, line in enumerate(lines, 1):
         if not line.strip():

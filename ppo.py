@@ -187,7 +187,7 @@ if __name__ == "__main__":
     if data_path == "builtin":
         train_prompts, eval_prompts = task.prompts("train"), task.prompts("test")
     else:
-        train_prompts = [data.format_prompt(r["prompt"], template) for r in data.read_jsonl(data_path, ("prompt",))]
+        train_prompts = data.load_prompts(data_path, template)
         eval_prompts = []
     max_prompt = policy.config.block_size - max_new_tokens
     train_ids = data.encode_prompts(tok, train_prompts, max_prompt, where=data_path)

@@ -6,9 +6,9 @@ rewards.py (goldRLHF): what an RL stage optimises, read alike by ppo.py, grpo.py
 - trained reward models (reward.py) as one RewardModels: gain * raw + bias, aspects summed with weights, each
   possibly an ensemble (RewardEnsemble); and the AI judge as the reward (judge_reward: "direct" RLAIF)
 """
-import importlib.util
 import math
 import os
+import types
 import zlib
 from dataclasses import dataclass
 from itertools import combinations
@@ -20,7 +20,7 @@ import common
 import data
 import labelers
 import task
-from configurator import MissingFile, UserError
+from configurator import UserError
 from data import EOT_TEXT
 from model import GPT, GPTConfig, disable_dropout, gather_last, score_sequences
 
@@ -60,11 +60,15 @@ def load_rewards(spec, builtins=BUILTIN_REWARDS):
             if len(parts) != 2:
                 raise UserError(f"--reward_fns entry {entry!r}: write a file's function as file.py:function[:weight]")
             path, fn_name = parts
-            if not os.path.exists(path):
-                raise MissingFile(f"--reward_fns entry {entry!r}: no file {path}")
-            spec_ = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
-            module = importlib.util.module_from_spec(spec_)
-            spec_.loader.exec_module(module)
+            source = data.read_text(path, "reward function file", f"check --reward_fns entry {entry!r}")
+            try:
+                code = compile(source, path, "exec")
+            except (SyntaxError, ValueError) as e:  # ValueError: a null byte
+                raise UserError(f"the reward function file does not parse ({getattr(e, 'msg', e)})",
+                                f"{path}:{getattr(e, 'lineno', None) or 1}") from None
+            module = types.ModuleType(os.path.basename(path)[:-3])
+            module.__file__ = path
+            exec(code, module.__dict__)  # as an import would, but a bad file is one line, not a traceback
             fn = getattr(module, fn_name, None)
             if not callable(fn):
                 raise UserError(f"--reward_fns entry {entry!r}: {path} has no function {fn_name!r}")

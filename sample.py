@@ -67,8 +67,7 @@ if __name__ == "__main__":
     if prompt:
         prompts = [prompt]
     elif prompt_file:
-        with open(prompt_file, encoding="utf-8") as f:
-            prompts = [line.rstrip("\n") for line in f if line.strip()]
+        prompts = [line.rstrip("\r") for line in data.read_text(prompt_file, "prompt file").split("\n") if line.strip()]
         if not prompts:
             raise UserError(f"{prompt_file}: no prompts in it (one prompt per line)")
     else:

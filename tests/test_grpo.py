@@ -195,7 +195,7 @@ def test_bad_reward_specs(tmp_path):
     f.write_text("def short(prompts, responses):\n    return [1.0]\n")
     with pytest.raises(ValueError, match="unknown reward"):
         rewards.load_rewards("gold,blue")
-    with pytest.raises(FileNotFoundError, match="no file"):
+    with pytest.raises(FileNotFoundError, match="no such reward function file"):
         rewards.load_rewards(str(tmp_path / "missing.py") + ":fn")
     with pytest.raises(ValueError, match="no function 'nope'"):
         rewards.load_rewards(f"{f}:nope")
