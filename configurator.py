@@ -190,7 +190,7 @@ def configure(g, argv=None, choices=None, depends=None):
         others = sorted({f"{o}={g[o]}" for k, (o, _) in depends.items() if f"{k}={g[k]!r}" in resolved})
         print(f"config: {', '.join(others)} sets {', '.join(resolved)} (its own defaults; set a key to override)")
     notes = _comments(script)
-    for k in keys:  # ranges last: they may name other keys, whatever set them
+    for k in sorted(keys, key=lambda k: k not in given):  # ranges last (they may name other keys); the user's first
         rules = parse_range(notes.get(k, "")) if isinstance(g[k], (int, float)) and not isinstance(g[k], bool) else None
         if rules:
             _check_range(k, g, rules, given.get(k))
