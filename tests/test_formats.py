@@ -93,7 +93,7 @@ def test_bad_rows_name_the_line(tmp_path, loader, rows, message):
     ("reward.py", ["--data_path={tmp}/fb"], r"^error: .*fb/pairwise_train\.jsonl: no pairwise feedback here.* run `python feedback\.py` first"),
     ("feedback.py", ["--policy_path={tmp}/nowhere"], r"^error: .*nowhere.*no checkpoint here"),
     ("feedback.py", ["--labelers=careful:0.5,noisy:0.2"], r"^error: --labelers=.*must be >= 0 and sum to 1 \(they sum to 0\.7\)"),
-    ("feedback.py", ["--n_annotators=5"], r"^error: --n_annotators=5 is more than the pool's --n_labelers=3"),
+    ("feedback.py", ["--n_annotators=5"], r"^error: --n_annotators=5: must be > 0, <= n_labelers \(= 3\)$"),
 ])
 def test_user_errors_are_one_line_with_exit_status_2(tmp_path, script, args, expected):
     import re
