@@ -4,17 +4,22 @@ one-line comment, then calls `config = configure(globals(), choices=dict(loss_ty
 an optional config file (.py or .json) as the first argument, then `--key=value` overrides, type-checked
 against the defaults; unknown keys and values outside `choices` are errors; `--help` lists every key. A key
 whose default depends on another key's value (GSPO's clip band) names it in `depends`: the user's value wins,
-else the other key's own default, resolved here and printed once. The returned dict goes into every checkpoint
-(stages never reassign a key, so it is what ran).
+else the other key's own default, resolved here and printed once. Each numeric key's comment ends with its
+range, checked last (config files too): `# pairs per step [> 0]`, `[>= 0, < 0.5]`, `[> 0, divides n_embd]`,
+`[>= 0, <= max_new_tokens]` (a bound: a number, a key, or a product `a * b`), or `[any]`. The returned dict
+goes into every checkpoint (stages never reassign a key, so it is what ran).
 UserError is every script's report of a user's mistake: `configure`'s hook prints one line, `error: <what>
 (<file>:<line>). <the fix>`, exit status 2; any other exception is a bug and keeps its traceback.
 """
 import ast
 import difflib
 import json
+import math
+import operator
 import os
 import re
 import sys
+import time
 
 
 class UserError(ValueError):
@@ -30,6 +35,8 @@ class MissingFile(UserError, FileNotFoundError):
 def _excepthook(etype, value, tb):
     if issubclass(etype, UserError):
         sys.stdout.flush()
+        if os.environ.get("RANK", "0") != "0":  # torchrun: every rank finds the same mistake; rank 0 prints it and its
+            time.sleep(10)  # exit stops this rank (a mistake of this rank alone is printed after the wait)
         print(f"error: {value}", file=sys.stderr, flush=True)
         os._exit(2)  # sys.exit would be ignored inside an excepthook
     sys.__excepthook__(etype, value, tb)
@@ -79,6 +86,38 @@ def _comments(path):
     return out
 
 
+RANGE = re.compile(r"\[([^\[\]]*)\]\s*$")  # a comment's last [...]
+RULE = re.compile(r"(>=|<=|>|<|divides) (.+)")
+OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+
+
+def parse_range(note):
+    """A key's comment -> its range, [(op, [factors of the operand])] ([any]: []), or None if it declares none."""
+    m = RANGE.search(note)
+    if not m or m.group(1).strip() == "any":
+        return None if not m else []
+    rules = [RULE.fullmatch(r.strip()) for r in m.group(1).split(",")]
+    if not all(rules):
+        raise ValueError(f"cannot read the range in {note!r}: use e.g. [> 0], [>= 0, <= 1], [divides n_embd]")
+    return [(r.group(1), [f.strip() for f in r.group(2).split("*")]) for r in rules]
+
+
+def _check_range(k, g, rules, where=None):
+    """UserError unless g[k] is within `rules` (parse_range's): one line naming the key, its value and the range."""
+    shown, ok = [], True
+    for op, factors in rules:
+        n = math.prod(g[f] if f in g else ast.literal_eval(f) for f in factors)  # a key's value or a number
+        named = " * ".join(factors) + (f" (= {n})" if any(f in g for f in factors) else "")
+        if op == "divides":
+            ok &= g[k] != 0 and n % g[k] == 0
+            shown.append(f"a divisor of {named}")
+        else:
+            ok &= OPS[op](g[k], n)
+            shown.append(f"{op} {named}")
+    if not ok:
+        raise UserError(f"--{k}={g[k]!r}: must be {', '.join(shown)}", where)
+
+
 def configure(g, argv=None, choices=None, depends=None):
     """Set g's config keys from argv; returns {key: value}. depends: {key: (other key, {other's value: this
     key's default})}, e.g. dict(clip_low=("objective", {"gspo": 3e-4})): the default when the user sets none."""
@@ -103,7 +142,7 @@ def configure(g, argv=None, choices=None, depends=None):
                 allowed += f" ({other}=" + ", ".join(f"{o}: {v!r}" for o, v in by.items()) + ")"
             print(f"  --{k}={g[k]!r}".ljust(width + 4) + notes.get(k, "") + allowed)
         sys.exit(0)
-    given = set()  # keys the user set: a `depends` default never overrides them
+    given = {}  # key -> the config file that set it (None: --key=value): a `depends` default never overrides them
     for arg in argv:
         if not arg.startswith("--"):  # a config file
             try:
@@ -126,7 +165,7 @@ def configure(g, argv=None, choices=None, depends=None):
             k, raw = arg[2:].split("=", 1)
             items = [(k, raw)]
         for k, v in items:
-            given.add(k)
+            given[k] = None if arg.startswith("--") else arg
             if k not in keys:
                 close = difflib.get_close_matches(k, keys, n=1)
                 raise UserError(f"unknown config key {k!r}", arg, (f"did you mean --{close[0]}? " if close else "")
@@ -150,4 +189,9 @@ def configure(g, argv=None, choices=None, depends=None):
     if resolved and os.environ.get("RANK", "0") == "0":  # (torchrun: printed once, by rank 0)
         others = sorted({f"{o}={g[o]}" for k, (o, _) in depends.items() if f"{k}={g[k]!r}" in resolved})
         print(f"config: {', '.join(others)} sets {', '.join(resolved)} (its own defaults; set a key to override)")
+    notes = _comments(script)
+    for k in sorted(keys, key=lambda k: k not in given):  # ranges last (they may name other keys); the user's first
+        rules = parse_range(notes.get(k, "")) if isinstance(g[k], (int, float)) and not isinstance(g[k], bool) else None
+        if rules:
+            _check_range(k, g, rules, given.get(k))
     return {k: g[k] for k in keys}

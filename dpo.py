@@ -50,14 +50,14 @@ val_path = ""  # held-out pairs for eval metrics; empty: pairwise_test.jsonl nex
 template = "plain"  # prompt template for JSONL prompts: 'plain' or 'instruction'
 # the loss
 loss_type = "sigmoid"  # 'sigmoid' (DPO), 'ipo', 'hinge', 'robust', 'simpo', 'kto'
-beta = 0.5  # strength of the KL-to-reference constraint (sigmoid/ipo/hinge/robust); not TRL's 0.1: RESULTS.md 2.7
-label_smoothing = 0.0  # assumed label-flip rate eps: sigmoid -> conservative DPO (cDPO), robust needs > 0
-simpo_beta = 2.0  # SimPO's reward scale (its rewards are per-token averages, so larger than beta)
-simpo_gamma = 1.0  # SimPO's target margin gamma (= simpo_beta * 0.5, the SimPO code's gamma_beta_ratio)
-rpo_alpha = 0.0  # weight of the length-normalised NLL on chosen responses (RPO); 0: off
-desirable_weight = 0.0  # KTO's lambda_D; 0: balanced, lambda_D n_D = lambda_U n_U (the paper: 1 to 4/3)
-undesirable_weight = 1.0  # KTO's lambda_U
-max_items = 0  # train on the first this many rows of data_path (0: all); a row is one judgement
+beta = 0.5  # strength of the KL-to-reference constraint (sigmoid/ipo/hinge/robust); not TRL's 0.1: RESULTS.md 2.7 [> 0]
+label_smoothing = 0.0  # assumed label-flip rate eps: sigmoid -> conservative DPO (cDPO), robust needs > 0 [>= 0, < 0.5]
+simpo_beta = 2.0  # SimPO's reward scale (its rewards are per-token averages, so larger than beta) [> 0]
+simpo_gamma = 1.0  # SimPO's target margin gamma (= simpo_beta * 0.5, the SimPO code's gamma_beta_ratio) [>= 0]
+rpo_alpha = 0.0  # weight of the length-normalised NLL on chosen responses (RPO); 0: off [>= 0]
+desirable_weight = 0.0  # KTO's lambda_D; 0: balanced, lambda_D n_D = lambda_U n_U (the paper: 1 to 4/3) [>= 0]
+undesirable_weight = 1.0  # KTO's lambda_U [> 0]
+max_items = 0  # train on the first this many rows of data_path (0: all); a row is one judgement [>= 0]
 ref_mode = "precompute"  # 'precompute' (reference log-probs once, reference freed) or 'online'
 # online DPO (Guo et al. 2024)
 online = False  # True: each step, two responses per prompt from the policy, `labeler` picks, then the loss
@@ -65,27 +65,27 @@ labeler = "human"  # online: 'human' (simulated people vote on gold), 'reward' (
 reward_path = "out/reward/ckpt.pt"  # online --labeler=reward: the higher-scoring response is chosen
 judge_path = "out/judge"  # online --labeler=ai: the AI judge (rlaif.py), both orders averaged
 judge_principles = ""  # its principles file ('' = 'Prefer the better review.'), one drawn per pair
-n_annotators = 3  # online --labeler=human: simulated people per pair, majority vote (feedback.py's default)
-label_temperature = 0.25  # their Bradley-Terry noise, gold units (feedback.py's default)
+n_annotators = 3  # online --labeler=human: simulated people per pair, majority vote (feedback.py's default) [> 0]
+label_temperature = 0.25  # their Bradley-Terry noise, gold units (feedback.py's default) [> 0]
 # optimisation
-batch_size = 32  # preference pairs per micro-batch per process (2x sequences in the forward)
-grad_accum = 1  # micro-batches per optimizer step
-max_iters = 200  # optimizer steps
-lr = 1e-4  # peak learning rate (use ~5e-7 for GPT-2 weights)
-warmup_iters = 20  # linear warmup steps
-weight_decay = 0.0  # AdamW weight decay on matrices
-grad_clip = 1.0  # clip the global gradient norm (0: off)
+batch_size = 32  # preference pairs per micro-batch per process (2x sequences in the forward) [> 0]
+grad_accum = 1  # micro-batches per optimizer step [>= 1]
+max_iters = 200  # optimizer steps [> 0]
+lr = 1e-4  # peak learning rate (use ~5e-7 for GPT-2 weights) [> 0]
+warmup_iters = 20  # linear warmup steps [>= 0]
+weight_decay = 0.0  # AdamW weight decay on matrices [>= 0]
+grad_clip = 1.0  # clip the global gradient norm (0: off) [>= 0]
 # eval and logging
-log_interval = 25  # print/log train metrics (means over the interval) every this many steps
-eval_interval = 100  # eval held-out pairs, gold score and KL every this many steps
-eval_repeats = 4  # built-in task: samples per held-out prompt for the gold score and KL
-max_new_tokens = 40  # response length limit when sampling
-temperature = 1.0  # sampling temperature for eval samples (0: greedy)
-n_print = 3  # samples printed at each eval
+log_interval = 25  # print/log train metrics (means over the interval) every this many steps [> 0]
+eval_interval = 100  # eval held-out pairs, gold score and KL every this many steps [> 0]
+eval_repeats = 4  # built-in task: samples per held-out prompt for the gold score and KL [> 0]
+max_new_tokens = 40  # response length limit when sampling [> 0]
+temperature = 1.0  # sampling temperature for eval samples (0: greedy) [>= 0]
+n_print = 3  # samples printed at each eval [>= 0]
 # runtime
 device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
 dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
-seed = 1337  # random seed (data order shared by all ranks; sampling offset by rank)
+seed = 1337  # random seed (data order shared by all ranks; sampling offset by rank) [>= 0]
 compile = False  # torch.compile the policy
 fused_lm_head = False  # policy and reference log-probs straight from hidden states (kernels.linear_logprobs_entropy)
 
@@ -182,17 +182,12 @@ if __name__ == "__main__":
     config = configure(globals(), choices=dict(loss_type=LOSS_TYPES, ref_mode=("precompute", "online"),
                                                init_from=("sft", "resume"), template=("plain", "instruction"),
                                                labeler=("human", "reward", "ai")))
-    if not 0 <= label_smoothing < 0.5:
-        raise UserError(f"--label_smoothing={label_smoothing}: must be in [0, 0.5)")
-    if desirable_weight < 0 or undesirable_weight <= 0:
-        raise UserError(f"KTO's weights: --desirable_weight={desirable_weight:g} must be >= 0 (0: balanced) and "
-                        f"--undesirable_weight={undesirable_weight:g} > 0")
     if online and loss_type == "kto":
         raise UserError("--online labels pairs, and KTO trains on unpaired thumbs", fix="use a paired --loss_type "
                         "(sigmoid, ipo, hinge, robust, simpo)")
-    if online and (temperature <= 0 or n_annotators < 1):
-        raise UserError(f"--online needs two different samples per prompt and someone to judge them: "
-                        f"--temperature={temperature:g} must be > 0 and --n_annotators={n_annotators} >= 1")
+    if online and temperature == 0:
+        raise UserError("--temperature=0 with --online: greedy decoding gives one response per prompt, online "
+                        "DPO compares two", fix="use --temperature > 0")
     rt = common.setup(device, dtype, seed, out_dir)
     random.seed(seed + rt.rank)  # online --labeler=human: the simulated people's noise (saved with the checkpoint)
 

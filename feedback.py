@@ -34,22 +34,22 @@ from labelers import label_aspect_group, label_binary_group, label_group, make_p
 out_dir = "out/feedback"  # the feedback files and metrics.jsonl go here (reward.py's and dpo.py's data)
 policy_path = "out/sft/ckpt.pt"  # the policy whose samples people label (the SFT model; any checkpoint)
 anchor_path = ""  # a second policy (e.g. the SFT model) writing the second half of each group: its samples are compared with the policy's
-n_samples = 4  # K responses per prompt (InstructGPT: K = 4..9); each group is labelled with every kind
-n_rounds = 4  # groups of K per train prompt (test prompts get half as many, at least 1)
-n_annotators = 3  # simulated people per item; the label is their majority vote (or --aggregate's)
+n_samples = 4  # K responses per prompt (InstructGPT: K = 4..9); each group is labelled with every kind [>= 2]
+n_rounds = 4  # groups of K per train prompt (test prompts get half as many, at least 1) [> 0]
+n_annotators = 3  # simulated people per item; the label is their majority vote (or --aggregate's) [> 0, <= n_labelers]
 labelers = "careful:1.0"  # the pool's labeler types and shares: careful, noisy, length (prefers longer), adversarial (flips)
-n_labelers = 3  # people in the pool: each pair is judged by n_annotators of them at random (all of them, if equal)
-noisy_scale = 4.0  # a noisy labeler's Bradley-Terry temperature, in units of a careful one's
-length_bonus = 0.1  # a length-biased labeler's utility: gold + this per word of the response
+n_labelers = 3  # people in the pool: each pair is judged by n_annotators of them at random (all of them, if equal) [> 0]
+noisy_scale = 4.0  # a noisy labeler's Bradley-Terry temperature, in units of a careful one's [> 0]
+length_bonus = 0.1  # a length-biased labeler's utility: gold + this per word of the response [>= 0]
 aggregate = "majority"  # pairwise votes -> label: 'majority' or 'dawid_skene' (EM over every labeler's confusion)
-label_temperature = 0.25  # Bradley-Terry / Plackett-Luce noise of the labelers (gold-score units)
-tie_margin = 0.15  # labelers say "about equal" when gold scores are closer than this
-likert_noise = 0.3  # std of the labelers' Gaussian noise on the gold score before rating 1-5
-max_new_tokens = 40  # response length limit when sampling
-temperature = 1.0  # sampling temperature of the policy
+label_temperature = 0.25  # Bradley-Terry / Plackett-Luce noise of the labelers (gold-score units) [> 0]
+tie_margin = 0.15  # labelers say "about equal" when gold scores are closer than this [>= 0]
+likert_noise = 0.3  # std of the labelers' Gaussian noise on the gold score before rating 1-5 [>= 0]
+max_new_tokens = 40  # response length limit when sampling [> 0]
+temperature = 1.0  # sampling temperature of the policy [> 0]
 device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
 dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
-seed = 1337  # random seed (sampling and the labelers)
+seed = 1337  # random seed (sampling and the labelers) [>= 0]
 
 ALL_KINDS = data.FEEDBACK_KINDS  # thumbs up / down and per-aspect ratings come from a second and a third labelling
 
@@ -123,11 +123,6 @@ def mix_groups(texts, other, n_samples):
 if __name__ == "__main__":
     config = configure(globals(), choices=dict(aggregate=("majority", "dawid_skene")))
     pool = make_pool(labelers, n_labelers)
-    if n_annotators > n_labelers:
-        raise UserError(f"--n_annotators={n_annotators} is more than the pool's --n_labelers={n_labelers}",
-                        fix="each item needs that many different people: raise --n_labelers")
-    if n_samples < 2:
-        raise UserError(f"--n_samples={n_samples}: comparisons need at least 2 responses per prompt")
     if "RANK" in os.environ:
         raise UserError("feedback.py runs in one process (sampling takes seconds)", fix="run it with python, not torchrun")
     rt = common.setup(device, dtype, seed, out_dir)

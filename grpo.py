@@ -49,7 +49,7 @@ init_from = "sft"  # 'sft' (policy starts from sft_path) or 'resume' (continue f
 sft_path = "out/sft/ckpt.pt"  # SFT checkpoint: the policy's start and the frozen reference (unused if kl_coef=0)
 reward_path = "out/reward/ckpt.pt"  # the 'rm' reward's reward model (reward.py); or one per aspect, comma-separated
 reward_ensemble = "mean"  # an ensemble reward model (reward.py --ensemble=K): 'mean', 'worst' (min over members), 'uncertainty'
-uncertainty_coef = 1.0  # --reward_ensemble=uncertainty: the 'rm' reward is mean - uncertainty_coef * std over members
+uncertainty_coef = 1.0  # --reward_ensemble=uncertainty: the 'rm' reward is mean - uncertainty_coef * std over members [>= 0]
 aspect_weights = ""  # several reward models' weights in 'rm': 'opinion:1,recommendation:0.5' or '1,0.5' ('' all 1)
 reward_fns = "gold"  # comma list of name[:weight] or file.py:function[:weight]; names: gold, rm, judge, format, length
 judge_path = "out/judge"  # the 'judge' reward's AI judge (rlaif.py): reward = round-robin log-odds in the group
@@ -57,45 +57,45 @@ judge_principles = ""  # the judge's principles file ('' = 'Prefer the better re
 data_path = "builtin"  # 'builtin' (the review task's train prompts) or a JSONL file of {"prompt"}
 template = "plain"  # prompt template for JSONL prompts: 'plain' or 'instruction'
 # GRPO
-group_size = 8  # G: responses sampled per prompt
-prompts_per_batch = 16  # prompts per rollout batch (per process); batch = prompts_per_batch * G responses
+group_size = 8  # G: responses sampled per prompt [> 0]
+prompts_per_batch = 16  # prompts per rollout batch (per process); batch = prompts_per_batch * G responses [> 0]
 advantage = "grpo"  # 'grpo' (r-mean)/std, 'drgrpo' r-mean, 'rloo', 'batch_*' batch std, 'reinforce*' REINFORCE++
 objective = "ppo"  # 'ppo' clipped token ratio (GRPO), 'gspo' sequence ratio (GSPO), 'cispo' clipped IS weight (CISPO)
 loss_agg = "seq"  # 'seq' (GRPO), 'token' (DAPO), 'fixed' (Dr. GRPO): how token losses are averaged
-clip_low = 0.2  # ratio clipped below at 1 - clip_low (CISPO: the weight's floor; 1.0 is none)
-clip_high = 0.2  # ratio clipped above at 1 + clip_high (DAPO clip-higher: 0.28; CISPO: the weight's cap)
-kl_coef = 0.02  # weight of the KL(policy || reference) in the loss; 0 drops the reference model
+clip_low = 0.2  # ratio clipped below at 1 - clip_low (CISPO: the weight's floor; 1.0 is none) [>= 0, <= 1]
+clip_high = 0.2  # ratio clipped above at 1 + clip_high (DAPO clip-higher: 0.28; CISPO: the weight's cap) [>= 0]
+kl_coef = 0.02  # weight of the KL(policy || reference) in the loss; 0 drops the reference model [>= 0]
 kl_estimator = "k3"  # 'k3' (GRPO), 'full' (exact KL, true gradient), 'k3+' (verl), 'k3_corrected' (DeepSeek-V3.2)
 kl_in = "loss"  # 'loss' (the KL estimator in the loss, GRPO) or 'reward' (k1 per token in the reward, PPO-RLHF)
 dynamic_sampling = False  # DAPO: drop groups whose rewards are all equal and sample more prompts
-max_gen_batches = 4  # dynamic sampling: at most this many rollout rounds per iteration
-overlong_cache = 0  # DAPO's soft overlong punishment over the last this many tokens (0: off)
-overlong_penalty = 1.0  # ... reaching -overlong_penalty at max_new_tokens
-ent_coef = 0.0  # entropy bonus weight (0: entropy is only logged)
-ppo_epochs = 2  # inner passes over each rollout batch
-minibatch_size = 64  # responses per gradient step (per process); must divide the batch
-max_new_tokens = 32  # response length limit
-temperature = 1.0  # sampling temperature, > 0 (the log-probs are of this tempered policy)
+max_gen_batches = 4  # dynamic sampling: at most this many rollout rounds per iteration [> 0]
+overlong_cache = 0  # DAPO's soft overlong punishment over the last this many tokens (0: off) [>= 0, <= max_new_tokens]
+overlong_penalty = 1.0  # ... reaching -overlong_penalty at max_new_tokens [>= 0]
+ent_coef = 0.0  # entropy bonus weight (0: entropy is only logged) [>= 0]
+ppo_epochs = 2  # inner passes over each rollout batch [> 0]
+minibatch_size = 64  # responses per gradient step (per process) [> 0, divides prompts_per_batch * group_size]
+max_new_tokens = 32  # response length limit [> 0]
+temperature = 1.0  # sampling temperature (the log-probs are of this tempered policy) [> 0]
 # optimisation
-max_iters = 30  # rollout batches
-lr = 3e-4  # peak learning rate (use ~1e-6 for GPT-2 weights)
-warmup_iters = 5  # linear warmup (in rollout batches)
-weight_decay = 0.0  # AdamW weight decay on matrices
-grad_clip = 1.0  # clip the global gradient norm (0: off)
+max_iters = 30  # rollout batches [> 0]
+lr = 3e-4  # peak learning rate (use ~1e-6 for GPT-2 weights) [> 0]
+warmup_iters = 5  # linear warmup (in rollout batches) [>= 0]
+weight_decay = 0.0  # AdamW weight decay on matrices [>= 0]
+grad_clip = 1.0  # clip the global gradient norm (0: off) [>= 0]
 # eval and logging
-log_interval = 5  # log training metrics every this many rollout batches
-eval_interval = 10  # held-out eval (gold, kl) every this many rollout batches
-eval_repeats = 4  # responses per held-out prompt (4 x 50 test prompts: less noise)
-n_print = 3  # samples printed at each eval
+log_interval = 5  # log training metrics every this many rollout batches [> 0]
+eval_interval = 10  # held-out eval (gold, kl) every this many rollout batches [> 0]
+eval_repeats = 4  # responses per held-out prompt (4 x 50 test prompts: less noise) [> 0]
+n_print = 3  # samples printed at each eval [>= 0]
 # runtime
 device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
 dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
-seed = 1337  # random seed (data order shared by all ranks; sampling offset by rank)
+seed = 1337  # random seed (data order shared by all ranks; sampling offset by rank) [>= 0]
 compile = False  # torch.compile the policy
 fused_lm_head = False  # log-probs straight from hidden states, no logits (kernels.linear_logprobs_entropy)
 
 # ----------------------------------------------------------------------------- pure functions
-ZERO_STD = 1e-6  # a group whose rewards' sample std is below this counts as all-equal: advantage exactly 0
+ZERO_STD = 1e-6  # a group whose rewards' sample std is below this counts as all-equal: advantage exactly 0 [>= 0]
 ADVANTAGES = ("grpo", "drgrpo", "rloo", "batch_centred", "batch_raw")
 
 
@@ -176,16 +176,9 @@ if __name__ == "__main__":
         depends=dict(clip_low=("objective", {"gspo": 3e-4, "cispo": 1.0}),
                      clip_high=("objective", {"gspo": 4e-4, "cispo": 4.0}), loss_agg=("objective", {"cispo": "token"})))
     n_responses = prompts_per_batch * group_size  # per rollout batch, per process
-    if not temperature > 0:  # the log-probs are of softmax(logits / temperature): 0 would divide by 0
-        raise UserError(f"--temperature={temperature}: must be > 0 (GRPO needs a sampling policy's log-probs; "
-                        f"greedy decoding has none)")
     if kl_in == "reward" and kl_estimator != "k3":
         raise UserError(f"--kl_in=reward --kl_estimator={kl_estimator!r}: the reward carries k1", fix="use "
                         "--kl_in=loss (with any estimator), or --kl_in=reward and leave --kl_estimator at k3")
-    if overlong_cache and not 0 < overlong_cache <= max_new_tokens:
-        raise UserError(f"--overlong_cache={overlong_cache}: use 1..max_new_tokens ({max_new_tokens}), or 0 (off)")
-    if n_responses % minibatch_size:
-        raise UserError(f"minibatch_size {minibatch_size} must divide prompts_per_batch * group_size = {n_responses}")
     rt = common.setup(device, dtype, seed, out_dir)
 
     # ----------------------------------------------------------------------------- models

@@ -28,7 +28,7 @@ import data
 import kernels
 import task
 from common import log_metrics, masked_whiten
-from configurator import UserError, configure
+from configurator import configure
 from model import disable_dropout, last_index, response_logprobs
 from rewards import load_reward_models
 
@@ -38,46 +38,46 @@ init_from = "sft"  # 'sft' (policy starts as sft_path) or 'resume' (continue fro
 sft_path = "out/sft/ckpt.pt"  # SFT checkpoint: the policy's start and the frozen reference
 reward_path = "out/reward/ckpt.pt"  # reward model checkpoint (reward.py), frozen; or one per aspect, comma-separated
 reward_ensemble = "mean"  # an ensemble RM (reward.py --ensemble=K): 'mean', 'worst' (min over members) or 'uncertainty'
-uncertainty_coef = 1.0  # --reward_ensemble=uncertainty: the reward is mean - uncertainty_coef * std over members
+uncertainty_coef = 1.0  # --reward_ensemble=uncertainty: the reward is mean - uncertainty_coef * std over members [>= 0]
 aspect_weights = ""  # several RMs: their scores' weights, 'opinion:1,recommendation:0.5' or '1,0.5' ('' all 1)
 critic_init = "reward"  # critic starts from the 'reward' model (TRL, Huang et al. 2024's TL;DR [detail]) or 'sft'
 data_path = "builtin"  # 'builtin' (the review task's train prompts) or a JSONL file of {"prompt"} rows
 template = "plain"  # prompt template for JSONL prompts: 'plain' or 'instruction'
 # rollout
-batch_size = 64  # prompts (= responses) per rollout, per process
-max_new_tokens = 40  # response length limit
-temperature = 1.0  # sampling temperature, > 0; the same temperature scales the logits in the update [detail]
+batch_size = 64  # prompts (= responses) per rollout, per process [> 0]
+max_new_tokens = 40  # response length limit [> 0]
+temperature = 1.0  # sampling temperature; the same temperature scales the logits in the update [detail] [> 0]
 unended_penalty = True  # a response that never emits <|endoftext|> gets unended_score instead of the RM's [detail]
-unended_score = -1.0  # the score of such a response (OpenAI's -1)
+unended_score = -1.0  # the score of such a response (OpenAI's -1) [any]
 # rewards
-beta = 0.05  # KL penalty coefficient (initial value when adaptive)
+beta = 0.05  # KL penalty coefficient (initial value when adaptive) [>= 0]
 kl_estimator = "k1"  # per-token KL in the reward: 'k1' (log p - log p_ref, as the papers) or 'k3'
 adaptive_kl = True  # Ziegler et al.'s proportional controller moves beta toward target_kl
-target_kl = 3.0  # target sequence KL (nats) for the adaptive controller
-kl_horizon = 10000  # controller horizon in samples (Ziegler et al.)
+target_kl = 3.0  # target sequence KL (nats) for the adaptive controller [> 0]
+kl_horizon = 10000  # controller horizon in samples (Ziegler et al.) [> 0]
 whiten_rewards = False  # scale the per-token rewards to std 1 over the batch before GAE (lm-human-preferences: on)
-score_clip = 0.0  # clip the RM score to [-score_clip, score_clip] (0: off)
+score_clip = 0.0  # clip the RM score to [-score_clip, score_clip] (0: off) [>= 0]
 # advantages
-gamma = 1.0  # discount
-lam = 0.95  # GAE lambda
+gamma = 1.0  # discount [>= 0, <= 1]
+lam = 0.95  # GAE lambda [>= 0, <= 1]
 # update
-ppo_epochs = 4  # passes over each rollout batch
-n_minibatches = 4  # minibatches per pass (shuffled every pass)
-lr = 3e-5  # policy learning rate, constant (lm-human-preferences decays it linearly to 0)
-critic_lr = 1e-4  # critic learning rate
-clip_range = 0.2  # policy ratio clip epsilon
-clip_range_value = 0.2  # value clip: new values stay within this of the rollout's values
-ent_coef = 0.0  # entropy bonus coefficient (OpenAI used 0)
-grad_clip = 1.0  # clip each model's gradient norm (0: off)
-max_iters = 60  # PPO iterations (rollout + update)
+ppo_epochs = 4  # passes over each rollout batch [> 0]
+n_minibatches = 4  # minibatches per pass (shuffled every pass) [> 0, divides batch_size]
+lr = 3e-5  # policy learning rate, constant (lm-human-preferences decays it linearly to 0) [> 0]
+critic_lr = 1e-4  # critic learning rate [> 0]
+clip_range = 0.2  # policy ratio clip epsilon [> 0]
+clip_range_value = 0.2  # value clip: new values stay within this of the rollout's values [> 0]
+ent_coef = 0.0  # entropy bonus coefficient (OpenAI used 0) [>= 0]
+grad_clip = 1.0  # clip each model's gradient norm (0: off) [>= 0]
+max_iters = 60  # PPO iterations (rollout + update) [> 0]
 # eval and logging
-eval_interval = 20  # eval on held-out prompts every this many iterations
-eval_repeats = 4  # responses per held-out prompt at eval
-n_print = 3  # samples printed at each eval
+eval_interval = 20  # eval on held-out prompts every this many iterations [> 0]
+eval_repeats = 4  # responses per held-out prompt at eval [> 0]
+n_print = 3  # samples printed at each eval [>= 0]
 # runtime
 device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
 dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
-seed = 1337  # random seed (data order shared by all ranks; sampling offset by rank)
+seed = 1337  # random seed (data order shared by all ranks; sampling offset by rank) [>= 0]
 compile = False  # torch.compile the policy and critic
 fused_lm_head = False  # policy and reference log-probs from hidden states, no logits (kernels.linear_logprobs_entropy)
 
@@ -160,11 +160,6 @@ if __name__ == "__main__":
     config = configure(globals(), choices=dict(kl_estimator=("k1", "k3"), critic_init=("reward", "sft"),
                                                init_from=("sft", "resume"), template=("plain", "instruction"),
                                                reward_ensemble=("mean", "worst", "uncertainty")))
-    if batch_size % n_minibatches:
-        raise UserError(f"batch_size {batch_size} is not divisible by n_minibatches {n_minibatches}")
-    if not temperature > 0:  # the log-probs are of softmax(logits / temperature): 0 would divide by 0
-        raise UserError(f"--temperature={temperature}: must be > 0 (PPO needs a sampling policy's log-probs; "
-                        f"greedy decoding has none)")
     rt = common.setup(device, dtype, seed, out_dir)
 
     # ----------------------------------------------------------------------------- 1. models

@@ -50,27 +50,27 @@ test_path = ""  # held-out JSONL of any kind (read as pairs); '' = data_path's p
 label_kind = "pairwise"  # which feedback to train on: 'pairwise', 'rankings', 'ties', 'likert', 'binary' or 'aspects'
 aspect = ""  # label_kind 'aspects': the aspect this model rates (built-in: opinion, recommendation, fluency, brevity)
 loss_type = ""  # '' = the kind's default (bt, pl, rao_kupper, mse); or margin, hinge, soft (pairwise), pairs, ordinal
-hinge_margin = 1.0  # the margin m of the hinge loss
-max_new_tokens = 40  # response length limit when sampling (normalisation and eval)
-temperature = 1.0  # sampling temperature of the SFT policy
-batch_size = 32  # items (pairs, rankings or rated responses) per step, per process
-max_iters = 300  # optimizer steps
-max_items = 0  # train on the first this many feedback items only (0: all): comparisons at equal label budgets
-lr = 1e-3  # peak learning rate (the tiny built-in model; use ~1e-5 for GPT-2 weights)
-warmup_iters = 20  # linear warmup steps
-weight_decay = 0.0  # AdamW weight decay on matrices
-grad_clip = 1.0  # clip the global gradient norm (0: off)
-log_interval = 50  # print/log train loss every this many steps
-eval_interval = 150  # held-out accuracy every this many steps
-n_norm = 256  # SFT samples on train prompts the reward is normalised over
-n_eval = 2  # fresh SFT samples per test prompt for the Spearman correlation with gold
-n_bins = 5  # bins of the reliability table
-n_print = 3  # test pairs printed with their rewards
+hinge_margin = 1.0  # the margin m of the hinge loss [> 0]
+max_new_tokens = 40  # response length limit when sampling (normalisation and eval) [> 0]
+temperature = 1.0  # sampling temperature of the SFT policy (0: greedy) [>= 0]
+batch_size = 32  # items (pairs, rankings or rated responses) per step, per process [> 0]
+max_iters = 300  # optimizer steps [> 0]
+max_items = 0  # train on the first this many feedback items only (0: all): comparisons at equal label budgets [>= 0]
+lr = 1e-3  # peak learning rate (the tiny built-in model; use ~1e-5 for GPT-2 weights) [> 0]
+warmup_iters = 20  # linear warmup steps [>= 0]
+weight_decay = 0.0  # AdamW weight decay on matrices [>= 0]
+grad_clip = 1.0  # clip the global gradient norm (0: off) [>= 0]
+log_interval = 50  # print/log train loss every this many steps [> 0]
+eval_interval = 150  # held-out accuracy every this many steps [> 0]
+n_norm = 256  # SFT samples on train prompts the reward is normalised over [>= 2]
+n_eval = 2  # fresh SFT samples per test prompt for the Spearman correlation with gold [> 0]
+n_bins = 5  # bins of the reliability table [> 0]
+n_print = 3  # test pairs printed with their rewards [>= 0]
 device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
 dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
-seed = 1337  # random seed (data order shared by all ranks; sampling offset by rank)
+seed = 1337  # random seed (data order shared by all ranks; sampling offset by rank) [>= 0]
 compile = False  # torch.compile the model
-ensemble = 1  # K >= 2: K reward models trained side by side, saved in one checkpoint (see above)
+ensemble = 1  # K >= 2: K reward models trained side by side, saved in one checkpoint (see above) [>= 1]
 bootstrap = True  # ensemble: each member trains on its own bootstrap resample of the feedback items
 
 LOSSES = dict(pairwise=("bt", "margin", "hinge", "soft"), rankings=("pl", "pairs"), ties=("rao_kupper",),
@@ -179,8 +179,6 @@ if __name__ == "__main__":
     if loss_kind not in LOSSES[label_kind]:
         raise UserError(f"--loss_type={loss_type!r} does not fit label_kind {label_kind!r}",
                         fix=f"use one of {', '.join(LOSSES[label_kind])}")
-    if ensemble < 1:
-        raise UserError(f"--ensemble={ensemble}: the number of reward models must be >= 1 (1: no ensemble)")
     is_dir = os.path.isdir(data_path) or not (os.path.isfile(data_path) or data_path.endswith((".jsonl", ".json")))
     train_file = os.path.join(data_path, f"{label_kind}_train.jsonl") if is_dir else data_path
     if not os.path.exists(train_file):

@@ -46,15 +46,15 @@ judge = "out/judge"  # the judge: a checkpoint (sft.py on rlaif.py --mode=demos)
 principles = ""  # a file of principles, one per line; '' = the built-in 'Prefer the better review.' (demos: all of task.PRINCIPLES)
 policy_path = "out/sft/ckpt.pt"  # whose samples are compared (built-in task)
 pairs_path = ""  # instead: your preference file (any of data.py's formats), re-labelled by the judge
-n_pairs = 2000  # built-in task: train pairs to label (test pairs: a quarter as many, at most 500); demos: the human budget per principle
-n_annotators = 3  # simulated people per item (demos, and the agreement report); the majority is kept
-label_temperature = 0.25  # their Bradley-Terry noise, in units of the principle's score
-max_new_tokens = 40  # response length limit when sampling
-temperature = 1.0  # sampling temperature of the policy
-batch_size = 64  # judge prompts per forward pass
+n_pairs = 2000  # built-in task: train pairs to label (test pairs: a quarter as many, at most 500); demos: the human budget per principle [> 0]
+n_annotators = 3  # simulated people per item (demos, and the agreement report); the majority is kept [> 0]
+label_temperature = 0.25  # their Bradley-Terry noise, in units of the principle's score [> 0]
+max_new_tokens = 40  # response length limit when sampling [> 0]
+temperature = 1.0  # sampling temperature of the policy [> 0]
+batch_size = 64  # judge prompts per forward pass [> 0]
 device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
 dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
-seed = 1337  # random seed (sampling, the people, the principle drawn per pair)
+seed = 1337  # random seed (sampling, the people, the principle drawn per pair) [>= 0]
 
 
 # ----------------------------------------------------------------------------- the judge's data
@@ -101,8 +101,6 @@ if __name__ == "__main__":
     config = configure(globals(), choices=dict(mode=("label", "demos")))
     if "RANK" in os.environ:
         raise UserError("rlaif.py runs in one process", fix="run it with python, not torchrun")
-    if n_pairs < 1 or n_annotators < 1:
-        raise UserError(f"--n_pairs={n_pairs}, --n_annotators={n_annotators}: both must be at least 1")
     rt = common.setup(device, dtype, seed, out_dir)
     rng = random.Random(seed)
     builtin = not pairs_path

@@ -25,21 +25,21 @@ from configurator import UserError, configure
 init_from = "out/sft"  # a checkpoint (file or out_dir), a Hugging Face GPT-2 directory, or 'gpt2'...
 prompt = ""  # one prompt; empty: the built-in task's held-out prompts (or --prompt_file)
 prompt_file = ""  # a text file with one prompt per line
-num_samples = 1  # responses per prompt (without best-of-N)
-max_prompts = 100  # at most this many held-out prompts
-max_new_tokens = 40  # response length limit in tokens
-temperature = 1.0  # sampling temperature (0: greedy)
-top_k = 0  # keep the k most likely tokens (0: off)
-top_p = 1.0  # nucleus sampling mass (1.0: off)
-best_of = 0  # best-of-N: N responses per prompt, keep the reward model's favourite (0: off)
+num_samples = 1  # responses per prompt (without best-of-N) [> 0]
+max_prompts = 100  # at most this many held-out prompts [> 0]
+max_new_tokens = 40  # response length limit in tokens [> 0]
+temperature = 1.0  # sampling temperature (0: greedy) [>= 0]
+top_k = 0  # keep the k most likely tokens (0: off) [>= 0]
+top_p = 1.0  # nucleus sampling mass (1.0: off) [> 0, <= 1]
+best_of = 0  # best-of-N: N responses per prompt, keep the reward model's favourite (0: off) [>= 0]
 reward_path = "out/reward"  # the reward model for best-of-N
 reward_ensemble = "mean"  # an ensemble reward model (reward.py --ensemble=K): 'mean', 'worst' (min over members), 'uncertainty'
-uncertainty_coef = 1.0  # --reward_ensemble=uncertainty: the score is mean - uncertainty_coef * std over members
+uncertainty_coef = 1.0  # --reward_ensemble=uncertainty: the score is mean - uncertainty_coef * std over members [>= 0]
 out_dir = "out/sample"  # best-of-N writes metrics.jsonl here
-batch_size = 64  # prompts per generate() call
+batch_size = 64  # prompts per generate() call [> 0]
 device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', ...
 dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
-seed = 1337  # random seed
+seed = 1337  # random seed [>= 0]
 
 
 def best_of_n_kl(n):
@@ -54,8 +54,6 @@ def best_of_n(scores, group, n):
 
 if __name__ == "__main__":
     config = configure(globals(), choices=dict(reward_ensemble=("mean", "worst", "uncertainty")))
-    if temperature < 0:
-        raise UserError(f"--temperature={temperature}: must be >= 0 (0: greedy)")
     if best_of and temperature == 0:
         raise UserError("--best_of with --temperature=0: greedy decoding draws the same response N times (KL 0, "
                          "no choice to make); best-of-N needs sampling, e.g. --temperature=1")

@@ -31,32 +31,32 @@ data_path = "builtin"  # 'builtin' (the review task) or a JSONL file of {prompt,
 val_path = ""  # JSONL for eval loss; empty: builtin uses held-out prompts, a file holds out 5%
 template = "plain"  # prompt template for JSONL prompts: 'plain' or 'instruction'
 compact_vocab = False  # JSONL data: a vocabulary of only its tokens (fast on a CPU); a compact checkpoint's is widened to them
-n_demos = 20000  # built-in task: number of training demonstrations
+n_demos = 20000  # built-in task: number of training demonstrations [> 0]
 # model, when init_from='scratch' (the built-in task's default is tiny)
-n_layer = 4  # transformer blocks
-n_head = 4  # attention heads
-n_embd = 128  # width
-block_size = 64  # context length in tokens
-dropout = 0.0  # dropout probability
+n_layer = 4  # transformer blocks [> 0]
+n_head = 4  # attention heads [> 0, divides n_embd]
+n_embd = 128  # width [> 0]
+block_size = 64  # context length in tokens [> 0]
+dropout = 0.0  # dropout probability [>= 0, < 1]
 # optimisation
-batch_size = 32  # sequences per micro-batch (per process)
-grad_accum = 1  # micro-batches per optimizer step
-max_iters = 1200  # optimizer steps
-lr = 1e-3  # peak learning rate (use ~1e-5 for GPT-2 weights)
-warmup_iters = 50  # linear warmup steps
-weight_decay = 0.1  # AdamW weight decay on matrices
-grad_clip = 1.0  # clip the global gradient norm (0: off)
+batch_size = 32  # sequences per micro-batch (per process) [> 0]
+grad_accum = 1  # micro-batches per optimizer step [>= 1]
+max_iters = 1200  # optimizer steps [> 0]
+lr = 1e-3  # peak learning rate (use ~1e-5 for GPT-2 weights) [> 0]
+warmup_iters = 50  # linear warmup steps [>= 0]
+weight_decay = 0.1  # AdamW weight decay on matrices [>= 0]
+grad_clip = 1.0  # clip the global gradient norm (0: off) [>= 0]
 # eval and logging
-log_interval = 50  # print/log train loss every this many steps
-eval_interval = 400  # eval loss and gold score every this many steps
-eval_prompts = 100  # held-out prompts sampled for the gold score (built-in task)
-max_new_tokens = 40  # response length limit when sampling
-temperature = 1.0  # sampling temperature for eval samples
-n_print = 3  # samples printed at each eval
+log_interval = 50  # print/log train loss every this many steps [> 0]
+eval_interval = 400  # eval loss and gold score every this many steps [> 0]
+eval_prompts = 100  # held-out prompts sampled for the gold score (built-in task) [> 0]
+max_new_tokens = 40  # response length limit when sampling [> 0]
+temperature = 1.0  # sampling temperature for eval samples (0: greedy) [>= 0]
+n_print = 3  # samples printed at each eval [>= 0]
 # runtime
 device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
 dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
-seed = 1337  # random seed (data order shared by all ranks; sampling offset by rank)
+seed = 1337  # random seed (data order shared by all ranks; sampling offset by rank) [>= 0]
 compile = False  # torch.compile the model
 fused_lm_head = False  # log-probs straight from hidden states (kernels.linear_logprobs_entropy): no logits in memory
 

@@ -60,20 +60,20 @@ pool_path = "out/feedback/pairwise_train.jsonl"  # the pool: labelled pairs whos
 test_path = "out/feedback/pairwise_test.jsonl"  # held-out pairs: acc_gold, acc_noisy, spearman
 rules = "random,uncertainty,disagreement,bald"  # the acquisition rules compared, comma-separated
 seeds = "1,2,3"  # one run per rule and seed (comma-separated)
-init_labels = 100  # round 0: this many random pairs (the same ones for every rule at a seed)
-round_size = 100  # labels bought per round
-n_rounds = 5  # rounds of buying after round 0: the budget is init_labels + n_rounds * round_size
-ensemble = 3  # committee size for disagreement and bald (model 0 plus ensemble - 1 bootstrap members)
+init_labels = 100  # round 0: this many random pairs (the same ones for every rule at a seed) [>= 2]
+round_size = 100  # labels bought per round [>= 1]
+n_rounds = 5  # rounds of buying after round 0: the budget is init_labels + n_rounds * round_size [>= 0]
+ensemble = 3  # committee size for disagreement and bald (model 0 plus ensemble - 1 bootstrap members) [>= 1]
 # each round's reward models
-max_iters = 150  # optimizer steps per model per round
-batch_size = 32  # pairs per step
-lr = 1e-3  # peak learning rate (cosine schedule, as reward.py)
-warmup_iters = 20  # linear warmup steps
-grad_clip = 1.0  # clip the gradient norm (0: off)
+max_iters = 150  # optimizer steps per model per round [> 0]
+batch_size = 32  # pairs per step [> 0]
+lr = 1e-3  # peak learning rate (cosine schedule, as reward.py) [> 0]
+warmup_iters = 20  # linear warmup steps [>= 0]
+grad_clip = 1.0  # clip the gradient norm (0: off) [>= 0]
 figure = ""  # the curves as a PNG ('' = out_dir/active_learning.png; 'none': no figure; needs matplotlib)
 device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', ...
 dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
-seed = 1337  # (the runs' seeds are `seeds`; this one only seeds the setup)
+seed = 1337  # (the runs' seeds are `seeds`; this one only seeds the setup) [>= 0]
 
 RULES = ("random", "uncertainty", "disagreement", "bald")
 
@@ -124,9 +124,6 @@ if __name__ == "__main__":
         raise UserError(f"--seeds={seeds!r}: not a comma-separated list of integers", fix="e.g. --seeds=1,2,3") from None
     if not seed_list:
         raise UserError("--seeds is empty", fix="e.g. --seeds=1,2,3")
-    if init_labels < 2 or round_size < 1 or n_rounds < 0:
-        raise UserError(f"--init_labels={init_labels}, --round_size={round_size}, --n_rounds={n_rounds}: need "
-                        f"init_labels >= 2, round_size >= 1 and n_rounds >= 0")
     if ensemble < 2 and {"disagreement", "bald"} & set(rule_list):
         raise UserError(f"--ensemble={ensemble}: disagreement and bald need a committee of at least 2 reward models",
                         fix="pass --ensemble=3 (or drop those rules)")

@@ -102,7 +102,7 @@ def test_bad_input(sft_dir, reward_dir, tmp_path):
                        (["--rules=random,oracle"], "unknown rule oracle"),
                        (["--rules=bald", "--ensemble=1"], "need a committee of at least 2"),
                        (["--seeds=1,x"], "not a comma-separated list of integers"),
-                       (["--round_size=0"], "round_size >= 1"),
+                       (["--round_size=0"], "--round_size=0: must be >= 1"),
                        ([f"--pool_path={tmp_path}/nope.jsonl"], "nope.jsonl")]:
         p = run("-m", "experiments.active", *base, *extra, ok=False)
         assert p.returncode == 2 and msg in p.stderr and "Traceback" not in p.stderr, (extra, p.stderr)

@@ -299,7 +299,7 @@ def test_kto_on_pairs_and_ddp(reward_dir, sft_dir, tmp_path):
     ([dict(prompt="I went to the cafe.", completion=" The cake was good.<|endoftext|>", label=True)], [],
      r"^error: unpaired rows \(thumbs up / down\): only KTO trains on them \(.*\)\. pass --loss_type=kto$"),
     ([dict(prompt="I went to the cafe.", completion=" The cake was good.<|endoftext|>", label=True)],
-     ["--loss_type=kto", "--desirable_weight=-1"], r"^error: KTO's weights: --desirable_weight=-1 must be >= 0"),
+     ["--loss_type=kto", "--desirable_weight=-1"], r"^error: --desirable_weight=-1\.0: must be >= 0$"),
 ])
 def test_kto_bad_input(sft_dir, tmp_path, rows, extra, message):
     import re

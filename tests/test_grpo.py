@@ -289,7 +289,7 @@ def test_bad_input(sft_dir, tmp_path):
     p = run("grpo.py", f"--sft_path={sft_dir}/ckpt.pt", "--kl_estimator=k2", ok=False)
     assert p.returncode != 0 and "Use one of: k3, full, k3+, k3_corrected" in p.stderr
     p = run("grpo.py", f"--sft_path={sft_dir}/ckpt.pt", "--minibatch_size=7", ok=False)
-    assert p.returncode != 0 and "must divide" in p.stderr
+    assert p.returncode != 0 and "--minibatch_size=7: must be > 0, a divisor of prompts_per_batch * group_size (= 128)" in p.stderr
     p = run("grpo.py", f"--sft_path={sft_dir}/ckpt.pt", "--temperature=0", ok=False)
     assert p.returncode != 0 and "--temperature=0.0: must be > 0" in p.stderr and "lower --lr" not in p.stderr
     p = run("grpo.py", f"--sft_path={sft_dir}/ckpt.pt", "--advantage=batch", ok=False)

@@ -90,8 +90,8 @@ def test_reward_model_labels(reward_dir, sft_dir, tmp_path):
 
 @pytest.mark.parametrize("extra, message", [
     (["--loss_type=kto"], "--online labels pairs, and KTO trains on unpaired thumbs"),
-    (["--temperature=0"], "--temperature=0 must be > 0"),
-    (["--n_annotators=0"], "--n_annotators=0 >= 1"),
+    (["--temperature=0"], "--temperature=0 with --online"),
+    (["--n_annotators=0"], "--n_annotators=0: must be > 0"),
     (["--labeler=robot"], "labeler"),
     (["--labeler=reward", "--reward_path=nowhere/ckpt.pt"], "nowhere"),
 ])
