@@ -46,6 +46,7 @@ from model import disable_dropout, response_logprobs
 # ----------------------------------------------------------------------------- config
 out_dir = "out/grpo"  # checkpoint, metrics.jsonl go here
 init_from = "sft"  # 'sft' (policy starts from sft_path) or 'resume' (continue from out_dir/ckpt.pt)
+overwrite = False  # replace what an earlier run left in out_dir: its checkpoint, metrics.jsonl (a fresh run refuses to)
 sft_path = "out/sft/ckpt.pt"  # SFT checkpoint: the policy's start and the frozen reference (unused if kl_coef=0)
 reward_path = "out/reward/ckpt.pt"  # the 'rm' reward's reward model (reward.py); or one per aspect, comma-separated
 reward_ensemble = "mean"  # an ensemble reward model (reward.py --ensemble=K): 'mean', 'worst' (min over members), 'uncertainty'
@@ -186,7 +187,9 @@ if __name__ == "__main__":
         raise UserError(f"--overlong_cache={overlong_cache}: use 1..max_new_tokens ({max_new_tokens}), or 0 (off)")
     if n_responses % minibatch_size:
         raise UserError(f"minibatch_size {minibatch_size} must divide prompts_per_batch * group_size = {n_responses}")
-    rt = common.setup(device, dtype, seed, out_dir)
+    uses = {e.split(":")[0].strip() for e in reward_fns.split(",")}  # the rewards named, so the inputs read
+    rt = common.setup(device, dtype, seed, out_dir, config, ("sft_path", "data_path", "rm" in uses and "reward_path",
+                                                           "judge" in uses and "judge_path"))
 
     # ----------------------------------------------------------------------------- models
     policy, vocab, ckpt = common.load_model(out_dir if init_from == "resume" else sft_path)

@@ -35,6 +35,7 @@ from rewards import load_reward_models
 # ----------------------------------------------------------------------------- config
 out_dir = "out/ppo"  # checkpoint, metrics.jsonl go here
 init_from = "sft"  # 'sft' (policy starts as sft_path) or 'resume' (continue from out_dir/ckpt.pt)
+overwrite = False  # replace what an earlier run left in out_dir: its checkpoint, metrics.jsonl (a fresh run refuses to)
 sft_path = "out/sft/ckpt.pt"  # SFT checkpoint: the policy's start and the frozen reference
 reward_path = "out/reward/ckpt.pt"  # reward model checkpoint (reward.py), frozen; or one per aspect, comma-separated
 reward_ensemble = "mean"  # an ensemble RM (reward.py --ensemble=K): 'mean', 'worst' (min over members) or 'uncertainty'
@@ -165,7 +166,7 @@ if __name__ == "__main__":
     if not temperature > 0:  # the log-probs are of softmax(logits / temperature): 0 would divide by 0
         raise UserError(f"--temperature={temperature}: must be > 0 (PPO needs a sampling policy's log-probs; "
                         f"greedy decoding has none)")
-    rt = common.setup(device, dtype, seed, out_dir)
+    rt = common.setup(device, dtype, seed, out_dir, config, ("sft_path", "reward_path", "data_path"))
 
     # ----------------------------------------------------------------------------- 1. models
     ckpt = common.load_checkpoint(out_dir) if init_from == "resume" else None
