@@ -69,10 +69,11 @@ def test_out_dir_of_an_input_refuses_even_with_overwrite(sft_copy, tmp_path):
     assert snapshot(ckpt) == before
     # in-process: a folder, one of several comma-separated paths, a data file an output would replace
     cases = [(dict(policy_path=sft_copy), ("policy_path",), common.RUN_OUTPUTS),
+             (dict(init_from=f"{sft_copy}/policy.pt"), ("init_from",), common.RUN_OUTPUTS),  # the folder of a .pt
              (dict(reward_path=f"{tmp_path}/rm/ckpt.pt,{sft_copy}/ckpt.pt"), ("reward_path",), common.RUN_OUTPUTS),
              (dict(pairs_path=f"{tmp_path}/x/pairwise_train.jsonl"), ("pairs_path",), ("pairwise_train.jsonl",))]
     for i, (config, inputs, outputs) in enumerate(cases):
-        out = sft_copy if i < 2 else str(tmp_path / "x")
+        out = sft_copy if i < 3 else str(tmp_path / "x")
         with pytest.raises(UserError, match=f"--{inputs[0]}="):
             common.claim_out_dir(out, dict(config, overwrite=True), inputs, outputs)
     common.claim_out_dir(str(tmp_path / "y"), dict(pairs_path=f"{tmp_path}/y/mine.jsonl", overwrite=False),
