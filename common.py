@@ -98,7 +98,7 @@ def claim_out_dir(out_dir, config, inputs=(), outputs=RUN_OUTPUTS, master=True):
     changed = [k for k in config if k in old and config[k] != old[k] and k not in ("init_from", "overwrite")]
     for k in [k for k in changed if k in arch]:
         refuse(f"--{k}={config[k]!r} on resume: the checkpoint in {out_dir} has {k}={old[k]!r} (the model "
-               f"resumes with the checkpoint's architecture)", f"drop --{k}, or start anew with --overwrite=True")
+               f"resumes with the checkpoint's architecture)", f"drop --{k}, or start a fresh run with --overwrite=True")
     if master:
         if changed:
             print("resuming with changed keys: " + ", ".join(f"{k} {old[k]} -> {config[k]}" for k in changed))
