@@ -1,7 +1,8 @@
 """
 common.py (goldRLHF): the runtime every stage shares, none of any stage's algorithm: setup (device, autocast,
-seed, DDP under torchrun), loading models (GPT-2 weights, our checkpoints, frozen copies; reward models are in
-rewards.py), the optimizer, masked_whiten, the one checkpoint every stage saves and resumes from, log_metrics.
+seed, DDP under torchrun, the out_dir a run may write: claim_out_dir), loading models (GPT-2 weights, our
+checkpoints, frozen copies; reward models are in rewards.py), the optimizer, masked_whiten, the one
+checkpoint every stage saves and resumes from, log_metrics.
 """
 import json
 import math
