@@ -1,7 +1,8 @@
 """
 common.py (goldRLHF): the runtime every stage shares, none of any stage's algorithm: setup (device, autocast,
-seed, DDP under torchrun), loading models (GPT-2 weights, our checkpoints, frozen copies; reward models are in
-rewards.py), the optimizer, masked_whiten, the one checkpoint every stage saves and resumes from, log_metrics.
+seed, DDP under torchrun, the out_dir a run may write: claim_out_dir), loading models (GPT-2 weights, our
+checkpoints, frozen copies; reward models are in rewards.py), the optimizer, masked_whiten, the one
+checkpoint every stage saves and resumes from, log_metrics.
 """
 import json
 import math
@@ -19,10 +20,16 @@ from configurator import MissingFile, UserError
 from model import GPT, GPT2_SIZES, GPTConfig, disable_dropout
 
 
-def setup(device="auto", dtype="auto", seed=1337, out_dir=None):
-    """Device, autocast ctx, seed, DDP under torchrun, out_dir: the namespace every stage reads."""
+RUN_OUTPUTS = ("ckpt.pt", "metrics.jsonl")  # what a training stage writes into its out_dir
+
+
+def setup(device="auto", dtype="auto", seed=1337, out_dir=None, config=None, inputs=(), outputs=RUN_OUTPUTS):
+    """Device, autocast ctx, seed, DDP under torchrun, out_dir: the namespace every stage reads. With the
+    run's config, first claim_out_dir(out_dir, config, inputs, outputs): before any work."""
     ddp = int(os.environ.get("RANK", -1)) != -1
     rank, local_rank, world = 0, 0, 1
+    if out_dir and config is not None:
+        claim_out_dir(out_dir, config, inputs, outputs, master=int(os.environ.get("RANK", 0)) == 0)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if ddp:
@@ -45,6 +52,82 @@ def setup(device="auto", dtype="auto", seed=1337, out_dir=None):
     return SimpleNamespace(device=device, device_type=device_type, dtype=dtype, ctx=ctx, ddp=ddp, rank=rank,
                            world_size=world, master=rank == 0,
                            metrics_path=os.path.join(out_dir, "metrics.jsonl") if out_dir else None)
+
+
+def claim_out_dir(out_dir, config, inputs=(), outputs=RUN_OUTPUTS, master=True):
+    """The one rule: a run never replaces what it did not make. A fresh run into an out_dir holding any of
+    `outputs` is refused unless config's overwrite (then they are removed: the run starts anew); an out_dir
+    that is the folder of an input (the config keys `inputs` name: a checkpoint x/ckpt.pt is folder x, a
+    data file counts if an output would replace it) always. --init_from=resume: the checkpoint must be
+    there, architecture keys (its model_args) must not change, other changes are printed, and metrics.jsonl
+    is cut back to the checkpoint's iteration (what the resumed run logs again). One line, exit 2."""
+    def refuse(what, fix):
+        if not master:  # (rank 0 says why; torchrun stops the other ranks when it exits)
+            time.sleep(2)
+            raise SystemExit(2)
+        raise UserError(what, fix=fix)
+    here, resume = os.path.realpath(out_dir), config.get("init_from") == "resume"
+    replaced = {os.path.realpath(os.path.join(out_dir, o)) for o in outputs}
+    for key in inputs:
+        for path in str(config.get(key) or "").split(","):
+            if path in ("", "scratch", "sft", "resume", "builtin") or path in GPT2_SIZES:
+                continue
+            real = os.path.realpath(path)
+            folder = os.path.dirname(real) if real.endswith(".pt") else real
+            if folder == here or real in replaced:
+                refuse(f"--out_dir={out_dir} is where --{key}={path}, an input of this run, lives: the run would "
+                       f"replace it (even with --overwrite=True)", "choose another --out_dir")
+    can_resume = "ckpt.pt" in outputs
+    if not resume:
+        there = [o for o in outputs if os.path.exists(os.path.join(out_dir, o))]
+        if there and not config.get("overwrite"):
+            refuse(f"{out_dir} holds {', '.join(there)} from an earlier run, which this fresh run would replace",
+                   ("pass --init_from=resume to continue it, " if can_resume else "") +
+                   "--overwrite=True to start anew (it removes them), or another --out_dir")
+        for o in there if master else []:
+            os.remove(os.path.join(out_dir, o))
+        return
+    path = os.path.join(out_dir, "ckpt.pt")
+    if not os.path.exists(path):
+        refuse(f"--init_from=resume: no checkpoint in {out_dir} (ckpt.pt) to resume from",
+               "start a fresh run without --init_from=resume")
+    try:  # (mmap: the config and iteration without reading the weights)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:
+        raise UserError(f"{path}: not a readable checkpoint ({e})") from None
+    old, arch = ckpt.get("config") or {}, ckpt.get("model_args") or {}
+    changed = [k for k in config if k in old and config[k] != old[k] and k not in ("init_from", "overwrite")]
+    for k in [k for k in changed if k in arch]:
+        refuse(f"--{k}={config[k]!r} on resume: the checkpoint in {out_dir} has {k}={old[k]!r} (the model "
+               f"resumes with the checkpoint's architecture)", f"drop --{k}, or start a fresh run with --overwrite=True")
+    if master:
+        if changed:
+            print("resuming with changed keys: " + ", ".join(f"{k} {old[k]} -> {config[k]}" for k in changed))
+        cut_metrics(os.path.join(out_dir, "metrics.jsonl"), ckpt["iter_num"])
+
+
+def cut_metrics(path, iter_num):
+    """metrics.jsonl without the rows logged after the checkpoint at iter_num (the resumed run logs those
+    iterations again): rows up to the first with a later "iter" (or cut by a kill) are kept."""
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = f.readlines()
+    keep = 0
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            break
+        if not line.endswith("\n") or not isinstance(row, dict) or row.get("iter", -1) > iter_num:
+            break
+        keep += 1
+    if keep < len(lines):
+        print(f"note: {path}: {len(lines) - keep} rows after iteration {iter_num} (the checkpoint's) removed; "
+              f"the resumed run logs them again")
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.writelines(lines[:keep])
+        os.replace(path + ".tmp", path)
 
 
 def finish(rt):

@@ -44,6 +44,7 @@ from model import disable_dropout, token_logprobs
 # ----------------------------------------------------------------------------- config
 out_dir = "out/dpo"  # checkpoint, metrics.jsonl go here
 init_from = "sft"  # 'sft' (policy starts from sft_path) or 'resume' (from out_dir/ckpt.pt)
+overwrite = False  # replace what an earlier run left in out_dir: its checkpoint, metrics.jsonl (a fresh run refuses to)
 sft_path = "out/sft/ckpt.pt"  # SFT checkpoint: the frozen reference and the policy's starting point
 data_path = "out/feedback/pairwise_train.jsonl"  # JSONL of {prompt, chosen, rejected} (feedback.py writes it)
 val_path = ""  # held-out pairs for eval metrics; empty: pairwise_test.jsonl next to data_path if it exists
@@ -188,7 +189,8 @@ if __name__ == "__main__":
     if online and temperature == 0:
         raise UserError("--temperature=0 with --online: greedy decoding gives one response per prompt, online "
                         "DPO compares two", fix="use --temperature > 0")
-    rt = common.setup(device, dtype, seed, out_dir)
+    rt = common.setup(device, dtype, seed, out_dir, config, ("sft_path", "data_path", "val_path",  # + online's labeler
+                      online and labeler == "reward" and "reward_path", online and labeler == "ai" and "judge_path"))
     random.seed(seed + rt.rank)  # online --labeler=human: the simulated people's noise (saved with the checkpoint)
 
     # ----------------------------------------------------------------------------- models

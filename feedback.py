@@ -32,6 +32,7 @@ from labelers import label_aspect_group, label_binary_group, label_group, make_p
 
 # ----------------------------------------------------------------------------- config
 out_dir = "out/feedback"  # the feedback files and metrics.jsonl go here (reward.py's and dpo.py's data)
+overwrite = False  # replace the feedback files and metrics.jsonl an earlier run left in out_dir (a fresh run refuses to)
 policy_path = "out/sft/ckpt.pt"  # the policy whose samples people label (the SFT model; any checkpoint)
 anchor_path = ""  # a second policy (e.g. the SFT model) writing the second half of each group: its samples are compared with the policy's
 n_samples = 4  # K responses per prompt (InstructGPT: K = 4..9); each group is labelled with every kind [>= 2]
@@ -125,7 +126,8 @@ if __name__ == "__main__":
     pool = make_pool(labelers, n_labelers)
     if "RANK" in os.environ:
         raise UserError("feedback.py runs in one process (sampling takes seconds)", fix="run it with python, not torchrun")
-    rt = common.setup(device, dtype, seed, out_dir)
+    rt = common.setup(device, dtype, seed, out_dir, config, ("policy_path", "anchor_path"),
+                      [f"{k}_{s}.jsonl" for k in ALL_KINDS for s in ("train", "test")] + ["metrics.jsonl"])
     policy, vocab, _ = common.load_model(policy_path)
     policy.to(rt.device).eval()
     tok = data.Tokenizer(vocab)

@@ -46,6 +46,7 @@ from model import disable_dropout, response_logprobs
 # ----------------------------------------------------------------------------- config
 out_dir = "out/grpo"  # checkpoint, metrics.jsonl go here
 init_from = "sft"  # 'sft' (policy starts from sft_path) or 'resume' (continue from out_dir/ckpt.pt)
+overwrite = False  # replace what an earlier run left in out_dir: its checkpoint, metrics.jsonl (a fresh run refuses to)
 sft_path = "out/sft/ckpt.pt"  # SFT checkpoint: the policy's start and the frozen reference (unused if kl_coef=0)
 reward_path = "out/reward/ckpt.pt"  # the 'rm' reward's reward model (reward.py); or one per aspect, comma-separated
 reward_ensemble = "mean"  # an ensemble reward model (reward.py --ensemble=K): 'mean', 'worst' (min over members), 'uncertainty'
@@ -179,7 +180,9 @@ if __name__ == "__main__":
     if kl_in == "reward" and kl_estimator != "k3":
         raise UserError(f"--kl_in=reward --kl_estimator={kl_estimator!r}: the reward carries k1", fix="use "
                         "--kl_in=loss (with any estimator), or --kl_in=reward and leave --kl_estimator at k3")
-    rt = common.setup(device, dtype, seed, out_dir)
+    uses = {e.split(":")[0].strip() for e in reward_fns.split(",")}  # the rewards named, so the inputs read
+    rt = common.setup(device, dtype, seed, out_dir, config, ("sft_path", "data_path", "rm" in uses and "reward_path",
+                                                           "judge" in uses and "judge_path"))
 
     # ----------------------------------------------------------------------------- models
     policy, vocab, ckpt = common.load_model(out_dir if init_from == "resume" else sft_path)

@@ -11,9 +11,9 @@ response_len first, then the stage's own in the order it logs them), one line pe
 logs (PPO's `split` train / test; elsewhere train and eval lines); a metric logged only once is a line of
 text in the last panel; best-of-N files (one line per N) are drawn against N. With two or more runs that
 log held-out gold and KL, gold_vs_kl.png draws their eval trajectories together (and the RM reward where
-logged). A file holding several appended runs (a stage re-run into the same out_dir) is read as its last;
-a missing, empty or malformed file is a one-line error (exit status 2). The frontier sweep's figures and
-tables: experiments/frontier.py.
+logged). A file holding several appended runs (older stages re-ran into it) is read as its last, a resumed
+run whole; a missing, empty or malformed file is a one-line error (exit status 2). The frontier sweep's
+figures and tables: experiments/frontier.py.
 """
 import argparse
 import json
@@ -71,13 +71,22 @@ def read_metrics(path):
         rows.append(row)
     if not rows:
         fail(f"{path}: empty, no metrics lines (did the run stop before its first log step?)")
-    step = lambda r: r.get("iter", r.get("n", 0))
-    start = 0
-    for i in range(1, len(rows)):  # a step that goes backwards starts a new (appended) run
-        if isinstance(step(rows[i]), (int, float)) and isinstance(step(rows[i - 1]), (int, float)) \
-                and step(rows[i]) < step(rows[i - 1]):
-            start = i
-    return rows[start:]
+    return whole_run(rows)
+
+
+def whole_run(rows):
+    """The rows of the run a file ends with. A step that goes back to s (a file a stage re-ran into, or one
+    resumed before the stages cut metrics.jsonl back to the checkpoint) drops the earlier rows from the first
+    at step >= s on, as a resume does now: a resumed run is kept whole, an appended fresh run replaces all."""
+    step = lambda r: r.get("iter", r.get("n"))
+    kept, last = [], None
+    for r in rows:
+        s = step(r)
+        if numeric(s) and last is not None and s < last:
+            kept = kept[:next(i for i, k in enumerate(kept) if numeric(step(k)) and step(k) >= s)]
+        last = s if numeric(s) else last
+        kept.append(r)
+    return kept
 
 
 def numeric(v):

@@ -35,6 +35,7 @@ from rewards import load_reward_models
 # ----------------------------------------------------------------------------- config
 out_dir = "out/ppo"  # checkpoint, metrics.jsonl go here
 init_from = "sft"  # 'sft' (policy starts as sft_path) or 'resume' (continue from out_dir/ckpt.pt)
+overwrite = False  # replace what an earlier run left in out_dir: its checkpoint, metrics.jsonl (a fresh run refuses to)
 sft_path = "out/sft/ckpt.pt"  # SFT checkpoint: the policy's start and the frozen reference
 reward_path = "out/reward/ckpt.pt"  # reward model checkpoint (reward.py), frozen; or one per aspect, comma-separated
 reward_ensemble = "mean"  # an ensemble RM (reward.py --ensemble=K): 'mean', 'worst' (min over members) or 'uncertainty'
@@ -160,7 +161,7 @@ if __name__ == "__main__":
     config = configure(globals(), choices=dict(kl_estimator=("k1", "k3"), critic_init=("reward", "sft"),
                                                init_from=("sft", "resume"), template=("plain", "instruction"),
                                                reward_ensemble=("mean", "worst", "uncertainty")))
-    rt = common.setup(device, dtype, seed, out_dir)
+    rt = common.setup(device, dtype, seed, out_dir, config, ("sft_path", "reward_path", "data_path"))
 
     # ----------------------------------------------------------------------------- 1. models
     ckpt = common.load_checkpoint(out_dir) if init_from == "resume" else None

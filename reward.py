@@ -44,6 +44,7 @@ from model import score_sequences
 # ----------------------------------------------------------------------------- config
 out_dir = "out/reward"  # checkpoint and metrics.jsonl go here
 init_from = "sft"  # 'sft' (the model at sft_path, new scalar head), 'resume', 'gpt2'.., or a checkpoint
+overwrite = False  # replace what an earlier run left in out_dir: its checkpoint, metrics.jsonl (a fresh run refuses to)
 sft_path = "out/sft/ckpt.pt"  # SFT policy: samples the normalisation set and the eval samples ('' none)
 data_path = "out/feedback"  # feedback.py's out_dir (uses {label_kind}_train.jsonl) or a JSONL file of label_kind
 test_path = ""  # held-out JSONL of any kind (read as pairs); '' = data_path's pairwise_test.jsonl, or the last 10%
@@ -187,7 +188,7 @@ if __name__ == "__main__":
     if (label_kind == "aspects") != bool(aspect):
         raise UserError(f"--aspect={aspect!r} with --label_kind={label_kind}", fix="--label_kind=aspects needs "
                         f"--aspect=NAME (built-in: {', '.join(task.ASPECTS)}); other kinds take no aspect")
-    rt = common.setup(device, dtype, seed, out_dir)
+    rt = common.setup(device, dtype, seed, out_dir, config, ("sft_path", "init_from", "data_path", "test_path"))
 
     # ----------------------------------------------------------------------------- models
     policy = vocab_p = None

@@ -41,6 +41,7 @@ from labelers import judge_pairs, judge_text, label_pair, load_judge, rating_tex
 
 # ----------------------------------------------------------------------------- config
 out_dir = "out/rlaif"  # pairwise_{train,test}.jsonl (AI labels) or, --mode=demos, judge_demos.jsonl and human/
+overwrite = False  # replace the labels and metrics.jsonl an earlier run left in out_dir (a fresh run refuses to)
 mode = "label"  # 'label': the judge labels pairs; 'demos': simulated people label pairs -> the judge's training data
 judge = "out/judge"  # the judge: a checkpoint (sft.py on rlaif.py --mode=demos) or a GPT-2 name / HF directory
 principles = ""  # a file of principles, one per line; '' = the built-in 'Prefer the better review.' (demos: all of task.PRINCIPLES)
@@ -101,7 +102,10 @@ if __name__ == "__main__":
     config = configure(globals(), choices=dict(mode=("label", "demos")))
     if "RANK" in os.environ:
         raise UserError("rlaif.py runs in one process", fix="run it with python, not torchrun")
-    rt = common.setup(device, dtype, seed, out_dir)
+    writes = ["judge_demos.jsonl", "human/pairwise_train.jsonl", "human/pairwise_test.jsonl"] if mode == "demos" else \
+        ["pairwise_train.jsonl"] + ([] if pairs_path else ["pairwise_test.jsonl"])
+    rt = common.setup(device, dtype, seed, out_dir, config, ("policy_path", "principles", "pairs_path",
+                                                           mode == "label" and "judge"), writes + ["metrics.jsonl"])
     rng = random.Random(seed)
     builtin = not pairs_path
 

@@ -36,6 +36,7 @@ reward_path = "out/reward"  # the reward model for best-of-N
 reward_ensemble = "mean"  # an ensemble reward model (reward.py --ensemble=K): 'mean', 'worst' (min over members), 'uncertainty'
 uncertainty_coef = 1.0  # --reward_ensemble=uncertainty: the score is mean - uncertainty_coef * std over members [>= 0]
 out_dir = "out/sample"  # best-of-N writes metrics.jsonl here
+overwrite = False  # best-of-N: replace the metrics.jsonl an earlier run left in out_dir (a fresh run refuses to)
 batch_size = 64  # prompts per generate() call [> 0]
 device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', ...
 dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
@@ -57,7 +58,8 @@ if __name__ == "__main__":
     if best_of and temperature == 0:
         raise UserError("--best_of with --temperature=0: greedy decoding draws the same response N times (KL 0, "
                          "no choice to make); best-of-N needs sampling, e.g. --temperature=1")
-    rt = common.setup(device, dtype, seed)
+    rt = common.setup(device, dtype, seed, out_dir if best_of else None, config, ("init_from", "reward_path", "prompt_file"),
+                      ["metrics.jsonl"])
     model, vocab, _ = common.load_model(init_from)
     model.to(rt.device).eval()
     tok = data.Tokenizer(vocab)

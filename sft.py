@@ -27,6 +27,7 @@ from model import token_logprobs
 # ----------------------------------------------------------------------------- config
 out_dir = "out/sft"  # checkpoint, metrics.jsonl go here
 init_from = "scratch"  # 'scratch', 'resume' (from out_dir), 'gpt2'..'gpt2-xl', or a checkpoint / HF dir
+overwrite = False  # replace what an earlier run left in out_dir: its checkpoint, metrics.jsonl (a fresh run refuses to)
 data_path = "builtin"  # 'builtin' (the review task) or a JSONL file of {prompt, completion} / {messages}
 val_path = ""  # JSONL for eval loss; empty: builtin uses held-out prompts, a file holds out 5%
 template = "plain"  # prompt template for JSONL prompts: 'plain' or 'instruction'
@@ -71,7 +72,7 @@ if __name__ == "__main__":
     config = configure(globals(), choices=dict(template=("plain", "instruction")))
     if compact_vocab and data_path == "builtin":
         raise UserError("--compact_vocab is for a JSONL file", fix="the built-in task's vocabulary is already compact")
-    rt = common.setup(device, dtype, seed, out_dir)
+    rt = common.setup(device, dtype, seed, out_dir, config, ("init_from", "data_path", "val_path"))
 
     # ----------------------------------------------------------------------------- model
     data_vocab = data.vocab_of(p + c for path in (data_path, val_path) if path  # the training (and validation) text's tokens

@@ -16,12 +16,12 @@ OUT=out/aspects
 ASPECTS="opinion recommendation fluency brevity"
 mkdir -p "$OUT"
 [ -f "$OUT/feedback/aspects_train.jsonl" ] ||
-    python feedback.py --out_dir="$OUT/feedback" --policy_path="$SFT" > "$OUT/feedback.log" 2>&1 || { echo "feedback FAILED"; exit 1; }
+    python feedback.py --overwrite=True --out_dir="$OUT/feedback" --policy_path="$SFT" > "$OUT/feedback.log" 2>&1 || { echo "feedback FAILED"; exit 1; }
 for a in $ASPECTS pairwise; do
     [ -f "$OUT/rm_$a/done" ] && continue
     kind=$([ "$a" = pairwise ] && echo "--label_kind=pairwise" || echo "--label_kind=aspects --aspect=$a")
     # shellcheck disable=SC2086
-    python reward.py --out_dir="$OUT/rm_$a" --sft_path="$SFT" --data_path="$OUT/feedback" $kind \
+    python reward.py --overwrite=True --out_dir="$OUT/rm_$a" --sft_path="$SFT" --data_path="$OUT/feedback" $kind \
         > "$OUT/rm_$a.log" 2>&1 && touch "$OUT/rm_$a/done" || { echo "reward model $a FAILED"; exit 1; }
 done
 RMS=$(for a in $ASPECTS; do printf '%s,' "$OUT/rm_$a"; done); RMS=${RMS%,}

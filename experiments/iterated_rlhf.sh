@@ -58,16 +58,16 @@ for ((r = 1; r <= rounds; r++)); do
   policy=$([ "$r" = 1 ] && echo "$sft_path" || echo "$out_dir/round$((r - 1))/ppo.ckpt.pt")
   echo "=== round $r of $rounds: label samples of $policy"
   # 1. the current policy's samples, labelled (another seed each round: other prompts' groups, other noise)
-  python feedback.py --policy_path="$policy" --out_dir="$d/feedback" --n_rounds="$label_rounds" --seed=$((seed + r)) \
+  python feedback.py --overwrite=True --policy_path="$policy" --out_dir="$d/feedback" --n_rounds="$label_rounds" --seed=$((seed + r)) \
     ${feedback_args[@]+"${feedback_args[@]}"}
   # 2. every label so far, the reward model retrained on them from the SFT model
   cat "$out_dir"/round*/feedback/pairwise_train.jsonl > "$d/pairs.jsonl"
   cat "$out_dir"/round*/feedback/pairwise_test.jsonl > "$d/pairs_test.jsonl"
   echo "=== round $r: reward model on $(wc -l < "$d/pairs.jsonl") pairs"
-  python reward.py --out_dir="$d/reward" --sft_path="$sft_path" --data_path="$d/pairs.jsonl" \
+  python reward.py --overwrite=True --out_dir="$d/reward" --sft_path="$sft_path" --data_path="$d/pairs.jsonl" \
     --test_path="$d/pairs_test.jsonl" --seed="$seed" ${reward_args[@]+"${reward_args[@]}"}
   # 3. PPO continues from the current policy (and its critic, optimizers and KL controller) against it
-  python ppo.py --out_dir="$out_dir/ppo" --sft_path="$sft_path" --reward_path="$d/reward/ckpt.pt" \
+  python ppo.py --overwrite=True --out_dir="$out_dir/ppo" --sft_path="$sft_path" --reward_path="$d/reward/ckpt.pt" \
     --init_from=$([ "$r" = 1 ] && echo sft || echo resume) --max_iters=$((r * ppo_iters)) \
     --eval_interval="$ppo_iters" --seed="$seed" ${ppo_args[@]+"${ppo_args[@]}"}
   cp "$out_dir/ppo/ckpt.pt" "$d/ppo.ckpt.pt"

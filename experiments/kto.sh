@@ -18,7 +18,7 @@ OUT=out/kto
 for seed in $SEEDS; do
     fb=$OUT/s$seed/feedback
     if [ ! -f "$fb/binary_train.jsonl" ]; then
-        python feedback.py --out_dir="$fb" --policy_path="$SFT" --seed="$seed" > "$OUT/s$seed.feedback.log" 2>&1 ||
+        python feedback.py --overwrite=True --out_dir="$fb" --policy_path="$SFT" --seed="$seed" > "$OUT/s$seed.feedback.log" 2>&1 ||
             { echo "feedback, seed $seed: FAILED"; continue; }
     fi
     n_thumbs=$(wc -l < "$fb/binary_train.jsonl")

@@ -23,11 +23,11 @@ OUT=${OUT:-out/online_dpo}
 one_seed() {
     local seed=$1 fb=$OUT/s$1/feedback rmdir=$OUT/s$1/reward
     if [ ! -f "$fb/pairwise_test.jsonl" ]; then
-        python feedback.py --out_dir="$fb" --policy_path="$SFT" --seed="$seed" > "$OUT/s$seed/feedback.log" 2>&1 ||
+        python feedback.py --overwrite=True --out_dir="$fb" --policy_path="$SFT" --seed="$seed" > "$OUT/s$seed/feedback.log" 2>&1 ||
             { echo "feedback, seed $seed: FAILED"; return; }
     fi
     if [ ! -f "$rmdir/done" ]; then
-        python reward.py --out_dir="$rmdir" --sft_path="$SFT" --data_path="$fb" --seed="$seed" > "$rmdir.log" 2>&1 &&
+        python reward.py --overwrite=True --out_dir="$rmdir" --sft_path="$SFT" --data_path="$fb" --seed="$seed" > "$rmdir.log" 2>&1 &&
             touch "$rmdir/done" || { echo "reward, seed $seed: FAILED (see $rmdir.log)"; return; }
     fi
     for run in "offline|--data_path=$fb/pairwise_train.jsonl" \

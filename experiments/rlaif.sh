@@ -25,11 +25,11 @@ SFT=${2:-out/sft/ckpt.pt}
 OUT=${OUT:-out/rlaif_exp}
 BUDGET=${BUDGET:-2000}
 JUDGE_ITERS=${JUDGE_ITERS:-2000}
-step() {  # step NAME DIR COMMAND...: run unless DIR/done exists; log to DIR.log
+step() {  # step NAME DIR COMMAND...: run unless DIR/done exists (an unfinished one starts anew); log to DIR.log
     local name=$1 dir=$2; shift 2
     if [ -f "$dir/done" ]; then return 0; fi
     mkdir -p "$dir"
-    if "$@" > "$dir.log" 2>&1; then touch "$dir/done"; echo "$name: done"; else echo "$name: FAILED (see $dir.log)"; return 1; fi
+    if "$@" --overwrite=True > "$dir.log" 2>&1; then touch "$dir/done"; echo "$name: done"; else echo "$name: FAILED (see $dir.log)"; return 1; fi
 }
 one_seed() {
     local seed=$1 d=$OUT/s$1 p

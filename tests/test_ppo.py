@@ -202,7 +202,7 @@ def test_bad_input(sft_dir, reward_dir, tmp_path):
     p = run("ppo.py", *_args(sft_dir, reward_dir, str(tmp_path / "b"), "--kl_estimator=k9"), ok=False)
     assert p.returncode != 0 and "k1" in p.stderr
     p = run("ppo.py", *_args(sft_dir, reward_dir, str(tmp_path / "c"), "--init_from=resume"), ok=False)
-    assert p.returncode != 0 and "no checkpoint here" in p.stderr
+    assert p.returncode == 2 and "--init_from=resume: no checkpoint in" in p.stderr
     p = run("ppo.py", *_args(sft_dir, reward_dir, str(tmp_path / "d"), "--temperature=0"), ok=False)
     assert p.returncode != 0 and "--temperature=0.0: must be > 0" in p.stderr and "lower --lr" not in p.stderr
 

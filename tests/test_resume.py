@@ -1,6 +1,7 @@
 """Exact resume: a run killed with SIGKILL after a checkpoint and resumed with --init_from=resume ends
 bitwise equal (weights and optimizer state) to the same run left alone, for every training stage: the
 checkpoint holds the data position and every random generator (common.rng_state)."""
+import json
 import os
 import signal
 import subprocess
@@ -67,7 +68,14 @@ def check_resume(tmp_path, script, args, max_iters, keys=("model",), torchrun=0,
     it = kill_after_a_checkpoint(script, [*args, f"--out_dir={cut}", f"--max_iters={max_iters}"], cut, max_iters, torchrun)
     run_to_end(script, [*args, *resume_args, f"--out_dir={cut}", f"--max_iters={max_iters}", "--init_from=resume"], torchrun)
     assert_bitwise_equal(whole, cut, keys)
+    assert logged(cut) == logged(whole)  # metrics.jsonl: each iteration once (cut back to the checkpoint's)
     return it
+
+
+def logged(out):
+    """(iter, split, the keys) of every metrics.jsonl row: what was logged, without the timings' values."""
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        return [(r.get("iter"), r.get("split"), sorted(r)) for r in map(json.loads, f)]
 
 
 def test_sft_resumes_bitwise(tmp_path):
