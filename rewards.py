@@ -42,6 +42,7 @@ def length_reward(prompts, responses):
 
 
 BUILTIN_REWARDS = {"gold": gold_reward, "format": format_reward, "length": length_reward}
+TASK_ONLY = ("gold", "format")  # the built-in task's scorers: on other prompts they score nothing of yours
 
 
 def load_rewards(spec, builtins=BUILTIN_REWARDS):
