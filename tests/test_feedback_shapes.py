@@ -14,6 +14,7 @@ import data
 import rewards
 import task
 from conftest import read_metrics, run
+from model import score_sequences
 from reward_losses import auc, mse_loss, ordinal_cuts, ordinal_init, ordinal_loss, thumbs_loss
 
 t = torch.tensor
@@ -117,18 +118,26 @@ def test_one_thumb_per_prompt_trains(sft_dir, tmp_path):
     path = write(tmp_path, "thumbs.jsonl", [dict(prompt=p, completion=c, label=g >= median) for p, c, g in rows])
     train(sft_dir, tmp_path, "rm", path, "--label_kind=binary")
     m = final(f"{tmp_path}/rm")
-    assert 0 <= m["acc_thumbs"] <= 1 and 0 <= m["auc_thumbs"] <= 1 and "spearman_gold_rows" in m, m
-    assert "acc_noisy" not in m  # one response per prompt: no pairs, no pair metrics
+    assert "spearman_gold_rows" in m and "acc_noisy" not in m, m  # one response per prompt: no pairs, no pair metrics
     assert finite_checkpoint(f"{tmp_path}/rm")
+    # the metrics are those of the saved model on the held-out last 10% of the file: P(up) = sigmoid(raw reward)
+    model, vocab, _ = common.load_model(f"{tmp_path}/rm", scalar_head=True)
+    tok, held = data.Tokenizer(vocab), rows[-(len(rows) // 10):]
+    with torch.no_grad():
+        r = score_sequences(model.eval(), [(tok.encode(p) + tok.encode(c))[:model.config.block_size]
+                                           for p, c, _ in held], tok.eot)
+    up = t([float(g >= median) for _, _, g in held])
+    assert m["acc_thumbs"] == pytest.approx(((r > 0).float() == up).float().mean().item(), abs=1e-4)  # (5 digits)
+    assert m["auc_thumbs"] == pytest.approx(auc(r, up), abs=1e-4)
 
 
 def test_one_float_rating_per_prompt_trains(sft_dir, tmp_path):
     rows = one_per_prompt()
-    path = write(tmp_path, "ratings.jsonl", [dict(prompt=p, completion=c, score=round(min(5, max(1, 3 + 2 * g)), 2))
-                                              for p, c, g in rows])
+    assert all(-3 < g < 1.5 for _, _, g in rows)  # so 3 + g / 1.5, a float rating in (1, 4), ranks as gold does
+    path = write(tmp_path, "ratings.jsonl", [dict(prompt=p, completion=c, score=3 + g / 1.5) for p, c, g in rows])
     train(sft_dir, tmp_path, "rm", path, "--label_kind=likert", "--loss_type=ordinal")
     m = final(f"{tmp_path}/rm")
-    assert -1 <= m["spearman_rating"] <= 1 and "spearman_gold_rows" in m and "acc_noisy" not in m, m
+    assert "acc_noisy" not in m and m["spearman_rating"] == pytest.approx(m["spearman_gold_rows"], abs=1e-6), m
     assert finite_checkpoint(f"{tmp_path}/rm")
 
 
