@@ -21,8 +21,9 @@ data_path: feedback.py's out_dir (train on {label_kind}_train.jsonl) or one file
 enough for thumbs and ratings; tie rows are skipped, and counted, by every loss but Rao-Kupper's). The losses
 are in reward_losses.py. Eval on held-out rows: thumbs' accuracy and AUC, ratings' Spearman; where pairs exist,
 accuracy vs the labelers (acc_noisy) and gold (acc_gold), calibration (ece) and a length-only baseline
-(length_*); on the built-in task's prompts, Spearman with gold (held-out rows, fresh SFT samples). Departures: a few hundred steps on little data (the papers: an epoch on much
-more); every kind is tested on the same pairwise_test.jsonl, so kinds compare.
+(length_*); on the built-in task's prompts, Spearman with gold (held-out rows, fresh SFT samples).
+Departures: a few hundred steps on little data (the papers: an epoch on much more); every kind is tested on
+the same pairwise_test.jsonl, so kinds compare.
 
     python feedback.py && python reward.py       # or --label_kind=likert --loss_type=ordinal, --data_path=FILE
     torchrun --nproc_per_node=2 reward.py        # DDP
@@ -117,7 +118,7 @@ if __name__ == "__main__":
     if loss_kind not in LOSSES[label_kind]:
         raise UserError(f"--loss_type={loss_type!r} does not fit label_kind {label_kind!r}",
                         fix=f"use one of {', '.join(LOSSES[label_kind])}")
-    if n_norm < 2:  # the std of one sample is NaN: the checkpoint's gain and bias would be
+    if n_norm < 2:  # the std of one sample is NaN, and so would the checkpoint's gain and bias be
         raise UserError(f"--n_norm={n_norm}: the reward is normalised by a std, which needs >= 2 samples")
     if ensemble < 1:
         raise UserError(f"--ensemble={ensemble}: the number of reward models must be >= 1 (1: no ensemble)")
@@ -273,9 +274,7 @@ if __name__ == "__main__":
         also the rest. An ensemble: its members' mean (and each member's acc_gold)."""
         for m in members:
             m.eval()
-        out, rel, tr = {}, [], train_pairs
-        ln = lambda p, t: len(tok.encode(t, "response"))  # the length baseline: +-length, sign fitted on train
-        sign = 1 if sum(ln(p, c) > ln(p, r) for p, c, r in tr) >= sum(ln(p, c) < ln(p, r) for p, c, r in tr) else -1
+        out, rel = {}, []
         if pointwise:  # each held-out row against its own label: thumbs' accuracy and AUC, ratings' Spearman
             rw = score_texts([(it["prompt"], it["texts"][0]) for it in test_items]).mean(0)
             y = torch.tensor([float(it["y"].get(aspect) or sum(it["y"].values())) if isinstance(it["y"], dict)
@@ -309,6 +308,9 @@ if __name__ == "__main__":
             for m in members:
                 m.train()
             return out, None
+        ln = lambda p, t: len(tok.encode(t, "response"))  # the length baseline: +-length, sign fitted on train
+        tr = train_pairs
+        sign = 1 if sum(ln(p, c) > ln(p, r) for p, c, r in tr) >= sum(ln(p, c) < ln(p, r) for p, c, r in tr) else -1
         if test_pairs:
             p = torch.sigmoid(rc - rr).tolist()  # P(a > b) against the labelers' choice, both orders of each pair
             rel, out["ece"] = reliability(p + [1 - q for q in p], [1] * len(p) + [0] * len(p), n_bins)
