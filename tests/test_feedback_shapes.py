@@ -77,6 +77,8 @@ def test_ties_skipped_and_counted_float_ratings_read(tmp_path):
         with pytest.raises(ValueError, match=r"score must be a number in \[1, 5\]"):
             data.load_feedback(write(tmp_path, "b.jsonl", [dict(lik[0], score=bad)]), "likert")
     assert data.to_pairs(data.load_feedback(write(tmp_path, "f.jsonl", lik), "likert")[0], "likert") == []
+    asp = [dict(prompt="p", completion="a", scores=dict(opinion=2.5, fluency=4))]
+    assert data.load_feedback(write(tmp_path, "a.jsonl", asp), "aspects", "opinion")[0][0]["y"] == 2.5
 
 
 def test_uninformative_files():
