@@ -275,6 +275,10 @@ def load_preferences(path, template="plain"):
             if not isinstance(r["margin"], (int, float)) or isinstance(r["margin"], bool):
                 raise UserError(f"margin must be a number, got {r['margin']!r}", w)
             row["margin"] = float(r["margin"])
+        if r.get("tie", False) is not False:  # a tie: the order means nothing (pairwise losses, DPO skip it)
+            if r["tie"] is not True:
+                raise UserError(f"tie must be true or false, got {r['tie']!r}", w)
+            row["tie"] = True
         out.append(row)
     return out
 
@@ -326,18 +330,22 @@ def load_prompts(path, template="plain"):
 #   pairwise  {"prompt", "chosen", "rejected", "margin"?}  (margin: the vote margin, in [0, 1])
 #   ties      {"prompt", "chosen", "rejected", "tie": bool} (a tie: the order means nothing)
 #   rankings  {"prompt", "ranking": [best, ..., worst]}
-#   likert    {"prompt", "completion", "score": 1..5}
+#   likert    {"prompt", "completion", "score": 1..5}  (a float in [1, 5] too)
 #   aspects   {"prompt", "completion", "scores": {aspect: 1..5}}
 #   binary    {"prompt", "completion", "label": bool}      (thumbs up / down, TRL's unpaired format)
 FEEDBACK_KINDS = ("pairwise", "ties", "rankings", "likert", "binary", "aspects")
+TIE = ": a tie"  # the end of a skipped row's note when it was a tie
+
+def _rating(v):
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and 1 <= v <= 5  # (NaN: False)
 
 def load_feedback(path, kind, aspect=None):
     """(items, skipped): dicts prompt, texts (best first) and y (margin, tie, score, {aspect: score}, or
     `aspect`'s score). A malformed row is an error naming file and line; rows with identical responses
-    compare nothing and are skipped."""
+    compare nothing and are skipped, and so are ties for `pairwise` (no tie outcome: --label_kind=ties has one)."""
     if kind == "pairwise":
-        rows = [dict(prompt=r["prompt"], texts=[r["chosen"], r["rejected"]], y=r.get("margin"), where=r["where"])
-                for r in load_preferences(path)]
+        rows = [dict(prompt=r["prompt"], texts=[r["chosen"], r["rejected"]], y=r.get("margin"), where=r["where"],
+                     tie=r.get("tie", False)) for r in load_preferences(path)]
     elif kind == "rankings":
         rows = [dict(prompt=r["prompt"], texts=r["ranking"], y=None, where=r["where"]) for r in load_rankings(path)]
     elif kind == "binary":
@@ -359,24 +367,43 @@ def load_feedback(path, kind, aspect=None):
                 if aspect is not None and aspect not in y:
                     raise UserError(f"no rating of aspect {aspect!r} (this row rates {', '.join(y)})", w,
                                     "pass --aspect= one of those")
-                bad = [v for v in y.values() if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 5]
+                bad = [v for v in y.values() if not _rating(v)]
                 if bad:
-                    raise UserError(f"scores must be integers 1..5, got {bad[0]!r}", w)
+                    raise UserError(f"scores must be numbers in [1, 5], got {bad[0]!r}", w)
                 y = y if aspect is None else y[aspect]
             if kind == "ties" and not isinstance(y, bool):
                 raise UserError(f"tie must be true or false, got {y!r}", w)
-            if kind == "likert" and (isinstance(y, bool) or not isinstance(y, int) or not 1 <= y <= 5):
-                raise UserError(f"score must be an integer 1..5, got {y!r}", w)
+            if kind == "likert" and not _rating(y):
+                raise UserError(f"score must be a number in [1, 5], got {y!r}", w)
             rows.append(dict(prompt=row["prompt"], texts=texts, y=y, where=w))
     items, skipped = [], []
     for it in rows:
         if len(set(it["texts"])) < len(it["texts"]):
             skipped.append(f"{it['where']}: identical responses")
-            continue
-        items.append(it)
+        elif it.pop("tie", False):
+            skipped.append(f"{it['where']}{TIE}")
+        else:
+            items.append(it)
+    ties = sum(s.endswith(TIE) for s in skipped)
+    if not items and ties:
+        raise UserError(f"only ties ({ties} of {len(skipped)} rows; the rest identical): a pairwise loss has no tie "
+                        "outcome, so nothing is left to learn from", path, "add rows with a winner")
     if not items:
         raise UserError(f"no usable rows ({len(skipped)} skipped, e.g. {skipped[:1]})", path)
     return items, skipped
+
+
+def uninformative(items, kind, loss=""):
+    """Why a reward model could learn nothing from `items`, or None: thumbs all one way, ratings all equal,
+    or only ties (Rao-Kupper too: ties say "about equal", never which response is better)."""
+    n, ys = len(items), {float(it["y"]) for it in items if not isinstance(it["y"], (dict, type(None)))}
+    if kind == "binary" and len(ys) == 1:
+        return f"all {n} thumbs are {'up' if items[0]['y'] else 'down'}: a classifier of one label learns nothing"
+    if kind in ("likert", "aspects") and len(ys) == 1:
+        return f"all {n} ratings are {items[0]['y']}: equal ratings rank nothing"
+    if kind == "ties" and all(it["y"] for it in items):
+        return f"all {n} rows are ties ({loss or 'any loss'}): nothing says which response is better"
+    return None
 
 
 def detect_kind(path):

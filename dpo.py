@@ -229,10 +229,11 @@ if __name__ == "__main__":
         if unpaired and not kto:
             raise UserError("unpaired rows (thumbs up / down): only KTO trains on them", path, "pass --loss_type=kto")
         rows = data.load_unpaired(path) if unpaired else data.load_preferences(path, template)
-        out, same, bad, cut, first_bad = [], 0, 0, 0, ""
+        out, same, bad, cut, first_bad, ties = [], 0, 0, 0, "", 0
         for r in rows[:max_items or None]:
             texts = [r["completion"]] if unpaired else [r["chosen"], r["rejected"]]
-            if texts[0] == texts[-1] and not unpaired:
+            ties += r.get("tie", False)  # a tie has no chosen: DPO (and KTO's pairs) skip it
+            if texts[0] == texts[-1] and not unpaired or r.get("tie"):
                 same += 1
                 continue
             p = tok.encode(r["prompt"], r["where"])
@@ -252,11 +253,11 @@ if __name__ == "__main__":
                 labels = [r["label"]] if unpaired else [True, False]
                 out += [dict(ids=i, n_prompt=len(p), desirable=y) for i, y in zip(ids, labels)]
         if rt.master and (same or bad or cut):
-            print(f"{path}: skipped {same} pairs with identical chosen and rejected, {bad} with tokens outside "
-                  f"the model's vocabulary; cut {cut} responses longer than the context ({T} tokens)")
+            print(f"{path}: skipped {ties} ties, {same - ties} pairs with identical chosen and rejected, {bad} with "
+                  f"tokens outside the model's vocabulary; cut {cut} responses longer than the context ({T} tokens)")
         if not out:
-            raise UserError(f"no usable rows ({same} pairs had identical chosen and rejected, {bad} did not "
-                            f"encode: {first_bad})", path)
+            raise UserError(f"no usable rows ({ties} were ties: DPO has no tie outcome; {same - ties} pairs had "
+                            f"identical chosen and rejected, {bad} did not encode{': ' * bool(bad)}{first_bad})", path)
         return out
 
     train = [] if online and builtin else load_rows(data_path)

@@ -215,7 +215,12 @@ if __name__ == "__main__":
         eval_prompts = task.prompts("test") * eval_repeats
     else:
         train_prompts = data.load_prompts(data_path, template)
-        eval_prompts = train_prompts[:n_print]  # no gold scorer for your data: we print samples instead
+        eval_prompts = [p for p in train_prompts[:n_print] for _ in range(eval_repeats)]  # (a group each: the judge)
+    task_only = [n for n, _, _ in scorers if n in rewards.TASK_ONLY]
+    if task_only and data_path != "builtin" and not set(train_prompts) <= set(task.all_prompts()):
+        raise UserError(f"--reward_fns={reward_fns!r}: {task_only[0]!r} scores only the built-in task's reviews, and "
+                        f"{data_path} has prompts of its own", fix="score yours with rm (a reward.py model), judge "
+                        "(an AI judge, rlaif.py), length, or your own file.py:function")
     max_prompt = policy.config.block_size - max_new_tokens
     data.encode_prompts(tok, train_prompts + eval_prompts, max_prompt)  # fail now, not mid-run
     if len(train_prompts) < prompts_per_batch * rt.world_size:  # a batch's prompts are distinct
@@ -229,15 +234,21 @@ if __name__ == "__main__":
 
     @torch.no_grad()
     def evaluate():
-        """Held-out prompts: gold, parse, ended, response_len and the sequence KL to the reference."""
+        """Held-out prompts: gold, parse, ended, response_len and the sequence KL to the reference; your prompts
+        (--data_path): the first n_print, eval_repeats samples each, scored by --reward_fns (no gold)."""
         raw_policy.eval()  # rank 0 only: the raw model (DDP's forward would wait for the other ranks)
         with rt.ctx:
             texts, lengths, kls, rows = data.sample_responses(raw_policy, tok, eval_prompts, max_new_tokens,
                                                               temperature, ref=ref, with_ids=True)
             same_vocab = rm is not None and all(p.same_vocab for p in rm.parts)
             ens = rm.ensemble_stats(rows, tok.eot) if same_vocab else {}
-        out = {**ens, **(task.report(eval_prompts, texts, lengths, kls) if data_path == "builtin" else {})}
-        for p, r in list(zip(eval_prompts, texts))[:n_print]:
+        if data_path == "builtin":
+            out = {**ens, **task.report(eval_prompts, texts, lengths, kls)}
+        else:
+            total, each = rewards.score(scorers, eval_prompts, texts, rows)
+            out = {"reward": total.mean().item(), **{f"reward/{k}": v.mean().item() for k, v in each.items()}, **ens,
+                   "response_len": sum(lengths) / len(lengths), "kl": sum(kls) / len(kls) if kls else 0.0}
+        for p, r in list(zip(eval_prompts, texts))[::1 if data_path == "builtin" else eval_repeats][:n_print]:
             print(f"  {p!r} -> {r!r}" + (f"  gold {task.gold(p, r):+.2f}" if data_path == "builtin" else ""))
         return out
 

@@ -184,7 +184,7 @@ if __name__ == "__main__":
         train_prompts, eval_prompts = task.prompts("train"), task.prompts("test")
     else:
         train_prompts = data.load_prompts(data_path, template)
-        eval_prompts = []
+        eval_prompts = train_prompts[:n_print]  # your prompts: no held-out split, no gold; the RM's reward on a few
     max_prompt = policy.config.block_size - max_new_tokens
     train_ids = data.encode_prompts(tok, train_prompts, max_prompt, where=data_path)
 
@@ -201,9 +201,7 @@ if __name__ == "__main__":
 
     @torch.no_grad()
     def evaluate():
-        """Held-out prompts' gold, parse, KL to the reference and RM score (None for your prompts: no gold)."""
-        if not eval_prompts:
-            return None
+        """Held-out prompts' gold, parse, KL to the reference and RM score (your prompts: the RM score, KL, length)."""
         raw_policy.eval()  # rank 0 only: raw models, a DDP forward would wait for the other ranks
         prompts = eval_prompts * eval_repeats
         with rt.ctx:
@@ -211,10 +209,13 @@ if __name__ == "__main__":
                                                               ref=ref, with_ids=True)  # the RM scores the sampled ids
             reward = rm.score(rows, tok.eot).mean().item()
         for p, t in list(zip(prompts, texts))[:n_print]:
-            print(f"  {p!r} -> {t!r}  gold {task.gold(p, t):+.2f}")
+            print(f"  {p!r} -> {t!r}" + (f"  gold {task.gold(p, t):+.2f}" if data_path == "builtin" else ""))
         raw_policy.train()
         with rt.ctx:  # an ensemble: its members' spread on these samples, and their mean score
             ens = rm.ensemble_stats(rows, tok.eot)
+        if data_path != "builtin":
+            return {"split": "train_prompts", "reward": reward, **ens, "kl": sum(kls) / len(kls),
+                    "response_len": sum(lengths) / len(lengths)}
         return {"split": "test", "reward": reward, **ens, **task.report(prompts, texts, lengths, kls)}
 
     # ----------------------------------------------------------------------------- training loop

@@ -7,8 +7,9 @@ started from the SFT model, scores prompt + response at its last token, with the
                 (Llama 2); 'hinge': max(0, m - (r+ - r-)); 'soft': Bradley-Terry on the annotators' vote share
     rankings    'pl': Plackett-Luce listwise likelihood (Plackett 1975); 'pairs': Bradley-Terry on all K(K-1)/2 pairs
     ties        'rao_kupper': Bradley-Terry with an "about equal" outcome (Rao & Kupper 1967)
-    likert      'mse': regression on the score mapped to [-1, 1]; 'ordinal': cumulative logit (McCullagh 1980)
-    binary      'logistic': P(thumbs up) = sigmoid(r), cross-entropy on the label
+    likert      'mse': regression on the score mapped to [-1, 1]; 'ordinal': cumulative logit (McCullagh 1980);
+                float scores in [1, 5] (ordinal: binned to the nearest level)
+    binary      'logistic': P(thumbs up) = sigmoid(r), cross-entropy on the label (Glaese et al. 2022)
     aspects     'mse' or 'ordinal' on one aspect's rating (--aspect=NAME): one model per aspect, summed with
                 weights by ppo.py / grpo.py --aspect_weights
 
@@ -16,10 +17,13 @@ Normalisation (Ziegler et al. 2019): gain * raw + bias has mean 0, std 1 over SF
 fitted to the aspect's units, so weights compare); the checkpoint stores reward_gain, reward_bias.
 Ensembles (--ensemble=K; Coste et al. 2023; Eisenstein et al. 2023): K whole models (heads on one body share
 every feature), each with its own batches and (--bootstrap) feedback resample, in one checkpoint (--reward_ensemble).
-data_path: feedback.py's out_dir (train on {label_kind}_train.jsonl) or one file. Eval: held-out accuracy vs the
-labelers (acc_noisy) and gold (acc_gold), calibration (ece), Spearman with gold on fresh SFT samples, and a
-length-only baseline (length_*). Departures: a few hundred steps on little data (the papers: an epoch on much
-more); every kind is tested on the same pairwise_test.jsonl, so kinds compare.
+data_path: feedback.py's out_dir (train on {label_kind}_train.jsonl) or one file (one response per prompt is
+enough for thumbs and ratings; tie rows are skipped, and counted, by every loss but Rao-Kupper's). The losses
+are in reward_losses.py. Eval on held-out rows: thumbs' accuracy and AUC, ratings' Spearman; where pairs exist,
+accuracy vs the labelers (acc_noisy) and gold (acc_gold), calibration (ece) and a length-only baseline
+(length_*); on the built-in task's prompts, Spearman with gold (held-out rows, fresh SFT samples).
+Departures: a few hundred steps on little data (the papers: an epoch on much more); every kind is tested on
+the same pairwise_test.jsonl, so kinds compare.
 
     python feedback.py && python reward.py       # or --label_kind=likert --loss_type=ordinal, --data_path=FILE
     torchrun --nproc_per_node=2 reward.py        # DDP
@@ -40,6 +44,8 @@ from common import log_metrics
 from audit import spearman
 from configurator import MissingFile, UserError, configure
 from model import score_sequences
+from reward_losses import (all_pairs_loss, auc, bt_loss, hinge_loss, mse_loss, ordinal_cuts, ordinal_init, ordinal_loss,
+                           plackett_luce_loss, rao_kupper_loss, soft_bt_loss, thumbs_loss)
 
 # ----------------------------------------------------------------------------- config
 out_dir = "out/reward"  # checkpoint and metrics.jsonl go here
@@ -76,73 +82,6 @@ bootstrap = True  # ensemble: each member trains on its own bootstrap resample o
 
 LOSSES = dict(pairwise=("bt", "margin", "hinge", "soft"), rankings=("pl", "pairs"), ties=("rao_kupper",),
               likert=("mse", "ordinal"), binary=("logistic",), aspects=("mse", "ordinal"))
-
-
-# ----------------------------------------------------------------------------- the losses
-def bt_loss(r_chosen, r_rejected, margin=None):
-    """-log sigmoid(r+ - r- [- margin]), mean over B; with a margin (B,), Llama 2's eq. 2."""
-    d = r_chosen - r_rejected - (0.0 if margin is None else margin)
-    return -F.logsigmoid(d).mean()
-
-
-def soft_bt_loss(r_chosen, r_rejected, p_chosen):
-    """Cross-entropy against q = p_chosen (B,), the annotators' share: a 2-1 vote asks for P = 2/3, not 1."""
-    d = r_chosen - r_rejected
-    return -(p_chosen * F.logsigmoid(d) + (1 - p_chosen) * F.logsigmoid(-d)).mean()
-
-
-def hinge_loss(r_chosen, r_rejected, margin=1.0):
-    return F.relu(margin - (r_chosen - r_rejected)).mean()
-
-
-def plackett_luce_loss(r, mask=None):
-    """r, mask (B, K) best first, padded at the end: -log P = sum_k [logsumexp(r_k..r_K) - r_k]."""
-    mask = torch.ones_like(r, dtype=torch.bool) if mask is None else mask
-    r = r.masked_fill(~mask, float("-inf"))
-    suffix = torch.logcumsumexp(r.flip(-1), -1).flip(-1)  # logsumexp over positions k..K
-    return (suffix - r).masked_fill(~mask, 0.0).sum(-1).mean()
-
-
-def all_pairs_loss(r, mask=None):
-    """Bradley-Terry on every pair of a ranking (InstructGPT's eq. 1): r, mask (B, K) best first."""
-    mask = torch.ones_like(r, dtype=torch.bool) if mask is None else mask
-    i, j = torch.triu_indices(r.shape[1], r.shape[1], offset=1)  # i ranked above j
-    ok = mask[:, i] & mask[:, j]
-    return -(F.logsigmoid(r[:, i] - r[:, j]) * ok).sum() / ok.sum().clamp(min=1)
-
-
-def rao_kupper_loss(r_a, r_b, tie, alpha):
-    """d = r_a - r_b (a chosen unless tied), alpha >= 0 learned: P(a > b) = sigmoid(d - alpha), P(b > a) =
-    sigmoid(-d - alpha), P(tie) the rest = (e^(2 alpha) - 1) sigmoid(d - alpha) sigmoid(-d - alpha)."""
-    d = r_a - r_b
-    log_win = -F.softplus(alpha - d)
-    log_tie = 2 * alpha + torch.log(-torch.expm1(-2 * alpha).clamp(max=-1e-12)) \
-        - F.softplus(alpha - d) - F.softplus(alpha + d)
-    return -torch.where(tie, log_tie, log_win).mean()
-
-
-def mse_loss(r, score, lo=1, hi=5):
-    return F.mse_loss(r, 2 * (score.float() - lo) / (hi - lo) - 1)
-
-
-def ordinal_loss(r, score, cuts):
-    """P(score <= k) = sigmoid(c_k - r), cuts c (L-1,) increasing, score (B,) in 1..L, c_0 = -inf, c_L = inf."""
-    inf = torch.tensor([float("inf")], device=r.device)
-    c = torch.cat([-inf, cuts, inf])
-    k = score.long()
-    upper, lower = torch.sigmoid(c[k] - r), torch.sigmoid(c[k - 1] - r)
-    return -torch.log((upper - lower).clamp(min=1e-12)).mean()
-
-
-def ordinal_cuts(raw):
-    """Strictly increasing cuts from any raw (L-1,): c_1 = raw_1, c_k = c_1 + sum_{1<j<=k} softplus(raw_j)."""
-    return torch.cat([raw[:1], raw[:1] + F.softplus(raw[1:]).cumsum(0)])
-
-
-def ordinal_init(levels=5, spacing=1.0):
-    """raw whose cuts are evenly spaced around 0 ([-1.5, -0.5, 0.5, 1.5]): a reward of 0 spreads over all levels."""
-    first = -spacing * (levels - 2) / 2
-    return torch.tensor([first] + [math.log(math.expm1(spacing))] * (levels - 2))  # softplus^-1(spacing)
 
 
 def normalisation(raw):
@@ -215,6 +154,8 @@ if __name__ == "__main__":
     # ----------------------------------------------------------------------------- data
     t0 = time.time()
     train_items, skipped = data.load_feedback(train_file, label_kind, aspect or None)
+    if (why := data.uninformative(train_items, label_kind, loss_kind)):  # (before the held-out split)
+        raise UserError(why, train_file, "add rows that differ (or train on another --label_kind)")
     if test_path or is_dir:  # any kind: every kind is tested as pairs, so kinds compare side by side
         test_file = test_path or os.path.join(data_path, "pairwise_test.jsonl")
         test_kind = data.detect_kind(test_file)
@@ -233,11 +174,13 @@ if __name__ == "__main__":
     if bad:
         raise UserError("--loss_type=soft needs every pair's vote margin |for - against| / annotators in [0, 1]",
                         bad[0], "add a `margin` field (or use --loss_type=bt)")
+    ties = sum(s.endswith(data.TIE) for s in skipped + test_skipped)
     if rt.master and (skipped or test_skipped):
-        print(f"skipped {len(skipped)} train / {len(test_skipped)} test rows without a comparison, "
-              f"e.g. {(skipped + test_skipped)[0]}")
+        print(f"skipped {len(skipped)} train / {len(test_skipped)} test rows ({ties} ties" + ("; --label_kind=ties "
+              "trains on them" if ties else "") + f"), e.g. {(skipped + test_skipped)[0]}")
+    pointwise = test_kind in ("binary", "likert", "aspects")  # held-out rows with a label of their own
     known = set(task.all_prompts())
-    has_gold = all(p in known for p, _, _ in test_pairs)  # the built-in task's prompts
+    has_gold = all(it["prompt"] in known for it in test_items)  # the built-in task's prompts
 
     cut = [0]
     def encode(prompt, text):
@@ -278,7 +221,7 @@ if __name__ == "__main__":
             n += k
         if label_kind == "binary":  # thumbs up / down: a logistic regression of the label on the reward
             y = torch.tensor([float(it["y"]) for it in items], device=r.device)
-            return F.binary_cross_entropy_with_logits(r[:, 0], y), ((r[:, 0] > 0).float() == y).float().mean().item()
+            return thumbs_loss(r[:, 0], y), ((r[:, 0] > 0).float() == y).float().mean().item()
         if label_kind in ("likert", "aspects"):
             y = torch.tensor([it["y"] for it in items], device=r.device)
             cuts = ordinal_cuts(lp["cuts"])
@@ -324,37 +267,56 @@ if __name__ == "__main__":
 
     @torch.no_grad()
     def evaluate(gain=None, bias=None):
-        """Held-out accuracies; with the normalisation also the rest (an ensemble: its members' mean, and each)."""
+        """Held-out metrics of rows (thumbs, ratings) and of pairs, where there are any; with the normalisation
+        also the rest. An ensemble: its members' mean (and each member's acc_gold)."""
         for m in members:
             m.eval()
-        rc_k = score_texts([(p, c) for p, c, _ in test_pairs])  # (K, N)
-        rr_k = score_texts([(p, r) for p, _, r in test_pairs])
-        rc, rr = rc_k.mean(0), rr_k.mean(0)
-        out = {"acc_noisy": (rc > rr).float().mean().item()}
-        if has_gold:
-            gc = torch.tensor([task.gold(p, c) for p, c, _ in test_pairs])
-            gr = torch.tensor([task.gold(p, r) for p, _, r in test_pairs])
-            d = gc != gr  # gold ties have no right answer
-            out["acc_gold"] = ((rc > rr) == (gc > gr))[d].float().mean().item()
-            out["labelers_acc_gold"] = (gc > gr)[d].float().mean().item()  # the majority vote's own accuracy
-            if ensemble > 1:
-                out["member_acc_gold"] = [round(((a > b) == (gc > gr))[d].float().mean().item(), 4)
-                                          for a, b in zip(rc_k, rr_k)]
+        out, rel = {}, []
+        if pointwise:  # each held-out row against its own label: thumbs' accuracy and AUC, ratings' Spearman
+            rw = score_texts([(it["prompt"], it["texts"][0]) for it in test_items]).mean(0)
+            y = torch.tensor([float(it["y"].get(aspect) or sum(it["y"].values())) if isinstance(it["y"], dict)
+                              else float(it["y"]) for it in test_items])
+            if test_kind == "binary":  # P(up) = sigmoid(raw reward): up where it is > 0
+                out.update(acc_thumbs=((rw > 0).float() == y).float().mean().item(), auc_thumbs=auc(rw, y))
+                if gain is not None and not test_pairs:
+                    rel, out["ece"] = reliability(torch.sigmoid(rw).tolist(), y.tolist(), n_bins)
+            else:
+                out["spearman_rating"] = spearman(rw.tolist(), y.tolist())
+            if has_gold:
+                out["spearman_gold_rows"] = spearman(rw.tolist(), [task.gold(it["prompt"], it["texts"][0])
+                                                                   for it in test_items])
+            for it, x in list(zip(test_items, rw.tolist()))[:n_print if gain is not None else 0]:
+                print(f"  {it['prompt']!r} -> {it['texts'][0]!r}\n    label {it['y']} reward {x:+.2f}")
+        if test_pairs:  # pairs only where there are any (ratings or thumbs: several responses to one prompt)
+            rc_k = score_texts([(p, c) for p, c, _ in test_pairs])  # (K, N)
+            rr_k = score_texts([(p, r) for p, _, r in test_pairs])
+            rc, rr = rc_k.mean(0), rr_k.mean(0)
+            out["acc_noisy"] = (rc > rr).float().mean().item()
+            if has_gold:
+                gc = torch.tensor([task.gold(p, c) for p, c, _ in test_pairs])
+                gr = torch.tensor([task.gold(p, r) for p, _, r in test_pairs])
+                d = gc != gr  # gold ties have no right answer
+                out["acc_gold"] = ((rc > rr) == (gc > gr))[d].float().mean().item()
+                out["labelers_acc_gold"] = (gc > gr)[d].float().mean().item()  # the majority vote's own accuracy
+                if ensemble > 1:
+                    out["member_acc_gold"] = [round(((a > b) == (gc > gr))[d].float().mean().item(), 4)
+                                              for a, b in zip(rc_k, rr_k)]
         if gain is None:
             for m in members:
                 m.train()
             return out, None
-        p = torch.sigmoid(rc - rr).tolist()  # P(a > b) against the labelers' choice, both orders of each pair
-        rel, out["ece"] = reliability(p + [1 - q for q in p], [1] * len(p) + [0] * len(p), n_bins)
         ln = lambda p, t: len(tok.encode(t, "response"))  # the length baseline: +-length, sign fitted on train
         tr = train_pairs
         sign = 1 if sum(ln(p, c) > ln(p, r) for p, c, r in tr) >= sum(ln(p, c) < ln(p, r) for p, c, r in tr) else -1
-        len_c = torch.tensor([sign * ln(p, c) for p, c, _ in test_pairs], dtype=torch.float)
-        len_r = torch.tensor([sign * ln(p, r) for p, _, r in test_pairs], dtype=torch.float)
-        wins = (len_c > len_r).float() + 0.5 * (len_c == len_r).float()  # ties: a coin
-        out["length_acc_noisy"] = wins.mean().item()
-        if has_gold:
-            out["length_acc_gold"] = wins[d].mean().item()
+        if test_pairs:
+            p = torch.sigmoid(rc - rr).tolist()  # P(a > b) against the labelers' choice, both orders of each pair
+            rel, out["ece"] = reliability(p + [1 - q for q in p], [1] * len(p) + [0] * len(p), n_bins)
+            len_c = torch.tensor([sign * ln(p, c) for p, c, _ in test_pairs], dtype=torch.float)
+            len_r = torch.tensor([sign * ln(p, r) for p, _, r in test_pairs], dtype=torch.float)
+            wins = (len_c > len_r).float() + 0.5 * (len_c == len_r).float()  # ties: a coin
+            out["length_acc_noisy"] = wins.mean().item()
+            if has_gold:
+                out["length_acc_gold"] = wins[d].mean().item()
         out["reward_gain"], out["reward_bias"] = (gain[0], bias[0]) if ensemble == 1 else (gain, bias)
         if has_gold and policy is not None:  # fresh samples on test prompts
             prompts = [p for p in task.prompts("test") for _ in range(n_eval)]
@@ -370,18 +332,19 @@ if __name__ == "__main__":
             out.update(spearman=spearman(rew, golds), length_spearman=spearman([sign * n for n in lengths], golds),
                        reward=sum(rew) / len(rew), gold=sum(golds) / len(golds),
                        accept_rate=sum(map(task.accept_probability, prompts, texts)) / len(texts))
-        for (p, c, r), a, b in list(zip(test_pairs, rc, rr))[:n_print]:
+        for (p, c, r), a, b in list(zip(test_pairs, rc, rr))[:n_print] if test_pairs else []:
             print(f"  {p!r}\n    chosen   {c!r} reward {a:+.2f}" + (f" gold {task.gold(p, c):+.2f}" if has_gold else "")
                   + f"\n    rejected {r!r} reward {b:+.2f}" + (f" gold {task.gold(p, r):+.2f}" if has_gold else ""))
-        print("reliability (P(a>b) predicted vs observed):")
+        if rel:
+            print(f"reliability ({'P(a>b)' if test_pairs else 'P(up)'} predicted vs observed):")
         for lo, hi, mp, fr, n in rel:
             print(f"  [{lo:.1f}, {hi:.1f})  predicted {mp:.3f}  observed {fr:.3f}  n {n}")
         return out, rel
 
     # ----------------------------------------------------------------------------- training loop
     if rt.master:
-        print(f"{label_kind} feedback, loss {loss_kind}: {len(train_items)} train items, {len(test_pairs)} test "
-              f"pairs ({time.time() - t0:.1f}s)")
+        print(f"{label_kind} feedback, loss {loss_kind}: {len(train_items)} train items, {len(test_items)} test "
+              f"items, {len(test_pairs)} test pairs ({time.time() - t0:.1f}s)")
     start_iter = iter_num if ckpt else None
     def extra(gains=None, biases=None):  # the stage's checkpoint entries: member 0 on top, the others in members
         norm = lambda k: {} if gains is None else dict(reward_gain=gains[k], reward_bias=biases[k])
@@ -430,6 +393,9 @@ if __name__ == "__main__":
     states, gain, bias = common.rng_state(rng, rt), None, None  # (the random state before the final eval)
     if rt.master:
         gain, bias = fit_normalisation()
+        if not all(map(math.isfinite, gain + bias)):  # NaN would reach every RL stage through the checkpoint
+            raise UserError(f"the reward's normalisation is not finite (gain {gain}, bias {bias}); nothing saved",
+                            out_dir, "raise --n_norm, or check the data for rows the model scores alike")
         out, rel = evaluate(gain, bias)
         log_metrics(rt.metrics_path, {"iter": iter_num, "label_kind": label_kind, "loss_kind": loss_kind, **out})
         with open(rt.metrics_path, "a") as f:  # the reliability table as one JSON line

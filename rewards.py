@@ -42,6 +42,7 @@ def length_reward(prompts, responses):
 
 
 BUILTIN_REWARDS = {"gold": gold_reward, "format": format_reward, "length": length_reward}
+TASK_ONLY = ("gold", "format")  # the built-in task's scorers: on other prompts they score nothing of yours
 
 
 def load_rewards(spec, builtins=BUILTIN_REWARDS):
@@ -204,6 +205,11 @@ def load_reward_model(path, vocab, device, same_vocab=True, objective="mean", co
     if "reward_gain" not in (ckpt or {}):
         raise UserError(f"{path}: no reward_gain/reward_bias in the checkpoint (not a finished reward.py run)",
                         fix="train it to the end with reward.py")
+    norm = [ckpt["reward_gain"], ckpt["reward_bias"]] + [m[k] for m in ckpt.get("members") or [] for k in
+                                                        ("reward_gain", "reward_bias")]
+    if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in norm):  # NaN would score every response NaN
+        raise UserError(f"{path}: the reward model's gain / bias are not finite numbers ({norm[:2]})",
+                        fix="retrain it with reward.py (--n_norm >= 2)")
     if coef < 0:
         raise UserError(f"--uncertainty_coef={coef}: must be >= 0 (a negative one would pay for disagreement)")
     members = ckpt.get("members") or []

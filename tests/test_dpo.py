@@ -309,3 +309,19 @@ def test_kto_bad_input(sft_dir, tmp_path, rows, extra, message):
             f"--data_path={path}", *extra, ok=False)
     lines = p.stderr.strip().splitlines()
     assert p.returncode == 2 and len(lines) == 1 and re.search(message, lines[0]), p.stderr
+
+
+def test_ties_are_skipped_and_counted(sft_dir, tmp_path):
+    """A tie has no chosen: DPO skips tie rows and says how many; a file of only ties is refused with one line."""
+    sft = f"--sft_path={os.path.join(sft_dir, 'ckpt.pt')}"
+    rows = [{"prompt": "I went to the cafe.", "chosen": f" I loved the {n}.<|endoftext|>",
+             "rejected": " The cake was bad.<|endoftext|>", "tie": i % 3 == 0} for i, n in enumerate(["tea", "music"] * 6)]
+    mixed, ties = tmp_path / "mixed.jsonl", tmp_path / "ties.jsonl"
+    mixed.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ties.write_text("".join(json.dumps({**r, "tie": True}) + "\n" for r in rows))
+    p = run("dpo.py", sft, f"--out_dir={tmp_path}/m", f"--data_path={mixed}", "--max_iters=1", "--batch_size=4",
+            "--eval_repeats=1")
+    assert "skipped 4 ties" in p.stdout and "8 training rows" in p.stdout, p.stdout
+    p = run("dpo.py", sft, f"--out_dir={tmp_path}/t", f"--data_path={ties}", ok=False)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr, p.stderr
+    assert "12 were ties: DPO has no tie outcome" in p.stderr

@@ -1,5 +1,6 @@
 """grpo.py: hand-computed advantages, clipping and loss aggregation; reward functions (built in and from
 a user's file); a smoke run with DDP and resume; learning with the gold reward and with the reward model."""
+import json
 import math
 import os
 
@@ -324,3 +325,21 @@ def test_learns_with_reward_model(sft_dir, reward_dir, tmp_path):
     rows = [r for r in read_metrics(str(tmp_path / "rm")) if "reward/rm" in r]
     assert rows[-1]["reward/rm"] > rows[0]["reward/rm"] + 0.5  # the reward the policy was trained on went up
     assert after["gold"] > before["gold"] + 0.2, (before, after)  # and so did the hidden one
+
+
+def test_user_prompts_know_what_they_optimise(sft_dir, tmp_path):
+    """Prompts that are not the built-in task's: gold (or format) would score every sample alike and teach
+    nothing, so it is refused with one line naming the rewards that work; with one of those, the eval reports
+    the user's reward and no gold."""
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text("".join(json.dumps({"prompt": f"I {v} the {n}."}) + "\n" for v in ("loved", "hated")
+                            for n in ("cake", "tea", "music", "staff", "room", "bed", "view", "food")))
+    args = (f"--sft_path={sft_dir}/ckpt.pt", f"--out_dir={tmp_path}/o", f"--data_path={mine}")
+    for fns in ("gold", "length,format:0.5"):
+        p = run("grpo.py", *args, f"--reward_fns={fns}", ok=False)
+        assert p.returncode == 2 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr, p.stderr
+        assert "scores only the built-in task's reviews" in p.stderr and "rm" in p.stderr and "judge" in p.stderr
+    run("grpo.py", *args, "--reward_fns=length", "--max_iters=1", "--eval_interval=1", "--log_interval=1",
+        "--prompts_per_batch=4", "--group_size=4", "--minibatch_size=16", "--max_new_tokens=12", "--eval_repeats=2")
+    evals = [m for m in read_metrics(f"{tmp_path}/o") if "reward_std" not in m]
+    assert len(evals) == 2 and all("reward/length" in m and "gold" not in m for m in evals), evals

@@ -233,7 +233,7 @@ def test_bad_feedback(tmp_path, sft_dir):
                                                                           dict(prompt="p", ranking=["a", "b"])]), "rankings")
     assert len(items) == 1 and "rank.jsonl:1" in skipped[0]  # duplicates in a ranking: counted skip
     path = write(tmp_path, "lik.jsonl", [dict(prompt="p", completion="a", score=3), dict(prompt="p", completion="a", score=6)])
-    with pytest.raises(ValueError, match=r"score must be an integer 1..5, got 6 \(.*lik.jsonl:2\)"):
+    with pytest.raises(ValueError, match=r"score must be a number in \[1, 5\], got 6 \(.*lik.jsonl:2\)"):
         data.load_feedback(path, "likert")
     with pytest.raises(ValueError, match=r"missing field.*\(.*miss.jsonl:2\)"):
         data.load_feedback(write(tmp_path, "miss.jsonl", [ok, dict(prompt="p", chosen="a")]), "pairwise")
