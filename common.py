@@ -82,7 +82,7 @@ def claim_out_dir(out_dir, config, inputs=(), outputs=RUN_OUTPUTS, master=True):
         there = [o for o in outputs if os.path.exists(os.path.join(out_dir, o))]
         if there and not config.get("overwrite"):
             refuse(f"{out_dir} holds {', '.join(there)} from an earlier run, which this fresh run would replace",
-                   ("pass --init_from=resume to continue it, " if can_resume else "") +
+                   ("pass --init_from=resume to continue it, " if can_resume else "pass ") +
                    "--overwrite=True to start anew (it removes them), or another --out_dir")
         for o in there if master else []:
             os.remove(os.path.join(out_dir, o))
