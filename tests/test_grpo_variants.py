@@ -264,6 +264,8 @@ def test_grpo_runs_every_variant_flag(sft_dir, tmp_path):
         p = run("grpo.py", *small, f"--out_dir={out}", "--objective=cispo", *flags, "--max_iters=1",
                 "--eval_interval=1", "--overlong_cache=16")
         assert "objective=cispo sets clip_low=1.0, clip_high=4.0, loss_agg='token'" in p.stdout, p.stdout
+        cfg = torch.load(f"{out}/ckpt.pt", weights_only=True)["config"]  # what ran, resolved
+        assert (cfg["clip_low"], cfg["clip_high"], cfg["loss_agg"]) == (1.0, 4.0, "token")
         last = [r for r in read_metrics(out) if "policy_loss" in r][-1]
         # overlong_cache = max_new_tokens: the penalty is linear, -len / 16, so its mean is -mean length / 16
         assert last["reward/overlong"] == pytest.approx(-last["response_len"] / 16, abs=1e-5)
