@@ -150,6 +150,8 @@ def configure(g, argv=None, choices=None, depends=None):
             except OSError as e:
                 raise MissingFile(f"config file: {e.strerror}", arg, "give a .py or .json config file, "
                                   "or options as --key=value") from None
+            except UnicodeDecodeError:
+                raise UserError("the config file is not UTF-8 text", arg, "save it as UTF-8") from None
             if arg.endswith(".json"):
                 try:
                     updates = json.loads(text)
@@ -157,7 +159,12 @@ def configure(g, argv=None, choices=None, depends=None):
                     raise UserError(f"malformed JSON config ({e.msg})", f"{arg}:{e.lineno}") from None
             else:
                 updates = {}
-                exec(text, {}, updates)
+                try:
+                    exec(compile(text, arg, "exec"), {}, updates)
+                except SyntaxError as e:
+                    raise UserError(f"the config file does not parse ({e.msg})", f"{arg}:{e.lineno}") from None
+                except Exception as e:  # a .py config is run: any error in it is the file's
+                    raise UserError(f"the config file failed ({type(e).__name__}: {e})", arg) from None
             items = [(k, v) for k, v in updates.items() if not k.startswith("_")]
         else:
             if "=" not in arg:

@@ -95,3 +95,16 @@ def test_depends_resolves_the_other_keys_own_default(tmp_path, capsys):
     assert configure(dict(g), [], depends=dep)["clip_low"] == 0.2 and capsys.readouterr().out == ""
     out = run("grpo.py", "--help").stdout
     assert "(objective=gspo: 0.0003, cispo: 1.0)" in out and "(objective=cispo: 'token')" in out
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"lr = 1\n\xff\xfe\n", "the config file is not UTF-8 text (CFG). save it as UTF-8"),
+    (b"lr = (1\n", "the config file does not parse ('(' was never closed) (CFG:1)"),
+    (b"lr = x\n", "the config file failed (NameError: name 'x' is not defined) (CFG)"),
+])
+def test_unreadable_config_files_are_one_line(tmp_path, content, message):
+    cfg = tmp_path / "c.py"
+    cfg.write_bytes(content)
+    with pytest.raises(UserError) as e:
+        configure(defaults(), [str(cfg)])
+    assert str(e.value) == message.replace("CFG", str(cfg))
