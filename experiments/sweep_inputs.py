@@ -37,7 +37,7 @@ from experiments.sweep_cases import ROOT, all_cases
 out_dir = "out/sweep"  # fixtures/, cases/<case>/ and results.jsonl go here
 only = ""  # run one category: range, readers, feedback, resume, grpo_user, formats, examples ('' all)
 match = ""  # run only the cases whose name contains this (comma-separated: any of these; '' all)
-timeout = 120  # seconds per case; a case still running then is `silent` (accepted)
+timeout = 120  # seconds per case; a case still running then is `silent` (accepted) [> 0]
 summarize = False  # run nothing: the table of every results*.jsonl in out_dir (a case's newest row)
 CLASSES = ("ran", "refused", "traceback", "silent", "misleading")
 

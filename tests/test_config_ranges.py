@@ -15,7 +15,7 @@ from configurator import SIMPLE, UserError, _comments, configure, parse_range
 from conftest import ROOT, run
 
 SCRIPTS = ("sft", "feedback", "rlaif", "reward", "ppo", "dpo", "grpo", "sample", "audit", "experiments.active",
-           "experiments.overopt")
+           "experiments.overopt", "experiments.sweep_inputs")
 
 
 def config_of(name):
