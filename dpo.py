@@ -267,7 +267,7 @@ if __name__ == "__main__":
     train = [] if online else train
     beside = os.path.join(os.path.dirname(data_path), os.path.basename(data_path).replace("_train.jsonl", "_test.jsonl"))
     val_file = val_path or (beside if data_path.endswith("_train.jsonl") else "")  # feedback.py's held-out rows
-    val = load_rows(val_file) if val_file and os.path.exists(val_file) and rt.master else []
+    val = load_rows(val_file) if val_file and (val_path or os.path.exists(val_file)) and rt.master else []  # (yours: must exist)
     eval_prompts = [p for p in task.prompts("test") for _ in range(eval_repeats)] if builtin else []
     w_d = desirable_weight
     if kto:

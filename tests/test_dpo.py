@@ -298,6 +298,8 @@ def test_kto_on_pairs_and_ddp(reward_dir, sft_dir, tmp_path):
      r"^error: KTO needs thumbs up and thumbs down, but all 2 rows are up \(.*all_up\.jsonl\)\. add rows"),
     ([dict(prompt="I went to the cafe.", completion=" The cake was good.<|endoftext|>", label=True)], [],
      r"^error: unpaired rows \(thumbs up / down\): only KTO trains on them \(.*\)\. pass --loss_type=kto$"),
+    ([dict(prompt="I went to the cafe.", chosen=" The cake was good.<|endoftext|>", rejected=" The cake was bad.<|endoftext|>")],
+     ["--val_path=/nonexistent/val.jsonl"], r"^error: no preference data \(/nonexistent/val\.jsonl\)"),  # (was: no eval)
     ([dict(prompt="I went to the cafe.", completion=" The cake was good.<|endoftext|>", label=True)],
      ["--loss_type=kto", "--desirable_weight=-1"], r"^error: --desirable_weight=-1\.0: must be >= 0$"),
 ])
