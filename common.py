@@ -61,11 +61,6 @@ def claim_out_dir(out_dir, config, inputs=(), outputs=RUN_OUTPUTS, master=True):
     data file counts if an output would replace it) always. --init_from=resume: the checkpoint must be
     there, architecture keys (its model_args) must not change, other changes are printed, and metrics.jsonl
     is cut back to the checkpoint's iteration (what the resumed run logs again). One line, exit 2."""
-    def refuse(what, fix):
-        if not master:  # (rank 0 says why; torchrun stops the other ranks when it exits)
-            time.sleep(2)
-            raise SystemExit(2)
-        raise UserError(what, fix=fix)
     here, resume = os.path.realpath(out_dir), config.get("init_from") == "resume"
     replaced = {os.path.realpath(os.path.join(out_dir, o)) for o in outputs}
     for key in inputs:
@@ -75,31 +70,30 @@ def claim_out_dir(out_dir, config, inputs=(), outputs=RUN_OUTPUTS, master=True):
             real = os.path.realpath(path)
             folder = os.path.dirname(real) if real.endswith(".pt") else real
             if folder == here or real in replaced:
-                refuse(f"--out_dir={out_dir} is where --{key}={path}, an input of this run, lives: the run would "
-                       f"replace it (even with --overwrite=True)", "choose another --out_dir")
+                raise UserError(f"--out_dir={out_dir} is where --{key}={path}, an input of this run, lives: the "
+                                f"run would replace it (even with --overwrite=True)", fix="choose another --out_dir")
     can_resume = "ckpt.pt" in outputs
     if not resume:
         there = [o for o in outputs if os.path.exists(os.path.join(out_dir, o))]
         if there and not config.get("overwrite"):
-            refuse(f"{out_dir} holds {', '.join(there)} from an earlier run, which this fresh run would replace",
-                   ("pass --init_from=resume to continue it, " if can_resume else "pass ") +
-                   "--overwrite=True to start anew (it removes them), or another --out_dir")
+            raise UserError(f"{out_dir} holds {', '.join(there)} from an earlier run, which this fresh run would "
+                            "replace",
+                            fix=("pass --init_from=resume to continue it, " if can_resume else "pass ") +
+                            "--overwrite=True to start anew (it removes them), or another --out_dir")
         for o in there if master else []:
             os.remove(os.path.join(out_dir, o))
         return
     path = os.path.join(out_dir, "ckpt.pt")
     if not os.path.exists(path):
-        refuse(f"--init_from=resume: no checkpoint in {out_dir} (ckpt.pt) to resume from",
-               "start a fresh run without --init_from=resume")
-    try:  # (mmap: the config and iteration without reading the weights)
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:
-        raise UserError(f"{path}: not a readable checkpoint ({e})") from None
+        raise UserError(f"--init_from=resume: no checkpoint in {out_dir} (ckpt.pt) to resume from",
+                        fix="start a fresh run without --init_from=resume")
+    ckpt = load_checkpoint(path, mmap=True)  # (mmap: the config and iteration without reading the weights)
     old, arch = ckpt.get("config") or {}, ckpt.get("model_args") or {}
     changed = [k for k in config if k in old and config[k] != old[k] and k not in ("init_from", "overwrite")]
     for k in [k for k in changed if k in arch]:
-        refuse(f"--{k}={config[k]!r} on resume: the checkpoint in {out_dir} has {k}={old[k]!r} (the model "
-               f"resumes with the checkpoint's architecture)", f"drop --{k}, or start a fresh run with --overwrite=True")
+        raise UserError(f"--{k}={config[k]!r} on resume: the checkpoint in {out_dir} has {k}={old[k]!r} (the model "
+                        f"resumes with the checkpoint's architecture)",
+                        fix=f"drop --{k}, or start a fresh run with --overwrite=True")
     if master:
         if changed:
             print("resuming with changed keys: " + ", ".join(f"{k} {old[k]} -> {config[k]}" for k in changed))
@@ -139,7 +133,7 @@ def finish(rt):
 
 
 # ----------------------------------------------------------------------------- models
-def load_checkpoint(path):
+def load_checkpoint(path, mmap=False):
     """A checkpoint a stage wrote (its ckpt.pt, or the folder holding it); anything else is one line naming it."""
     if os.path.isdir(path):
         path = os.path.join(path, "ckpt.pt")
@@ -147,7 +141,7 @@ def load_checkpoint(path):
         raise MissingFile(f"{path}: no checkpoint here. Run the stage that writes it first "
                           f"(e.g. python sft.py), or point --init_from / the path option at one.")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # pickle, zip, EOF or OS errors, some of them many lines long: the kind is enough
         raise UserError(f"{path}: not a readable checkpoint ({getattr(e, 'strerror', None) or type(e).__name__})",
                         fix="give the ckpt.pt a stage wrote, or its folder") from None
