@@ -8,6 +8,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
@@ -125,11 +126,16 @@ def cut_metrics(path, iter_num):
 
 
 def finish(rt):
-    """Under DDP, every rank waits for all, then all tear the process group down together (without the
-    barrier a rank could abort at exit: RESULTS.md, "DDP teardown")."""
+    """Under DDP, every rank waits for all, tears the process group down, and leaves without Python's
+    finalisation: there the DDP reducer (which keeps the gloo group alive) can be unwound while a gloo
+    thread still runs, and `std::terminate` aborts a rank after a complete run (RESULTS.md, "DDP teardown").
+    Every file a stage writes is closed by then; only the standard streams need flushing."""
     if rt.ddp:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 # ----------------------------------------------------------------------------- models
