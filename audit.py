@@ -13,7 +13,7 @@ from itertools import combinations
 import torch
 
 import common
-import data
+import feedback_data
 import rewards
 from configurator import UserError, configure
 from model import score_sequences
@@ -237,9 +237,9 @@ if __name__ == "__main__":
     configure(globals())
     if not data_path:
         raise UserError("nothing to audit", fix="pass --data_path=feedback.jsonl (pairwise, ties, rankings, likert or binary)")
-    kind = data.detect_kind(data_path)
-    items, skipped = data.load_feedback(data_path, kind)
-    pairs = data.to_pairs(items, kind)
+    kind = feedback_data.detect_kind(data_path)
+    items, skipped = feedback_data.load_feedback(data_path, kind)
+    pairs = feedback_data.to_pairs(items, kind)
     if kind in ("likert", "binary"):  # the same response to the same prompt, labelled more than once
         rc = repeat_consistency([((it["prompt"], it["texts"][0]), it["y"]) for it in items])
         print(f"repeated items: {rc['n_repeated']} responses labelled more than once ({rc['n_pairs']} pairs of "

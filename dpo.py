@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 import common
 import data
+import feedback_data
 import rewards
 import task
 from common import log_metrics
@@ -228,7 +229,7 @@ if __name__ == "__main__":
         unpaired = "label" in data.read_jsonl(path)[0]
         if unpaired and not kto:
             raise UserError("unpaired rows (thumbs up / down): only KTO trains on them", path, "pass --loss_type=kto")
-        rows = data.load_unpaired(path) if unpaired else data.load_preferences(path, template)
+        rows = feedback_data.load_unpaired(path) if unpaired else feedback_data.load_preferences(path, template)
         out, same, bad, cut, first_bad, ties = [], 0, 0, 0, "", 0
         for r in rows[:max_items or None]:
             texts = [r["completion"]] if unpaired else [r["chosen"], r["rejected"]]

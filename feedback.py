@@ -10,10 +10,11 @@ Dawid-Skene), audit the result, and write out_dir/{kind}_{train,test}.jsonl for 
     python feedback.py --policy_path=out/ppo --anchor_path=out/sft/ckpt.pt   # a later policy vs the SFT model's
 
 The people are simulated in labelers.py (noisy views of the hidden gold score); the file formats are in
-data.py, beside load_feedback, which reads them. The report (printed, and out_dir/metrics.jsonl): annotator
-agreement (raw, Fleiss' kappa, Krippendorff's alpha), the kept labels' agreement with gold, each labeler
-type's true reliability beside Dawid-Skene's estimate, the preference audit (audit.py: cycles, the best
-accuracy any scalar reward can reach), and how consistent repeated items' labels are. One process (use python).
+feedback_data.py, beside load_feedback, which reads them. The report (printed, and out_dir/metrics.jsonl):
+annotator agreement (raw, Fleiss' kappa, Krippendorff's alpha), the kept labels' agreement with gold, each
+labeler type's true reliability beside Dawid-Skene's estimate, the preference audit (audit.py: cycles, the
+best accuracy any scalar reward can reach), and how consistent repeated items' labels are. One process (use
+python).
 """
 import json
 import os
@@ -24,6 +25,7 @@ import torch
 
 import common
 import data
+import feedback_data
 import task
 from audit import audit, dawid_skene, fleiss_kappa, krippendorff_alpha, repeat_consistency
 from common import log_metrics
@@ -142,14 +144,14 @@ if __name__ == "__main__":
     # reward can reach on them; then how consistent repeated items' ratings and thumbs are
     examples = []
     for split in ("train", "test"):
-        items, _ = data.load_feedback(os.path.join(out_dir, f"pairwise_{split}.jsonl"), "pairwise")
-        rep = audit(data.to_pairs(items, "pairwise"))
+        items, _ = feedback_data.load_feedback(os.path.join(out_dir, f"pairwise_{split}.jsonl"), "pairwise")
+        rep = audit(feedback_data.to_pairs(items, "pairwise"))
         report.update({f"{split}/audit_max_agreement": rep["max_agreement"], f"{split}/audit_exact": rep["exact"],
                        f"{split}/prompts_with_cycles": rep["prompts_with_cycles"],
                        f"{split}/n_prompts": len({it["prompt"] for it in items})})
         examples += rep["examples"] if split == "train" else []
     for kind in ("likert", "binary"):
-        items, _ = data.load_feedback(os.path.join(out_dir, f"{kind}_train.jsonl"), kind)
+        items, _ = feedback_data.load_feedback(os.path.join(out_dir, f"{kind}_train.jsonl"), kind)
         rc = repeat_consistency([((it["prompt"], it["texts"][0]), it["y"]) for it in items])
         report.update({f"repeats/{kind}_items": rc["n_repeated"], f"repeats/{kind}_agreement": rc["agreement"]})
     log_metrics(rt.metrics_path, {"iter": 0, **report})

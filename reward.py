@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 import common
 import data
+import feedback_data
 import task
 from common import log_metrics
 from audit import spearman
@@ -153,13 +154,13 @@ if __name__ == "__main__":
 
     # ----------------------------------------------------------------------------- data
     t0 = time.time()
-    train_items, skipped = data.load_feedback(train_file, label_kind, aspect or None)
-    if (why := data.uninformative(train_items, label_kind, loss_kind)):  # (before the held-out split)
+    train_items, skipped = feedback_data.load_feedback(train_file, label_kind, aspect or None)
+    if (why := feedback_data.uninformative(train_items, label_kind, loss_kind)):  # (before the held-out split)
         raise UserError(why, train_file, "add rows that differ (or train on another --label_kind)")
     if test_path or is_dir:  # any kind: every kind is tested as pairs, so kinds compare side by side
         test_file = test_path or os.path.join(data_path, "pairwise_test.jsonl")
-        test_kind = data.detect_kind(test_file)
-        test_items, test_skipped = data.load_feedback(test_file, test_kind)
+        test_kind = feedback_data.detect_kind(test_file)
+        test_items, test_skipped = feedback_data.load_feedback(test_file, test_kind)
     elif len(train_items) >= 20:  # hold out the last 10% of the file
         n_test = len(train_items) // 10
         test_kind, train_items, test_items, test_skipped = label_kind, train_items[:-n_test], train_items[-n_test:], []
@@ -169,12 +170,13 @@ if __name__ == "__main__":
             print(f"note: {data_path} has only {len(train_items)} items, too few to hold 10% out: training and "
                   f"evaluating on all of them (pass --test_path for a real test set)")
     train_items = train_items[:max_items] if max_items else train_items  # (after the held-out split)
-    test_pairs, train_pairs = data.to_pairs(test_items, test_kind), data.to_pairs(train_items, label_kind)
+    test_pairs = feedback_data.to_pairs(test_items, test_kind)
+    train_pairs = feedback_data.to_pairs(train_items, label_kind)
     bad = [it["where"] for it in train_items if loss_kind == "soft" and not (it["y"] is not None and 0 <= it["y"] <= 1)]
     if bad:
         raise UserError("--loss_type=soft needs every pair's vote margin |for - against| / annotators in [0, 1]",
                         bad[0], "add a `margin` field (or use --loss_type=bt)")
-    ties = sum(s.endswith(data.TIE) for s in skipped + test_skipped)
+    ties = sum(s.endswith(feedback_data.TIE) for s in skipped + test_skipped)
     if rt.master and (skipped or test_skipped):
         print(f"skipped {len(skipped)} train / {len(test_skipped)} test rows ({ties} ties" + ("; --label_kind=ties "
               "trains on them" if ties else "") + f"), e.g. {(skipped + test_skipped)[0]}")

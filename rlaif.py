@@ -34,6 +34,7 @@ import torch
 
 import common
 import data
+import feedback_data
 import task
 from common import log_metrics
 from configurator import UserError, configure
@@ -46,7 +47,7 @@ mode = "label"  # 'label': the judge labels pairs; 'demos': simulated people lab
 judge = "out/judge"  # the judge: a checkpoint (sft.py on rlaif.py --mode=demos) or a GPT-2 name / HF directory
 principles = ""  # a file of principles, one per line; '' = the built-in 'Prefer the better review.' (demos: all of task.PRINCIPLES)
 policy_path = "out/sft/ckpt.pt"  # whose samples are compared (built-in task)
-pairs_path = ""  # instead: your preference file (any of data.py's formats), re-labelled by the judge
+pairs_path = ""  # instead: your preference file (any of feedback_data.py's formats), re-labelled by the judge
 n_pairs = 2000  # built-in task: train pairs to label (test pairs: a quarter as many, at most 500); demos: the human budget per principle [> 0]
 n_annotators = 3  # simulated people per item (demos, and the agreement report); the majority is kept [> 0]
 label_temperature = 0.25  # their Bradley-Terry noise, in units of the principle's score [> 0]
@@ -152,7 +153,8 @@ if __name__ == "__main__":
         splits = {s: sample_pairs(policy, data.Tokenizer(vocab), s, n, rt.ctx, max_new_tokens, temperature)
                   for s, n in (("train", n_pairs), ("test", n_test_pairs(n_pairs)))}
     else:  # your pairs: the judge re-labels them; agreement with your labels is reported
-        splits = {"train": [(r["prompt"], r["chosen"], r["rejected"]) for r in data.load_preferences(pairs_path)]}
+        rows = feedback_data.load_preferences(pairs_path)
+        splits = {"train": [(r["prompt"], r["chosen"], r["rejected"]) for r in rows]}
     report, mean = {}, lambda xs: sum(xs) / max(1, len(xs))
     for split, pairs in splits.items():
         drawn = [rng.choice(plist) for _ in pairs]  # Constitutional AI: a principle drawn per comparison

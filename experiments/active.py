@@ -17,8 +17,8 @@ retrains the reward model on every label bought so far and picks the next round'
     python -m experiments.active --pool_path=my_prefs.jsonl --test_path=my_test.jsonl   # a labelled file as the pool
 
 The pool is a labelled pairwise file (feedback.py's pairwise_train.jsonl, or real feedback in any of
-data.py's formats) whose labels stay hidden until a pair is bought, the standard pool-based simulation
-(Settles 2009): on the built-in task they are feedback.py's simulated people's majority votes, noise
+feedback_data.py's formats) whose labels stay hidden until a pair is bought, the standard pool-based
+simulation (Settles 2009): on the built-in task they are feedback.py's simulated people's majority votes, noise
 included. Every rule starts from the same random `init_labels` at a seed and then buys `round_size` per
 round for `n_rounds` rounds. The reward model of every rule is trained the same way (model 0 below, from
 the SFT start, reward.py's Bradley-Terry loss, a fresh start each round), so the rules differ only in
@@ -46,6 +46,7 @@ import torch.nn.functional as F
 
 import common
 import data
+import feedback_data
 import task
 from audit import spearman
 from common import log_metrics
@@ -134,9 +135,9 @@ if __name__ == "__main__":
     budget = init_labels + n_rounds * round_size
 
     # ----------------------------------------------------------------------------- data
-    pool_items, _ = data.load_feedback(pool_path, "pairwise")
-    test_items, _ = data.load_feedback(test_path, data.detect_kind(test_path))
-    test_pairs = data.to_pairs(test_items, data.detect_kind(test_path))
+    pool_items, _ = feedback_data.load_feedback(pool_path, "pairwise")
+    test_items, _ = feedback_data.load_feedback(test_path, feedback_data.detect_kind(test_path))
+    test_pairs = feedback_data.to_pairs(test_items, feedback_data.detect_kind(test_path))
     if budget > len(pool_items):
         raise UserError(f"the budget init_labels + n_rounds * round_size = {budget} is larger than the pool's "
                         f"{len(pool_items)} pairs", pool_path, "lower --n_rounds or --round_size, or give a bigger pool")

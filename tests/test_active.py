@@ -84,8 +84,8 @@ def test_active_learning(sft_dir, reward_dir, tmp_path):
     assert acc["random"][1] > acc["random"][0] + 0.05 and acc["bald"][1] > acc["bald"][0], acc
     assert "reaches random's" in p.stdout and os.path.exists(os.path.join(out, "summary.jsonl"))
     # the bought labels are a feedback file reward.py reads
-    import data
-    items, _ = data.load_feedback(os.path.join(out, "bald_seed1.jsonl"), "pairwise")
+    import feedback_data
+    items, _ = feedback_data.load_feedback(os.path.join(out, "bald_seed1.jsonl"), "pairwise")
     assert len(items) == 200
     # a rerun with the same config reuses every finished run and prints the same table
     again = run("-m", "experiments.active", *args)

@@ -11,6 +11,7 @@ import torch
 
 import common
 import data
+import feedback_data
 import rewards
 import task
 from conftest import read_metrics, run
@@ -63,32 +64,32 @@ def test_float_ratings_regression_and_ordinal_bins():
 def test_ties_skipped_and_counted_float_ratings_read(tmp_path):
     ok = dict(prompt="p", chosen="a", rejected="b")
     rows = [ok, dict(ok, tie=True), dict(ok, tie=False), dict(ok, rejected="a"), dict(ok, tie=True)]
-    items, skipped = data.load_feedback(write(tmp_path, "mixed.jsonl", rows), "pairwise")
-    assert len(items) == 2 and sum(s.endswith(data.TIE) for s in skipped) == 2 and len(skipped) == 3
-    items, _ = data.load_feedback(write(tmp_path, "t.jsonl", [dict(ok, tie=False)] + rows[1:3]), "ties")
+    items, skipped = feedback_data.load_feedback(write(tmp_path, "mixed.jsonl", rows), "pairwise")
+    assert len(items) == 2 and sum(s.endswith(feedback_data.TIE) for s in skipped) == 2 and len(skipped) == 3
+    items, _ = feedback_data.load_feedback(write(tmp_path, "t.jsonl", [dict(ok, tie=False)] + rows[1:3]), "ties")
     assert [it["y"] for it in items] == [False, True, False]  # Rao-Kupper keeps them
     with pytest.raises(ValueError, match=r"only ties \(2 of 2 rows.*only_ties.jsonl"):
-        data.load_feedback(write(tmp_path, "only_ties.jsonl", [dict(ok, tie=True)] * 2), "pairwise")
+        feedback_data.load_feedback(write(tmp_path, "only_ties.jsonl", [dict(ok, tie=True)] * 2), "pairwise")
     with pytest.raises(ValueError, match=r"tie must be true or false.*bad_tie.jsonl:1"):
-        data.load_feedback(write(tmp_path, "bad_tie.jsonl", [dict(ok, tie="yes")]), "pairwise")
+        feedback_data.load_feedback(write(tmp_path, "bad_tie.jsonl", [dict(ok, tie="yes")]), "pairwise")
     lik = [dict(prompt="p", completion="a", score=3.5), dict(prompt="q", completion="b", score=1)]
-    assert [it["y"] for it in data.load_feedback(write(tmp_path, "f.jsonl", lik), "likert")[0]] == [3.5, 1]
+    assert [it["y"] for it in feedback_data.load_feedback(write(tmp_path, "f.jsonl", lik), "likert")[0]] == [3.5, 1]
     for bad in (5.5, True, float("nan")):
         with pytest.raises(ValueError, match=r"score must be a number in \[1, 5\]"):
-            data.load_feedback(write(tmp_path, "b.jsonl", [dict(lik[0], score=bad)]), "likert")
-    assert data.to_pairs(data.load_feedback(write(tmp_path, "f.jsonl", lik), "likert")[0], "likert") == []
+            feedback_data.load_feedback(write(tmp_path, "b.jsonl", [dict(lik[0], score=bad)]), "likert")
+    assert feedback_data.to_pairs(feedback_data.load_feedback(write(tmp_path, "f.jsonl", lik), "likert")[0], "likert") == []
     asp = [dict(prompt="p", completion="a", scores=dict(opinion=2.5, fluency=4))]
-    assert data.load_feedback(write(tmp_path, "a.jsonl", asp), "aspects", "opinion")[0][0]["y"] == 2.5
+    assert feedback_data.load_feedback(write(tmp_path, "a.jsonl", asp), "aspects", "opinion")[0][0]["y"] == 2.5
 
 
 def test_uninformative_files():
     up = [dict(y=True), dict(y=True)]
-    assert "all 2 thumbs are up" in data.uninformative(up, "binary")
-    assert data.uninformative(up + [dict(y=False)], "binary") is None
-    assert "all 2 ratings are 3" in data.uninformative([dict(y=3), dict(y=3.0)], "likert")
-    assert data.uninformative([dict(y=3), dict(y=3.5)], "likert") is None
-    assert "all 1 rows are ties" in data.uninformative([dict(y=True)], "ties", "rao_kupper")
-    assert data.uninformative([dict(y=True), dict(y=False)], "ties") is None
+    assert "all 2 thumbs are up" in feedback_data.uninformative(up, "binary")
+    assert feedback_data.uninformative(up + [dict(y=False)], "binary") is None
+    assert "all 2 ratings are 3" in feedback_data.uninformative([dict(y=3), dict(y=3.0)], "likert")
+    assert feedback_data.uninformative([dict(y=3), dict(y=3.5)], "likert") is None
+    assert "all 1 rows are ties" in feedback_data.uninformative([dict(y=True)], "ties", "rao_kupper")
+    assert feedback_data.uninformative([dict(y=True), dict(y=False)], "ties") is None
 
 
 def test_reward_model_with_nan_gain_is_refused(sft_dir, tmp_path):

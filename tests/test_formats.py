@@ -9,6 +9,7 @@ import pytest
 
 import common
 import data
+import feedback_data
 import labelers
 import rewards
 from configurator import MissingFile, UserError
@@ -62,7 +63,7 @@ HH_R = "\n\nHuman: What is a good name for a cat?\n\nAssistant: Why would I care
      ("User: Q?\n\nAssistant:", " yes<|endoftext|>", " no<|endoftext|>")),
 ])
 def test_preference_formats(tmp_path, row, expected):
-    (r,) = data.load_preferences(write(tmp_path, [row]))
+    (r,) = feedback_data.load_preferences(write(tmp_path, [row]))
     assert (r["prompt"], r["chosen"], r["rejected"]) == expected and r["where"].endswith("d.jsonl:1")
 
 
@@ -70,7 +71,7 @@ def test_ultrafeedback_renders_as_sft_messages_do(tmp_path):
     """An SFT model trained on `messages` rows sees the same text at preference time."""
     turns = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Name a cat."}]
     chosen, rejected = turns + [{"role": "assistant", "content": "Whiskers."}], turns + [{"role": "assistant", "content": "No."}]
-    (r,) = data.load_preferences(write(tmp_path, [{"prompt": "Name a cat.", "chosen": chosen, "rejected": rejected}]))
+    (r,) = feedback_data.load_preferences(write(tmp_path, [{"prompt": "Name a cat.", "chosen": chosen, "rejected": rejected}]))
     (sft,) = data.load_sft_jsonl(write(tmp_path, [{"messages": chosen}], "sft.jsonl"))
     assert (r["prompt"], r["chosen"]) == sft[:2] == ("System: Be kind.\n\nUser: Name a cat.\n\nAssistant:", " Whiskers.<|endoftext|>")
     assert r["rejected"] == " No.<|endoftext|>"
@@ -78,7 +79,7 @@ def test_ultrafeedback_renders_as_sft_messages_do(tmp_path):
 
 def test_conversational_unpaired_thumbs_as_0_1_and_prompts(tmp_path):
     q, a = [{"role": "user", "content": "Q?"}], [{"role": "assistant", "content": "yes"}]
-    u, v, w = data.load_unpaired(write(tmp_path, [{"prompt": q, "completion": a, "label": 1},
+    u, v, w = feedback_data.load_unpaired(write(tmp_path, [{"prompt": q, "completion": a, "label": 1},
                                                   {"prompt": q, "completion": a, "label": 0},
                                                   {"prompt": q, "completion": a, "label": False}]))
     assert (u["prompt"], u["completion"], u["label"], v["label"], w["label"]) == \
@@ -91,10 +92,10 @@ def test_conversational_unpaired_thumbs_as_0_1_and_prompts(tmp_path):
 
 
 def test_rankings_and_unpaired_formats(tmp_path):
-    (a,) = data.load_rankings(write(tmp_path, [{"prompt": "p", "ranking": ["x", "y", "z"]}]))
-    (b,) = data.load_rankings(write(tmp_path, [{"prompt": "p", "responses": ["x", "y", "z"], "ranking": [2, 0, 1]}]))
+    (a,) = feedback_data.load_rankings(write(tmp_path, [{"prompt": "p", "ranking": ["x", "y", "z"]}]))
+    (b,) = feedback_data.load_rankings(write(tmp_path, [{"prompt": "p", "responses": ["x", "y", "z"], "ranking": [2, 0, 1]}]))
     assert a["ranking"] == ["x", "y", "z"] and b["ranking"] == ["z", "x", "y"]
-    (u, v) = data.load_unpaired(write(tmp_path, [{"prompt": "p", "completion": "x", "label": True},
+    (u, v) = feedback_data.load_unpaired(write(tmp_path, [{"prompt": "p", "completion": "x", "label": True},
                                                  {"prompt": "p", "completion": "y", "label": False}]))
     assert (u["label"], v["label"], v["completion"]) == (True, False, "y")
 
@@ -103,29 +104,29 @@ def test_rankings_and_unpaired_formats(tmp_path):
     (data.load_sft_jsonl, [{"prompt": "a", "completion": "b"}, {"text": "c"}], r"'text' format but line 1 is 'prompt_completion'.*d.jsonl:2"),
     (data.load_sft_jsonl, [{"prompt": "a", "completion": ""}], r"`completion` must be a non-empty string.*d.jsonl:1"),
     (data.load_sft_jsonl, [{"instruction": "a", "input": 3, "output": "b"}], r"`input` must be a string.*d.jsonl:1"),
-    (data.load_preferences, [{"prompt": "p", "chosen": "a", "rejected": "b"}, {"chosen": "p a", "rejected": "p b"}],
+    (feedback_data.load_preferences, [{"prompt": "p", "chosen": "a", "rejected": "b"}, {"chosen": "p a", "rejected": "p b"}],
      r"'implicit' format but line 1 is 'explicit'.*d.jsonl:2"),
-    (data.load_preferences, [{"prompt": "p", "chosen": "", "rejected": "b"}], r"`chosen` must be a non-empty.*d.jsonl:1"),
-    (data.load_preferences, [{"chosen": "abc", "rejected": "xyz"}], r"share no prompt.*d.jsonl:1.*add a `prompt` field"),
-    (data.load_preferences, [{"chosen": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
+    (feedback_data.load_preferences, [{"prompt": "p", "chosen": "", "rejected": "b"}], r"`chosen` must be a non-empty.*d.jsonl:1"),
+    (feedback_data.load_preferences, [{"chosen": "abc", "rejected": "xyz"}], r"share no prompt.*d.jsonl:1.*add a `prompt` field"),
+    (feedback_data.load_preferences, [{"chosen": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
                               "rejected": [{"role": "user", "content": "z"}, {"role": "assistant", "content": "b"}]}],
      r"share every turn but the last.*d.jsonl:1"),
-    (data.load_preferences, [{"prompt": "p", "chosen": "a"}], r"missing field.*d.jsonl:1"),
-    (data.load_rankings, [{"prompt": "p", "responses": ["a", "b"], "ranking": [0, 2]}], r"distinct indices.*d.jsonl:1"),
-    (data.load_rankings, [{"prompt": "p", "ranking": ["a"]}], r"at least 2.*d.jsonl:1"),
-    (data.load_unpaired, [{"prompt": "p", "completion": "a", "label": "yes"}], r"label must be true / false or 1 / 0, got 'yes'.*d.jsonl:1"),
-    (data.load_unpaired, [{"prompt": "p", "completion": "a", "label": 1}, {"prompt": "p", "completion": "b", "label": 2}],
+    (feedback_data.load_preferences, [{"prompt": "p", "chosen": "a"}], r"missing field.*d.jsonl:1"),
+    (feedback_data.load_rankings, [{"prompt": "p", "responses": ["a", "b"], "ranking": [0, 2]}], r"distinct indices.*d.jsonl:1"),
+    (feedback_data.load_rankings, [{"prompt": "p", "ranking": ["a"]}], r"at least 2.*d.jsonl:1"),
+    (feedback_data.load_unpaired, [{"prompt": "p", "completion": "a", "label": "yes"}], r"label must be true / false or 1 / 0, got 'yes'.*d.jsonl:1"),
+    (feedback_data.load_unpaired, [{"prompt": "p", "completion": "a", "label": 1}, {"prompt": "p", "completion": "b", "label": 2}],
      r"label must be true / false or 1 / 0, got 2 \(.*d.jsonl:2\)"),
-    (data.load_unpaired, [{"prompt": "p", "completion": "a", "label": 1.0}], r"or 1 / 0, got 1.0 \(.*d.jsonl:1\)"),
-    (data.load_unpaired, [{"prompt": [{"role": "user", "content": "p"}], "completion": "a", "label": 1}],
+    (feedback_data.load_unpaired, [{"prompt": "p", "completion": "a", "label": 1.0}], r"or 1 / 0, got 1.0 \(.*d.jsonl:1\)"),
+    (feedback_data.load_unpaired, [{"prompt": [{"role": "user", "content": "p"}], "completion": "a", "label": 1}],
      r"each completion a list of one assistant turn \(.*d.jsonl:1\)"),
     (data.load_sft_jsonl, [{"prompt": [{"role": "user", "content": "p"}], "completion": [
         {"role": "assistant", "content": "a"}, {"role": "user", "content": "b"}]}], r"list of one assistant turn \(.*d.jsonl:1\)"),
     (data.load_sft_jsonl, [{"prompt": [{"role": "user", "content": "p"}], "completion": [{"role": "user", "content": "b"}]}],
      r"ending with an assistant turn \(.*d.jsonl:1\)"),
-    (data.load_preferences, [{"prompt": [{"role": "user", "content": "p"}], "chosen": [{"role": "assistant", "content": "a"}],
+    (feedback_data.load_preferences, [{"prompt": [{"role": "user", "content": "p"}], "chosen": [{"role": "assistant", "content": "a"}],
                               "rejected": "b"}], r"list of one assistant turn \(.*d.jsonl:1\)"),
-    (data.load_preferences, [{"prompt": "p", "chosen": [{"role": "user", "content": "p"}, {"role": "assistant", "content": "a"}],
+    (feedback_data.load_preferences, [{"prompt": "p", "chosen": [{"role": "user", "content": "p"}, {"role": "assistant", "content": "a"}],
                               "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "b"}]}],
      r"share every turn but the last \(.*d.jsonl:1\)"),
     (data.load_prompts, [{"prompt": "p"}, {"prompt": 5}], r"`prompt` must be a non-empty string, got 5 \(.*d.jsonl:2\)"),
@@ -141,7 +142,7 @@ NOT_UTF8 = b"ok\n\xff\xfe\x00bad\n"  # line 2 is not UTF-8
 JSONL_BAD = b"\n{oops\n"  # line 2 is not JSON
 TEXT_READERS = {  # name: (reads a path, file suffix, what an empty file says, a malformed file, what it says)
     **{f.__name__: (f, ".jsonl", r"empty dataset", JSONL_BAD, r"malformed JSON .* \(.*:2\)") for f in (
-        data.read_jsonl, data.load_sft_jsonl, data.load_preferences, data.load_rankings, data.load_unpaired,
+        data.read_jsonl, data.load_sft_jsonl, feedback_data.load_preferences, feedback_data.load_rankings, feedback_data.load_unpaired,
         data.load_prompts)},
     "read_principles": (lambda p: labelers.read_principles(p, None, 10 ** 6, builtin=True), ".txt",
                         r"has no principle", b"# a comment\nBe rude.\n", r"cannot follow 'Be rude\.' \(.*:2\)"),

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import data
+import feedback_data
 import audit
 import feedback
 import labelers
@@ -183,10 +184,10 @@ def _binary_rows():
 def test_binary_files_read_back(tmp_path):
     rows, _ = _binary_rows()
     path = write(tmp_path, "binary.jsonl", rows)
-    assert data.detect_kind(path) == "binary"
-    items, skipped = data.load_feedback(path, "binary")
+    assert feedback_data.detect_kind(path) == "binary"
+    items, skipped = feedback_data.load_feedback(path, "binary")
     assert [it["y"] for it in items] == [True, False] and not skipped
-    assert data.to_pairs(items, "binary") == [("I went to the cafe.", rows[0]["completion"], rows[1]["completion"])]
+    assert feedback_data.to_pairs(items, "binary") == [("I went to the cafe.", rows[0]["completion"], rows[1]["completion"])]
 
 
 def test_labeler_pool():
@@ -227,20 +228,20 @@ def write(tmp_path, name, rows):
 
 def test_bad_feedback(tmp_path, sft_dir):
     ok = dict(prompt="p", chosen="a", rejected="b")
-    items, skipped = data.load_feedback(write(tmp_path, "pairs.jsonl", [ok, dict(ok, rejected="a"), ok]), "pairwise")
+    items, skipped = feedback_data.load_feedback(write(tmp_path, "pairs.jsonl", [ok, dict(ok, rejected="a"), ok]), "pairwise")
     assert len(items) == 2 and len(skipped) == 1 and "pairs.jsonl:2" in skipped[0]  # identical: counted skip
-    items, skipped = data.load_feedback(write(tmp_path, "rank.jsonl", [dict(prompt="p", ranking=["a", "b", "a"]),
+    items, skipped = feedback_data.load_feedback(write(tmp_path, "rank.jsonl", [dict(prompt="p", ranking=["a", "b", "a"]),
                                                                           dict(prompt="p", ranking=["a", "b"])]), "rankings")
     assert len(items) == 1 and "rank.jsonl:1" in skipped[0]  # duplicates in a ranking: counted skip
     path = write(tmp_path, "lik.jsonl", [dict(prompt="p", completion="a", score=3), dict(prompt="p", completion="a", score=6)])
     with pytest.raises(ValueError, match=r"score must be a number in \[1, 5\], got 6 \(.*lik.jsonl:2\)"):
-        data.load_feedback(path, "likert")
+        feedback_data.load_feedback(path, "likert")
     with pytest.raises(ValueError, match=r"missing field.*\(.*miss.jsonl:2\)"):
-        data.load_feedback(write(tmp_path, "miss.jsonl", [ok, dict(prompt="p", chosen="a")]), "pairwise")
+        feedback_data.load_feedback(write(tmp_path, "miss.jsonl", [ok, dict(prompt="p", chosen="a")]), "pairwise")
     with pytest.raises(ValueError, match=r"tie must be true or false.*\(.*tie.jsonl:1\)"):
-        data.load_feedback(write(tmp_path, "tie.jsonl", [dict(ok, tie="yes")]), "ties")
+        feedback_data.load_feedback(write(tmp_path, "tie.jsonl", [dict(ok, tie="yes")]), "ties")
     with pytest.raises(ValueError, match=r"no usable rows.*only.jsonl"):
-        data.load_feedback(write(tmp_path, "only.jsonl", [dict(ok, rejected="a")]), "pairwise")
+        feedback_data.load_feedback(write(tmp_path, "only.jsonl", [dict(ok, rejected="a")]), "pairwise")
     # the script says which file and line
     p = run("reward.py", f"--out_dir={tmp_path}/o", f"--sft_path={sft_dir}/ckpt.pt", "--label_kind=likert",
             f"--data_path={path}", ok=False)
@@ -250,11 +251,11 @@ def test_bad_feedback(tmp_path, sft_dir):
 def test_to_pairs_and_detect_kind(tmp_path):
     items = [dict(prompt="p", texts=[c], y=s) for c, s in (("a", 2), ("b", 5), ("c", 2))] + \
             [dict(prompt="q", texts=["d"], y=1)]
-    assert sorted(data.to_pairs(items, "likert")) == [("p", "b", "a"), ("p", "b", "c")]
-    assert data.to_pairs([dict(prompt="p", texts=["a", "b", "c"], y=None)], "rankings") == \
+    assert sorted(feedback_data.to_pairs(items, "likert")) == [("p", "b", "a"), ("p", "b", "c")]
+    assert feedback_data.to_pairs([dict(prompt="p", texts=["a", "b", "c"], y=None)], "rankings") == \
         [("p", "a", "b"), ("p", "a", "c"), ("p", "b", "c")]
-    assert data.to_pairs([dict(prompt="p", texts=["a", "b"], y=True)], "ties") == []
-    assert data.detect_kind(write(tmp_path, "r.jsonl", [dict(prompt="p", ranking=["a", "b"])])) == "rankings"
+    assert feedback_data.to_pairs([dict(prompt="p", texts=["a", "b"], y=True)], "ties") == []
+    assert feedback_data.detect_kind(write(tmp_path, "r.jsonl", [dict(prompt="p", ranking=["a", "b"])])) == "rankings"
 
 
 # ----------------------------------------------------------------------------- the script
@@ -421,7 +422,7 @@ def test_aspect_weights(aspect_rms, reward_dir, sft_dir, tmp_path):
         with pytest.raises(UserError, match=message):
             load_reward_models(f"{s},{b}", vocab, "cpu", spec)
     with pytest.raises(UserError, match="no rating of aspect 'taste'"):
-        data.load_feedback(f"{reward_dir}/feedback/aspects_train.jsonl", "aspects", "taste")
+        feedback_data.load_feedback(f"{reward_dir}/feedback/aspects_train.jsonl", "aspects", "taste")
     p = run("reward.py", f"--out_dir={tmp_path}/x", f"--data_path={reward_dir}/feedback", "--label_kind=aspects", ok=False)
     assert p.returncode == 2 and "needs --aspect=NAME" in p.stderr and len(p.stderr.strip().splitlines()) == 1
     out = str(tmp_path / "ppo")
