@@ -178,6 +178,14 @@ def write(path, rows):
         f.writelines(json.dumps(r) + "\n" for r in rows)
 
 
+def thumbs_by_score(rows, score):
+    """Thumbs rows relabelled: up where score(prompt, completion) is above the rows' median (the tiny policy's
+    own thumbs are all down, and KTO rightly refuses one label)."""
+    scores = [score(r["prompt"], r["completion"]) for r in rows]
+    mid = sorted(scores)[len(scores) // 2]
+    return [dict(r, label=x > mid) for r, x in zip(rows, scores)]
+
+
 def fixtures(F):
     """The models and files the cases read (built once; delete out_dir/fixtures to rebuild)."""
     if os.path.exists(os.path.join(F, "done")):
@@ -219,7 +227,7 @@ def fixtures(F):
     write(f"{F}/trl_prompt_completion.jsonl", [dict(prompt=chat(r["prompt"], "")[:1], completion=chat("", r["chosen"])[1:])
                                                for r in pairs])
     write(f"{F}/trl_unpaired.jsonl", [dict(prompt=chat(r["prompt"], "")[:1], completion=chat("", r["completion"])[1:],
-                                           label=r["label"]) for r in read("binary")[:100]])
+                                           label=r["label"]) for r in thumbs_by_score(read("binary")[:100], task.gold)])
     prompts = sorted({r["prompt"] for r in read("pairwise")})
     write(f"{F}/user_prompts.jsonl", [{"prompt": a + " " + b} for a, b in zip(prompts, prompts[1:])])
     write(f"{F}/empty.jsonl", [])

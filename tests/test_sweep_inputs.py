@@ -74,3 +74,11 @@ def test_classify():
     assert sweep_inputs.names_in("error: --init_from=resume: no checkpoint in /o/d", both)
     assert not sweep_inputs.names_in("error: /o/d: no model.safetensors or pytorch_model.bin in it", both)
     assert sweep_cases.ISSUE_CASES  # (the hand-written list exists)
+
+
+def test_the_unpaired_fixture_has_both_thumbs():
+    """dpo.kto_unpaired_conversational's rows come from the tiny policy's thumbs, all down: relabelled by
+    gold around their median, KTO gets both labels."""
+    rows = [dict(prompt="p", completion="x" * n, label=False) for n in (3, 1, 4, 1, 5, 9, 2, 6)]
+    labels = [r["label"] for r in sweep_inputs.thumbs_by_score(rows, lambda p, c: len(c))]
+    assert labels == [False, False, False, False, True, True, False, True]
