@@ -20,6 +20,9 @@ import json
 import math
 import os
 import statistics
+import sys
+
+from configurator import UserError
 
 
 def mean_sd(xs):
@@ -46,13 +49,27 @@ def cell(xs, spec=".2f", spread="se"):
 
 
 def read_rows(path):
-    """Every row (dict) of a metrics.jsonl, or of the one in a run folder; [] if there is none."""
+    """Every row (dict) of a metrics.jsonl, or of the one in a run folder; [] if there is none. A file that
+    cannot be read, is not UTF-8 or has a line that is not JSON: one line naming it (and the line)."""
     if os.path.isdir(path):
         path = os.path.join(path, "metrics.jsonl")
     if not os.path.exists(path):
         return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().split(b"\n")
+    except OSError as e:
+        raise UserError(f"cannot read the metrics file ({e.strerror})", path) from None
+    rows = []
+    for n, line in enumerate(lines, 1):
+        try:
+            rows += [json.loads(line.decode("utf-8"))] if line.strip() else []
+        except UnicodeDecodeError:
+            raise UserError("the metrics file is not UTF-8 text", f"{path}:{n}", "the stages write UTF-8 "
+                            "JSON lines") from None
+        except json.JSONDecodeError as e:
+            raise UserError(f"malformed JSON ({e.msg} at column {e.colno})", f"{path}:{n}") from None
+    return rows
 
 
 def last(path, key, split=None):
@@ -91,7 +108,11 @@ def main(argv=None):
     rows = []
     for label, pattern in args.row:
         runs = [p for p in sorted(glob.glob(pattern)) if not args.done or os.path.exists(os.path.join(p, "done"))]
-        finals = [r for r in (last(p, args.last or keys[0], args.split) for p in runs) if r is not None]
+        try:
+            finals = [r for r in (last(p, args.last or keys[0], args.split) for p in runs) if r is not None]
+        except UserError as e:  # a user's file: one line, exit 2 (as every script: configurator.py)
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
         rows.append([label] + [cell([r.get(k) for r in finals], args.spec, args.spread) for k in keys] + [len(finals)])
     cells = lambda text: [c.strip() for c in text.split("|")]
     print(markdown(cells(args.head) + (cells(args.names) if args.names else keys) + ["seeds"], rows))

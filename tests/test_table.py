@@ -3,11 +3,13 @@ metrics.jsonl, and the markdown table its command prints from two tiny hand-made
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
+from configurator import UserError
 from experiments.table import by_iter, cell, last, markdown, mean_sd, mean_se
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,3 +81,16 @@ def test_table_command(tmp_path):
                        text=True, cwd=ROOT, timeout=60)
     assert r.stdout.splitlines() == ["| run | gold | kl | seeds |", "|---|---|---|---|",
                                      "| PPO | -9.00 ± 0.00 | -9.00 ± 0.00 | 2 |"]
+
+
+@pytest.mark.parametrize("content, says", [(b'{"iter": 0, "gold": 1.0}\n\xff\xfe bad\n', r"is not UTF-8 text \(.*:2\)"),
+                                           (b'{"iter": 0, "gold": 1.0}\n{"iter": 1, "gold"\n', r"malformed JSON .*\(.*:2\)")])
+def test_a_bad_metrics_file_is_one_line(tmp_path, content, says):
+    write(tmp_path / "ppo_s1" / "metrics.jsonl", [])
+    (tmp_path / "ppo_s1" / "metrics.jsonl").write_bytes(content)
+    with pytest.raises(UserError, match=says):
+        last(tmp_path / "ppo_s1", "gold")
+    r = subprocess.run([sys.executable, "-m", "experiments.table", "--keys=gold", "--row", "PPO",
+                        str(tmp_path / "ppo_s*")], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and re.search("^error: .*" + says, r.stderr), r.stderr
