@@ -147,6 +147,7 @@ if __name__ == "__main__":
 
     # ------------------------------------------------------------------------- the judge labels
     jmodel, jtok, a_id, b_id, plist = load_judge(judge, principles, rt.device, builtin)
+    ties = set()  # your rows that are ties: judged, but the file names no winner to agree with
     if builtin:
         policy, vocab, _ = common.load_model(policy_path)
         policy.to(rt.device).eval()
@@ -155,13 +156,17 @@ if __name__ == "__main__":
     else:  # your pairs: the judge re-labels them; agreement with your labels is reported
         rows = feedback_data.load_preferences(pairs_path)
         splits = {"train": [(r["prompt"], r["chosen"], r["rejected"]) for r in rows]}
+        ties = {k for k, r in enumerate(rows) if r.get("tie")}
+        if ties:
+            print(f"note: {len(ties)} of {len(rows)} rows are ties: the judge labels them, the agreement with the "
+                  f"file's labels skips them (a tie names no winner)")
     report, mean = {}, lambda xs: sum(xs) / max(1, len(xs))
     for split, pairs in splits.items():
         drawn = [rng.choice(plist) for _ in pairs]  # Constitutional AI: a principle drawn per comparison
         lo_a, shift, same, p_a = judge_pairs(jmodel, jtok, [(pr, p, a, b) for (p, a, b), pr in zip(pairs, drawn)],
                                              a_id, b_id, batch_size)
         rows, right, right_p, agree_h, agree_hh = [], [], [], [], []
-        for (p, a, b), pr, lo, pa in zip(pairs, drawn, lo_a, p_a):
+        for k, ((p, a, b), pr, lo, pa) in enumerate(zip(pairs, drawn, lo_a, p_a)):
             if lo is None:
                 continue
             a_wins = lo > 0 if lo != 0 else rng.random() < 0.5
@@ -176,7 +181,7 @@ if __name__ == "__main__":
                 h2 = people_vote(pr, p, a, b, rng, n_annotators, label_temperature)
                 agree_h.append(a_wins == h1)
                 agree_hh.append(h1 == h2)
-            else:
+            elif k not in ties:
                 agree_h.append(a_wins)  # the file's chosen is a
         data.write_jsonl(os.path.join(out_dir, f"pairwise_{split}.jsonl"), rows)
         read = [k for k, x in enumerate(lo_a) if x is not None]
@@ -187,7 +192,9 @@ if __name__ == "__main__":
             report.update({f"{split}/labels_acc_gold": mean(right), f"{split}/labels_acc_principle": mean(right_p),
                            f"{split}/agreement/humans": mean(agree_h), f"{split}/agreement/human_human": mean(agree_hh)})
         else:
-            report[f"{split}/agreement/labels"] = mean(agree_h)
+            report[f"{split}/n_ties"] = len(ties)
+            if agree_h:  # (every row a tie: the file names no winner to agree with)
+                report[f"{split}/agreement/labels"] = mean(agree_h)
     log_metrics(rt.metrics_path, {"iter": 0, **report})
     with open(rt.metrics_path, "a") as f:
         f.write(json.dumps({"config": config}) + "\n")
@@ -195,5 +202,6 @@ if __name__ == "__main__":
     print(f"wrote pairwise_{{{','.join(splits)}}}.jsonl to {out_dir}/: {report[f'{s}/n_labels']} {s} labels" +
           (f", agreeing with gold {report[f'{s}/labels_acc_gold']:.3f}, with the principle {report[f'{s}/labels_acc_principle']:.3f}, "
            f"with people {report[f'{s}/agreement/humans']:.3f} (people with people {report[f'{s}/agreement/human_human']:.3f})"
-           if builtin else f", agreeing with the file's labels {report[f'{s}/agreement/labels']:.3f}") +
+           if builtin else f", agreeing with the file's labels {report[f'{s}/agreement/labels']:.3f}" if agree_h else
+           ", none with a winner in the file to agree with") + (f" ({len(ties)} ties skipped)" if ties else "") +
           f"; the two orders disagree on {report[f'{s}/position_bias']:.3f} of the pairs")

@@ -258,3 +258,23 @@ def test_widen_keeps_what_the_model_knew():
     at = torch.tensor([new_vocab.index(g) for g in vocab])
     wx = torch.tensor([[new_vocab.index(vocab[i]) for i in x[0].tolist()]])
     assert torch.allclose(m(x), w(wx)[..., at], atol=1e-5)
+
+
+def test_ties_are_judged_but_left_out_of_the_agreement(tmp_path, toy_judge):
+    """--pairs_path: a tie names no winner, so the agreement with the file's labels skips it (and says how
+    many). Each tie here is a non-tie row with its responses swapped: the judge (both orders averaged) prefers
+    the same response in both, so counted as preferences the twins would agree exactly half the time."""
+    good, bad = " The tea was good.<|endoftext|>", " I hated the cake.<|endoftext|>"
+    pairs = [dict(prompt=p, chosen=c, rejected=r) for p, (c, r) in zip(
+        ["I went to the cafe.", "I went to the hotel.", "I went to the restaurant."], [(good, bad), (bad, good), (good, bad)])]
+    data.write_jsonl(str(tmp_path / "p.jsonl"), pairs + [dict(r, chosen=r["rejected"], rejected=r["chosen"], tie=True)
+                                                         for r in pairs])
+    p = run("rlaif.py", "--mode=label", f"--judge={toy_judge}/judge", f"--pairs_path={tmp_path}/p.jsonl",
+            f"--out_dir={tmp_path}/o")
+    assert "3 of 6 rows are ties" in p.stdout and "(3 ties skipped)" in p.stdout, p.stdout
+    out = [json.loads(line) for line in open(tmp_path / "o" / "pairwise_train.jsonl")]
+    rep = read_metrics(str(tmp_path / "o"))[0]
+    assert len(out) == 6 and rep["train/n_unreadable"] == 0 and rep["train/n_ties"] == 3  # ties labelled too
+    assert [o["chosen"] for o in out[:3]] == [o["chosen"] for o in out[3:]]  # each twin: the same winner
+    agree = sum(o["chosen"] == r["chosen"] for o, r in zip(out, pairs)) / 3
+    assert rep["train/agreement/labels"] == pytest.approx(agree, abs=1e-4) and agree != 0.5
