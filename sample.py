@@ -58,20 +58,20 @@ if __name__ == "__main__":
     if best_of and temperature == 0:
         raise UserError("--best_of with --temperature=0: greedy decoding draws the same response N times (KL 0, "
                          "no choice to make); best-of-N needs sampling, e.g. --temperature=1")
-    rt = common.setup(device, dtype, seed, out_dir if best_of else None, config, ("init_from", "reward_path", "prompt_file"),
-                      ["metrics.jsonl"])
-    model, vocab, _ = common.load_model(init_from)
-    model.to(rt.device).eval()
-    tok = data.Tokenizer(vocab)
     builtin = not prompt and not prompt_file
     if prompt:
         prompts = [prompt]
-    elif prompt_file:
+    elif prompt_file:  # (read before any model: a bad file is one line at once)
         prompts = [line.rstrip("\r") for line in data.read_text(prompt_file, "prompt file").split("\n") if line.strip()]
         if not prompts:
             raise UserError(f"{prompt_file}: no prompts in it (one prompt per line)")
     else:
         prompts = task.prompts("test")[:max_prompts]
+    rt = common.setup(device, dtype, seed, out_dir if best_of else None, config, ("init_from", "reward_path", "prompt_file"),
+                      ["metrics.jsonl"])
+    model, vocab, _ = common.load_model(init_from)
+    model.to(rt.device).eval()
+    tok = data.Tokenizer(vocab)
 
     if not best_of:
         with rt.ctx:

@@ -242,6 +242,10 @@ def tiny_checkpoint(folder):
     # one per reader family: JSONL, prompt file, checkpoint, principles, reward function file, metrics
     ("sft.py", ["--data_path={nonutf8}"], r"^error: the file is not UTF-8 text \(byte 0xff\) \(.*nonutf8\.jsonl:2\)\. save it as UTF-8$"),
     ("sample.py", ["--init_from={tiny}", "--prompt_file={tmp}"], r"^error: the prompt file is a directory \(.*\)$"),
+    # the prompt file is read before any model (here none is there to load)
+    ("sample.py", ["--init_from={tmp}/none", "--prompt_file={nonutf8}"], r"^error: the prompt file is not UTF-8 text .*:2\)"),
+    ("sample.py", ["--init_from={tmp}/none", "--prompt_file={tmp}/none.txt"], r"^error: no such prompt file \(.*none\.txt\)$"),
+    ("sample.py", ["--init_from={tmp}/none", "--prompt_file={blank}"], r"^error: .*blank\.txt: no prompts in it"),
     ("sample.py", ["--init_from={nonutf8}"], r"^error: .*nonutf8\.jsonl: not a readable checkpoint \(UnpicklingError\)"),
     ("rlaif.py", ["--mode=demos", "--principles={nonutf8}", "--out_dir={tmp}/o"],
      r"^error: the principles file is not UTF-8 text .*nonutf8\.jsonl:2\)"),
@@ -255,8 +259,10 @@ def test_user_errors_are_one_line_with_exit_status_2(tmp_path, script, args, exp
     bad.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": oops}\n')
     (tmp_path / "nonutf8.jsonl").write_bytes(b'{"prompt": "a", "completion": "b"}\n\xff\xfe\x00bad\n')
     (tmp_path / "syntax.py").write_text("def fn(prompts, responses:\n    return [1.0] * len(responses)\n")
+    (tmp_path / "blank.txt").write_text("\n  \n")
     tiny = tiny_checkpoint(tmp_path / "tiny") if any("{tiny}" in a for a in args) else None
-    p = run(script, *[a.format(bad=bad, tmp=tmp_path, nonutf8=tmp_path / "nonutf8.jsonl", tiny=tiny) for a in args],
+    p = run(script, *[a.format(bad=bad, tmp=tmp_path, nonutf8=tmp_path / "nonutf8.jsonl", tiny=tiny, blank=tmp_path / "blank.txt")
+                      for a in args],
             ok=False, timeout=120)
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
     lines = p.stderr.strip().splitlines()
