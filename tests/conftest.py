@@ -14,10 +14,19 @@ if "TIKTOKEN_CACHE_DIR" not in os.environ and os.path.isdir(_cache):
 sys.path.insert(0, ROOT)
 
 
+WRITERS = ("sft.py", "feedback.py", "reward.py", "ppo.py", "dpo.py", "grpo.py", "rlaif.py", "sample.py", "plot.py",
+           "experiments.active", "experiments.frontier", "experiments.sweep_inputs")  # the scripts with an out_dir
+
+
 def run(script, *args, ok=True, timeout=900, torchrun=0):
     """Run `python script --args...` (or under torchrun with `torchrun` processes) from the repo root;
     run("-m", "experiments.overopt", ...) runs a module, as `python -m experiments.overopt ...`.
-    Returns the CompletedProcess; with ok=True a non-zero exit fails the test and shows the output."""
+    Returns the CompletedProcess; with ok=True a non-zero exit fails the test and shows the output.
+    A script with an out_dir must be given one (under tmp_path): its default, out/..., may hold a
+    developer's own runs, which would change what the test sees."""
+    if (args[0] if script == "-m" else script) in WRITERS and "--help" not in args and \
+            not any(str(a).startswith("--out_dir=") for a in args):
+        pytest.fail(f"run({script!r}, ...) without --out_dir: give it one under tmp_path")
     cmd = [sys.executable, script, *args]
     if torchrun:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}",

@@ -28,6 +28,6 @@ def test_pipeline_from_a_barely_trained_model(tmp_path, seed):
         "--minibatch_size=8", "--eval_repeats=1", "--n_print=0", *obj("uncertainty"))
     run("sample.py", s, f"--out_dir={o}/sample", f"--init_from={o}/sft", f"--reward_path={o}/reward",
         "--best_of=4", "--max_prompts=16", *obj("worst"))
-    run("sample.py", s, f"--init_from={o}/ppo", "--max_prompts=4")
+    run("sample.py", s, f"--init_from={o}/ppo", "--max_prompts=4", f"--out_dir={o}/sample_ppo")
     for stage in ("sft", "reward", "ppo", "dpo", "grpo", "sample"):  # every eval reports the thumbs-up rate
         assert 0 <= last_eval(f"{o}/{stage}", "accept_rate")["accept_rate"] <= 1

@@ -96,8 +96,8 @@ def test_help_shows_the_range(capsys):
     assert line.rstrip().endswith("attention heads [> 0, divides n_embd]")
 
 
-def test_under_torchrun_the_line_is_printed_once():
-    p = run("sft.py", "--batch_size=0", ok=False, torchrun=2)
+def test_under_torchrun_the_line_is_printed_once(tmp_path):
+    p = run("sft.py", "--batch_size=0", f"--out_dir={tmp_path}/o", ok=False, torchrun=2)
     errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: --batch_size=0: must be > 0"], p.stderr
     assert p.returncode != 0 and re.search(r"exitcode\s*: 2 ", p.stderr), p.stderr  # (torchrun itself exits 1)

@@ -48,18 +48,18 @@ def test_config_files(tmp_path):
         configure(defaults(), [str(tmp_path / "missing.py")])
 
 
-def test_help_lists_every_key_with_its_meaning():
+def test_help_lists_every_key_with_its_meaning(tmp_path):
     out = run("sft.py", "--help").stdout
     assert "--max_iters=1200" in out and "optimizer steps" in out
     for key in ("out_dir", "init_from", "device", "dtype", "seed", "compile"):
         assert f"--{key}=" in out
-    p = run("sft.py", "--max_itres=5", ok=False)
+    p = run("sft.py", "--max_itres=5", f"--out_dir={tmp_path}/o", ok=False)
     assert p.returncode == 2 and p.stderr.startswith("error: unknown config key 'max_itres'")
     assert "did you mean --max_iters?" in p.stderr and "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
 
 
-def test_choices_are_enforced_and_listed():
+def test_choices_are_enforced_and_listed(tmp_path):
     """A key given allowed values takes only those: its default, a --key=value among them, or a config
     file's; anything else is one line naming the key, the closest choice and every choice."""
     g = {**defaults(), "loss_type": "sigmoid"}
@@ -69,7 +69,7 @@ def test_choices_are_enforced_and_listed():
     with pytest.raises(UserError) as e:
         configure(dict(g), ["--loss_type=hinj"], choices=choices)
     assert str(e.value) == "--loss_type='hinj' is not a choice. did you mean hinge? Use one of: sigmoid, ipo, hinge"
-    p = run("dpo.py", "--loss_type=kto2", ok=False)
+    p = run("dpo.py", "--loss_type=kto2", f"--out_dir={tmp_path}/o", ok=False)
     assert p.returncode == 2 and p.stderr.startswith("error: --loss_type='kto2' is not a choice")
     assert "sigmoid, ipo, hinge, robust, simpo, kto" in p.stderr and len(p.stderr.strip().splitlines()) == 1
     out = run("dpo.py", "--help").stdout

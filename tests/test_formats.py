@@ -261,6 +261,8 @@ def test_user_errors_are_one_line_with_exit_status_2(tmp_path, script, args, exp
     (tmp_path / "syntax.py").write_text("def fn(prompts, responses:\n    return [1.0] * len(responses)\n")
     (tmp_path / "blank.txt").write_text("\n  \n")
     tiny = tiny_checkpoint(tmp_path / "tiny") if any("{tiny}" in a for a in args) else None
+    if not any(a.startswith("--out_dir=") for a in args):  # (not the default, out/...: a developer's own runs)
+        args = args + ["--out_dir={tmp}/o"]
     p = run(script, *[a.format(bad=bad, tmp=tmp_path, nonutf8=tmp_path / "nonutf8.jsonl", tiny=tiny, blank=tmp_path / "blank.txt")
                       for a in args],
             ok=False, timeout=120)

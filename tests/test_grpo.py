@@ -283,21 +283,21 @@ def test_first_update_sees_ratio_one_bf16_fused(sft_dir, tmp_path):
 
 
 def test_bad_input(sft_dir, tmp_path):
-    p = run("grpo.py", f"--sft_path={tmp_path}/nothing.pt", ok=False)
+    p = run("grpo.py", f"--out_dir={tmp_path}/o", f"--sft_path={tmp_path}/nothing.pt", ok=False)
     assert p.returncode != 0 and "python sft.py" in p.stderr
-    p = run("grpo.py", f"--sft_path={sft_dir}/ckpt.pt", "--reward_fns=gold,nonsense", ok=False)
+    p = run("grpo.py", f"--out_dir={tmp_path}/o", f"--sft_path={sft_dir}/ckpt.pt", "--reward_fns=gold,nonsense", ok=False)
     assert p.returncode != 0 and "unknown reward" in p.stderr
-    p = run("grpo.py", f"--sft_path={sft_dir}/ckpt.pt", "--kl_estimator=k2", ok=False)
+    p = run("grpo.py", f"--out_dir={tmp_path}/o", f"--sft_path={sft_dir}/ckpt.pt", "--kl_estimator=k2", ok=False)
     assert p.returncode != 0 and "Use one of: k3, full, k3+, k3_corrected" in p.stderr
-    p = run("grpo.py", f"--sft_path={sft_dir}/ckpt.pt", "--minibatch_size=7", ok=False)
+    p = run("grpo.py", f"--out_dir={tmp_path}/o", f"--sft_path={sft_dir}/ckpt.pt", "--minibatch_size=7", ok=False)
     assert p.returncode != 0 and "--minibatch_size=7: must be > 0, a divisor of prompts_per_batch * group_size (= 128)" in p.stderr
-    p = run("grpo.py", f"--sft_path={sft_dir}/ckpt.pt", "--temperature=0", ok=False)
+    p = run("grpo.py", f"--out_dir={tmp_path}/o", f"--sft_path={sft_dir}/ckpt.pt", "--temperature=0", ok=False)
     assert p.returncode != 0 and "--temperature=0.0: must be > 0" in p.stderr and "lower --lr" not in p.stderr
-    p = run("grpo.py", f"--sft_path={sft_dir}/ckpt.pt", "--advantage=batch", ok=False)
+    p = run("grpo.py", f"--out_dir={tmp_path}/o", f"--sft_path={sft_dir}/ckpt.pt", "--advantage=batch", ok=False)
     assert p.returncode != 0 and "batch_centred" in p.stderr
     bad = tmp_path / "prompts.jsonl"
     bad.write_text('{"prompt": "I went to the cafe."}\n{"text": 1}\n')
-    p = run("grpo.py", f"--sft_path={sft_dir}/ckpt.pt", f"--data_path={bad}", ok=False)
+    p = run("grpo.py", f"--out_dir={tmp_path}/o", f"--sft_path={sft_dir}/ckpt.pt", f"--data_path={bad}", ok=False)
     assert p.returncode != 0 and "prompts.jsonl:2" in p.stderr
 
 

@@ -274,11 +274,11 @@ def test_grpo_runs_every_variant_flag(sft_dir, tmp_path):
         assert last["kl"] > 0 if "--kl_in=reward" not in flags else last["kl"] == 0
 
 
-def test_variant_flags_bad_input(sft_dir):
-    ckpt = f"--sft_path={sft_dir}/ckpt.pt"
+def test_variant_flags_bad_input(sft_dir, tmp_path):
+    ckpt = f"--sft_path={sft_dir}/ckpt.pt", f"--out_dir={tmp_path}/o"
     for flag, msg in [("--objective=trpo", "Use one of: ppo, gspo, cispo"),
                       ("--overlong_cache=99", "--overlong_cache=99")]:  # (one process each: keep them few)
-        p = run("grpo.py", ckpt, flag, ok=False)
+        p = run("grpo.py", *ckpt, flag, ok=False)
         assert p.returncode != 0 and msg in p.stderr, (flag, p.stderr[-500:])
-    p = run("grpo.py", ckpt, "--kl_in=reward", "--kl_estimator=full", ok=False)
+    p = run("grpo.py", *ckpt, "--kl_in=reward", "--kl_estimator=full", ok=False)
     assert p.returncode != 0 and "leave --kl_estimator at k3" in p.stderr

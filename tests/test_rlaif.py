@@ -137,8 +137,8 @@ def test_bad_input(tmp_path, sft_dir, toy_judge):
     _one_line_error(run("rlaif.py", "--mode=demos", f"--principles={unknown}", f"--out_dir={tmp_path}/o",
                         f"--policy_path={sft_dir}", ok=False), "cannot follow", f"{unknown}:1")
     _one_line_error(run("rlaif.py", f"--judge={tmp_path}/nothing", f"--out_dir={tmp_path}/o", ok=False), "no checkpoint")
-    _one_line_error(run("rlaif.py", "--n_pairs=0", ok=False), "--n_pairs=0")
-    _one_line_error(run("sft.py", "--compact_vocab=True", ok=False), "--compact_vocab")
+    _one_line_error(run("rlaif.py", "--n_pairs=0", f"--out_dir={tmp_path}/o", ok=False), "--n_pairs=0")
+    _one_line_error(run("sft.py", "--compact_vocab=True", f"--out_dir={tmp_path}/o", ok=False), "--compact_vocab")
 
 
 def test_judge_learns_the_principles(tmp_path, sft_dir):

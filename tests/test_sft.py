@@ -66,11 +66,11 @@ def test_sft_bad_data(tmp_path, content, msg):
 
 
 def test_sft_bad_checkpoints(tmp_path, sft_dir):
-    p = run("sft.py", f"--init_from={tmp_path}/nothing", ok=False)
+    p = run("sft.py", f"--init_from={tmp_path}/nothing", f"--out_dir={tmp_path}/o", ok=False)
     assert p.returncode != 0 and "no checkpoint here" in p.stderr
     f = tmp_path / "d.jsonl"  # the built-in task's compact vocabulary cannot read other text
     f.write_text(json.dumps({"prompt": "Hello", "completion": " world"}))
-    p = run("sft.py", f"--init_from={sft_dir}", f"--data_path={f}", "--max_iters=1", ok=False)
+    p = run("sft.py", f"--init_from={sft_dir}", f"--data_path={f}", "--max_iters=1", f"--out_dir={tmp_path}/o", ok=False)
     assert p.returncode != 0 and "compact vocabulary" in p.stderr
 
 
@@ -86,7 +86,7 @@ def test_sft_ddp_two_processes_equal_one_process(tmp_path):
 
 
 def test_sample_and_best_of_n(sft_dir, tmp_path):
-    p = run("sample.py", f"--init_from={sft_dir}", "--max_prompts=6", "--max_new_tokens=30")
+    p = run("sample.py", f"--init_from={sft_dir}", "--max_prompts=6", "--max_new_tokens=30", f"--out_dir={tmp_path}/s")
     assert p.stdout.count("gold") >= 7 and "parse" in p.stdout.splitlines()[-1]
     # a stand-in reward model (SFT body, untrained head): checks the plumbing; test_reward checks gains
     rm, vocab, _ = load_model(sft_dir, scalar_head=True)
