@@ -1,5 +1,7 @@
 """Tests for ppo.py: worked examples for each piece of PPO, the first-ratio identity, then the script
-(smoke, bad input, resume, DDP, learning on the built-in task)."""
+(smoke, bad input, resume, DDP, the user's prompts, learning on the built-in task)."""
+import ast
+import json
 import math
 
 import pytest
@@ -242,3 +244,21 @@ def test_learning_gold_rises_and_beta_follows_the_kl(sft_dir, reward_dir, tmp_pa
     train = [m for m in read_metrics(out) if m["split"] == "train"]
     steps = [(a["kl"], b["beta"] - a["beta"]) for a, b in zip(train, train[1:]) if abs(a["kl"] - target) > 0.2]
     assert len(steps) > 20 and all((kl > target) == (d > 0) for kl, d in steps), [(m["kl"], m["beta"]) for m in train]
+
+
+def test_user_prompts(sft_dir, reward_dir, tmp_path):
+    """--data_path=prompts.jsonl (data.load_prompts): the user's prompts are rolled out and scored by the
+    reward model; every report has the reward and the KL, none the built-in task's gold (it knows nothing of
+    these prompts), and the samples shown are of the user's prompts."""
+    prompts = [f"I {v} the {n}." for v in ("loved", "hated") for n in ("cake", "tea", "music", "staff")]
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text("".join(json.dumps({"prompt": q}) + "\n" for q in prompts))
+    out = str(tmp_path / "ppo")
+    p = run("ppo.py", *_args(sft_dir, reward_dir, out, f"--data_path={mine}", "--max_iters=2", "--eval_interval=2"))
+    ms = read_metrics(out)
+    assert [(m["iter"], m["split"]) for m in ms] == [(0, "train_prompts"), (1, "train"), (2, "train"),
+                                                     (2, "train_prompts")]
+    assert all("reward" in m and "kl" in m and "gold" not in m and "parse" not in m for m in ms), ms
+    shown = [ast.literal_eval(line.split(" -> ")[0].strip()) for line in p.stdout.splitlines() if " -> " in line]
+    assert len(shown) == 2 and set(shown) <= set(prompts), p.stdout
+    assert common.load_checkpoint(out)["iter_num"] == 2
