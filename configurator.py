@@ -37,7 +37,9 @@ def _excepthook(etype, value, tb):
         sys.stdout.flush()
         if os.environ.get("RANK", "0") != "0":  # torchrun: every rank finds the same mistake; rank 0 prints it and its
             time.sleep(10)  # exit stops this rank (a mistake of this rank alone is printed after the wait)
-        print(f"error: {value}", file=sys.stderr, flush=True)
+        # (the process's own stderr: under torchrun, init_process_group's excepthook calls this one with
+        # sys.stderr swapped for a buffer it writes out afterwards, and os._exit would lose the line)
+        print(f"error: {value}", file=sys.__stderr__ or sys.stderr, flush=True)
         os._exit(2)  # sys.exit would be ignored inside an excepthook
     sys.__excepthook__(etype, value, tb)
 

@@ -96,8 +96,16 @@ def test_help_shows_the_range(capsys):
     assert line.rstrip().endswith("attention heads [> 0, divides n_embd]")
 
 
-def test_under_torchrun_the_line_is_printed_once(tmp_path):
-    p = run("sft.py", "--batch_size=0", f"--out_dir={tmp_path}/o", ok=False, torchrun=2)
-    errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
-    assert errors == ["error: --batch_size=0: must be > 0"], p.stderr
-    assert p.returncode != 0 and re.search(r"exitcode\s*: 2 ", p.stderr), p.stderr  # (torchrun itself exits 1)
+@pytest.mark.parametrize("args, line", [
+    (["--batch_size=0"], "error: --batch_size=0: must be > 0"),  # configure(): before the process group
+    (["--data_path={tmp}/none.jsonl"], "error: no such file ({tmp}/none.jsonl). check the path (--data_path / "
+     "--test_path / --val_path)"),  # after init_process_group, whose excepthook buffers stderr (configurator.py)
+])
+def test_under_torchrun_the_line_is_printed_once(tmp_path, args, line):
+    """Every rank finds the mistake; rank 0 alone prints it and exits 2. torchrun itself always exits 1 when a
+    process fails (and prints its own ChildFailedError report, naming rank 0's exit code 2): nothing a stage
+    can change, so the status 2 is rank 0's."""
+    p = run("sft.py", *[a.format(tmp=tmp_path) for a in args], f"--out_dir={tmp_path}/o", ok=False, torchrun=2)
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
+    assert errors == [line.format(tmp=tmp_path)], p.stderr
+    assert p.returncode != 0 and re.search(r"rank\s*: 0 .*\n\s*exitcode\s*: 2 ", p.stderr), p.stderr
