@@ -236,11 +236,14 @@ def load_sft_jsonl(path, template="plain"):
         out.append((p, c, w))
     return out
 
-def load_prompts(path, template="plain"):
+def load_prompts(path, template="plain", lines=False):
     """Prompts for the RL stages: {"prompt": text} rows (`template` applied) or TRL's conversational
-    {"prompt": [messages]} (rendered as `messages` rows are, ending with the "Assistant:" cue)."""
-    return [render_turns(r["prompt"], r["_where"]) if isinstance(r["prompt"], list)
-            else format_prompt(text_field(r, "prompt", r["_where"]), template) for r in read_jsonl(path, ("prompt",))]
+    {"prompt": [messages]} (rendered as `messages` rows are, ending with the "Assistant:" cue). lines=True:
+    (prompts, each one's file:line)."""
+    rows = read_jsonl(path, ("prompt",))
+    prompts = [render_turns(r["prompt"], r["_where"]) if isinstance(r["prompt"], list)
+               else format_prompt(text_field(r, "prompt", r["_where"]), template) for r in rows]
+    return (prompts, [r["_where"] for r in rows]) if lines else prompts
 
 
 # -----------------------------------------------------------------------------
@@ -258,14 +261,25 @@ def collate_completions(rows, eot, batch_size=None):
     return x, y
 
 
+def prompt_room(max_new_tokens, contexts):
+    """The tokens a prompt may have: the smallest context (block_size) of `contexts` ({what: block_size}, the
+    models a sample passes through) minus --max_new_tokens. None left is one line naming the key and its range."""
+    what, T = min(contexts.items(), key=lambda kv: kv[1])
+    if max_new_tokens >= T:
+        raise UserError(f"--max_new_tokens={max_new_tokens}: must be < {T}, the context (block_size) of the {what}, "
+                        "which holds the prompt too", fix="lower --max_new_tokens")
+    return T - max_new_tokens
+
 def encode_prompts(tok, prompts, max_len, where="prompt"):
-    """Tokenize prompts; a prompt that leaves no room for a response is an error, not a silent cut."""
+    """Tokenize prompts; a prompt that leaves no room for a response (or has a token the vocabulary lacks) is
+    an error naming it, not a silent cut. where: one location per prompt (file:line), or a label (label i)."""
     out = []
     for i, p in enumerate(prompts):
-        ids = tok.encode(p, where=f"{where} {i}")
+        w = where[i] if isinstance(where, (list, tuple)) else f"{where} {i}"
+        ids = tok.encode(p, where=w)
         if not ids or len(ids) > max_len:
-            raise UserError(f"{where} {i} has {len(ids)} tokens; prompts must have 1..{max_len} tokens "
-                             f"(block_size minus max_new_tokens). Shorten it or lower max_new_tokens.")
+            raise UserError(f"the prompt has {len(ids)} tokens; the context leaves it 1..{max_len} (the model's "
+                            "block_size minus --max_new_tokens)", w, "shorten it, or lower --max_new_tokens")
         out.append(ids)
     return out
 
@@ -275,7 +289,7 @@ def sample_responses(model, tok, prompts, max_new_tokens, temperature=1.0, batch
     KLs[, ids]. Given `ref`, each KL is the exact KL(model || ref) summed over the sampled positions: an
     unbiased sequence-KL estimate with less variance than summing log p - log p_ref. with_ids: prompt +
     response ids as sampled, for a reward model to score as they are."""
-    ids = encode_prompts(tok, prompts, model.config.block_size - max_new_tokens)
+    ids = encode_prompts(tok, prompts, prompt_room(max_new_tokens, {"model": model.config.block_size}))
     texts, lengths, kls, seqs = [], [], [], []
     for i in range(0, len(ids), batch_size):
         out = model.generate(ids[i:i + batch_size], max_new_tokens, tok.eot, temperature, **kw)

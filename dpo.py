@@ -221,7 +221,7 @@ if __name__ == "__main__":
 
     def load_rows(path):
         """Rows of path, token ids: {chosen, rejected, n_prompt}; KTO: {ids, n_prompt, desirable, kl_ids (the
-        mismatched pair for z0, set per batch)}. Skips identical pairs and text the vocabulary cannot spell; cuts long rows."""
+        mismatched pair for z0, set per batch)}. Skips ties and identical pairs; cuts long rows."""
         if not os.path.exists(path):
             raise MissingFile("no preference data", path, "run `python feedback.py` first (it writes the built-in "
                               "task's simulated preferences there) or pass --data_path=your.jsonl (README: "
@@ -230,7 +230,7 @@ if __name__ == "__main__":
         if unpaired and not kto:
             raise UserError("unpaired rows (thumbs up / down): only KTO trains on them", path, "pass --loss_type=kto")
         rows = feedback_data.load_unpaired(path) if unpaired else feedback_data.load_preferences(path, template)
-        out, same, bad, cut, first_bad, ties = [], 0, 0, 0, "", 0
+        out, same, cut, ties = [], 0, 0, 0
         for r in rows[:max_items or None]:
             texts = [r["completion"]] if unpaired else [r["chosen"], r["rejected"]]
             ties += r.get("tie", False)  # a tie has no chosen: DPO (and KTO's pairs) skip it
@@ -241,35 +241,37 @@ if __name__ == "__main__":
             if not p or len(p) >= T:
                 raise UserError(f"prompt has {len(p)} tokens; it needs 1..{T - 1} (the model's context is {T})",
                                 r["where"], "shorten it")
-            try:  # user text with characters a compact vocabulary cannot spell
-                ids = [tok.encode(t, r["where"]) for t in texts]
-            except UserError as e:
-                bad, first_bad = bad + 1, first_bad or str(e)
-                continue
+            ids = [tok.encode(t, r["where"]) for t in texts]  # (a token the vocabulary lacks: one line naming it)
             cut += sum(len(p) + len(c) > T for c in ids)
             ids = [(p + c)[:T] for c in ids]
             if not kto:
-                out.append(dict(chosen=ids[0], rejected=ids[1], n_prompt=len(p)))
+                out.append(dict(chosen=ids[0], rejected=ids[1], n_prompt=len(p), where=r["where"]))
             else:
                 labels = [r["label"]] if unpaired else [True, False]
                 out += [dict(ids=i, n_prompt=len(p), desirable=y) for i, y in zip(ids, labels)]
-        if rt.master and (same or bad or cut):
-            print(f"{path}: skipped {ties} ties, {same - ties} pairs with identical chosen and rejected, {bad} with "
-                  f"tokens outside the model's vocabulary; cut {cut} responses longer than the context ({T} tokens)")
+        if rt.master and (same or cut):
+            print(f"{path}: skipped {ties} ties, {same - ties} pairs with identical chosen and rejected; cut {cut} "
+                  f"responses longer than the context ({T} tokens)")
         if not out:
             raise UserError(f"no usable rows ({ties} were ties: DPO has no tie outcome; {same - ties} pairs had "
-                            f"identical chosen and rejected, {bad} did not encode{': ' * bool(bad)}{first_bad})", path)
+                            f"identical chosen and rejected)", path)
         return out
 
     train = [] if online and builtin else load_rows(data_path)
-    # online: only the prompts are used
-    train_prompts = (task.prompts("train") if builtin else
-                     list(dict.fromkeys(tok.decode(r["chosen"][:r["n_prompt"]]) for r in train))) if online else []
+    first = {}  # online: only the prompts are used (each with its first row's file:line)
+    for r in train if online else []:
+        first.setdefault(tok.decode(r["chosen"][:r["n_prompt"]]), r["where"])
+    train_prompts = (task.prompts("train") if builtin else list(first)) if online else []
     train = [] if online else train
     beside = os.path.join(os.path.dirname(data_path), os.path.basename(data_path).replace("_train.jsonl", "_test.jsonl"))
     val_file = val_path or (beside if data_path.endswith("_train.jsonl") else "")  # feedback.py's held-out rows
     val = load_rows(val_file) if val_file and (val_path or os.path.exists(val_file)) and rt.master else []  # (yours: must exist)
     eval_prompts = [p for p in task.prompts("test") for _ in range(eval_repeats)] if builtin else []
+    if online or builtin:  # sampled (online pairs, the eval): prompt + response must fit every model they pass
+        room = data.prompt_room(max_new_tokens, {"policy": T, **({"reward model": rm.block_size}
+                                                                 if online and labeler == "reward" else {})})
+        data.encode_prompts(tok, train_prompts, room, list(first.values()) or "the built-in task's prompt")
+        data.encode_prompts(tok, eval_prompts[::eval_repeats], room, "the built-in task's test prompt")
     w_d = desirable_weight
     if kto:
         n_d = sum(r["desirable"] for r in train)

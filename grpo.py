@@ -211,18 +211,19 @@ if __name__ == "__main__":
 
     # ----------------------------------------------------------------------------- data
     if data_path == "builtin":
-        train_prompts = task.prompts("train")
+        train_prompts, where = task.prompts("train"), "the built-in task's prompt"
         eval_prompts = task.prompts("test") * eval_repeats
     else:
-        train_prompts = data.load_prompts(data_path, template)
+        train_prompts, where = data.load_prompts(data_path, template, lines=True)  # (where: each one's file:line)
         eval_prompts = [p for p in train_prompts[:n_print] for _ in range(eval_repeats)]  # (a group each: the judge)
     task_only = [n for n, _, _ in scorers if n in rewards.TASK_ONLY]
     if task_only and data_path != "builtin" and not set(train_prompts) <= set(task.all_prompts()):
         raise UserError(f"--reward_fns={reward_fns!r}: {task_only[0]!r} scores only the built-in task's reviews, and "
                         f"{data_path} has prompts of its own", fix="score yours with rm (a reward.py model), judge "
                         "(an AI judge, rlaif.py), length, or your own file.py:function")
-    max_prompt = policy.config.block_size - max_new_tokens
-    data.encode_prompts(tok, train_prompts + eval_prompts, max_prompt)  # fail now, not mid-run
+    max_prompt = data.prompt_room(max_new_tokens, {"policy": policy.config.block_size})  # (the 'rm' reward: cut)
+    data.encode_prompts(tok, train_prompts, max_prompt, where)  # fail now, not mid-run
+    data.encode_prompts(tok, eval_prompts, max_prompt, "the built-in task's test prompt")  # (yours: checked above)
     if len(train_prompts) < prompts_per_batch * rt.world_size:  # a batch's prompts are distinct
         raise UserError(f"{data_path}: {len(train_prompts)} prompts, fewer than prompts_per_batch x processes = "
                          f"{prompts_per_batch * rt.world_size}; lower --prompts_per_batch or add prompts")

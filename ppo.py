@@ -182,11 +182,15 @@ if __name__ == "__main__":
     # ----------------------------------------------------------------------------- data
     if data_path == "builtin":
         train_prompts, eval_prompts = task.prompts("train"), task.prompts("test")
+        where = "the built-in task's prompt"
     else:
-        train_prompts = data.load_prompts(data_path, template)
+        train_prompts, where = data.load_prompts(data_path, template, lines=True)  # (where: each one's file:line)
         eval_prompts = train_prompts[:n_print]  # your prompts: no held-out split, no gold; the RM's reward on a few
-    max_prompt = policy.config.block_size - max_new_tokens
-    train_ids = data.encode_prompts(tok, train_prompts, max_prompt, where=data_path)
+    contexts = {"policy": policy.config.block_size, "reference": ref.config.block_size, "reward model": rm.block_size,
+                "critic": critic.config.block_size}  # a prompt + response passes through all four
+    max_prompt = data.prompt_room(max_new_tokens, contexts)
+    train_ids = data.encode_prompts(tok, train_prompts, max_prompt, where)
+    data.encode_prompts(tok, eval_prompts, max_prompt, "the built-in task's test prompt")  # (yours: checked above)
 
     # ----------------------------------------------------------------------------- optimizers
     optimizer = common.configure_optimizer(policy, lr)

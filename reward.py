@@ -183,16 +183,27 @@ if __name__ == "__main__":
     pointwise = test_kind in ("binary", "likert", "aspects")  # held-out rows with a label of their own
     known = set(task.all_prompts())
     has_gold = all(it["prompt"] in known for it in test_items)  # the built-in task's prompts
+    if policy is not None:  # the SFT samples (normalisation, eval) of these prompts must fit: checked now
+        room = data.prompt_room(max_new_tokens, {"SFT policy (--sft_path)": policy.config.block_size})
+        first = {it["prompt"]: it["where"] for it in reversed(train_items)} if label_kind != "aspects" else {}
+        data.encode_prompts(tok, list(first), room, list(first.values()))
+        data.encode_prompts(tok, task.prompts("test") if has_gold else [], room, "the built-in task's test prompt")
 
     cut = [0]
-    def encode(prompt, text):
-        ids = tok.encode(prompt, "prompt") + tok.encode(text, "response")
+    def encode(prompt, text, where="prompt"):
+        p = tok.encode(prompt, where)
+        if len(p) >= T:  # no token of the response would be read
+            raise UserError(f"the prompt has {len(p)} tokens; the reward model reads {T} (its block_size), a "
+                            "response too", where, "shorten it")
+        ids = p + tok.encode(text, where)
         cut[0] += len(ids) > T
         return ids[:T]  # a cut response loses its last tokens: the reward then reads the last kept one
     for it in train_items:
-        it["ids"] = [encode(it["prompt"], t) for t in it["texts"]]
+        it["ids"] = [encode(it["prompt"], t, it["where"]) for t in it["texts"]]
     if rt.master and cut[0]:
         print(f"note: {cut[0]} sequences were longer than {T} tokens and were cut")
+    for it, t in [(it, t) for it in test_items for t in it["texts"]]:  # (scored at every eval: checked now)
+        encode(it["prompt"], t, it["where"])
     n_items = len(train_items)  # members' batches: from all items, or (--bootstrap) each from its own resample
     pools = [range(n_items)] * ensemble if ensemble == 1 or not bootstrap else \
         [[r.randrange(n_items) for _ in range(n_items)] for r in (random.Random(seed + 1 + k) for k in range(ensemble))]

@@ -162,6 +162,11 @@ class RewardModels:
         return sum(p.weight * score_sequences(p.model, seqs, pad_id, p.gain, p.bias, chunk) for p in self.parts)
 
     @property
+    def block_size(self):
+        """The shortest context of the parts: what a scored prompt + response must fit in."""
+        return min(p.model.config.block_size for p in self.parts)
+
+    @property
     def has_ensemble(self):
         return any(isinstance(p.model, RewardEnsemble) for p in self.parts)
 

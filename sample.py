@@ -60,18 +60,25 @@ if __name__ == "__main__":
                          "no choice to make); best-of-N needs sampling, e.g. --temperature=1")
     builtin = not prompt and not prompt_file
     if prompt:
-        prompts = [prompt]
+        prompts, where = [prompt], ["--prompt"]
     elif prompt_file:  # (read before any model: a bad file is one line at once)
-        prompts = [line.rstrip("\r") for line in data.read_text(prompt_file, "prompt file").split("\n") if line.strip()]
-        if not prompts:
+        lines = data.read_text(prompt_file, "prompt file").split("\n")
+        numbered = [(n, line.rstrip("\r")) for n, line in enumerate(lines, 1) if line.strip()]
+        if not numbered:
             raise UserError(f"{prompt_file}: no prompts in it (one prompt per line)")
+        prompts, where = [p for _, p in numbered], [f"{prompt_file}:{n}" for n, _ in numbered]
     else:
-        prompts = task.prompts("test")[:max_prompts]
+        prompts, where = task.prompts("test")[:max_prompts], "the built-in task's test prompt"
     rt = common.setup(device, dtype, seed, out_dir if best_of else None, config, ("init_from", "reward_path", "prompt_file"),
                       ["metrics.jsonl"])
     model, vocab, _ = common.load_model(init_from)
     model.to(rt.device).eval()
     tok = data.Tokenizer(vocab)
+    rm = rewards.load_reward_models(reward_path, vocab, rt.device, objective=reward_ensemble, coef=uncertainty_coef) \
+        if best_of else None
+    room = data.prompt_room(max_new_tokens, {"model": model.config.block_size,
+                                             **({"reward model": rm.block_size} if best_of else {})})
+    data.encode_prompts(tok, prompts, room, where)  # every prompt fits (and is in the vocabulary): before sampling
 
     if not best_of:
         with rt.ctx:
@@ -86,7 +93,6 @@ if __name__ == "__main__":
         raise SystemExit(0)
 
     # ------------------------------------------------------------------ best-of-N
-    rm = rewards.load_reward_models(reward_path, vocab, rt.device, objective=reward_ensemble, coef=uncertainty_coef)
     rows = [p for p in prompts for _ in range(best_of)]  # N consecutive samples per prompt
     with rt.ctx, torch.no_grad():
         texts, lengths, _, sampled = data.sample_responses(model, tok, rows, max_new_tokens, temperature, batch_size,

@@ -90,6 +90,7 @@ if __name__ == "__main__":
     ckpt = ckpt if init_from == "resume" else None
     tok = data.Tokenizer(vocab)
     T = model.config.block_size
+    room = data.prompt_room(max_new_tokens, {"model": T})  # the eval's samples must fit: checked before any step
     model.to(rt.device)
 
     # ----------------------------------------------------------------------------- data
@@ -115,6 +116,7 @@ if __name__ == "__main__":
         train = tokenize((p, c, f"builtin demo {i}") for i, (p, c) in enumerate(task.demos(n_demos, seed=0)))
         val = tokenize((p, c, f"builtin val {i}") for i, (p, c) in enumerate(task.demos(500, 1, "test")))
         eval_prompts_list = task.prompts("test")[:eval_prompts]
+        data.encode_prompts(tok, eval_prompts_list, room, "the built-in task's test prompt")
     else:
         rows = data.load_sft_jsonl(data_path, template)
         if val_path:
@@ -128,7 +130,7 @@ if __name__ == "__main__":
                       f"evaluating on all of them (pass --val_path for a real validation set)")
         train, val = tokenize(train_rows), tokenize(val_rows)
         eval_prompts_list = []  # no gold scorer for your data: we print samples instead
-        fits = lambda p: len(tok.encode(p)) <= T - max_new_tokens  # room left to sample a response
+        fits = lambda p: len(tok.encode(p)) <= room  # room left to sample a response
         print_prompts = [p for p, _, _ in val_rows if fits(p)][:n_print]
 
     def get_batch(split, rng, ranks=1):

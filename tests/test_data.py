@@ -61,11 +61,22 @@ def test_prompt_split_and_vocab():
     assert full.vocab_size == 50257 and full.decode(full.encode("Hello world")) == "Hello world"
 
 
-def test_encode_prompts_rejects_too_long():
+def test_encode_prompts_rejects_too_long(tmp_path):
     tok = data.Tokenizer(task.vocab())
+    (tmp_path / "p.jsonl").write_text('{"prompt": "I went to the cafe."}\n\n{"prompt": "%s"}\n' % P)
+    prompts, where = data.load_prompts(str(tmp_path / "p.jsonl"), lines=True)  # each prompt's file:line
+    assert prompts == ["I went to the cafe.", P] and where == [f"{tmp_path}/p.jsonl:1", f"{tmp_path}/p.jsonl:3"]
     assert len(data.encode_prompts(tok, [P], 20)[0]) == 8  # I went to the cafe with friends .
-    with pytest.raises(ValueError, match="prompt 0 has 8 tokens"):
+    with pytest.raises(ValueError, match=r"^the prompt has 8 tokens; the context leaves it 1\.\.5 .*\(prompt 0\)"):
         data.encode_prompts(tok, [P], 5)
+    with pytest.raises(ValueError, match=r"has 8 tokens.* \(p\.jsonl:3\)\. shorten it, or lower --max_new_tokens$"):
+        data.encode_prompts(tok, ["I went to the cafe.", P], 7, ["p.jsonl:1", "p.jsonl:3"])
+    with pytest.raises(ValueError, match=r"cannot spell \(p\.jsonl:3\)"):  # a token the vocabulary lacks
+        data.encode_prompts(tok, ["I went to the cafe.", "Quantum zebra?"], 20, ["p.jsonl:1", "p.jsonl:3"])
+    assert data.prompt_room(40, {"policy": 64, "reward model": 48}) == 8
+    with pytest.raises(ValueError, match=r"^--max_new_tokens=48: must be < 48, the context \(block_size\) of the "
+                                         r"reward model, which holds the prompt too\. lower --max_new_tokens$"):
+        data.prompt_room(48, {"policy": 64, "reward model": 48})
 
 
 def test_read_jsonl_errors_name_file_and_line(tmp_path):
