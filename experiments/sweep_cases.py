@@ -6,7 +6,7 @@ A case is Case(name, category, script, args, expect, names, check, setup):
     expect   'refuse' (one line, exit 2, naming one of `names`) or 'run' (exit 0 and `check` passes)
     check    a name in sweep_inputs.CHECKS run after exit 0; setup  a name in sweep_inputs.SETUPS run before
 Categories: range (every numeric key of every script, generated from the scripts' config lines), readers,
-feedback, resume, grpo_user, formats, examples (issue 32's own list).
+feedback, resume, grpo_user, formats, checkpoint (limits a loaded model sets), examples (issue 32's own list).
 """
 import ast
 import os
@@ -155,7 +155,16 @@ CASES = [
     Case("sft.trl_conversational_prompt_completion", "formats", "sft.py", ["--data_path={F}/trl_prompt_completion.jsonl", "--compact_vocab=True"], "run", None, "ckpt"),
     Case("dpo.kto_unpaired_conversational", "formats", "dpo.py", ["--loss_type=kto", "--data_path={F}/trl_unpaired.jsonl", "--sft_path={F}/sft_chat/ckpt.pt"], "run", None, "ckpt"),
     Case("dpo.kto_thumbs_01", "formats", "dpo.py", ["--loss_type=kto", "--data_path={F}/thumbs01.jsonl"], "run", None, "ckpt"),
-    # (g) issue 32's own examples ("Why" 5)
+    # (g) constraints that need the checkpoint ("What to build" 1): the fixture SFT model reads 64 tokens
+    *[Case(f"{s[:-3]}.max_new_tokens=context", "checkpoint", s, ["--max_new_tokens=64"] + extra, "refuse",
+           ("max_new_tokens",), None, setup) for s, extra, setup in (
+        ("sft.py", ["--init_from=resume", "--max_iters=200"], "copy_sft"), ("reward.py", [], None), ("ppo.py", [], None),
+        ("dpo.py", [], None), ("grpo.py", [], None), ("sample.py", [], None), ("feedback.py", [], None),
+        ("rlaif.py", [], None))],
+    Case("ppo.prompt_too_long", "checkpoint", "ppo.py", ["--data_path={F}/long_prompts.jsonl"], "refuse", ("{F}/long_prompts.jsonl",)),
+    Case("dpo.response_oov", "checkpoint", "dpo.py", ["--data_path={F}/pairs_oov.jsonl"], "refuse", ("{F}/pairs_oov.jsonl",)),
+    Case("sample.prompt_oov", "checkpoint", "sample.py", ["--prompt=Quantum zebra?"], "refuse", ("--prompt",)),
+    # (h) issue 32's own examples ("Why" 5)
     Case("example:sft.batch_size=0", "examples", "sft.py", ["--batch_size=0"], "refuse", ("batch_size",)),
     Case("example:sft.eval_interval=0", "examples", "sft.py", ["--eval_interval=0"], "refuse", ("eval_interval",)),
     Case("example:sample.max_new_tokens=0", "examples", "sample.py", ["--max_new_tokens=0"], "refuse", ("max_new_tokens",)),

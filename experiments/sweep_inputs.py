@@ -35,7 +35,7 @@ from configurator import configure
 from experiments.sweep_cases import ROOT, all_cases
 
 out_dir = "out/sweep"  # fixtures/, cases/<case>/ and results.jsonl go here
-only = ""  # run one category: range, readers, feedback, resume, grpo_user, formats, examples ('' all)
+only = ""  # run one category: range, readers, feedback, resume, grpo_user, formats, checkpoint, examples ('' all)
 match = ""  # run only the cases whose name contains this (comma-separated: any of these; '' all)
 timeout = 120  # seconds per case; a case still running then is `silent` (accepted) [> 0]
 summarize = False  # run nothing: the table of every results*.jsonl in out_dir (a case's newest row)
@@ -229,6 +229,8 @@ def fixtures(F):
     write(f"{F}/trl_unpaired.jsonl", [dict(prompt=chat(r["prompt"], "")[:1], completion=chat("", r["completion"])[1:],
                                            label=r["label"]) for r in thumbs_by_score(read("binary")[:100], task.gold)])
     prompts = sorted({r["prompt"] for r in read("pairwise")})
+    write(f"{F}/long_prompts.jsonl", [{"prompt": p} for p in prompts[:5]] + [{"prompt": " ".join(prompts[:12])}])
+    write(f"{F}/pairs_oov.jsonl", pairs[:5] + [dict(pairs[5], chosen=" Quantum tea.<|endoftext|>")] + pairs[6:20])
     write(f"{F}/user_prompts.jsonl", [{"prompt": a + " " + b} for a, b in zip(prompts, prompts[1:])])
     write(f"{F}/empty.jsonl", [])
     with open(f"{F}/malformed.jsonl", "w") as f:

@@ -26,7 +26,7 @@ def test_every_issue_case_is_in_the_list():
     assert not [n for n in ISSUE_32 if n not in names]
     for c in all_cases():
         assert c.expect in ("run", "refuse") and c.category in ("range", "readers", "feedback", "resume",
-                                                                  "grpo_user", "formats", "examples")
+                                                                  "grpo_user", "formats", "checkpoint", "examples")
         assert c.expect == "run" or c.names, c.name  # a refusal names a key or a path
         assert c.check is None or c.check in sweep_inputs.CHECKS
         assert c.setup is None or c.setup in sweep_inputs.SETUPS
