@@ -202,8 +202,9 @@ if __name__ == "__main__":
         it["ids"] = [encode(it["prompt"], t, it["where"]) for t in it["texts"]]
     if rt.master and cut[0]:
         print(f"note: {cut[0]} sequences were longer than {T} tokens and were cut")
-    for it, t in [(it, t) for it in test_items for t in it["texts"]]:  # (scored at every eval: checked now)
-        encode(it["prompt"], t, it["where"])
+    for it in test_items:  # (scored at every eval: checked now, naming the line)
+        for t in it["texts"]:
+            encode(it["prompt"], t, it["where"])
     n_items = len(train_items)  # members' batches: from all items, or (--bootstrap) each from its own resample
     pools = [range(n_items)] * ensemble if ensemble == 1 or not bootstrap else \
         [[r.randrange(n_items) for _ in range(n_items)] for r in (random.Random(seed + 1 + k) for k in range(ensemble))]
