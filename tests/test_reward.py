@@ -192,24 +192,30 @@ def test_binary_files_read_back(tmp_path):
 def test_labeler_pool():
     """make_pool splits n people by the shares (largest remainders); each type judges as documented; a
     pool larger than n_annotators sends each pair to n_annotators different people, recorded with their votes."""
-    assert labelers.make_pool("careful:0.6,noisy:0.1,length:0.1,adversarial:0.2", 10) == \
-        ["careful"] * 6 + ["noisy", "length", "adversarial", "adversarial"]
+    assert labelers.make_pool("careful:0.6,noisy:0.1,verbose:0.1,adversarial:0.2", 10) == \
+        ["careful"] * 6 + ["noisy", "verbose", "adversarial", "adversarial"]
     # quotas 2.25, 2.25, 0.5: floors 2, 2, 0 and the one seat left to the largest remainder (rounding each
     # quota would seat 4); 0.6 and 0.4 of one person: the larger share; listed in LABELER_TYPES' order
-    assert labelers.make_pool("length:0.1,noisy:0.45,careful:0.45", 5) == ["careful"] * 2 + ["noisy"] * 2 + ["length"]
+    assert labelers.make_pool("verbose:0.1,noisy:0.45,careful:0.45", 5) == ["careful"] * 2 + ["noisy"] * 2 + ["verbose"]
     assert labelers.make_pool("noisy:0.4,careful:0.6", 1) == ["careful"]
     assert sorted(map(labelers.make_pool("careful:0.5,adversarial:0.5", 3).count, ("careful", "adversarial"))) == [1, 2]
     for bad in ("careful:0.5", "careful:1.2,noisy:-0.2", "sloppy:1.0", "careful:x"):
         with pytest.raises(labelers.UserError):
             labelers.make_pool(bad, 10)
-    # a is clearly better: careful and length-neutral people say a, adversarial ones say b; a long b wins
-    # over a length-biased judge once the bonus outweighs the gold difference (0.1 x 20 words > 1.0)
+    # a is clearly better: careful people say a, adversarial ones say b; a long b wins over a verbose
+    # labeler once the bonus outweighs the gold difference (0.1 x 20 words > 1.0), a glowing b over a
+    # positive one once 0.3 x praise does (0.3 x (3 - -1) > 1.0); each bias alone leaves the others alike
     rng = lambda: random.Random(0)
-    assert labelers.vote("careful", 1.0, 0.0, 5, 5, rng(), 0.01) is True
-    assert labelers.vote("adversarial", 1.0, 0.0, 5, 5, rng(), 0.01) is False
-    assert labelers.vote("length", 1.0, 0.0, 5, 25, rng(), 0.01) is False
-    noisy = sum(labelers.vote("noisy", 0.1, 0.0, 5, 5, random.Random(i), 0.25) for i in range(2000)) / 2000
-    careful = sum(labelers.vote("careful", 0.1, 0.0, 5, 5, random.Random(i), 0.25) for i in range(2000)) / 2000
+    a, b = (1.0, 5, -1.0), (0.0, 5, -1.0)  # (gold, words, praise)
+    assert labelers.vote("careful", a, b, rng(), 0.01) is True
+    assert labelers.vote("adversarial", a, b, rng(), 0.01) is False
+    assert labelers.vote("verbose", a, (0.0, 25, -1.0), rng(), 0.01) is False
+    assert labelers.vote("verbose", a, (0.0, 5, 3.0), rng(), 0.01) is True
+    assert labelers.vote("positive", a, (0.0, 5, 3.0), rng(), 0.01) is False
+    assert labelers.vote("positive", a, (0.0, 25, -1.0), rng(), 0.01) is True
+    assert labelers.vote("positive", a, (0.0, 5, 2.0), rng(), 0.01) is True  # 0.3 x 3 < 1.0
+    noisy = sum(labelers.vote("noisy", (0.1, 5, 0), (0.0, 5, 0), random.Random(i), 0.25) for i in range(2000)) / 2000
+    careful = sum(labelers.vote("careful", (0.1, 5, 0), (0.0, 5, 0), random.Random(i), 0.25) for i in range(2000)) / 2000
     assert 0.5 < noisy < careful  # sigmoid(0.1) = 0.52 vs sigmoid(0.4) = 0.60
     pool = ["careful"] * 3 + ["adversarial"] * 2
     rows, _ = labelers.label_group(PC, [GREAT, AWFUL], random.Random(0), 3, 0.01, pool=pool)

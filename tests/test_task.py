@@ -184,3 +184,26 @@ def test_old_task_checkpoint_is_refused(tmp_path):
     assert p.stderr.count("\n") == 1 and "task's version 1" in p.stderr and "bash demo.sh" in p.stderr
     rng = random.Random(0)  # and one changed id is not version 1
     assert task.old_version(sorted(set(v1) - {rng.choice(v1[:-1])})) is None
+
+
+def test_probe_pairs_isolate_one_bias():
+    """Length probe: one more sentence (neutral, a thing not in the notes), the praise unchanged; positivity
+    probe: the same number of words, a negative mark said "great". gold prefers the first of every pair; a
+    verbose labeler prefers the second of every length probe, a positive one of every positivity probe."""
+    import labelers
+    probes = task.probes(task.prompts("test", 400))
+    assert len(probes["length"]) == 400 and 300 < len(probes["positivity"]) < 400
+    words = lambda r: len(r.replace(E, "").split())
+    for p, good, bad in probes["length"]:
+        assert task.gold(p, good) == 1.0 and task.gold(p, bad) in (0.85, 0.75) and task.parses(p, bad)
+        assert words(bad) == words(good) + 4 and task.praise(bad) == task.praise(good)
+    for p, good, bad in probes["positivity"]:
+        assert task.gold(p, good) == 1.0 and task.gold(p, bad) < 1.0 and task.parses(p, bad)
+        assert words(bad) == words(good) and task.praise(bad) >= task.praise(good) + 1.5
+    seen = lambda p, r: (task.gold(p, r), words(r), task.praise(r))
+    rng = random.Random(0)
+    share = lambda kind, name: sum(not labelers.vote(kind, seen(p, a), seen(p, b), rng, 0.01)
+                                   for p, a, b in probes[name]) / len(probes[name])
+    assert share("verbose", "length") == 1.0 and share("positive", "positivity") > 0.85  # (where 0.3 x praise > gold's loss)
+    assert share("careful", "length") == share("careful", "positivity") == 0  # each probe moves one bias only
+    assert share("positive", "length") == share("verbose", "positivity") == 0
