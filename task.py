@@ -157,8 +157,8 @@ def _human_sentence(rng, thing, v):
 
 def demos(n, seed=0, split="train"):
     """n demonstrations (prompt, completion) by people of average care: they skip a quarter of the things
-    (half of the 0-marked ones), say a fifth at the wrong strength and a tenth the wrong way round, add a
-    thing that was not noted a quarter of the time, and give the recommendation two times in three (now
+    (half of the 0-marked ones), say one in ten at the wrong strength and one in twenty the wrong way round,
+    add a thing that was not noted a quarter of the time, and give the recommendation two times in three (now
     and then the wrong one). Prompts are drawn from every combination of the split."""
     rng = random.Random(seed)
     pool = _space(split)

@@ -111,14 +111,14 @@ def test_no_constant_response_reaches_the_ceiling():
 
 
 def test_demonstrations_are_human_and_leave_room():
-    """The demonstrations parse, leave room above them (mean gold 0.35-0.6, against 1.0 for best_response) and
+    """The demonstrations parse, leave room above them (mean gold 0.45-0.65, against 1.0 for best_response) and
     make each mistake of people at about its rate: a thing left out, the wrong way round, a thing not in the
     notes, no recommendation."""
     demos = task.demos(4000, seed=0)
     assert all(task.parses(p, c) for p, c in demos)
     parts = [task.aspects(p, c) for p, c in demos]
     g = sum(sum(a.values()) for a in parts) / len(parts)
-    assert 0.35 < g < 0.6
+    assert 0.45 < g < 0.65
     missed = sum(a["completeness"] < 0.3 for a in parts) / len(parts)
     halluc = sum(a["hallucination"] < 0 for a in parts) / len(parts)
     no_rec = sum(a["recommendation"] == 0 for a in parts) / len(parts)
@@ -126,7 +126,7 @@ def test_demonstrations_are_human_and_leave_room():
     wrong_way = sum(any(x is not None and x[0] in task.read_notes(p)[1] and x[1] * task.read_notes(p)[1][x[0]] < 0
                         for x in task.parse(c)[0]) for p, c in demos) / len(demos)
     assert 0.3 < missed < 0.7 and 0.15 < halluc < 0.3 and 0.25 < no_rec < 0.4 and 0.02 < wrong_rec < 0.1
-    assert 0.1 < wrong_way < 0.35
+    assert 0.05 < wrong_way < 0.2
     sentences = {s for _, c in task.demos(20000, seed=1) for s in c.replace(E, "").split(".")}
     assert len(sentences) > 1000
 
