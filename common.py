@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+import task
 from configurator import MissingFile, UserError
 from model import GPT, GPT2_SIZES, GPTConfig, disable_dropout
 
@@ -154,6 +155,10 @@ def load_checkpoint(path, mmap=False):
     if not isinstance(ckpt, dict) or not {"model", "model_args"} <= ckpt.keys():
         raise UserError(f"{path}: not a readable checkpoint (no model / model_args in it)",
                         fix="Hugging Face GPT-2 weights: give their folder, or a .bin / .safetensors file")
+    if (version := task.old_version(ckpt.get("vocab"))):
+        raise UserError(f"{path}: a model of the built-in task's version {version}, whose prompts this version "
+                        f"({task.TASK_VERSION}: notes in, review out) no longer has",
+                        fix="train it again on this version: bash demo.sh, or python sft.py and the stages after it")
     return ckpt
 
 

@@ -5,7 +5,7 @@ have people judge them with every kind of feedback, aggregate their votes (the m
 Dawid-Skene), audit the result, and write out_dir/{kind}_{train,test}.jsonl for reward.py and dpo.py.
 
     python feedback.py                                   # the SFT model's samples, 3 careful people per item
-    python feedback.py --labelers=careful:0.6,noisy:0.1,length:0.1,adversarial:0.2 --n_labelers=10 \
+    python feedback.py --labelers=careful:0.6,noisy:0.1,verbose:0.1,adversarial:0.2 --n_labelers=10 \
                        --aggregate=dawid_skene           # a mixed pool, votes aggregated by Dawid-Skene
     python feedback.py --policy_path=out/ppo --anchor_path=out/sft/ckpt.pt   # a later policy vs the SFT model's
 
@@ -40,10 +40,11 @@ anchor_path = ""  # a second policy (e.g. the SFT model) writing the second half
 n_samples = 4  # K responses per prompt (InstructGPT: K = 4..9); each group is labelled with every kind [>= 2]
 n_rounds = 4  # groups of K per train prompt (test prompts get half as many, at least 1) [> 0]
 n_annotators = 3  # simulated people per item; the label is their majority vote (or --aggregate's) [> 0, <= n_labelers]
-labelers = "careful:1.0"  # the pool's labeler types and shares: careful, noisy, length (prefers longer), adversarial (flips)
+labelers = "careful:1.0"  # the pool's labeler types and shares: careful, noisy, verbose (prefers longer), positive (prefers praise), adversarial (flips)
 n_labelers = 3  # people in the pool: each pair is judged by n_annotators of them at random (all of them, if equal) [> 0]
 noisy_scale = 4.0  # a noisy labeler's Bradley-Terry temperature, in units of a careful one's [> 0]
-length_bonus = 0.1  # a length-biased labeler's utility: gold + this per word of the response [>= 0]
+length_bonus = 0.1  # a verbose labeler's utility: gold + this per word of the response [>= 0]
+positive_bonus = 0.3  # a positive labeler's utility: gold + this x the review's praise (the sum of its sentiments) [>= 0]
 aggregate = "majority"  # pairwise votes -> label: 'majority' or 'dawid_skene' (EM over every labeler's confusion)
 label_temperature = 0.25  # Bradley-Terry / Plackett-Luce noise of the labelers (gold-score units) [> 0]
 tie_margin = 0.15  # labelers say "about equal" when gold scores are closer than this [>= 0]
@@ -58,7 +59,7 @@ ALL_KINDS = data.FEEDBACK_KINDS  # thumbs up / down and per-aspect ratings come 
 
 # ----------------------------------------------------------------------------- collecting feedback
 def collect(policy, tok, fb_dir, seed, n_samples, n_rounds, n_annotators, label_temperature, tie_margin,
-            likert_noise, noisy, length_bonus, max_new_tokens, temperature, ctx, pool=None, aggregate="majority",
+            likert_noise, noisy, length_bonus, positive_bonus, max_new_tokens, temperature, ctx, pool=None, aggregate="majority",
             anchor=None):
     """n_rounds groups of n_samples policy samples per train prompt (test: half as many, at least 1), labelled
     with every kind by n_annotators simulated people (pairwise ones from `pool`); writes fb_dir, returns the
@@ -77,7 +78,7 @@ def collect(policy, tok, fb_dir, seed, n_samples, n_rounds, n_annotators, label_
         rows, agree = {k: [] for k in ALL_KINDS}, {k: [0, 0] for k in ALL_KINDS}
         for g in range(0, len(prompts), n_samples):
             r, a = label_group(prompts[g], texts[g:g + n_samples], lab_rng, n_annotators,
-                               label_temperature, tie_margin, likert_noise, pool, noisy, length_bonus)
+                               label_temperature, tie_margin, likert_noise, pool, noisy, length_bonus, positive_bonus)
             r["binary"], a["binary"] = label_binary_group(prompts[g], texts[g:g + n_samples], bin_rng, n_annotators)
             r["aspects"], a["aspects"] = label_aspect_group(prompts[g], texts[g:g + n_samples], asp_rng, n_annotators,
                                                             likert_noise)
@@ -138,7 +139,8 @@ if __name__ == "__main__":
           f"{f' (the last {n_samples // 2} of each group from {anchor_path})' if anchor_path else ''}; "
           f"{n_annotators} of {n_labelers} people ({labelers}) per item, {aggregate}")
     report = collect(policy, tok, out_dir, seed, n_samples, n_rounds, n_annotators, label_temperature, tie_margin,
-                     likert_noise, noisy_scale, length_bonus, max_new_tokens, temperature, rt.ctx, pool, aggregate, anchor)
+                     likert_noise, noisy_scale, length_bonus, positive_bonus, max_new_tokens, temperature, rt.ctx, pool,
+                     aggregate, anchor)
 
     # the audit (audit.py) of the kept labels: intransitive cycles, and the best accuracy any scalar
     # reward can reach on them; then how consistent repeated items' ratings and thumbs are

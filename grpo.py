@@ -51,7 +51,7 @@ sft_path = "out/sft/ckpt.pt"  # SFT checkpoint: the policy's start and the froze
 reward_path = "out/reward/ckpt.pt"  # the 'rm' reward's reward model (reward.py); or one per aspect, comma-separated
 reward_ensemble = "mean"  # an ensemble reward model (reward.py --ensemble=K): 'mean', 'worst' (min over members), 'uncertainty'
 uncertainty_coef = 1.0  # --reward_ensemble=uncertainty: the 'rm' reward is mean - uncertainty_coef * std over members [>= 0]
-aspect_weights = ""  # several reward models' weights in 'rm': 'opinion:1,recommendation:0.5' or '1,0.5' ('' all 1)
+aspect_weights = ""  # several reward models' weights in 'rm': 'faithfulness:1,recommendation:0.5' or '1,0.5' ('' all 1)
 reward_fns = "gold"  # comma list of name[:weight] or file.py:function[:weight]; names: gold, rm, judge, format, length
 judge_path = "out/judge"  # the 'judge' reward's AI judge (rlaif.py): reward = round-robin log-odds in the group
 judge_principles = ""  # the judge's principles file ('' = 'Prefer the better review.'), one drawn per group

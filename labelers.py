@@ -1,7 +1,7 @@
 """
 labelers.py (goldRLHF): who labels a pair, and how; shared by feedback.py, rlaif.py, dpo.py --online and grpo.py.
 - simulated people, noisy views of task.gold: Bradley-Terry choices, ties, 1-5 ratings, Plackett-Luce rankings,
-  thumbs, from a pool of labeler types (careful, noisy, length-biased, adversarial), by majority (label_group)
+  thumbs, from a pool of labeler types (careful, noisy, verbose, positive, adversarial), by majority (label_group)
 - the AI judge (Bai et al. 2022; Lee et al. 2023): given a principle, the prompt and responses A and B, it
   prefers A by log P(" A") - log P(" B"), both orders averaged against its position bias (swap_average: the
   log-odds' mean for a reward or a vote, the probabilities' mean for a soft label)
@@ -58,9 +58,12 @@ def label_ranking(golds, rng, temperature=0.25):
 
 # People who are not all alike ("noisy and inconsistent" annotators) give the pairwise labels; ties,
 # rankings and Likert ratings come from careful ones.
-LABELER_TYPES = ("careful", "noisy", "length", "adversarial")
+# Two of them have the biases people are known to have: verbose ones prefer longer answers (Singhal et al. 2023,
+# "A Long Way to Go"), positive ones the more agreeable, glowing answer (Sharma et al. 2023, sycophancy).
+LABELER_TYPES = ("careful", "noisy", "verbose", "positive", "adversarial")
 NOISY = 4.0  # a noisy labeler's Bradley-Terry temperature, in units of the careful one's
-LENGTH_BONUS = 0.1  # a length-biased labeler's utility: gold + this per word (prefers the longer response)
+LENGTH_BONUS = 0.1  # a verbose labeler's utility: gold + this per word (prefers the longer response)
+POSITIVE_BONUS = 0.3  # a positive labeler's utility: gold + this x the review's praise (task.praise)
 
 
 def make_pool(spec, n_people):
@@ -83,12 +86,17 @@ def make_pool(spec, n_people):
     return [k for k in LABELER_TYPES for _ in range(counts.get(k, 0))]
 
 
-def vote(kind, g_a, g_b, words_a, words_b, rng, temperature=0.25, noisy=NOISY, length_bonus=LENGTH_BONUS):
-    """True if a labeler of type `kind` prefers a (noisy: NOISY x temperature; adversarial: flipped)."""
+def vote(kind, a, b, rng, temperature=0.25, noisy=NOISY, length_bonus=LENGTH_BONUS, positive_bonus=POSITIVE_BONUS):
+    """True if a labeler of type `kind` prefers a; a, b: (gold, words, praise) of the two responses. Noisy:
+    NOISY x temperature; verbose: gold + length_bonus x words; positive: gold + positive_bonus x praise;
+    adversarial: flipped."""
+    (g_a, words_a, praise_a), (g_b, words_b, praise_b) = a, b
     if kind == "noisy":
         return label_pair(g_a, g_b, rng, noisy * temperature)
-    if kind == "length":
+    if kind == "verbose":
         return label_pair(g_a + length_bonus * words_a, g_b + length_bonus * words_b, rng, temperature)
+    if kind == "positive":
+        return label_pair(g_a + positive_bonus * praise_a, g_b + positive_bonus * praise_b, rng, temperature)
     vote = label_pair(g_a, g_b, rng, temperature)
     return not vote if kind == "adversarial" else vote
 
@@ -99,12 +107,12 @@ def agreement(votes):
 
 
 def label_group(prompt, responses, rng, n_annotators=3, temp=0.25, tie_margin=0.15, noise=0.3, pool=None,
-                noisy=NOISY, length_bonus=LENGTH_BONUS):
+                noisy=NOISY, length_bonus=LENGTH_BONUS, positive_bonus=POSITIVE_BONUS):
     """n_annotators people (drawn per pair from `pool`, default careful) give every kind of feedback on K responses.
     Returns ({kind: rows in the file formats}, {kind: [agreeing, total pairs]}); pairwise rows keep _votes etc."""
     uniq = list(dict.fromkeys(responses))  # identical responses can't be compared
     g = [task.gold(prompt, r) for r in uniq]
-    words = [len(r.replace(data.EOT_TEXT, "").split()) for r in uniq]
+    seen = [(g[i], len(r.replace(data.EOT_TEXT, "").split()), task.praise(r)) for i, r in enumerate(uniq)]
     pool = pool or ["careful"] * n_annotators
     rows, agree = {k: [] for k in GROUP_KINDS}, {k: [0, 0] for k in GROUP_KINDS}
 
@@ -115,7 +123,7 @@ def label_group(prompt, responses, rng, n_annotators=3, temp=0.25, tie_margin=0.
 
     for i, j in combinations(range(len(uniq)), 2):
         who = list(range(n_annotators)) if len(pool) == n_annotators else rng.sample(range(len(pool)), n_annotators)
-        votes = [vote(pool[w], g[i], g[j], words[i], words[j], rng, temp, noisy, length_bonus) for w in who]
+        votes = [vote(pool[w], seen[i], seen[j], rng, temp, noisy, length_bonus, positive_bonus) for w in who]
         tally("pairwise", votes)
         a_wins = 2 * sum(votes) > n_annotators or (2 * sum(votes) == n_annotators and rng.random() < 0.5)
         c, r = (uniq[i], uniq[j]) if a_wins else (uniq[j], uniq[i])

@@ -40,7 +40,7 @@ sft_path = "out/sft/ckpt.pt"  # SFT checkpoint: the policy's start and the froze
 reward_path = "out/reward/ckpt.pt"  # reward model checkpoint (reward.py), frozen; or one per aspect, comma-separated
 reward_ensemble = "mean"  # an ensemble RM (reward.py --ensemble=K): 'mean', 'worst' (min over members) or 'uncertainty'
 uncertainty_coef = 1.0  # --reward_ensemble=uncertainty: the reward is mean - uncertainty_coef * std over members [>= 0]
-aspect_weights = ""  # several RMs: their scores' weights, 'opinion:1,recommendation:0.5' or '1,0.5' ('' all 1)
+aspect_weights = ""  # several RMs: their scores' weights, 'faithfulness:1,recommendation:0.5' or '1,0.5' ('' all 1)
 critic_init = "reward"  # critic starts from the 'reward' model (TRL, Huang et al. 2024's TL;DR [detail]) or 'sft'
 data_path = "builtin"  # 'builtin' (the review task's train prompts) or a JSONL file of {"prompt"} rows
 template = "plain"  # prompt template for JSONL prompts: 'plain' or 'instruction'

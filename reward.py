@@ -56,7 +56,7 @@ sft_path = "out/sft/ckpt.pt"  # SFT policy: samples the normalisation set and th
 data_path = "out/feedback"  # feedback.py's out_dir (uses {label_kind}_train.jsonl) or a JSONL file of label_kind
 test_path = ""  # held-out JSONL of any kind (read as pairs); '' = data_path's pairwise_test.jsonl, or the last 10%
 label_kind = "pairwise"  # which feedback to train on: 'pairwise', 'rankings', 'ties', 'likert', 'binary' or 'aspects'
-aspect = ""  # label_kind 'aspects': the aspect this model rates (built-in: opinion, recommendation, fluency, brevity)
+aspect = ""  # label_kind 'aspects': the aspect this model rates (built-in: completeness, faithfulness, recommendation, hallucination, fluency, brevity)
 loss_type = ""  # '' = the kind's default (bt, pl, rao_kupper, mse); or margin, hinge, soft (pairwise), pairs, ordinal
 hinge_margin = 1.0  # the margin m of the hinge loss [> 0]
 max_new_tokens = 40  # response length limit when sampling (normalisation and eval) [> 0]
@@ -346,6 +346,10 @@ if __name__ == "__main__":
             out.update(spearman=spearman(rew, golds), length_spearman=spearman([sign * n for n in lengths], golds),
                        reward=sum(rew) / len(rew), gold=sum(golds) / len(golds),
                        accept_rate=sum(map(task.accept_probability, prompts, texts)) / len(texts))
+        if has_gold:  # the biases of people (task.probes): how often the model prefers what gold prefers
+            for name, pairs in task.probes(task.prompts("test", 400)).items():
+                s = score_texts([(p, a) for p, a, _ in pairs] + [(p, b) for p, _, b in pairs]).mean(0)
+                out[f"probe/{name}"] = (s[:len(pairs)] > s[len(pairs):]).float().mean().item()
         for (p, c, r), a, b in list(zip(test_pairs, rc, rr))[:n_print] if test_pairs else []:
             print(f"  {p!r}\n    chosen   {c!r} reward {a:+.2f}" + (f" gold {task.gold(p, c):+.2f}" if has_gold else "")
                   + f"\n    rejected {r!r} reward {b:+.2f}" + (f" gold {task.gold(p, r):+.2f}" if has_gold else ""))

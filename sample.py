@@ -2,7 +2,7 @@
 sample.py (goldRLHF): generate from any checkpoint (or GPT-2 weights), and best-of-N sampling.
 
     python sample.py                                         # the SFT model on held-out task prompts
-    python sample.py --init_from=out/ppo --prompt="I went to the hotel."
+    python sample.py --init_from=out/ppo --prompt="Notes on the hotel: room ++, bed -. Again: yes."
     python sample.py --init_from=gpt2 --prompt_file=prompts.txt --max_new_tokens=100
     python sample.py --best_of=16                            # best-of-N with the reward model
 

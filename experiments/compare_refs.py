@@ -54,13 +54,13 @@ DPO = "--sft_path=<o>/sft/ckpt.pt --max_iters=2 --eval_interval=2 --log_interval
 PAIRS, THUMBS = "--data_path=<o>/feedback/pairwise_train.jsonl", "--data_path=<o>/feedback/binary_train.jsonl"
 GRPO = ("--sft_path=<o>/sft/ckpt.pt --max_iters=2 --eval_interval=2 --log_interval=1 --prompts_per_batch=4 "
         "--group_size=4 --minibatch_size=8 --eval_repeats=1 --n_print=0")
-ENS, ASPECTS = "--reward_path=<o>/reward_ens", "--reward_path=<o>/rm_opinion,<o>/rm_recommendation"
+ENS, ASPECTS = "--reward_path=<o>/reward_ens", "--reward_path=<o>/rm_faithfulness,<o>/rm_recommendation"
 MATRIX = [
     ("sft", "sft.py", SFT),
     ("feedback", "feedback.py", "--policy_path=<o>/sft/ckpt.pt --n_rounds=1"),
     ("reward", "reward.py", RM),
     ("reward_ens", "reward.py", RM + " --ensemble=3"),
-    ("rm_opinion", "reward.py", RM + " --label_kind=aspects --aspect=opinion"),
+    ("rm_faithfulness", "reward.py", RM + " --label_kind=aspects --aspect=faithfulness"),
     ("rm_recommendation", "reward.py", RM + " --label_kind=aspects --aspect=recommendation"),
     ("judge_demos", "rlaif.py", "--mode=demos --policy_path=<o>/sft/ckpt.pt --n_pairs=40"),
     ("judge", "sft.py", "--data_path=<o>/judge_demos/judge_demos.jsonl --init_from=<o>/sft/ckpt.pt --compact_vocab=True "
@@ -69,7 +69,7 @@ MATRIX = [
     ("ppo", "ppo.py", PPO + " --reward_path=<o>/reward"),
     ("ppo_worst", "ppo.py", PPO + f" {ENS} --reward_ensemble=worst"),
     ("ppo_uncertainty", "ppo.py", PPO + f" {ENS} --reward_ensemble=uncertainty"),
-    ("ppo_aspects", "ppo.py", PPO + f" {ASPECTS} --aspect_weights=opinion:1,recommendation:0.5"),
+    ("ppo_aspects", "ppo.py", PPO + f" {ASPECTS} --aspect_weights=faithfulness:1,recommendation:0.5"),
     ("ppo_whiten", "ppo.py", PPO + " --reward_path=<o>/reward --whiten_rewards=True"),
     ("ppo_k3_critic_sft", "ppo.py", PPO + " --reward_path=<o>/reward --kl_estimator=k3 --critic_init=sft"),
     ("dpo", "dpo.py", f"{DPO} {PAIRS}"),

@@ -15,7 +15,7 @@ OUT=out/labelers
 POOLS=(
   "0%|careful:1.0"
   "20%|careful:0.8,noisy:0.1,adversarial:0.1"
-  "40%|careful:0.6,noisy:0.1,length:0.1,adversarial:0.2"
+  "40%|careful:0.6,noisy:0.1,verbose:0.1,adversarial:0.2"
 )
 AGGS=(
   "majority|--aggregate=majority --loss_type=bt"

@@ -12,8 +12,8 @@
 #     human+ai     the B human labels + 10B AI labels (the judge, "Prefer the better review.")
 #     human10      10B human labels
 #   online     dpo.py --online --labeler=ai, 150 steps of 32 pairs the judge labels (README: online DPO)
-#   direct     grpo.py --reward_fns=judge under two principles ("better", "shorter"): does the policy do
-#              what the principle says (gold, gold/opinion, response_len)?
+#   direct     grpo.py --reward_fns=judge under three principles (faithful, positive, shorter): does the policy do
+#              what the principle says (gold, gold/faithfulness, sycophancy, response_len)?
 # Needs an SFT model (default out/sft/ckpt.pt: python sft.py). A finished step is skipped; seeds run side
 # by side (one thread each):
 #   bash experiments/rlaif.sh "1 2 3" [sft checkpoint]     # then the tables of every seed so far
@@ -34,10 +34,10 @@ step() {  # step NAME DIR COMMAND...: run unless DIR/done exists (an unfinished 
 one_seed() {
     local seed=$1 d=$OUT/s$1 p
     mkdir -p "$d/principles"
-    for p in better positive shorter again; do
+    for p in better faithful positive shorter; do
         case $p in
             better) echo "Prefer the better review." ;; positive) echo "Prefer the more positive review." ;;
-            shorter) echo "Prefer the shorter review." ;; again) echo "Prefer the review that would go again." ;;
+            shorter) echo "Prefer the shorter review." ;; faithful) echo "Prefer the more faithful review." ;;
         esac > "$d/principles/$p.txt"
     done
     step "demos, seed $seed" "$d/demos" python rlaif.py --mode=demos --out_dir="$d/demos" --policy_path="$SFT" \
@@ -45,7 +45,7 @@ one_seed() {
     step "judge, seed $seed" "$d/judge" python sft.py --data_path="$d/demos/judge_demos.jsonl" --compact_vocab=True \
         --init_from="$SFT" --block_size=160 --out_dir="$d/judge" --max_iters="$JUDGE_ITERS" --eval_interval="$JUDGE_ITERS" \
         --max_new_tokens=2 --n_print=0 --log_interval=250 --seed="$seed" || return
-    for p in better positive shorter again; do
+    for p in better faithful positive shorter; do
         step "agreement $p, seed $seed" "$d/agree_$p" python rlaif.py --judge="$d/judge" --principles="$d/principles/$p.txt" \
             --out_dir="$d/agree_$p" --policy_path="$SFT" --n_pairs=400 --seed="$seed" || return
     done
@@ -67,7 +67,7 @@ one_seed() {
     step "online dpo, the judge labels, seed $seed" "$d/online_dpo_ai" python dpo.py --online=True --labeler=ai \
         --judge_path="$d/judge" --sft_path="$SFT" --out_dir="$d/online_dpo_ai" --seed="$seed" --max_iters=150 \
         --data_path="$d/none_train.jsonl" --val_path="$test"
-    for p in better shorter; do
+    for p in faithful positive shorter; do
         step "grpo judge $p, seed $seed" "$d/grpo_$p" python grpo.py --out_dir="$d/grpo_$p" --sft_path="$SFT" \
             --reward_fns=judge --judge_path="$d/judge" --judge_principles="$d/principles/$p.txt" --seed="$seed"
     done
@@ -87,14 +87,14 @@ def last(path, key):  # the run's last logged value of key, or None
 ms = lambda xs, d=3: table.cell(xs, f".{d}f", spread="sd")
 print(f"seeds: {', '.join(seeds)}\n")
 print("| principle | judge vs principle | vs people | people vs people | judge vs gold | position_bias |")
-print("|---|---|---|---|---|---|")
+print("|---|---|---|---|---|---|---|")
 for p, text in (("better", "Prefer the better review."), ("positive", "Prefer the more positive review."),
-                ("shorter", "Prefer the shorter review."), ("again", "Prefer the review that would go again.")):
+                ("shorter", "Prefer the shorter review."), ("faithful", "Prefer the more faithful review.")):
     col = lambda k: ms([v for s in seeds if (v := last(f"{out}/{s}/agree_{p}", k)) is not None])
     print(f"| {text} | {col('test/labels_acc_principle')} | {col('test/agreement/humans')} | "
           f"{col('test/agreement/human_human')} | {col('test/labels_acc_gold')} | {col('test/position_bias')} |")
 print("\n| reward model from | labels | acc_gold | spearman | PPO gold | PPO kl |")
-print("|---|---|---|---|---|---|")
+print("|---|---|---|---|---|---|---|")
 for name in ("human", "human+ai", "human10"):
     n = [sum(1 for _ in open(f)) for s in seeds for f in [dict(human=f"{out}/{s}/demos/human/pairwise_train.jsonl",
          **{"human+ai": f"{out}/{s}/mix/pairwise_train.jsonl"}, human10=f"{out}/{s}/human10/human/pairwise_train.jsonl")[name]]
@@ -104,9 +104,9 @@ for name in ("human", "human+ai", "human10"):
           f"{col('ppo_' + name, 'gold', 2)} | {col('ppo_' + name, 'kl', 2)} |")
 col = lambda k, dd=2: ms([v for s in seeds if (v := last(f"{out}/{s}/online_dpo_ai", k)) is not None], dd)
 print(f"\nonline DPO, the judge labels: gold {col('gold')}, KL {col('kl')}, parse {col('parse')}, labels {col('labels', 0)}")
-print("\n| GRPO on the judge's reward, principle | gold | gold/opinion | response_len | kl |")
-print("|---|---|---|---|---|")
-for p in ("better", "shorter"):
+print("\n| GRPO on the judge's reward, principle | gold | gold/faithfulness | sycophancy | response_len | kl |")
+print("|---|---|---|---|---|---|")
+for p in ("faithful", "positive", "shorter"):
     col = lambda k, dd=2: ms([v for s in seeds if (v := last(f"{out}/{s}/grpo_{p}", k)) is not None], dd)
-    print(f"| {p} | {col('gold')} | {col('gold/opinion')} | {col('response_len', 1)} | {col('kl')} |")
+    print(f"| {p} | {col('gold')} | {col('gold/faithfulness')} | {col('sycophancy')} | {col('response_len', 1)} | {col('kl')} |")
 PY

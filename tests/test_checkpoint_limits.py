@@ -62,7 +62,7 @@ def test_a_prompt_the_reward_model_cannot_read_is_refused_before_training(sft_di
     """No SFT policy to sample (--sft_path=''): the reward model's own context (64) must hold the prompt and a
     response; a 72-token prompt was cut to its first 64 tokens, and the reward read off a prompt token."""
     rows = pairs(reward_dir)
-    rows[5]["prompt"] = " ".join(["I went to the cafe."] * 12)  # 72 tokens
+    rows[5]["prompt"] = " ".join(["Notes on the tea cafe."] * 12)  # 72 tokens
     data = write(tmp_path / "long.jsonl", rows)
     p = run("reward.py", "--sft_path=", f"--init_from={sft_dir}/ckpt.pt", f"--data_path={data}", "--max_iters=5",
             f"--out_dir={tmp_path}/o", "--device=cpu", ok=False, timeout=300)

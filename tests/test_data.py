@@ -1,4 +1,4 @@
-"""data.py: JSONL readers and their errors, prompt formatting, the built-in task and its gold scorer."""
+"""data.py: JSONL readers and their errors, prompt formatting, the compact vocabulary (the task: test_task.py)."""
 import json
 import random
 
@@ -8,71 +8,21 @@ import data
 import labelers
 import task
 
-P = "I went to the cafe with friends."
-
-
-@pytest.mark.parametrize("response, expected", [
-    (" The coffee was great.<|endoftext|>", 1.0),
-    (" The coffee was good.<|endoftext|>", 0.5),
-    (" The coffee was very good.<|endoftext|>", 0.75),  # intensifier: 1.5 x 0.5
-    (" The coffee was not bad.<|endoftext|>", 0.25),  # litotes: -0.5 x -0.5
-    (" The coffee was great and awful.<|endoftext|>", 0.0),
-    (" I hated the cake. I would go again.<|endoftext|>", 0.0),
-    (" The film was great.<|endoftext|>", 0.0),  # off-topic for a cafe
-    (" The coffee was great. The coffee was great.<|endoftext|>", 0.0),  # repeated: (1 - 1) / 2
-    (" great great great<|endoftext|>", -1.0),  # does not parse
-    (" The coffee was great", -1.5),  # a fragment that never ends: -1, and -0.5 for not ending
-    (" The coffee was great.", 0.5),  # grammatical but never ended
-    ("<|endoftext|>", -1.0),  # empty
-    (" The coffee was great. The tea was great. The cake was great. The staff was great. "
-     "The music was great.<|endoftext|>", 0.75),  # five sentences: -0.25 for the one beyond four
-])
-def test_gold_worked_examples(response, expected):
-    assert task.gold(P, response) == pytest.approx(expected)
-
-
-def test_parses():
-    assert task.parses(P, " The coffee was great.<|endoftext|>")
-    assert task.parses(P, " The film was great.<|endoftext|>")  # off-topic is still grammatical
-    assert not task.parses(P, " The coffee was great.")  # not ended
-    assert not task.parses(P, " The coffee were great.<|endoftext|>")
-
-
-def test_demos_are_in_the_grammar_and_neutral_on_average():
-    demos = task.demos(2000, seed=0)
-    assert all(task.parses(p, c) for p, c in demos)
-    g = [task.gold(p, c) for p, c in demos]
-    assert -0.2 < sum(g) / len(g) < 0.2  # the SFT data has no sentiment preference: RLHF must add it
-    sentences = {s for _, c in task.demos(20000, seed=1) for s in c.replace(data.EOT_TEXT, "").split(".")}
-    assert len(sentences) > 2000  # thousands of distinct sentences
-
-
-def test_prompt_split_and_vocab():
-    train, test = task.prompts("train"), task.prompts("test")
-    assert len(test) == 50 and len(train) == 202 and not set(train) & set(test)
-    vocab = task.vocab()
-    tok = data.Tokenizer(vocab)
-    assert tok.vocab_size == len(vocab) < 100 and vocab[tok.eot] == data.EOT
-    for p, c in task.demos(300, seed=3):
-        assert tok.decode(tok.encode(p + c)) == p + c
-    with pytest.raises(ValueError, match="compact vocabulary .* cannot spell"):
-        tok.encode("Hello world")
-    full = data.Tokenizer()
-    assert full.vocab_size == 50257 and full.decode(full.encode("Hello world")) == "Hello world"
+P = "Notes on the cafe: coffee ++, cake -, staff 0. Again: yes."
 
 
 def test_encode_prompts_rejects_too_long(tmp_path):
     tok = data.Tokenizer(task.vocab())
-    (tmp_path / "p.jsonl").write_text('{"prompt": "I went to the cafe."}\n\n{"prompt": "%s"}\n' % P)
+    (tmp_path / "p.jsonl").write_text('{"prompt": "The cake was good."}\n\n{"prompt": "%s"}\n' % P)
     prompts, where = data.load_prompts(str(tmp_path / "p.jsonl"), lines=True)  # each prompt's file:line
-    assert prompts == ["I went to the cafe.", P] and where == [f"{tmp_path}/p.jsonl:1", f"{tmp_path}/p.jsonl:3"]
-    assert len(data.encode_prompts(tok, [P], 20)[0]) == 8  # I went to the cafe with friends .
-    with pytest.raises(ValueError, match=r"^the prompt has 8 tokens; the context leaves it 1\.\.5 .*\(prompt 0\)"):
+    assert prompts == ["The cake was good.", P] and where == [f"{tmp_path}/p.jsonl:1", f"{tmp_path}/p.jsonl:3"]
+    assert len(data.encode_prompts(tok, [P], 20)[0]) == 18  # Notes on the cafe : coffee ++ , cake - , staff 0 . Again : yes .
+    with pytest.raises(ValueError, match=r"^the prompt has 18 tokens; the context leaves it 1\.\.5 .*\(prompt 0\)"):
         data.encode_prompts(tok, [P], 5)
-    with pytest.raises(ValueError, match=r"has 8 tokens.* \(p\.jsonl:3\)\. shorten it, or lower --max_new_tokens$"):
-        data.encode_prompts(tok, ["I went to the cafe.", P], 7, ["p.jsonl:1", "p.jsonl:3"])
+    with pytest.raises(ValueError, match=r"has 18 tokens.* \(p\.jsonl:3\)\. shorten it, or lower --max_new_tokens$"):
+        data.encode_prompts(tok, ["The cake was good.", P], 7, ["p.jsonl:1", "p.jsonl:3"])
     with pytest.raises(ValueError, match=r"cannot spell \(p\.jsonl:3\)"):  # a token the vocabulary lacks
-        data.encode_prompts(tok, ["I went to the cafe.", "Quantum zebra?"], 20, ["p.jsonl:1", "p.jsonl:3"])
+        data.encode_prompts(tok, ["The cake was good.", "Quantum zebra?"], 20, ["p.jsonl:1", "p.jsonl:3"])
     assert data.prompt_room(40, {"policy": 64, "reward model": 48}) == 8
     with pytest.raises(ValueError, match=r"^--max_new_tokens=48: must be < 48, the context \(block_size\) of the "
                                          r"reward model, which holds the prompt too\. lower --max_new_tokens$"):
@@ -135,7 +85,7 @@ def test_compact_vocab_reads_back_merged_punctuation():
 
 def test_every_pair_and_triple_of_the_compact_vocabulary_reencodes():
     """Any text a compact model can write encodes back into its vocabulary, to the same text: every
-    sequence of 2 and 3 tokens (79^2 + 79^3 = 499,280). " I" + "I" decodes to " II", one GPT-2 token
+    sequence of 2 and 3 tokens (73^2 + 73^3 = 394,346). " I" + "I" decodes to " II", one GPT-2 token
     outside the vocabulary, which the old character-by-character fallback spelled as " " + "I" + "I"."""
     tok = data.Tokenizer(task.vocab())
     V = tok.vocab_size
@@ -153,5 +103,5 @@ def test_every_pair_and_triple_of_the_compact_vocabulary_reencodes():
 
 def test_decode_encode_is_the_identity_on_text():
     tok = data.Tokenizer(task.vocab())
-    for text in [" II.", "I went to the cafe... I.", ".....", " The coffee was great.<|endoftext|>I", " I I II III"]:
+    for text in [" II.", "Notes on the cafe... I.", ".....", " The coffee was great.<|endoftext|>I", " I I II III"]:
         assert tok.decode(tok.encode(text)) == text

@@ -205,7 +205,7 @@ def test_bad_input(sft_dir, tmp_path):
     p = run("dpo.py", sft, f"--out_dir={tmp_path}/o", f"--data_path={tmp_path}/missing.jsonl", ok=False)
     assert p.returncode != 0 and "python feedback.py" in p.stderr + p.stdout
     bad = tmp_path / "bad.jsonl"
-    good = {"prompt": "I went to the cafe.", "chosen": " I loved the cake.<|endoftext|>",
+    good = {"prompt": "Notes on the cafe: tea --, cake ++. Again: yes.", "chosen": " I loved the cake.<|endoftext|>",
             "rejected": " The cake was bad.<|endoftext|>"}
     bad.write_text(json.dumps(good) + "\n" + json.dumps({"prompt": "x", "chosen": "y"}) + "\n")
     p = run("dpo.py", sft, f"--out_dir={tmp_path}/o", f"--data_path={bad}", ok=False)
@@ -293,14 +293,14 @@ def test_kto_on_pairs_and_ddp(reward_dir, sft_dir, tmp_path):
 
 
 @pytest.mark.parametrize("rows, extra, message", [
-    ([dict(prompt="I went to the cafe.", completion=" The cake was good.<|endoftext|>", label=True),
-      dict(prompt="I went to the hotel.", completion=" The bed was great.<|endoftext|>", label=True)], ["--loss_type=kto"],
+    ([dict(prompt="Notes on the cafe: tea --, cake ++. Again: yes.", completion=" The cake was good.<|endoftext|>", label=True),
+      dict(prompt="Notes on the hotel: bed ++, view -. Again: no.", completion=" The bed was great.<|endoftext|>", label=True)], ["--loss_type=kto"],
      r"^error: KTO needs thumbs up and thumbs down, but all 2 rows are up \(.*all_up\.jsonl\)\. add rows"),
-    ([dict(prompt="I went to the cafe.", completion=" The cake was good.<|endoftext|>", label=True)], [],
+    ([dict(prompt="Notes on the cafe: tea --, cake ++. Again: yes.", completion=" The cake was good.<|endoftext|>", label=True)], [],
      r"^error: unpaired rows \(thumbs up / down\): only KTO trains on them \(.*\)\. pass --loss_type=kto$"),
-    ([dict(prompt="I went to the cafe.", chosen=" The cake was good.<|endoftext|>", rejected=" The cake was bad.<|endoftext|>")],
+    ([dict(prompt="Notes on the cafe: tea --, cake ++. Again: yes.", chosen=" The cake was good.<|endoftext|>", rejected=" The cake was bad.<|endoftext|>")],
      ["--val_path=/nonexistent/val.jsonl"], r"^error: no preference data \(/nonexistent/val\.jsonl\)"),  # (was: no eval)
-    ([dict(prompt="I went to the cafe.", completion=" The cake was good.<|endoftext|>", label=True)],
+    ([dict(prompt="Notes on the cafe: tea --, cake ++. Again: yes.", completion=" The cake was good.<|endoftext|>", label=True)],
      ["--loss_type=kto", "--desirable_weight=-1"], r"^error: --desirable_weight=-1\.0: must be >= 0$"),
 ])
 def test_kto_bad_input(sft_dir, tmp_path, rows, extra, message):
@@ -316,7 +316,7 @@ def test_kto_bad_input(sft_dir, tmp_path, rows, extra, message):
 def test_ties_are_skipped_and_counted(sft_dir, tmp_path):
     """A tie has no chosen: DPO skips tie rows and says how many; a file of only ties is refused with one line."""
     sft = f"--sft_path={os.path.join(sft_dir, 'ckpt.pt')}"
-    rows = [{"prompt": "I went to the cafe.", "chosen": f" I loved the {n}.<|endoftext|>",
+    rows = [{"prompt": "Notes on the cafe: tea --, cake ++. Again: yes.", "chosen": f" I loved the {n}.<|endoftext|>",
              "rejected": " The cake was bad.<|endoftext|>", "tie": i % 3 == 0} for i, n in enumerate(["tea", "music"] * 6)]
     mixed, ties = tmp_path / "mixed.jsonl", tmp_path / "ties.jsonl"
     mixed.write_text("".join(json.dumps(r) + "\n" for r in rows))

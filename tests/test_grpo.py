@@ -171,7 +171,7 @@ def test_first_ratio_is_one_under_bf16(sft_dir, tmp_path, fused):
 
 # ----------------------------------------------------------------------------- reward functions
 def test_builtin_rewards():
-    prompts = ["I went to the cafe."] * 3
+    prompts = ["Notes on the cafe: tea --, cake ++. Again: yes."] * 3
     responses = [" I would go again." + EOT, " The coffee was bad. The tea was great." + EOT, " The coffee was"]
     assert rewards.gold_reward(prompts, responses) == pytest.approx([1.0, 0.25, -1.5])
     assert rewards.format_reward(prompts, responses) == [1.0, 1.0, 0.0]
@@ -183,7 +183,7 @@ def test_user_reward_from_file(tmp_path):
     f.write_text("def coffee(prompts, responses):\n    return [r.count('coffee') for r in responses]\n")
     fns = rewards.load_rewards(f"{f}:coffee:0.5, gold:2,format")
     assert [(n, w) for n, _, w in fns] == [("my_reward.coffee", 0.5), ("gold", 2.0), ("format", 1.0)]
-    prompts = ["I went to the cafe."] * 2
+    prompts = ["Notes on the cafe: tea --, cake ++. Again: yes."] * 2
     responses = [" The coffee was great. I loved the coffee." + EOT, " The tea was"]
     total, each = rewards.score(fns, prompts, responses)
     assert each["my_reward.coffee"].tolist() == [2.0, 0.0]
@@ -296,7 +296,7 @@ def test_bad_input(sft_dir, tmp_path):
     p = run("grpo.py", f"--out_dir={tmp_path}/o", f"--sft_path={sft_dir}/ckpt.pt", "--advantage=batch", ok=False)
     assert p.returncode != 0 and "batch_centred" in p.stderr
     bad = tmp_path / "prompts.jsonl"
-    bad.write_text('{"prompt": "I went to the cafe."}\n{"text": 1}\n')
+    bad.write_text('{"prompt": "Notes on the cafe: tea --, cake ++. Again: yes."}\n{"text": 1}\n')
     p = run("grpo.py", f"--out_dir={tmp_path}/o", f"--sft_path={sft_dir}/ckpt.pt", f"--data_path={bad}", ok=False)
     assert p.returncode != 0 and "prompts.jsonl:2" in p.stderr
 

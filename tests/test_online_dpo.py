@@ -30,7 +30,7 @@ def test_online_pairs_by_hand():
 def test_human_votes_follow_gold():
     """Nearly noiseless people (temperature 1e-3) all vote for the higher gold score; the share of 3 people
     is a multiple of 1/3; at a huge temperature the votes are coin flips (mean ~ 1/2 over 3,000 pairs)."""
-    prompt = "I went to the cafe."
+    prompt = "Notes on the cafe: tea --, cake ++. Again: yes."
     good, bad = " I loved the cake.<|endoftext|>", " The cake was awful.<|endoftext|>"
     assert task.gold(prompt, good) > task.gold(prompt, bad)
     rng = random.Random(0)

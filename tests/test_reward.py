@@ -21,6 +21,10 @@ from conftest import assert_same_weights, last_eval, read_metrics, run
 
 t = torch.tensor
 
+PC = "Notes on the cafe: coffee ++. Again: yes."  # a prompt, and reviews of it at gold 1.0 and -1.15
+GREAT = " The coffee was great. I would go again.<|endoftext|>"
+AWFUL = " The coffee was awful. The tea was bad. The cake was bad. The staff was bad. I would not go again.<|endoftext|>"
+
 
 # ----------------------------------------------------------------------------- losses, worked examples
 def test_soft_bt_worked_example():
@@ -136,9 +140,8 @@ def test_reliability():
 
 # ----------------------------------------------------------------------------- simulated labelers
 def test_label_group_formats_and_sharp_labelers():
-    prompt = "I went to the cafe."
-    responses = [" The coffee was great.<|endoftext|>", " The coffee was awful.<|endoftext|>",
-                 " The cake was okay.<|endoftext|>", " The coffee was great.<|endoftext|>"]  # one duplicate
+    prompt = PC  # gold 1.0, -1.15 and -0.15: Likert 5, 1 and 3
+    responses = [GREAT, AWFUL, " The cake was okay.<|endoftext|>", GREAT]  # one duplicate
     rows, agree = labelers.label_group(prompt, responses, random.Random(0), n_annotators=3, temp=0.01,
                                      tie_margin=0.1, noise=0.01)
     g = {r: task.gold(prompt, r) for r in responses}
@@ -165,9 +168,8 @@ def test_thumbs_up_or_down():
     """Binary feedback: P(up) = Phi((gold - 0.5) / 0.3); a response at gold 1 is accepted 95% of the time, at
     0.5 half the time. The majority of 3 per distinct response, TRL's unpaired rows; read back as a kind of
     its own, and compared as pairs of an accepted over a rejected response to the same prompt."""
-    assert task.accept_probability("I went to the cafe.", " The coffee was great.<|endoftext|>") == \
-        pytest.approx(0.5 * (1 + math.erf((1 - 0.5) / (0.3 * math.sqrt(2)))))  # 0.9522
-    assert task.accept_probability("I went to the cafe.", " The coffee was good.<|endoftext|>") == pytest.approx(0.5)
+    assert task.accept_probability(PC, GREAT) == pytest.approx(0.5 * (1 + math.erf((1 - 0.5) / (0.3 * math.sqrt(2)))))  # 0.9522
+    assert task.accept_probability(PC, " The coffee was good. I would go again.<|endoftext|>") == pytest.approx(0.5)
     ups = sum(labelers.label_binary(1.0, random.Random(i)) for i in range(4000)) / 4000
     assert ups == pytest.approx(0.9522, abs=0.015)
     rows, agree = _binary_rows()
@@ -176,9 +178,7 @@ def test_thumbs_up_or_down():
 
 
 def _binary_rows():
-    responses = [" The coffee was great.<|endoftext|>", " The coffee was awful.<|endoftext|>",
-                 " The coffee was great.<|endoftext|>"]
-    return labelers.label_binary_group("I went to the cafe.", responses, random.Random(0), 3)
+    return labelers.label_binary_group(PC, [GREAT, AWFUL, GREAT], random.Random(0), 3)
 
 
 def test_binary_files_read_back(tmp_path):
@@ -187,34 +187,39 @@ def test_binary_files_read_back(tmp_path):
     assert feedback_data.detect_kind(path) == "binary"
     items, skipped = feedback_data.load_feedback(path, "binary")
     assert [it["y"] for it in items] == [True, False] and not skipped
-    assert feedback_data.to_pairs(items, "binary") == [("I went to the cafe.", rows[0]["completion"], rows[1]["completion"])]
+    assert feedback_data.to_pairs(items, "binary") == [(PC, rows[0]["completion"], rows[1]["completion"])]
 
 
 def test_labeler_pool():
     """make_pool splits n people by the shares (largest remainders); each type judges as documented; a
     pool larger than n_annotators sends each pair to n_annotators different people, recorded with their votes."""
-    assert labelers.make_pool("careful:0.6,noisy:0.1,length:0.1,adversarial:0.2", 10) == \
-        ["careful"] * 6 + ["noisy", "length", "adversarial", "adversarial"]
+    assert labelers.make_pool("careful:0.6,noisy:0.1,verbose:0.1,adversarial:0.2", 10) == \
+        ["careful"] * 6 + ["noisy", "verbose", "adversarial", "adversarial"]
     # quotas 2.25, 2.25, 0.5: floors 2, 2, 0 and the one seat left to the largest remainder (rounding each
     # quota would seat 4); 0.6 and 0.4 of one person: the larger share; listed in LABELER_TYPES' order
-    assert labelers.make_pool("length:0.1,noisy:0.45,careful:0.45", 5) == ["careful"] * 2 + ["noisy"] * 2 + ["length"]
+    assert labelers.make_pool("verbose:0.1,noisy:0.45,careful:0.45", 5) == ["careful"] * 2 + ["noisy"] * 2 + ["verbose"]
     assert labelers.make_pool("noisy:0.4,careful:0.6", 1) == ["careful"]
     assert sorted(map(labelers.make_pool("careful:0.5,adversarial:0.5", 3).count, ("careful", "adversarial"))) == [1, 2]
     for bad in ("careful:0.5", "careful:1.2,noisy:-0.2", "sloppy:1.0", "careful:x"):
         with pytest.raises(labelers.UserError):
             labelers.make_pool(bad, 10)
-    # a is clearly better: careful and length-neutral people say a, adversarial ones say b; a long b wins
-    # over a length-biased judge once the bonus outweighs the gold difference (0.1 x 20 words > 1.0)
+    # a is clearly better: careful people say a, adversarial ones say b; a long b wins over a verbose
+    # labeler once the bonus outweighs the gold difference (0.1 x 20 words > 1.0), a glowing b over a
+    # positive one once 0.3 x praise does (0.3 x (3 - -1) > 1.0); each bias alone leaves the others alike
     rng = lambda: random.Random(0)
-    assert labelers.vote("careful", 1.0, 0.0, 5, 5, rng(), 0.01) is True
-    assert labelers.vote("adversarial", 1.0, 0.0, 5, 5, rng(), 0.01) is False
-    assert labelers.vote("length", 1.0, 0.0, 5, 25, rng(), 0.01) is False
-    noisy = sum(labelers.vote("noisy", 0.1, 0.0, 5, 5, random.Random(i), 0.25) for i in range(2000)) / 2000
-    careful = sum(labelers.vote("careful", 0.1, 0.0, 5, 5, random.Random(i), 0.25) for i in range(2000)) / 2000
+    a, b = (1.0, 5, -1.0), (0.0, 5, -1.0)  # (gold, words, praise)
+    assert labelers.vote("careful", a, b, rng(), 0.01) is True
+    assert labelers.vote("adversarial", a, b, rng(), 0.01) is False
+    assert labelers.vote("verbose", a, (0.0, 25, -1.0), rng(), 0.01) is False
+    assert labelers.vote("verbose", a, (0.0, 5, 3.0), rng(), 0.01) is True
+    assert labelers.vote("positive", a, (0.0, 5, 3.0), rng(), 0.01) is False
+    assert labelers.vote("positive", a, (0.0, 25, -1.0), rng(), 0.01) is True
+    assert labelers.vote("positive", a, (0.0, 5, 2.0), rng(), 0.01) is True  # 0.3 x 3 < 1.0
+    noisy = sum(labelers.vote("noisy", (0.1, 5, 0), (0.0, 5, 0), random.Random(i), 0.25) for i in range(2000)) / 2000
+    careful = sum(labelers.vote("careful", (0.1, 5, 0), (0.0, 5, 0), random.Random(i), 0.25) for i in range(2000)) / 2000
     assert 0.5 < noisy < careful  # sigmoid(0.1) = 0.52 vs sigmoid(0.4) = 0.60
     pool = ["careful"] * 3 + ["adversarial"] * 2
-    rows, _ = labelers.label_group("I went to the cafe.", [" The coffee was great.<|endoftext|>",
-                                   " The coffee was awful.<|endoftext|>"], random.Random(0), 3, 0.01, pool=pool)
+    rows, _ = labelers.label_group(PC, [GREAT, AWFUL], random.Random(0), 3, 0.01, pool=pool)
     who = [w for w, _ in rows["pairwise"][0]["_votes"]]
     assert len(set(who)) == 3 and all(v == (pool[w] == "careful") for w, v in rows["pairwise"][0]["_votes"])
 
@@ -350,7 +355,7 @@ def test_one_line_rankings_file(sft_dir, tmp_path):
     answers = [" The coffee was good.<|endoftext|>", " The coffee was okay.<|endoftext|>",
                " The coffee was great.<|endoftext|>", " The coffee was awful.<|endoftext|>",
                " The coffee was bad.<|endoftext|>"]
-    path = write(tmp_path, "one.jsonl", [dict(prompt="I went to the cafe.", responses=answers, ranking=[2, 0, 1, 4, 3])])
+    path = write(tmp_path, "one.jsonl", [dict(prompt=PC, responses=answers, ranking=[2, 0, 1, 4, 3])])
     out = str(tmp_path / "o")
     p = run("reward.py", f"--out_dir={out}", f"--sft_path={sft_dir}/ckpt.pt", f"--data_path={path}",
             "--label_kind=rankings", "--max_iters=60", "--batch_size=1", "--eval_interval=1000", "--n_norm=8")
@@ -368,29 +373,27 @@ def test_aspects_sum_to_gold():
     cases = task.demos(3000) + [(rng.choice(task.all_prompts()), " " + " ".join(rng.choice(words) for _ in
                                 range(rng.randint(0, 30)))) for _ in range(20000)]
     assert all(abs(sum(task.aspects(p, r).values()) - task.gold(p, r)) < 1e-12 for p, r in cases)
-    a = task.aspects("I went to the cafe.", " The cake was great. The cake was great. The wine was bad.")
-    assert a == pytest.approx(dict(opinion=1 / 3, recommendation=0, fluency=-1 / 3, brevity=-0.5))  # wine: off-topic
-    a = task.aspects("I went to the cafe.", " I would not go again. The tea was good.<|endoftext|>")
-    assert a == pytest.approx(dict(opinion=0.25, recommendation=-0.5, fluency=0, brevity=0))
+    a = task.aspects(PC, " The coffee was great. The coffee was great. The wine was bad.")  # wine: not noted
+    assert a == pytest.approx(dict(completeness=0.3, faithfulness=0.5, recommendation=0, hallucination=-0.15,
+                                   fluency=-0.25, brevity=-0.5))
 
 
 def test_aspect_ratings():
-    """1-5 per aspect, linear from worst to best; for opinion the same numbers as a Likert rating of gold."""
-    assert [labelers.label_aspect(v, "opinion", random.Random(0), 0.0) for v in (-1, -0.5, 0, 0.5, 1)] == [1, 2, 3, 4, 5]
+    """1-5 per aspect, linear from worst to best of task.ASPECTS."""
+    f = [labelers.label_aspect(v, "faithfulness", random.Random(0), 0.0) for v in (-0.5, -0.25, 0, 0.25, 0.5)]
+    assert f == [1, 2, 3, 4, 5]
     assert [labelers.label_aspect(v, "brevity", random.Random(0), 0.0) for v in (-1, -0.75, -0.5, 0, -3)] == [1, 2, 3, 5, 1]
-    assert all(labelers.label_aspect(g, "opinion", random.Random(i)) == labelers.label_likert(g, random.Random(i))
-               for i in range(200) for g in (-0.7, 0.1, 0.6))
-    rows, agree = labelers.label_aspect_group("I went to the cafe.", [" The cake was great.<|endoftext|>"],
-                                              random.Random(0), 3, noise=0.0)
-    assert rows == [dict(prompt="I went to the cafe.", completion=" The cake was great.<|endoftext|>",
-                         scores=dict(opinion=5, recommendation=3, fluency=5, brevity=5))] and agree == [12, 12]
+    rows, agree = labelers.label_aspect_group(PC, [" The cake was great.<|endoftext|>"], random.Random(0), 3, noise=0.0)
+    assert rows == [dict(prompt=PC, completion=" The cake was great.<|endoftext|>",  # a thing not in the notes
+                         scores=dict(completeness=1, faithfulness=3, recommendation=3, hallucination=4, fluency=5,
+                                     brevity=5))] and agree == [18, 18]
 
 
 @pytest.fixture(scope="module")
 def aspect_rms(reward_dir, sft_dir, tmp_path_factory):
-    """Two small reward models from the fixture's per-aspect ratings: opinion and recommendation."""
+    """Two small reward models from the fixture's per-aspect ratings: faithfulness and recommendation."""
     out = tmp_path_factory.mktemp("aspects")
-    for a in ("opinion", "recommendation"):
+    for a in ("faithfulness", "recommendation"):
         run("reward.py", f"--out_dir={out}/{a}", f"--sft_path={sft_dir}/ckpt.pt", "--label_kind=aspects", f"--aspect={a}",
             f"--data_path={reward_dir}/feedback", "--max_iters=150", "--log_interval=150", "--eval_interval=1000",
             "--warmup_iters=5", "--n_norm=32", "--n_eval=2", "--max_new_tokens=24")
@@ -399,7 +402,7 @@ def aspect_rms(reward_dir, sft_dir, tmp_path_factory):
 
 def test_aspect_reward_models_learn_their_aspect(aspect_rms):
     """Each model ranks fresh samples by its own aspect (Spearman with the true value), stores its aspect."""
-    for a in ("opinion", "recommendation"):
+    for a in ("faithfulness", "recommendation"):
         m = last_eval(f"{aspect_rms}/{a}", "spearman")
         print(f"{a}: spearman_aspect {m['spearman_aspect']:.3f}, spearman with gold {m['spearman']:.3f}")
         assert m["spearman_aspect"] > 0.3, m
@@ -412,13 +415,13 @@ def test_aspect_weights(aspect_rms, reward_dir, sft_dir, tmp_path):
     from configurator import UserError
     from rewards import load_reward_models
     vocab = load_model(sft_dir)[1]
-    s, b = f"{aspect_rms}/opinion", f"{aspect_rms}/recommendation"
-    got = load_reward_models(f"{s},{b}", vocab, "cpu", "recommendation:0.5,opinion:2")
-    assert [(p.weight, p.aspect) for p in got.parts] == [(2.0, "opinion"), (0.5, "recommendation")] and got.path == s
+    s, b = f"{aspect_rms}/faithfulness", f"{aspect_rms}/recommendation"
+    got = load_reward_models(f"{s},{b}", vocab, "cpu", "recommendation:0.5,faithfulness:2")
+    assert [(p.weight, p.aspect) for p in got.parts] == [(2.0, "faithfulness"), (0.5, "recommendation")] and got.path == s
     assert [p.weight for p in load_reward_models(f"{s},{b}", vocab, "cpu", "1,0.25").parts] == [1.0, 0.25]
-    for spec, message in (("taste:1,opinion:1,recommendation:1", "aspect 'taste' is not in the reward models"),
-                          ("opinion:1", "gives no weight to"), ("1", "1 weights for 2 reward models"),
-                          ("opinion:x,recommendation:1", "the weight is not a number")):
+    for spec, message in (("taste:1,faithfulness:1,recommendation:1", "aspect 'taste' is not in the reward models"),
+                          ("faithfulness:1", "gives no weight to"), ("1", "1 weights for 2 reward models"),
+                          ("faithfulness:x,recommendation:1", "the weight is not a number")):
         with pytest.raises(UserError, match=message):
             load_reward_models(f"{s},{b}", vocab, "cpu", spec)
     with pytest.raises(UserError, match="no rating of aspect 'taste'"):
@@ -427,11 +430,11 @@ def test_aspect_weights(aspect_rms, reward_dir, sft_dir, tmp_path):
     assert p.returncode == 2 and "needs --aspect=NAME" in p.stderr and len(p.stderr.strip().splitlines()) == 1
     out = str(tmp_path / "ppo")
     run("ppo.py", f"--out_dir={out}", f"--sft_path={sft_dir}", f"--reward_path={s},{b}",
-        "--aspect_weights=opinion:1,recommendation:1", "--max_iters=2", "--eval_interval=2", "--batch_size=16",
+        "--aspect_weights=faithfulness:1,recommendation:1", "--max_iters=2", "--eval_interval=2", "--batch_size=16",
         "--n_minibatches=2", "--eval_repeats=1", "--n_print=0")
-    ev = last_eval(out, "gold/opinion")
+    ev = last_eval(out, "gold/faithfulness")
     assert ev["gold"] == pytest.approx(sum(ev[f"gold/{a}"] for a in task.ASPECTS), abs=1e-3)
-    # grpo.py's 'rm' reward is the same weighted sum, the weights following the paths: opinion x 2 +
+    # grpo.py's 'rm' reward is the same weighted sum, the weights following the paths: faithfulness x 2 +
     # recommendation x 0.5 in either order scores the first batch (the same samples: same seed) alike
     firsts = []
     for name, paths, weights in (("ab", f"{s},{b}", "2,0.5"), ("ba", f"{b},{s}", "0.5,2")):

@@ -39,7 +39,7 @@ def test_soft_margin_averages_the_orders_probabilities(monkeypatch):
     assert p_a.item() == pytest.approx(0.61076, abs=1e-5) and labelers.soft_margin(p_a.item()) == 0.2215
     # b in slot A first: the same pair seen from b, so P(b) = 1 - P(a) and the same margin
     assert labelers.swap_average(torch.tensor([1.0]), torch.tensor([3.0]))[3].item() == pytest.approx(1 - 0.61076, abs=1e-5)
-    pr, p, a, b = "Prefer the better review.", "I went to the cafe.", " The tea was good.<|endoftext|>", " I hated it."
+    pr, p, a, b = "Prefer the better review.", "Notes on the cafe: tea --, cake ++. Again: yes.", " The tea was good.<|endoftext|>", " I hated it."
     logodds = {labelers.judge_text(pr, p, a, b): 3.0, labelers.judge_text(pr, p, b, a): 1.0}
     monkeypatch.setattr(labelers, "judge_logodds", lambda m, tok, texts, *_: torch.tensor([logodds[t] for t in texts]))
     tok = data.Tokenizer(data.vocab_of(list(logodds) + [" A", " B"]))
@@ -49,14 +49,14 @@ def test_soft_margin_averages_the_orders_probabilities(monkeypatch):
 
 
 def test_judge_text_and_shown():
-    t = labelers.judge_text("Prefer the shorter review.", "I went to the cafe.", " The tea was good.<|endoftext|>",
+    t = labelers.judge_text("Prefer the shorter review.", "Notes on the cafe: tea --, cake ++. Again: yes.", " The tea was good.<|endoftext|>",
                          " I liked the cake")
-    assert t == ("Prefer the shorter review.\nReview: I went to the cafe.\nA: The tea was good.\n"
+    assert t == ("Prefer the shorter review.\nReview: Notes on the cafe: tea --, cake ++. Again: yes.\nA: The tea was good.\n"
                  "B: I liked the cake ...\nBetter:")
 
 
 def test_judge_logodds_padded_batch_equals_one_by_one():
-    texts = [labelers.judge_text(p, "I went to the cafe.", a, b) for p, a, b in [
+    texts = [labelers.judge_text(p, "Notes on the cafe: tea --, cake ++. Again: yes.", a, b) for p, a, b in [
         ("Prefer the better review.", " The tea was good.<|endoftext|>", " I hated the cake.<|endoftext|>"),
         ("Prefer the shorter review.", " The tea was good. The cake was very bad. I would go again.<|endoftext|>",
          " I liked it"),
@@ -91,8 +91,9 @@ def test_read_principles(tmp_path):
 
 def test_people_follow_the_principle():
     import random
-    rng, p = random.Random(0), "I went to the cafe."
-    short, long = " The tea was bad.<|endoftext|>", " The tea was great. I loved the cake. I would go again.<|endoftext|>"
+    rng, p = random.Random(0), "Notes on the cafe: tea --, cake ++. Again: yes."
+    # gold -0.1 (tea said the wrong way round, cake left out) and 1.0 (complete and faithful)
+    short, long = " The tea was great.<|endoftext|>", " The tea was terrible. I loved the cake. I would go again.<|endoftext|>"
     votes = [rlaif.people_vote("Prefer the shorter review.", p, short, long, rng) for _ in range(200)]
     assert sum(votes) > 190  # shorter by 9 words: 0.9 score units, 3.6 temperatures
     votes = [rlaif.people_vote("Prefer the better review.", p, short, long, rng) for _ in range(200)]
@@ -112,7 +113,7 @@ def toy_judge(tmp_path_factory, sft_dir):
     """A judge checkpoint with " A" / " B" that can read every review (the SFT model widened to a few judge
     texts, one step of training): for the errors and the smoke tests."""
     d = tmp_path_factory.mktemp("toyjudge")
-    rows = [dict(prompt=labelers.judge_text(p, "I went to the cafe.", " The tea was good.<|endoftext|>",
+    rows = [dict(prompt=labelers.judge_text(p, "Notes on the cafe: tea --, cake ++. Again: yes.", " The tea was good.<|endoftext|>",
                                          " I hated the cake.<|endoftext|>"), completion=ans)
             for p in task.PRINCIPLES for ans in (" A", " B")]
     data.write_jsonl(str(d / "demos.jsonl"), rows)
@@ -176,7 +177,7 @@ def test_judge_reward_round_robin(monkeypatch):
     toward slot A. Both orders cancel the pull, so a response's reward is its mean score difference to the
     others of its group: scores 1, -0.5, 0.5 -> (1.5 + 0.5) / 2 = 1, (-1.5 - 1) / 2 = -1.25, (-0.5 + 1) / 2
     = 0.25; 2, 0 -> 2, -2; a group of one scores 0. (One order alone would add 0.75 to the first-shown.)"""
-    prompts = ["I went to the cafe."] * 3 + ["I went to the hotel."] * 2 + ["I went to the museum."]
+    prompts = ["Notes on the cafe: tea --, cake ++. Again: yes."] * 3 + ["Notes on the hotel: bed ++, view -. Again: no."] * 2 + ["Notes on the museum: guide +, shop 0. Again: yes."]
     responses = [" The tea was good.<|endoftext|>", " I hated the cake.<|endoftext|>", " The music was okay",
                  " The room was great.<|endoftext|>", " I would not go again.<|endoftext|>", " I liked the shop."]
     score = dict(zip(map(labelers.shown, responses), [1.0, -0.5, 0.5, 2.0, 0.0, 3.0]))
@@ -254,7 +255,7 @@ def test_widen_keeps_what_the_model_knew():
     w = common.widen(m, vocab, new_vocab, 160).eval()
     assert w.config.block_size == 160 and w.config.vocab_size == len(new_vocab) > len(vocab)
     tok = data.Tokenizer(vocab)
-    x = torch.tensor([tok.encode("I went to the cafe. The tea was good. I would go again.")])
+    x = torch.tensor([tok.encode("Notes on the cafe: tea --, cake ++. Again: yes. The tea was good. I would go again.")])
     at = torch.tensor([new_vocab.index(g) for g in vocab])
     wx = torch.tensor([[new_vocab.index(vocab[i]) for i in x[0].tolist()]])
     assert torch.allclose(m(x), w(wx)[..., at], atol=1e-5)
@@ -266,7 +267,8 @@ def test_ties_are_judged_but_left_out_of_the_agreement(tmp_path, toy_judge):
     the same response in both, so counted as preferences the twins would agree exactly half the time."""
     good, bad = " The tea was good.<|endoftext|>", " I hated the cake.<|endoftext|>"
     pairs = [dict(prompt=p, chosen=c, rejected=r) for p, (c, r) in zip(
-        ["I went to the cafe.", "I went to the hotel.", "I went to the restaurant."], [(good, bad), (bad, good), (good, bad)])]
+        ["Notes on the cafe: tea +. Again: yes.", "Notes on the hotel: bed -. Again: no.",
+         "Notes on the restaurant: soup 0. Again: yes."], [(good, bad), (bad, good), (good, bad)])]
     data.write_jsonl(str(tmp_path / "p.jsonl"), pairs + [dict(r, chosen=r["rejected"], rejected=r["chosen"], tie=True)
                                                          for r in pairs])
     p = run("rlaif.py", "--mode=label", f"--judge={toy_judge}/judge", f"--pairs_path={tmp_path}/p.jsonl",
