@@ -173,7 +173,8 @@ def test_first_ratio_is_one_under_bf16(sft_dir, tmp_path, fused):
 def test_builtin_rewards():
     prompts = ["Notes on the cafe: tea --, cake ++. Again: yes."] * 3
     responses = [" I would go again." + EOT, " The coffee was bad. The tea was great." + EOT, " The coffee was"]
-    assert rewards.gold_reward(prompts, responses) == pytest.approx([1.0, 0.25, -1.5])
+    # the recommendation alone; coffee not noted (-0.15) and tea said the wrong way round (0.15 - 0.25); a fragment
+    assert rewards.gold_reward(prompts, responses) == pytest.approx([0.2, -0.25, -0.75])
     assert rewards.format_reward(prompts, responses) == [1.0, 1.0, 0.0]
     assert rewards.length_reward(prompts, responses) == pytest.approx([0.4, 0.8, 0.3])
 
@@ -187,8 +188,9 @@ def test_user_reward_from_file(tmp_path):
     responses = [" The coffee was great. I loved the coffee." + EOT, " The tea was"]
     total, each = rewards.score(fns, prompts, responses)
     assert each["my_reward.coffee"].tolist() == [2.0, 0.0]
-    # 0.5 * coffee count + 2 * gold + format: 0.5*2 + 2*1 + 1 and 0 + 2*(-1.5) + 0
-    assert total.tolist() == pytest.approx([4.0, -3.0])
+    # 0.5 * coffee count + 2 * gold + format: 0.5*2 + 2*(-0.3) + 1 (coffee is not in the notes, twice) and
+    # 0 + 2*(-0.75) + 0 (a fragment)
+    assert total.tolist() == pytest.approx([1.4, -1.5])
 
 
 def test_bad_reward_specs(tmp_path):

@@ -375,7 +375,7 @@ def test_aspects_sum_to_gold():
     assert all(abs(sum(task.aspects(p, r).values()) - task.gold(p, r)) < 1e-12 for p, r in cases)
     a = task.aspects(PC, " The coffee was great. The coffee was great. The wine was bad.")  # wine: not noted
     assert a == pytest.approx(dict(completeness=0.3, faithfulness=0.5, recommendation=0, hallucination=-0.15,
-                                   fluency=-0.25, brevity=-0.5))
+                                   fluency=-0.25, brevity=-0.6))  # unfinished, and 3 sentences for 1 note + 1
 
 
 def test_aspect_ratings():

@@ -22,7 +22,7 @@ def test_sft_learns_the_task(sft_dir):
     evals = [m for m in read_metrics(sft_dir) if "gold" in m]
     before, after = evals[0], evals[-1]
     print(f"before SFT: {before}\nafter SFT: {after}")
-    assert before["iter"] == 0 and before["parse"] < 0.1 and before["gold"] < -0.8
+    assert before["iter"] == 0 and before["parse"] < 0.1 and before["gold"] < -0.5
     assert after["parse"] >= 0.8, "SFT samples should be fluent in the task grammar"
     assert after["gold"] > before["gold"] + 0.8
     assert after["val_loss"] < 0.5 * before["val_loss"]
