@@ -223,7 +223,8 @@ if __name__ == "__main__":
                         "(an AI judge, rlaif.py), length, or your own file.py:function")
     max_prompt = data.prompt_room(max_new_tokens, {"policy": policy.config.block_size})  # (the 'rm' reward: cut)
     data.encode_prompts(tok, train_prompts, max_prompt, where)  # fail now, not mid-run
-    data.encode_prompts(tok, eval_prompts, max_prompt, "the built-in task's test prompt")  # (yours: checked above)
+    if data_path == "builtin":  # (your eval prompts are among the train prompts: checked above)
+        data.encode_prompts(tok, eval_prompts, max_prompt, "the built-in task's test prompt")
     if len(train_prompts) < prompts_per_batch * rt.world_size:  # a batch's prompts are distinct
         raise UserError(f"{data_path}: {len(train_prompts)} prompts, fewer than prompts_per_batch x processes = "
                          f"{prompts_per_batch * rt.world_size}; lower --prompts_per_batch or add prompts")

@@ -190,7 +190,8 @@ if __name__ == "__main__":
                 "critic": critic.config.block_size}  # a prompt + response passes through all four
     max_prompt = data.prompt_room(max_new_tokens, contexts)
     train_ids = data.encode_prompts(tok, train_prompts, max_prompt, where)
-    data.encode_prompts(tok, eval_prompts, max_prompt, "the built-in task's test prompt")  # (yours: checked above)
+    if data_path == "builtin":  # (your eval prompts are among the train prompts: checked above)
+        data.encode_prompts(tok, eval_prompts, max_prompt, "the built-in task's test prompt")
 
     # ----------------------------------------------------------------------------- optimizers
     optimizer = common.configure_optimizer(policy, lr)
