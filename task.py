@@ -156,9 +156,9 @@ def _human_sentence(rng, thing, v):
 
 
 def demos(n, seed=0, split="train"):
-    """n demonstrations (prompt, completion) by people of average care: they skip a quarter of the things
-    (half of the 0-marked ones), say one in ten at the wrong strength and one in twenty the wrong way round,
-    add a thing that was not noted a quarter of the time, and give the recommendation two times in three (now
+    """n demonstrations (prompt, completion) by people of average care: they go through their notes in order,
+    skip a quarter of the things (half of the 0-marked ones), say one in ten at the wrong strength and one in
+    twenty the wrong way round, add a thing that was not noted a quarter of the time, and give the recommendation two times in three (now
     and then the wrong one). Prompts are drawn from every combination of the split."""
     rng = random.Random(seed)
     pool = _space(split)
@@ -166,18 +166,15 @@ def demos(n, seed=0, split="train"):
     for _ in range(n):
         p = rng.choice(pool)
         place, notes, again = read_notes(p)
-        things = list(notes)
-        if rng.random() < 0.3:
-            rng.shuffle(things)
+        things = list(notes)  # people write down their notes in order
         said = [_human_sentence(rng, t, notes[t]) for t in things
                 if rng.random() > (0.5 if notes[t] == 0 else 0.25)]
-        if rng.random() < 0.25:  # a thing that was not in the notes
-            extra = [t for t in PLACES[place] if t not in notes]
-            if extra:
-                said.insert(rng.randint(0, len(said)), _human_sentence(rng, rng.choice(extra), rng.choice(list(RATINGS.values()))))
         if not said:  # nobody writes an empty review
             t = rng.choice([t for t in things if notes[t] != 0])
             said = [_human_sentence(rng, t, notes[t])]
+        if rng.random() < 0.25:  # then, now and then, a thing that was not in the notes
+            extra = [t for t in PLACES[place] if t not in notes]
+            said.append(_human_sentence(rng, rng.choice(extra), rng.choice(list(RATINGS.values()))))
         r = rng.random()
         if r < 0.67:
             said.append("I would go again." if again == (r < 0.62) else "I would not go again.")
