@@ -40,8 +40,8 @@ anchor_path = ""  # a second policy (e.g. the SFT model) writing the second half
 n_samples = 4  # K responses per prompt (InstructGPT: K = 4..9); each group is labelled with every kind [>= 2]
 n_rounds = 4  # groups of K per train prompt (test prompts get half as many, at least 1) [> 0]
 n_annotators = 3  # simulated people per item; the label is their majority vote (or --aggregate's) [> 0, <= n_labelers]
-labelers = "careful:1.0"  # the pool's labeler types and shares: careful, noisy, verbose (prefers longer), positive (prefers praise), adversarial (flips)
-n_labelers = 3  # people in the pool: each pair is judged by n_annotators of them at random (all of them, if equal) [> 0]
+labelers = "careful:0.6,verbose:0.2,positive:0.2"  # the pool's labeler types and shares: careful, noisy, verbose (prefers longer), positive (prefers praise), adversarial (flips)
+n_labelers = 5  # people in the pool: each pair is judged by n_annotators of them at random (all of them, if equal) [> 0]
 noisy_scale = 4.0  # a noisy labeler's Bradley-Terry temperature, in units of a careful one's [> 0]
 length_bonus = 0.1  # a verbose labeler's utility: gold + this per word of the response [>= 0]
 positive_bonus = 0.3  # a positive labeler's utility: gold + this x the review's praise (the sum of its sentiments) [>= 0]

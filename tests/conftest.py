@@ -116,9 +116,9 @@ def last_eval(out_dir, key="gold"):
 
 @pytest.fixture(scope="session")
 def sft_dir(tmp_path_factory):
-    """A small SFT model on the built-in task (about 30 s on 2 cores): the start of every RL stage."""
+    """A small SFT model on the built-in task (the demo's 1200 steps, about 2 minutes on a core): the start of every RL stage."""
     out = str(tmp_path_factory.mktemp("sft"))
-    run("sft.py", f"--out_dir={out}", "--max_iters=600", "--eval_interval=600", "--log_interval=100",
+    run("sft.py", f"--out_dir={out}", "--max_iters=1200", "--eval_interval=1200", "--log_interval=100",
         "--eval_prompts=50")
     return out
 
@@ -134,6 +134,6 @@ def reward_dir(sft_dir, tmp_path_factory):
     # gold on policy samples (2026-12-02). On 1 round and 100 steps Spearman was 0.41-0.66 over feedback
     # seeds, on 2 rounds 0.62-0.74, and GRPO's learning test hacked some of them (see test_grpo).
     run("feedback.py", f"--out_dir={out}/feedback", f"--policy_path={ckpt}")
-    run("reward.py", f"--out_dir={out}", f"--sft_path={ckpt}", f"--data_path={out}/feedback", "--max_iters=150",
+    run("reward.py", f"--out_dir={out}", f"--sft_path={ckpt}", f"--data_path={out}/feedback", "--max_iters=300",
         "--eval_interval=1000", "--log_interval=20", "--n_norm=64", "--n_eval=1")
     return out

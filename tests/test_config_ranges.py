@@ -82,8 +82,8 @@ def test_ranges_name_other_keys_both_ways():
             configure(dict(g), [arg])
         assert str(e.value) == f"--minibatch_size={mb}: must be > 0, a divisor of prompts_per_batch * group_size (= {n})"
     assert configure(dict(g), ["--group_size=4"])["group_size"] == 4  # 64 responses, minibatch 64
-    with pytest.raises(UserError, match=r"^--n_annotators=4: must be > 0, <= n_labelers \(= 3\)$"):
-        configure(config_of("feedback"), ["--n_annotators=4"])
+    with pytest.raises(UserError, match=r"^--n_annotators=6: must be > 0, <= n_labelers \(= 5\)$"):
+        configure(config_of("feedback"), ["--n_annotators=6"])
     with pytest.raises(UserError, match=r"^--n_annotators=3: must be > 0, <= n_labelers \(= 2\)$"):
         configure(config_of("feedback"), ["--n_labelers=2"])
     assert configure(config_of("ppo"), ["--unended_score=-1e9"])["unended_score"] == -1e9  # [any]

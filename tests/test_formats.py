@@ -238,7 +238,7 @@ def tiny_checkpoint(folder):
     ("reward.py", ["--data_path={tmp}/fb"], r"^error: .*fb/pairwise_train\.jsonl: no pairwise feedback here.* run `python feedback\.py` first"),
     ("feedback.py", ["--policy_path={tmp}/nowhere"], r"^error: .*nowhere.*no checkpoint here"),
     ("feedback.py", ["--labelers=careful:0.5,noisy:0.2"], r"^error: --labelers=.*must be >= 0 and sum to 1 \(they sum to 0\.7\)"),
-    ("feedback.py", ["--n_annotators=5"], r"^error: --n_annotators=5: must be > 0, <= n_labelers \(= 3\)$"),
+    ("feedback.py", ["--n_annotators=6"], r"^error: --n_annotators=6: must be > 0, <= n_labelers \(= 5\)$"),
     # one per reader family: JSONL, prompt file, checkpoint, principles, reward function file, metrics
     ("sft.py", ["--data_path={nonutf8}"], r"^error: the file is not UTF-8 text \(byte 0xff\) \(.*nonutf8\.jsonl:2\)\. save it as UTF-8$"),
     ("sample.py", ["--init_from={tiny}", "--prompt_file={tmp}"], r"^error: the prompt file is a directory \(.*\)$"),

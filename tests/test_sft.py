@@ -25,10 +25,11 @@ def test_sft_learns_the_task(sft_dir):
     assert before["iter"] == 0 and before["parse"] < 0.1 and before["gold"] < -0.5
     assert after["parse"] >= 0.8, "SFT samples should be fluent in the task grammar"
     assert after["gold"] > before["gold"] + 0.8
+    assert after["reads_prompt"] > 0.3 and after["gold/faithfulness"] > 0  # it reads its notes, not one review for all
     assert after["val_loss"] < 0.5 * before["val_loss"]
     ck = load_checkpoint(sft_dir)
     assert set(ck) >= {"model", "model_args", "optimizer", "iter_num", "config", "vocab"}
-    assert ck["iter_num"] == 600 and ck["config"]["max_iters"] == 600
+    assert ck["iter_num"] == 1200 and ck["config"]["max_iters"] == 1200
 
 
 def test_sft_resumes(sft_dir, tmp_path):
