@@ -159,7 +159,7 @@ def args(reward_dir, sft_dir, out, *extra, items=200):
     return [f"--out_dir={out}", f"--sft_path={os.path.join(sft_dir, 'ckpt.pt')}",
             f"--data_path={os.path.join(fb, 'pairwise_train.jsonl')}", f"--max_items={items}",
             f"--val_path={small_test_pairs(reward_dir)}", *FAST, *extra]
-    # 200 of the fixture's 4,812 pairs (the learning test: 1,200) and 150 of its ~600 held-out pairs: the
+    # 200 of the fixture's 4,812 pairs (the learning test: 4,800) and 150 of its ~600 held-out pairs: the
     # reference's precompute and each eval's held-out pairs took most of these tests' CI time
 
 
@@ -243,7 +243,7 @@ def test_learns_builtin_task(reward_dir, sft_dir, tmp_path):
     (iter 0 is the SFT model) without breaking the grammar."""
     out = str(tmp_path / "learn")
     run("dpo.py", *args(reward_dir, sft_dir, out, "--max_iters=150", "--eval_interval=150", "--log_interval=50",
-                        "--rpo_alpha=1.0", items=1200), "--eval_repeats=4", "--batch_size=32")
+                        "--rpo_alpha=1.0", items=4800), "--eval_repeats=4", "--batch_size=32")
     evals = [m for m in read_metrics(out) if "gold" in m]
     before, after = evals[0], evals[-1]
     print(f"gold {before['gold']:+.3f} -> {after['gold']:+.3f}, parse {before['parse']:.2f} -> {after['parse']:.2f}, "
