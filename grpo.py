@@ -333,6 +333,8 @@ if __name__ == "__main__":
                 ref_logp, _ = response_logprobs(ref, tokens, attn, labels, temperature, fused_lm_head)
             elif ref is not None:
                 ref_hidden = ref(tokens[:, :-1], attn[:, :-1], hidden=True)[:, P - 1:]
+        # the sampler's log-probs against the update's forward (not under dynamic sampling: re-padded rows)
+        mismatch = common.mismatch_kl(roll["logprobs"], old_logp, mask) if "logprobs" in roll else None
         # --kl_in=reward: the k1 penalty is part of the reward before any baseline sees it
         kl_reward = ref is not None and kl_in == "reward"
         if advantage in ("reinforce", "reinforce_baseline"):  # REINFORCE++: per token, whitened over the batch
@@ -400,7 +402,8 @@ if __name__ == "__main__":
                **({} if ds is None else {"gen_batches": ds["rounds"], "filled_groups": ds["filled"]}),
                **{k: sum(v) / len(v) for k, v in stats.items() if v},
                "response_len": lengths.float().mean().item(),
-               "ended": sum(t.endswith(data.EOT_TEXT) for t in texts) / len(texts)}
+               "ended": sum(t.endswith(data.EOT_TEXT) for t in texts) / len(texts),
+               **({} if mismatch is None else {"mismatch_kl": mismatch.item()})}
         if data_path == "builtin" and "gold" not in each:  # train_gold: "gold" alone is the held-out eval
             row["train_gold"] = sum(rewards.gold_reward(prompts, texts)) / len(texts)
         logs.append(row)

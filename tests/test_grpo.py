@@ -290,9 +290,11 @@ def test_smoke_ddp_resume(sft_dir, tmp_path):
     train = [r for r in rows if "policy_loss" in r]
     assert [r["iter"] for r in train] == [1, 2]
     for key in ("reward", "reward_std", "reward/gold", "reward/length", "reward/format", "zero_std_frac", "kl",
-                "entropy", "clipfrac_low", "clipfrac_high", "clipfrac", "approx_kl", "response_len", "ended"):
+                "entropy", "clipfrac_low", "clipfrac_high", "clipfrac", "approx_kl", "response_len", "ended",
+                "mismatch_kl"):
         assert key in train[-1], key
     assert all(r["kl"] >= 0 for r in train)  # the exact KL (--kl_estimator=full) is never negative
+    assert all(0 <= r["mismatch_kl"] < 1e-3 for r in train)  # fp32 sampler vs the fused head: rounding only
     assert {"gold", "parse", "ended", "response_len", "kl"} <= set(last_eval(out))
     model, vocab, ckpt = load_model(out)
     assert ckpt["iter_num"] == 2 and not model.config.scalar_head and vocab is not None
