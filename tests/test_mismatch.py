@@ -45,3 +45,14 @@ def test_mismatch_is_rounding_only_in_fp32_and_bf16(sft_dir, fused):
     print(fused, got)
     assert 0 <= got["fp32"] < 1e-6 and 0 <= got["bf16"] < 5e-3, got
     assert got["fp32_t0.9"] > 2e-2 and got["bf16_t0.9"] > 2e-2, got
+
+
+def test_device_script_runs_small_on_cpu():
+    """bench/mismatch.py (the GPU table of bench/RESULTS.md) keeps running: four rows, fp32's mismatch at
+    rounding level."""
+    from conftest import run
+    out = run("bench/mismatch.py", "--device=cpu", "--small").stdout
+    rows = [line.split() for line in out.splitlines() if line.startswith(("float32", "bfloat16"))]
+    assert [r[:2] for r in rows] == [["float32", "plain"], ["float32", "fused"], ["bfloat16", "plain"],
+                                     ["bfloat16", "fused"]], out
+    assert all(0 <= float(r[3]) < 1e-6 for r in rows[:2]) and all(float(r[3]) >= 0 for r in rows), out
