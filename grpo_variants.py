@@ -39,12 +39,11 @@ def reinforce_pp_advantages(rewards, mask, baseline=False, kl_return=None):
     return masked_whiten(a, mask)
 
 
-# ----------------------------------------------------------------------------- KL variants
 def gdpo_advantages(each, weights, eps=1e-6, zero_std=1e-6):
-    """GDPO (arXiv 2601.05242, "Group reward-Decoupled normalization"): each (K, n_groups, G) rewards, weights (K,) -> advantages
-    (n_groups, G). Each reward is normalised within its group, (r_k - mean) / (std + eps) (0 where the group's
-    std < zero_std), then A = sum_k w_k A_k is normalised over the batch (every DDP rank's): a weighted sum's
-    group normalisation instead maps distinct reward patterns with the same sum profile to one advantage."""
+    """GDPO (arXiv 2601.05242): each (K, n_groups, G) rewards, weights (K,) -> advantages (n_groups, G). Each
+    reward is normalised within its group, (r_k - mean) / (std + eps) (0 where the group's std < zero_std),
+    then A = sum_k w_k A_k is normalised over the batch (every DDP rank's). Normalising the weighted sum in
+    its group instead maps distinct reward patterns with the same sums to one advantage."""
     r = each.double()
     std = r.std(2, keepdim=True)
     per = ((r - r.mean(2, keepdim=True)) / (std + eps)).masked_fill(std < zero_std, 0.0)
@@ -58,6 +57,7 @@ def gdpo_advantages(each, weights, eps=1e-6, zero_std=1e-6):
     return ((a - mean) / (var.sqrt() + eps)).to(each.dtype)
 
 
+# ----------------------------------------------------------------------------- KL variants
 def kl_penalised_rewards(rewards, old_logp, ref_logp, mask, coef):
     """--kl_in=reward for the group baselines: each response's reward minus coef x its summed k1 = log pi_old -
     log pi_ref, *before* the group statistics (verl: apply_kl_penalty, then the GRPO outcome advantage).
