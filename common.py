@@ -257,6 +257,15 @@ def wrap(model, rt, compile=False):
 
 
 # ----------------------------------------------------------------------------- statistics over every rank's tokens
+def mismatch_kl(sampler_logp, trainer_logp, mask):
+    """(B, N) log-probs of the sampled tokens from model.generate (KV-cached) and from the update's own
+    forward (response_logprobs), mask (B, N) -> KL(sampler || trainer) per sequence, a 0-dim tensor: k3 per
+    token, r = p_trainer / p_sampler, summed over the response, mean over responses. 0 in exact arithmetic;
+    rounding (bf16, the cache, the fused head) is what it measures (the rollout / trainer mismatch)."""
+    d = (trainer_logp.double() - sampler_logp.double()) * mask  # fp64 and expm1: e^d - 1 - d ~ d^2 / 2 >= 0
+    return ((torch.expm1(d) - d) * mask).sum(1).mean().float()
+
+
 def masked_whiten(x, mask, shift_mean=True):
     """x (B, N) whitened over the tokens where mask is True, over every rank, as lm-human-preferences and
     TRL; 0 where masked. shift_mean=False keeps the mean (PPO's reward whitening)."""

@@ -15,6 +15,8 @@ SFT model in the loss. The family, one flag each (the variants' math is in grpo_
     --kl_estimator k3 = r - 1 - log r, r = p_ref / p (GRPO) | full: exact KL over the vocabulary | k3+
                    (verl) | k3_corrected (DeepSeek-V3.2); --kl_in=reward: k1 in the reward (PPO-RLHF)
     DAPO           --clip_high > --clip_low (clip-higher), --dynamic_sampling, --overlong_cache
+    --reward_agg   sum: GRPO on the weighted sum of --reward_fns | gdpo: each normalised in its group, the
+                   weighted sum normalised over the batch (GDPO, arXiv 2601.05242)
 k3's value is unbiased for KL(p || p_ref), its gradient that of KL(p_ref || p) (Tang & Munos 2025); 'full'
 has the true per-token gradient. Neither has the KL's effect on later states (as in GRPO).
 
@@ -52,7 +54,7 @@ reward_path = "out/reward/ckpt.pt"  # the 'rm' reward's reward model (reward.py)
 reward_ensemble = "mean"  # an ensemble reward model (reward.py --ensemble=K): 'mean', 'worst' (min over members), 'uncertainty'
 uncertainty_coef = 1.0  # --reward_ensemble=uncertainty: the 'rm' reward is mean - uncertainty_coef * std over members [>= 0]
 aspect_weights = ""  # several reward models' weights in 'rm': 'faithfulness:1,recommendation:0.5' or '1,0.5' ('' all 1)
-reward_fns = "gold"  # comma list of name[:weight] or file.py:function[:weight]; names: gold, rm, judge, format, length
+reward_fns = "gold"  # comma list of name[:weight] or file.py:function[:weight]; names: gold, gold/<part>, rm, judge, format, length
 judge_path = "out/judge"  # the 'judge' reward's AI judge (rlaif.py): reward = round-robin log-odds in the group
 judge_principles = ""  # the judge's principles file ('' = 'Prefer the better review.'), one drawn per group
 data_path = "builtin"  # 'builtin' (the review task's train prompts) or a JSONL file of {"prompt"}
@@ -61,6 +63,7 @@ template = "plain"  # prompt template for JSONL prompts: 'plain' or 'instruction
 group_size = 8  # G: responses sampled per prompt [> 0]
 prompts_per_batch = 16  # prompts per rollout batch (per process); batch = prompts_per_batch * G responses [> 0]
 advantage = "grpo"  # 'grpo' (r-mean)/std, 'drgrpo' r-mean, 'rloo', 'batch_*' batch std, 'reinforce*' REINFORCE++
+reward_agg = "sum"  # several --reward_fns: 'sum' (GRPO on their weighted sum) or 'gdpo' (each normalised in its group: GDPO)
 objective = "ppo"  # 'ppo' clipped token ratio (GRPO), 'gspo' sequence ratio (GSPO), 'cispo' clipped IS weight (CISPO)
 loss_agg = "seq"  # 'seq' (GRPO), 'token' (DAPO), 'fixed' (Dr. GRPO): how token losses are averaged
 clip_low = 0.2  # ratio clipped below at 1 - clip_low (CISPO: the weight's floor; 1.0 is none) [>= 0, <= 1]
@@ -171,7 +174,7 @@ if __name__ == "__main__":
         init_from=("sft", "resume"), advantage=ADVANTAGES + ("reinforce", "reinforce_baseline"),
         objective=("ppo", "gspo", "cispo"), loss_agg=("seq", "token", "fixed"), kl_in=("loss", "reward"),
         kl_estimator=("k3", "full", "k3+", "k3_corrected"), template=("plain", "instruction"),
-        reward_ensemble=("mean", "worst", "uncertainty")),
+        reward_ensemble=("mean", "worst", "uncertainty"), reward_agg=("sum", "gdpo")),
         # each objective's own band unless set: GSPO's paper (a sequence ratio moves far less than a token's),
         # CISPO's (no floor, weight capped at 5 as TRL) with its token mean (MiniMax-M1 eq. 4)
         depends=dict(clip_low=("objective", {"gspo": 3e-4, "cispo": 1.0}),
@@ -180,6 +183,12 @@ if __name__ == "__main__":
     if kl_in == "reward" and kl_estimator != "k3":
         raise UserError(f"--kl_in=reward --kl_estimator={kl_estimator!r}: the reward carries k1", fix="use "
                         "--kl_in=loss (with any estimator), or --kl_in=reward and leave --kl_estimator at k3")
+    if reward_agg == "gdpo" and len([e for e in reward_fns.split(",") if e.strip()]) + (overlong_cache > 0) < 2:
+        raise UserError(f"--reward_agg=gdpo normalises several rewards one by one, and --reward_fns={reward_fns!r} "
+                        "names one", fix="name two or more, e.g. --reward_fns=gold/faithfulness,gold/completeness")
+    if reward_agg == "gdpo" and (advantage != "grpo" or kl_in == "reward"):
+        raise UserError(f"--reward_agg=gdpo is GRPO's group normalisation, per reward: it takes --advantage=grpo and "
+                        f"--kl_in=loss, not --advantage={advantage} --kl_in={kl_in}")
     uses = {e.split(":")[0].strip() for e in reward_fns.split(",")}  # the rewards named, so the inputs read
     rt = common.setup(device, dtype, seed, out_dir, config, ("sft_path", "data_path", "rm" in uses and "reward_path",
                                                            "judge" in uses and "judge_path"))
@@ -324,6 +333,8 @@ if __name__ == "__main__":
                 ref_logp, _ = response_logprobs(ref, tokens, attn, labels, temperature, fused_lm_head)
             elif ref is not None:
                 ref_hidden = ref(tokens[:, :-1], attn[:, :-1], hidden=True)[:, P - 1:]
+        # the sampler's log-probs against the update's forward (not under dynamic sampling: re-padded rows)
+        mismatch = common.mismatch_kl(roll["logprobs"], old_logp, mask) if "logprobs" in roll else None
         # --kl_in=reward: the k1 penalty is part of the reward before any baseline sees it
         kl_reward = ref is not None and kl_in == "reward"
         if advantage in ("reinforce", "reinforce_baseline"):  # REINFORCE++: per token, whitened over the batch
@@ -331,7 +342,12 @@ if __name__ == "__main__":
             adv = gv.reinforce_pp_advantages(groups, mask, advantage == "reinforce_baseline", kl_return)
         else:  # one advantage per response, on every one of its tokens
             penalised = gv.kl_penalised_rewards(groups, old_logp, ref_logp, mask, kl_coef) if kl_reward else groups
-            adv = group_advantages(penalised, advantage).view(-1).to(rt.device)
+            adv = group_advantages(penalised, advantage) if reward_agg == "sum" else None
+            if reward_agg == "gdpo":  # each reward on its own (overlong, when on, is one more of weight 1)
+                parts = [(each[n], w) for n, _, w in scorers] + ([(each["overlong"], 1.0)] if overlong_cache else [])
+                adv = gv.gdpo_advantages(torch.stack([r for r, _ in parts]).view(len(parts), *groups.shape),
+                                         [w for _, w in parts])
+            adv = adv.view(-1).to(rt.device)
 
         policy.train()
         stats = {k: [] for k in ("policy_loss", "kl", "entropy", "clipfrac_low", "clipfrac_high", "approx_kl")}
@@ -386,7 +402,8 @@ if __name__ == "__main__":
                **({} if ds is None else {"gen_batches": ds["rounds"], "filled_groups": ds["filled"]}),
                **{k: sum(v) / len(v) for k, v in stats.items() if v},
                "response_len": lengths.float().mean().item(),
-               "ended": sum(t.endswith(data.EOT_TEXT) for t in texts) / len(texts)}
+               "ended": sum(t.endswith(data.EOT_TEXT) for t in texts) / len(texts),
+               **({} if mismatch is None else {"mismatch_kl": mismatch.item()})}
         if data_path == "builtin" and "gold" not in each:  # train_gold: "gold" alone is the held-out eval
             row["train_gold"] = sum(rewards.gold_reward(prompts, texts)) / len(texts)
         logs.append(row)

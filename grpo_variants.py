@@ -39,6 +39,24 @@ def reinforce_pp_advantages(rewards, mask, baseline=False, kl_return=None):
     return masked_whiten(a, mask)
 
 
+def gdpo_advantages(each, weights, eps=1e-6, zero_std=1e-6):
+    """GDPO (arXiv 2601.05242): each (K, n_groups, G) rewards, weights (K,) -> advantages (n_groups, G). Each
+    reward is normalised within its group, (r_k - mean) / (std + eps) (0 where the group's std < zero_std),
+    then A = sum_k w_k A_k is normalised over the batch (every DDP rank's). Normalising the weighted sum in
+    its group instead maps distinct reward patterns with the same sums to one advantage."""
+    r = each.double()
+    std = r.std(2, keepdim=True)
+    per = ((r - r.mean(2, keepdim=True)) / (std + eps)).masked_fill(std < zero_std, 0.0)
+    a = (torch.as_tensor(weights, dtype=r.dtype, device=r.device).view(-1, 1, 1) * per).sum(0)
+    sums = torch.stack([a.sum(), (a * a).sum(), torch.tensor(float(a.numel()), dtype=a.dtype, device=a.device)])
+    if torch.distributed.is_initialized():
+        torch.distributed.all_reduce(sums)
+    total, sq, n = sums
+    mean = total / n
+    var = ((sq - total * mean) / (n - 1).clamp(min=1)).clamp(min=0)
+    return ((a - mean) / (var.sqrt() + eps)).to(each.dtype)
+
+
 # ----------------------------------------------------------------------------- KL variants
 def kl_penalised_rewards(rewards, old_logp, ref_logp, mask, coef):
     """--kl_in=reward for the group baselines: each response's reward minus coef x its summed k1 = log pi_old -

@@ -289,10 +289,11 @@ if __name__ == "__main__":
         n_tokens = mask.sum().item()
         seq_kl = kl.sum(1).mean()  # sequence KL (nats): the sum over response tokens, mean over responses
         pg, vf, ent, cf, akl = torch.stack(stats).mean(0).tolist()
-        rollout = torch.stack([seq_kl, raw_score.mean(), ended.float().mean(), fmask.sum(1).mean()])
+        mismatch = common.mismatch_kl(out["logprobs"], old_logp, fmask)  # the sampler vs the update's forward
+        rollout = torch.stack([seq_kl, raw_score.mean(), ended.float().mean(), fmask.sum(1).mean(), mismatch])
         if rt.ddp:  # every rank must use the same beta: average the rollout statistics
             torch.distributed.all_reduce(rollout, op=torch.distributed.ReduceOp.AVG)
-        seq_kl, reward, frac_ended, response_len = rollout.tolist()
+        seq_kl, reward, frac_ended, response_len, mismatch = rollout.tolist()
         beta_used = kl_coef
         if adaptive_kl:
             kl_coef = update_beta(kl_coef, seq_kl, target_kl, batch_size * rt.world_size, kl_horizon)
@@ -304,7 +305,7 @@ if __name__ == "__main__":
         line.update({"kl": seq_kl, "beta": beta_used, "entropy": ent, "policy_loss": pg, "value_loss": vf,
                      "clipfrac": cf, "approx_kl": akl,
                      "explained_variance": explained_variance(old_values, returns, fmask),
-                     "response_len": response_len, "ended": frac_ended,
+                     "response_len": response_len, "ended": frac_ended, "mismatch_kl": mismatch,
                      "tokens_per_s": rt.world_size * n_tokens / (time.time() - t0)})
         log_metrics(rt.metrics_path, line, rt.master)
     common.finish(rt)

@@ -41,8 +41,15 @@ def length_reward(prompts, responses):
     return [len(r.replace(EOT_TEXT, "").split()) / 10 for r in responses]
 
 
-BUILTIN_REWARDS = {"gold": gold_reward, "format": format_reward, "length": length_reward}
-TASK_ONLY = ("gold", "format")  # the built-in task's scorers: on other prompts they score nothing of yours
+def aspect_reward(name):
+    """One of gold's parts (task.aspects) as a reward: 'gold/<aspect>', e.g. for GDPO (grpo.py --reward_agg)."""
+    return lambda prompts, responses: [task.aspects(p, r)[name] for p, r in zip(prompts, responses)]
+
+
+BUILTIN_REWARDS = {"gold": gold_reward, "format": format_reward, "length": length_reward,
+                   **{f"gold/{a}": aspect_reward(a) for a in task.ASPECTS}}
+TASK_ONLY = ("gold", "format", *(f"gold/{a}" for a in task.ASPECTS))  # the built-in task's scorers: on other
+# prompts they score nothing of yours
 
 
 def load_rewards(spec, builtins=BUILTIN_REWARDS):

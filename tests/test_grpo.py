@@ -10,6 +10,7 @@ import torch
 import grpo
 import kernels
 import rewards
+import task
 from common import load_model, save_checkpoint
 from conftest import bf16_rollout, last_eval, read_metrics, run
 from model import GPT, GPTConfig, disable_dropout
@@ -81,6 +82,59 @@ def test_batch_std_is_over_all_ranks(monkeypatch):
         assert torch.allclose(rank0, one_process[m][:1], atol=1e-6), m
         monkeypatch.setattr(torch.distributed, "all_reduce", lambda t, *a, **k: None)  # each rank alone
         assert not torch.allclose(grpo.group_advantages(both[:1], m), rank0, atol=1e-3)
+
+
+def test_gdpo_keeps_distinct_reward_patterns_apart(monkeypatch):
+    """GDPO's collapse example (arXiv 2601.05242, sec. 3): two 0/1 rewards, groups of 2. Group 1 scores
+    (r1, r2) = (0, 1), (0, 0); group 2 (1, 1), (0, 0). Their sums, (1, 0) and (2, 0), normalise to the same
+    +-1/sqrt(2) under GRPO. GDPO normalises each reward in its group first: group 1 (r1 all equal: 0) sums
+    to +-1/sqrt(2), group 2 to +-sqrt(2); over the batch's 4 values the unbiased std is sqrt(5/3), so
+    +-sqrt(3/10) and +-sqrt(6/5): group 2's response learns twice as much, as it earned both rewards."""
+    import grpo_variants as gv
+    each = torch.tensor([[[0.0, 0.0], [1.0, 0.0]],    # r1: group 1, group 2
+                         [[1.0, 0.0], [1.0, 0.0]]])   # r2
+    summed = grpo.group_advantages(each.sum(0), "grpo")
+    assert torch.allclose(summed[0], summed[1]) and summed[0, 0].item() == pytest.approx(2 ** -0.5, abs=1e-5)
+    a = gv.gdpo_advantages(each, [1.0, 1.0])
+    want = torch.tensor([[0.3 ** 0.5, -0.3 ** 0.5], [1.2 ** 0.5, -1.2 ** 0.5]])
+    assert torch.allclose(a, want, atol=1e-5), a
+    # weights act on the per-reward advantages: r1 x 2 -> sums (1, 0) and (3, 0) in units of 1/sqrt(2)
+    a = gv.gdpo_advantages(each, [2.0, 1.0])
+    assert a[1, 0].item() / a[0, 0].item() == pytest.approx(3.0, rel=1e-5) and a.sum().item() == pytest.approx(0, abs=1e-6)
+    # the batch normalisation spans every DDP rank: two ranks, one group each, compute what one process does
+    sent = []
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "all_reduce", lambda t, *x, **k: sent.append(t.clone()))
+    gv.gdpo_advantages(each[:, 1:], [1.0, 1.0])
+    def add_rank1(t, *x, **k):
+        t += sent[0]
+    monkeypatch.setattr(torch.distributed, "all_reduce", add_rank1)
+    assert torch.allclose(gv.gdpo_advantages(each[:, :1], [1.0, 1.0]), want[:1], atol=1e-5)
+
+
+def test_gold_parts_as_rewards():
+    """'gold/<part>' scores one of gold's parts (task.aspects); the parts sum to gold."""
+    prompts = ["Notes on the cafe: tea --, cake ++. Again: yes."] * 3
+    responses = [" I would go again." + EOT, " The coffee was bad. The tea was great." + EOT, " The coffee was"]
+    parts = [rewards.BUILTIN_REWARDS[f"gold/{a}"](prompts, responses) for a in task.ASPECTS]
+    assert [sum(x) for x in zip(*parts)] == pytest.approx(rewards.gold_reward(prompts, responses))
+    assert all(f"gold/{a}" in rewards.TASK_ONLY for a in task.ASPECTS)
+
+
+def test_gdpo_runs_and_refuses_what_it_cannot_do(sft_dir, tmp_path):
+    """--reward_agg=gdpo on two of gold's parts trains (one tiny step); one reward, another advantage or the
+    KL in the reward are refused with one line before anything loads."""
+    args = (f"--sft_path={sft_dir}/ckpt.pt", "--max_iters=1", "--eval_interval=1", "--log_interval=1",
+            "--prompts_per_batch=4", "--group_size=4", "--minibatch_size=16", "--max_new_tokens=12", "--eval_repeats=1")
+    parts = ",".join(f"gold/{a}" for a in list(task.ASPECTS)[:2])
+    run("grpo.py", *args, f"--out_dir={tmp_path}/ok", "--reward_agg=gdpo", f"--reward_fns={parts}")
+    m = [r for r in read_metrics(f"{tmp_path}/ok") if "policy_loss" in r]
+    assert m and all(math.isfinite(r["policy_loss"]) for r in m) and f"reward/gold/{list(task.ASPECTS)[0]}" in m[0]
+    for extra, says in ((["--reward_fns=gold"], "names one"), ([f"--reward_fns={parts}", "--advantage=drgrpo"], "--advantage=grpo"),
+                        ([f"--reward_fns={parts}", "--kl_in=reward"], "--kl_in=loss")):
+        p = run("grpo.py", *args, f"--out_dir={tmp_path}/no", "--reward_agg=gdpo", *extra, ok=False)
+        assert p.returncode == 2 and p.stderr.count("\n") == 1 and says in p.stderr, p.stderr
+        assert not os.path.exists(tmp_path / "no" / "metrics.jsonl")
 
 
 def test_group_advantages_bad_input():
@@ -238,9 +292,11 @@ def test_smoke_ddp_resume(sft_dir, tmp_path):
     train = [r for r in rows if "policy_loss" in r]
     assert [r["iter"] for r in train] == [1, 2]
     for key in ("reward", "reward_std", "reward/gold", "reward/length", "reward/format", "zero_std_frac", "kl",
-                "entropy", "clipfrac_low", "clipfrac_high", "clipfrac", "approx_kl", "response_len", "ended"):
+                "entropy", "clipfrac_low", "clipfrac_high", "clipfrac", "approx_kl", "response_len", "ended",
+                "mismatch_kl"):
         assert key in train[-1], key
     assert all(r["kl"] >= 0 for r in train)  # the exact KL (--kl_estimator=full) is never negative
+    assert all(0 <= r["mismatch_kl"] < 1e-3 for r in train)  # fp32 sampler vs the fused head: rounding only
     assert {"gold", "parse", "ended", "response_len", "kl"} <= set(last_eval(out))
     model, vocab, ckpt = load_model(out)
     assert ckpt["iter_num"] == 2 and not model.config.scalar_head and vocab is not None

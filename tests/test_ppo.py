@@ -185,8 +185,9 @@ def test_smoke_metrics_and_checkpoint(sft_dir, reward_dir, tmp_path):
     test = [m for m in ms if m["split"] == "test"]
     assert [m["iter"] for m in train] == [1, 2] and [m["iter"] for m in test] == [0, 2]
     for k in ("reward", "gold", "kl", "beta", "entropy", "policy_loss", "value_loss", "clipfrac", "approx_kl",
-              "explained_variance", "response_len", "ended", "tokens_per_s"):
+              "explained_variance", "response_len", "ended", "tokens_per_s", "mismatch_kl"):
         assert k in train[0], k
+    assert all(0 <= m["mismatch_kl"] < 1e-2 for m in train)  # the sampler vs the update's forward: bf16 rounding only
     for k in ("reward", "gold", "kl", "parse", "ended", "response_len"):
         assert k in test[0], k
     assert all(m["approx_kl"] == 0 and m["clipfrac"] == 0 for m in train)
