@@ -96,7 +96,7 @@ def ens_args(reward_dir, sft_dir, out, *extra):
 @pytest.fixture(scope="module")
 def ensemble_dir(reward_dir, sft_dir, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("ens"))
-    run("reward.py", *ens_args(reward_dir, sft_dir, out, "--max_iters=40"))
+    run("reward.py", *ens_args(reward_dir, sft_dir, out, "--max_iters=80", "--lr=1e-3"))  # (short: a higher lr)
     return out
 
 
