@@ -256,7 +256,6 @@ def wrap(model, rt, compile=False):
     return model
 
 
-# ----------------------------------------------------------------------------- statistics over every rank's tokens
 def mismatch_kl(sampler_logp, trainer_logp, mask):
     """(B, N) log-probs of the sampled tokens from model.generate (KV-cached) and from the update's own
     forward (response_logprobs), mask (B, N) -> KL(sampler || trainer) per sequence, a 0-dim tensor: k3 per
@@ -266,6 +265,7 @@ def mismatch_kl(sampler_logp, trainer_logp, mask):
     return ((torch.expm1(d) - d) * mask).sum(1).mean().float()
 
 
+# ----------------------------------------------------------------------------- statistics over every rank's tokens
 def masked_whiten(x, mask, shift_mean=True):
     """x (B, N) whitened over the tokens where mask is True, over every rank, as lm-human-preferences and
     TRL; 0 where masked. shift_mean=False keeps the mean (PPO's reward whitening)."""

@@ -121,13 +121,7 @@ def group_advantages(rewards, mode="grpo", eps=1e-6):
     elif mode == "rloo":
         adv = centred * G / (G - 1)  # r_i - (sum - r_i) / (G - 1)
     else:
-        x = centred if mode == "batch_centred" else r
-        sums = torch.stack([x.sum(), (x * x).sum(), torch.tensor(float(x.numel()), dtype=x.dtype, device=x.device)])
-        if torch.distributed.is_initialized():  # the batch is every rank's responses
-            torch.distributed.all_reduce(sums)
-        total, sq, n = sums
-        var = ((sq - total * total / n) / (n - 1).clamp(min=1)).clamp(min=0)
-        adv = centred / (var.sqrt() + eps)
+        adv = centred / (gv.batch_mean_std(centred if mode == "batch_centred" else r)[1] + eps)  # every rank's
     return adv.masked_fill(std < ZERO_STD, 0.0).to(rewards.dtype)
 
 
@@ -341,12 +335,13 @@ if __name__ == "__main__":
             kl_return = gv.kl_reward_to_go(old_logp, ref_logp, mask, kl_coef) if kl_reward else None
             adv = gv.reinforce_pp_advantages(groups, mask, advantage == "reinforce_baseline", kl_return)
         else:  # one advantage per response, on every one of its tokens
-            penalised = gv.kl_penalised_rewards(groups, old_logp, ref_logp, mask, kl_coef) if kl_reward else groups
-            adv = group_advantages(penalised, advantage) if reward_agg == "sum" else None
             if reward_agg == "gdpo":  # each reward on its own (overlong, when on, is one more of weight 1)
                 parts = [(each[n], w) for n, _, w in scorers] + ([(each["overlong"], 1.0)] if overlong_cache else [])
                 adv = gv.gdpo_advantages(torch.stack([r for r, _ in parts]).view(len(parts), *groups.shape),
                                          [w for _, w in parts])
+            else:
+                penalised = gv.kl_penalised_rewards(groups, old_logp, ref_logp, mask, kl_coef) if kl_reward else groups
+                adv = group_advantages(penalised, advantage)
             adv = adv.view(-1).to(rt.device)
 
         policy.train()

@@ -48,13 +48,19 @@ def gdpo_advantages(each, weights, eps=1e-6, zero_std=1e-6):
     std = r.std(2, keepdim=True)
     per = ((r - r.mean(2, keepdim=True)) / (std + eps)).masked_fill(std < zero_std, 0.0)
     a = (torch.as_tensor(weights, dtype=r.dtype, device=r.device).view(-1, 1, 1) * per).sum(0)
-    sums = torch.stack([a.sum(), (a * a).sum(), torch.tensor(float(a.numel()), dtype=a.dtype, device=a.device)])
+    mean, std = batch_mean_std(a)
+    return ((a - mean) / (std + eps)).to(each.dtype)
+
+
+def batch_mean_std(x):
+    """The mean and unbiased std of every element of x over every DDP rank's x (the batch-level advantage
+    scales: grpo.py's batch_* modes, GDPO)."""
+    sums = torch.stack([x.sum(), (x * x).sum(), torch.tensor(float(x.numel()), dtype=x.dtype, device=x.device)])
     if torch.distributed.is_initialized():
         torch.distributed.all_reduce(sums)
     total, sq, n = sums
-    mean = total / n
-    var = ((sq - total * mean) / (n - 1).clamp(min=1)).clamp(min=0)
-    return ((a - mean) / (var.sqrt() + eps)).to(each.dtype)
+    var = ((sq - total * total / n) / (n - 1).clamp(min=1)).clamp(min=0)
+    return total / n, var.sqrt()
 
 
 # ----------------------------------------------------------------------------- KL variants
