@@ -144,7 +144,7 @@ def test_bad_input(tmp_path, sft_dir, toy_judge):
 
 def test_judge_learns_the_principles(tmp_path, sft_dir):
     """Learning: people judge 600 pairs of the SFT model's samples under two principles (and rate both
-    responses); a judge fine-tuned from the SFT model on those judgements (1,000 steps) then labels 200
+    responses); a judge fine-tuned from the SFT model on those judgements (1,500 steps; at 1,000 "more positive" reached 0.56 on task v2, at 1,500 0.69) then labels 200
     fresh pairs. Under "more positive" its labels agree with the praise, under "shorter" with the length;
     and changing the principle in the file changes its labels of the same pairs. (Under "better" the tiny
     judge has to look each sentence up in the notes, which it does not learn in CI's budget: RESULTS.md.)"""
@@ -155,7 +155,7 @@ def test_judge_learns_the_principles(tmp_path, sft_dir):
     rows = [json.loads(line) for line in open(tmp_path / "demos" / "judge_demos.jsonl")]
     assert len(rows) == 600 * 2 * 2 + 1200 * 2  # choices in both orders, and both responses rated, per principle
     run("sft.py", f"--data_path={tmp_path}/demos/judge_demos.jsonl", f"--init_from={sft_dir}", "--compact_vocab=True",
-        "--block_size=160", "--max_iters=1000", "--eval_interval=1000", "--log_interval=100", "--n_print=0",
+        "--block_size=160", "--max_iters=1500", "--eval_interval=1500", "--log_interval=100", "--n_print=0",
         "--max_new_tokens=2", f"--out_dir={tmp_path}/judge")
     got, chosen = {}, {}
     for name, principle in (("positive", "the more positive"), ("shorter", "the shorter")):
