@@ -145,8 +145,9 @@ def test_bad_input(tmp_path, sft_dir, toy_judge):
 def test_judge_learns_the_principles(tmp_path, sft_dir):
     """Learning: people judge 600 pairs of the SFT model's samples under two principles (and rate both
     responses); a judge fine-tuned from the SFT model on those judgements (1,500 steps; on task v2 "more
-    positive" reached 0.56 at 1,000, 0.69 at 1,500) then labels 200 fresh pairs. Under "more positive" its labels agree with the praise, under "shorter" with the length;
-    and changing the principle in the file changes its labels of the same pairs. (Under "better" the tiny
+    positive" reached 0.56 at 1,000, 0.69 at 1,500) then labels 200 fresh pairs. Under "more positive" its
+    labels agree with the praise, under "shorter" with the length; and changing the principle in the file
+    changes its labels of the same pairs. (Under "better" the tiny
     judge has to look each sentence up in the notes, which it does not learn in CI's budget: RESULTS.md.)"""
     two = tmp_path / "two.txt"
     two.write_text("Prefer the more positive review.\nPrefer the shorter review.\n")
