@@ -72,14 +72,14 @@ label_temperature = 0.25  # their Bradley-Terry noise, gold units (feedback.py's
 # optimisation
 batch_size = 32  # preference pairs per micro-batch per process (2x sequences in the forward) [> 0]
 grad_accum = 1  # micro-batches per optimizer step [>= 1]
-max_iters = 200  # optimizer steps [> 0]
+max_iters = 100  # optimizer steps [> 0]
 lr = 1e-4  # peak learning rate (use ~5e-7 for GPT-2 weights) [> 0]
 warmup_iters = 20  # linear warmup steps [>= 0]
 weight_decay = 0.0  # AdamW weight decay on matrices [>= 0]
 grad_clip = 1.0  # clip the global gradient norm (0: off) [>= 0]
 # eval and logging
 log_interval = 25  # print/log train metrics (means over the interval) every this many steps [> 0]
-eval_interval = 100  # eval held-out pairs, gold score and KL every this many steps [> 0]
+eval_interval = 50  # eval held-out pairs, gold score and KL every this many steps [> 0]
 eval_repeats = 4  # built-in task: samples per held-out prompt for the gold score and KL [> 0]
 max_new_tokens = 40  # response length limit when sampling [> 0]
 temperature = 1.0  # sampling temperature for eval samples (0: greedy) [>= 0]

@@ -81,7 +81,7 @@ minibatch_size = 64  # responses per gradient step (per process) [> 0, divides p
 max_new_tokens = 32  # response length limit [> 0]
 temperature = 1.0  # sampling temperature (the log-probs are of this tempered policy) [> 0]
 # optimisation
-max_iters = 30  # rollout batches [> 0]
+max_iters = 20  # rollout batches [> 0]
 lr = 3e-4  # peak learning rate (use ~1e-6 for GPT-2 weights) [> 0]
 warmup_iters = 5  # linear warmup (in rollout batches) [>= 0]
 weight_decay = 0.0  # AdamW weight decay on matrices [>= 0]

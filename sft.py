@@ -49,7 +49,7 @@ weight_decay = 0.1  # AdamW weight decay on matrices [>= 0]
 grad_clip = 1.0  # clip the global gradient norm (0: off) [>= 0]
 # eval and logging
 log_interval = 50  # print/log train loss every this many steps [> 0]
-eval_interval = 400  # eval loss and gold score every this many steps [> 0]
+eval_interval = 600  # eval loss and gold score every this many steps [> 0]
 eval_prompts = 100  # held-out prompts sampled for the gold score (built-in task) [> 0]
 max_new_tokens = 40  # response length limit when sampling [> 0]
 temperature = 1.0  # sampling temperature for eval samples (0: greedy) [>= 0]

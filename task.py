@@ -123,10 +123,9 @@ def best_response(prompt):
 
 
 def probes(prompts):
-    """Probe pairs (prompt, the review gold prefers, the biased one) for the biases people have:
-    length: best_response vs the same with one more sentence, neutral, about a thing not in the notes;
-    positivity: best_response vs the same with one noted thing's negative mark said "great" (prompts with
-    no negative mark have none). Same length, same words but one: only the bias separates them."""
+    """Probe pairs (prompt, the review gold prefers, the biased one) for people's biases. length: best_response
+    vs the same plus a neutral sentence about a thing not noted; positivity: best_response vs the same with
+    one negative mark said "great" (none without one). Only the bias separates them."""
     out = dict(length=[], positivity=[])
     for p in prompts:
         place, notes, _ = read_notes(p)
@@ -156,10 +155,9 @@ def _human_sentence(rng, thing, v):
 
 
 def demos(n, seed=0, split="train"):
-    """n demonstrations (prompt, completion) by people of average care: they go through their notes in order,
-    skip a quarter of the things (half of the 0-marked ones), say one in ten at the wrong strength and one in
-    twenty the wrong way round, add a thing that was not noted a quarter of the time, and give the recommendation two times in three (now
-    and then the wrong one). Prompts are drawn from every combination of the split."""
+    """n demonstrations (prompt, completion) by people of average care, who go through their notes in order:
+    they skip a quarter of the things (half of the 0-marked), say 10% at the wrong strength and 5% the wrong
+    way round, add a thing not noted 25% of the time, recommend 2 times in 3 (now and then wrongly)."""
     rng = random.Random(seed)
     pool = _space(split)
     out = []
@@ -193,8 +191,7 @@ def vocab(tok=None):
 
 
 def old_version(vocab):
-    """The earlier task version whose compact vocabulary this is (its checkpoints cannot write these notes'
-    reviews), or None."""
+    """The earlier task version whose compact vocabulary this is (it cannot write these reviews), or None."""
     return OLD_VOCABS.get(zlib.crc32(json.dumps(list(vocab)).encode())) if vocab else None
 
 

@@ -130,9 +130,9 @@ def reward_dir(sft_dir, tmp_path_factory):
     report) and ckpt.pt (scalar head, reward_gain / reward_bias). The start of ppo.py, the data of dpo.py."""
     out = str(tmp_path_factory.mktemp("reward"))
     ckpt = os.path.join(sft_dir, "ckpt.pt")
-    # feedback.py's defaults (4 rounds: 4,800 train pairs) and 150 steps: acc_gold 0.84, Spearman 0.67 with
-    # gold on policy samples (2026-12-02). On 1 round and 100 steps Spearman was 0.41-0.66 over feedback
-    # seeds, on 2 rounds 0.62-0.74, and GRPO's learning test hacked some of them (see test_grpo).
+    # feedback.py's defaults (the biased default pool, 4 rounds: 5,994 train pairs) and 300 steps (the demo: 200):
+    # on task v2, acc_gold 0.71, Spearman 0.48 with gold on policy samples, probe/length 0.57, probe/positivity
+    # 0.02 (2026-12-07): a weak, positivity-biased reward model, which the RL learning tests are sized for.
     run("feedback.py", f"--out_dir={out}/feedback", f"--policy_path={ckpt}")
     run("reward.py", f"--out_dir={out}", f"--sft_path={ckpt}", f"--data_path={out}/feedback", "--max_iters=300",
         "--eval_interval=1000", "--log_interval=20", "--n_norm=64", "--n_eval=1")

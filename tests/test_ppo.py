@@ -240,7 +240,7 @@ def test_learning_gold_rises_and_beta_follows_the_kl(sft_dir, reward_dir, tmp_pa
     out = str(tmp_path / "ppo")
     target = 2.0
     run("ppo.py", f"--sft_path={sft_dir}", f"--reward_path={reward_dir}", f"--out_dir={out}", "--max_iters=40",
-        "--eval_interval=40", "--n_print=0", f"--target_kl={target}", "--kl_horizon=640")
+        "--eval_interval=40", "--n_print=0", f"--target_kl={target}", "--kl_horizon=640", "--beta=0.05")
     test = [m for m in read_metrics(out) if m["split"] == "test"]
     sft_gold, final = test[0], test[-1]
     assert final["iter"] == 40
