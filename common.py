@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import task
 from configurator import MissingFile, UserError
-from model import GPT, GPT2_SIZES, GPTConfig, disable_dropout
+from model import GPT, GPT2_SIZES, GPTConfig, disable_dropout, response_logprobs
 
 
 RUN_OUTPUTS = ("ckpt.pt", "metrics.jsonl")  # what a training stage writes into its out_dir
@@ -265,6 +265,17 @@ def mismatch_kl(sampler_logp, trainer_logp, mask):
     return ((torch.expm1(d) - d) * mask).sum(1).mean().float()
 
 
+def sampler_mismatch(model, gens, temperature=1.0, fused=False):
+    """mismatch_kl, mean over responses, of generate()'s outputs `gens` (their sampler log-probs) against `model`."""
+    total, n = 0.0, 0
+    for g in gens:
+        P, mask = g["prompt_len"], g["response_mask"]
+        labels = g["tokens"][:, P:].masked_fill(~mask, -100)
+        logp, _ = response_logprobs(model, g["tokens"], g["attention_mask"], labels, temperature, fused)
+        total, n = total + mismatch_kl(g["logprobs"], logp, mask).item() * len(mask), n + len(mask)
+    return total / n
+
+
 # ----------------------------------------------------------------------------- statistics over every rank's tokens
 def masked_whiten(x, mask, shift_mean=True):
     """x (B, N) whitened over the tokens where mask is True, over every rank, as lm-human-preferences and
@@ -364,12 +375,16 @@ def restore_rng(states, data_rng, rt):
 
 
 # ----------------------------------------------------------------------------- logging
+JSONL_ONLY = ("kl_est/",)  # diagnostics too many for the compact line (kl_estimators.py): metrics.jsonl only
+
+
 def log_metrics(path, metrics, master=True):
-    """Print one compact line and append the same numbers as one JSON object to `path`."""
+    """Print one compact line and append the same numbers (and the JSONL_ONLY ones) as one JSON object to `path`."""
     if not master:
         return
     metrics = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in metrics.items()}
-    print(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()), flush=True)
+    print(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
+                     if not k.startswith(JSONL_ONLY)), flush=True)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "a") as f:
         f.write(json.dumps({"time": round(time.time(), 3), **metrics}) + "\n")

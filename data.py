@@ -284,15 +284,16 @@ def encode_prompts(tok, prompts, max_len, where="prompt"):
     return out
 
 def sample_responses(model, tok, prompts, max_new_tokens, temperature=1.0, batch_size=64, ref=None,
-                     with_ids=False, **kw):
-    """One response per prompt: texts (ending in <|endoftext|> if the model stopped), lengths in tokens,
-    KLs[, ids]. Given `ref`, each KL is the exact KL(model || ref) summed over the sampled positions: an
-    unbiased sequence-KL estimate with less variance than summing log p - log p_ref. with_ids: prompt +
-    response ids as sampled, for a reward model to score as they are."""
+                     with_ids=False, keep=None, **kw):
+    """One response per prompt: texts (ending in <|endoftext|> if the model stopped), lengths in tokens, KLs[, ids].
+    Given `ref`, each KL is the exact KL(model || ref) summed over the sampled positions (less variance than
+    log p - log p_ref). with_ids: prompt + response ids as sampled. keep: a list given each generate() output."""
     ids = encode_prompts(tok, prompts, prompt_room(max_new_tokens, {"model": model.config.block_size}))
     texts, lengths, kls, seqs = [], [], [], []
     for i in range(0, len(ids), batch_size):
         out = model.generate(ids[i:i + batch_size], max_new_tokens, tok.eot, temperature, **kw)
+        if keep is not None:
+            keep.append(out)
         P, mask = out["prompt_len"], out["response_mask"]
         for k, (row, m) in enumerate(zip(out["tokens"][:, P:].tolist(), mask.sum(1).tolist())):
             texts.append(tok.decode(row[:m]))

@@ -356,13 +356,15 @@ if __name__ == "__main__":
     raw_model, model = model, common.wrap(model, rt, compile)
 
     def online_batch():
-        """This rank's batch_size prompts, two policy samples each, labelled now -> (rows, n labelled, mean gold)."""
+        """This rank's batch_size prompts, 2 policy samples each, labelled -> (rows, n labelled, gold, mismatch_kl)."""
         prompts = [train_prompts[rng.randrange(len(train_prompts))] for _ in range(batch_size * rt.world_size)]
         prompts = prompts[rt.rank::rt.world_size]
         twice = [p for p in prompts for _ in range(2)]
         with torch.no_grad(), rt.ctx:
+            gens = []
             texts, lengths, _, seqs = data.sample_responses(raw_model, tok, twice, max_new_tokens, temperature,
-                                                            with_ids=True)
+                                                            with_ids=True, keep=gens)
+            mismatch = common.sampler_mismatch(raw_model, gens, temperature, fused_lm_head)
             if labeler == "human":
                 votes = human_votes(prompts, texts[::2], texts[1::2], random, n_annotators, label_temperature)
             elif labeler == "ai":  # the judge, both orders; a tie or an unreadable pair says nothing
@@ -379,7 +381,8 @@ if __name__ == "__main__":
         gold = sum(task.gold(p, t) for p, t in zip(twice, texts)) / len(texts) if builtin else float("nan")
         # a micro-batch with no usable pair (every pair tied): one tie, whose gradient is exactly 0 (chosen is
         # rejected), keeps every DDP rank's forward and backward in step
-        return rows or [dict(chosen=seqs[0], rejected=seqs[0], n_prompt=len(seqs[0]) - lengths[0])], int(n.item()), gold
+        rows = rows or [dict(chosen=seqs[0], rejected=seqs[0], n_prompt=len(seqs[0]) - lengths[0])]
+        return rows, int(n.item()), gold, mismatch
 
     @torch.no_grad()
     def evaluate():
@@ -405,7 +408,7 @@ if __name__ == "__main__":
     # ----------------------------------------------------------------------------- training loop
     start_iter = iter_num if ckpt else None
     n_labels = (ckpt or {}).get("labels", 0) if online else len(train)
-    t0, sums, n_sums, gold_sum = time.time(), 0, 0, 0.0
+    t0, sums, n_sums, gold_sum, mismatch_sum = time.time(), 0, 0, 0.0, 0.0
     model.train()
     while True:
         if common.eval_due(iter_num, eval_interval, max_iters, start_iter):
@@ -419,8 +422,8 @@ if __name__ == "__main__":
             # DDP: all ranks draw the same batch_size x world pairs, each keeps every world-th; the loss is the
             # mean over all ranks' pairs, so N processes train exactly like one process at N x batch_size
             if online:
-                rows, n_pairs, gold = online_batch()
-                n_labels, gold_sum = n_labels + n_pairs, gold_sum + gold
+                rows, n_pairs, gold, mismatch = online_batch()
+                n_labels, gold_sum, mismatch_sum = n_labels + n_pairs, gold_sum + gold, mismatch_sum + mismatch
             else:
                 rows = with_mismatched([train[rng.randrange(len(train))] for _ in range(batch_size * rt.world_size)])
                 rows, n_pairs = rows[rt.rank::rt.world_size], len(rows)
@@ -437,8 +440,9 @@ if __name__ == "__main__":
         iter_num += 1
         if iter_num % log_interval == 0 and rt.master:  # rank 0's own pairs: means over the interval
             dt = (time.time() - t0) / log_interval
-            extra = dict(labels=n_labels, gold=gold_sum / n_sums) if online else {}  # (gold of the samples labelled)
+            extra = dict(labels=n_labels, gold=gold_sum / n_sums,  # (gold of the samples labelled)
+                         mismatch_kl=mismatch_sum / n_sums) if online else {}
             log_metrics(rt.metrics_path, {"iter": iter_num, **dict(zip(STATS, (sums / n_sums).tolist())), **extra,
                                           "lr": optimizer.param_groups[0]["lr"], "ms_per_iter": 1000 * dt})
-            t0, sums, n_sums, gold_sum = time.time(), 0, 0, 0.0
+            t0, sums, n_sums, gold_sum, mismatch_sum = time.time(), 0, 0, 0.0, 0.0
     common.finish(rt)

@@ -38,6 +38,7 @@ import common
 import data
 import grpo_variants as gv
 import kernels
+import kl_estimators
 import rewards
 import task
 from common import log_metrics
@@ -346,9 +347,14 @@ if __name__ == "__main__":
 
         policy.train()
         stats = {k: [] for k in ("policy_loss", "kl", "entropy", "clipfrac_low", "clipfrac_high", "approx_kl")}
+        kl_check = []  # every KL estimator against the exact KL, on each epoch's first minibatch (8 rows)
         for epoch in range(ppo_epochs):
-            for idx in torch.randperm(n_responses).split(minibatch_size):
+            for k, idx in enumerate(torch.randperm(n_responses).split(minibatch_size)):
                 m = mask[idx]
+                if k == 0 and ref is not None:
+                    r = idx[:8]
+                    kl_check.append((epoch, kl_estimators.check(raw_policy, ref, tokens[r], attn[r], labels[r],
+                                                                old_logp[r], temperature)))
                 ref_arg = None if ref_hidden is None else (ref_hidden[idx], ref.lm_head.weight)
                 with rt.ctx:
                     out = response_logprobs(policy, tokens[idx], attn[idx], labels[idx], temperature, fused_lm_head,
@@ -398,7 +404,8 @@ if __name__ == "__main__":
                **{k: sum(v) / len(v) for k, v in stats.items() if v},
                "response_len": lengths.float().mean().item(),
                "ended": sum(t.endswith(data.EOT_TEXT) for t in texts) / len(texts),
-               **({} if mismatch is None else {"mismatch_kl": mismatch.item()})}
+               **({} if mismatch is None else {"mismatch_kl": mismatch.item()}),
+               **kl_estimators.summary(kl_check)}
         if data_path == "builtin" and "gold" not in each:  # train_gold: "gold" alone is the held-out eval
             row["train_gold"] = sum(rewards.gold_reward(prompts, texts)) / len(texts)
         logs.append(row)

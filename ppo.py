@@ -26,6 +26,7 @@ import torch
 import common
 import data
 import kernels
+import kl_estimators
 import task
 from common import log_metrics, masked_whiten
 from configurator import configure
@@ -263,12 +264,15 @@ if __name__ == "__main__":
 
         # ------------------------------------------------------------------------- 5. update
         raw_policy.train()
-        stats = []
+        stats, kl_check = [], []  # kl_check: every KL estimator against the exact KL (each epoch's first 8 rows)
         mb = batch_size // n_minibatches
         for epoch in range(ppo_epochs):
             perm = torch.randperm(batch_size, device=tokens.device)  # fresh shuffle every epoch [detail]
             for k in range(n_minibatches):
                 i = perm[k * mb:(k + 1) * mb]
+                if k == 0:
+                    kl_check.append((epoch, kl_estimators.check(raw_policy, ref, tokens[i[:8]], attn[i[:8]],
+                                                                labels[i[:8]], old_logp[i[:8]], temperature)))
                 with rt.ctx:
                     logp, ent = response_logprobs(policy, tokens[i], attn[i], labels[i], temperature, fused_lm_head)
                     values = critic(tokens[i], attn[i])[:, P - 1:-1].float()
@@ -306,6 +310,6 @@ if __name__ == "__main__":
                      "clipfrac": cf, "approx_kl": akl,
                      "explained_variance": explained_variance(old_values, returns, fmask),
                      "response_len": response_len, "ended": frac_ended, "mismatch_kl": mismatch,
-                     "tokens_per_s": rt.world_size * n_tokens / (time.time() - t0)})
+                     "tokens_per_s": rt.world_size * n_tokens / (time.time() - t0), **kl_estimators.summary(kl_check)})
         log_metrics(rt.metrics_path, line, rt.master)
     common.finish(rt)

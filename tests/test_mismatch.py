@@ -56,3 +56,17 @@ def test_device_script_runs_small_on_cpu():
     assert [r[:2] for r in rows] == [["float32", "plain"], ["float32", "fused"], ["bfloat16", "plain"],
                                      ["bfloat16", "fused"]], out
     assert all(0 <= float(r[3]) < 1e-6 for r in rows[:2]) and all(float(r[3]) >= 0 for r in rows), out
+
+
+def test_online_dpo_mismatch(sft_dir):
+    """dpo.py --online: common.sampler_mismatch reads generate()'s outputs that data.sample_responses keeps and scores
+    their tokens with the trainer's own forward: rounding at the same temperature, far more at 0.9."""
+    policy = common.load_model(sft_dir)[0].eval()
+    tok = data.Tokenizer(common.load_model(sft_dir)[1])
+    torch.manual_seed(0)
+    gens = []
+    with torch.no_grad():
+        texts, _, _ = data.sample_responses(policy, tok, task.prompts("train")[:24], 24, 1.0, batch_size=16, keep=gens)
+        same, other = common.sampler_mismatch(policy, gens), common.sampler_mismatch(policy, gens, temperature=0.9)
+    assert len(gens) == 2 and sum(len(g["tokens"]) for g in gens) == len(texts) == 24
+    assert 0 <= same < 1e-5 and other > 2e-2, (same, other)

@@ -61,6 +61,8 @@ def test_smoke_and_exact_resume(sft_dir, tmp_path):
     assert [r["iter"] for r in train] == [1, 2, 3, 4]
     assert all(0 < r["labels"] - prev <= 8 for r, prev in zip(train, [0] + [r["labels"] for r in train]))
     assert train[0]["rewards/margins"] == 0 and all("gold" in r for r in train)  # step 1: policy = reference
+    # the sampler's (KV-cached) log-probs against the trainer's forward, fp32 on the CPU: rounding only
+    assert all(0 <= r["mismatch_kl"] < 1e-4 for r in train), [r["mismatch_kl"] for r in train]
     evals = [r for r in m1 if "kl" in r]
     assert [r["iter"] for r in evals] == [0, 2, 4] and evals[0]["labels"] == 0 and evals[-1]["labels"] == train[-1]["labels"]
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("time", "ms_per_iter")} for r in rows]
