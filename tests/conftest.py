@@ -1,7 +1,9 @@
 """Shared test helpers: run a stage script as a user would, read its metrics, and session-wide
 fixtures that train the small models the stage tests start from (once per test run)."""
+import fcntl
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -114,13 +116,30 @@ def last_eval(out_dir, key="gold"):
     return [m for m in read_metrics(out_dir) if key in m][-1]
 
 
+def built_once(tmp_path_factory, name, build):
+    """A session fixture's folder, built once per test run even under pytest-xdist: the workers share the run's
+    folder, and the first to take the lock builds while the others wait (xdist's documented recipe), instead of
+    each worker training its own copy. A build that failed is redone."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # .../pytest-N/popen-gwK -> .../pytest-N, this run's, shared by its workers
+    out = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "built").exists():
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir()
+            build(str(out))
+            (out / "built").touch()
+    return str(out)
+
+
 @pytest.fixture(scope="session")
 def sft_dir(tmp_path_factory):
     """A small SFT model on the built-in task (the demo's 1200 steps, about 2 minutes on a core): the start of every RL stage."""
-    out = str(tmp_path_factory.mktemp("sft"))
-    run("sft.py", f"--out_dir={out}", "--max_iters=1200", "--eval_interval=1200", "--log_interval=100",
-        "--eval_prompts=50")
-    return out
+    return built_once(tmp_path_factory, "sft_fixture", lambda out: run(
+        "sft.py", f"--out_dir={out}", "--max_iters=1200", "--eval_interval=1200", "--log_interval=100",
+        "--eval_prompts=50"))
 
 
 @pytest.fixture(scope="session")
@@ -128,12 +147,13 @@ def reward_dir(sft_dir, tmp_path_factory):
     """A small pairwise Bradley-Terry reward model on the built-in task, trained from sft_dir on simulated
     feedback: feedback/ (feedback.py: {pairwise,ties,rankings,likert,binary}_{train,test}.jsonl and its
     report) and ckpt.pt (scalar head, reward_gain / reward_bias). The start of ppo.py, the data of dpo.py."""
-    out = str(tmp_path_factory.mktemp("reward"))
     ckpt = os.path.join(sft_dir, "ckpt.pt")
     # feedback.py's defaults (the biased default pool, 4 rounds: 5,994 train pairs) and 300 steps (the demo: 200):
     # on task v2, acc_gold 0.71, Spearman 0.48 with gold on policy samples, probe/length 0.57, probe/positivity
     # 0.02 (2026-12-07): a weak, positivity-biased reward model, which the RL learning tests are sized for.
-    run("feedback.py", f"--out_dir={out}/feedback", f"--policy_path={ckpt}")
-    run("reward.py", f"--out_dir={out}", f"--sft_path={ckpt}", f"--data_path={out}/feedback", "--max_iters=300",
-        "--eval_interval=1000", "--log_interval=20", "--n_norm=64", "--n_eval=1")
-    return out
+
+    def build(out):
+        run("feedback.py", f"--out_dir={out}/feedback", f"--policy_path={ckpt}")
+        run("reward.py", f"--out_dir={out}", f"--sft_path={ckpt}", f"--data_path={out}/feedback", "--max_iters=300",
+            "--eval_interval=1000", "--log_interval=20", "--n_norm=64", "--n_eval=1")
+    return built_once(tmp_path_factory, "reward_fixture", build)

@@ -13,16 +13,16 @@ P = "Notes on the cafe: coffee ++, cake -, staff 0. Again: yes."
 
 def test_encode_prompts_rejects_too_long(tmp_path):
     tok = data.Tokenizer(task.vocab())
-    (tmp_path / "p.jsonl").write_text('{"prompt": "The cake was good."}\n\n{"prompt": "%s"}\n' % P)
+    (tmp_path / "p.jsonl").write_text('{"prompt": "I loved the cake."}\n\n{"prompt": "%s"}\n' % P)
     prompts, where = data.load_prompts(str(tmp_path / "p.jsonl"), lines=True)  # each prompt's file:line
-    assert prompts == ["The cake was good.", P] and where == [f"{tmp_path}/p.jsonl:1", f"{tmp_path}/p.jsonl:3"]
+    assert prompts == ["I loved the cake.", P] and where == [f"{tmp_path}/p.jsonl:1", f"{tmp_path}/p.jsonl:3"]
     assert len(data.encode_prompts(tok, [P], 20)[0]) == 18  # Notes on the cafe : coffee ++ , cake - , staff 0 . Again : yes .
     with pytest.raises(ValueError, match=r"^the prompt has 18 tokens; the context leaves it 1\.\.5 .*\(prompt 0\)"):
         data.encode_prompts(tok, [P], 5)
     with pytest.raises(ValueError, match=r"has 18 tokens.* \(p\.jsonl:3\)\. shorten it, or lower --max_new_tokens$"):
-        data.encode_prompts(tok, ["The cake was good.", P], 7, ["p.jsonl:1", "p.jsonl:3"])
+        data.encode_prompts(tok, ["I loved the cake.", P], 7, ["p.jsonl:1", "p.jsonl:3"])
     with pytest.raises(ValueError, match=r"cannot spell \(p\.jsonl:3\)"):  # a token the vocabulary lacks
-        data.encode_prompts(tok, ["The cake was good.", "Quantum zebra?"], 20, ["p.jsonl:1", "p.jsonl:3"])
+        data.encode_prompts(tok, ["I loved the cake.", "Quantum zebra?"], 20, ["p.jsonl:1", "p.jsonl:3"])
     assert data.prompt_room(40, {"policy": 64, "reward model": 48}) == 8
     with pytest.raises(ValueError, match=r"^--max_new_tokens=48: must be < 48, the context \(block_size\) of the "
                                          r"reward model, which holds the prompt too\. lower --max_new_tokens$"):

@@ -35,10 +35,10 @@ def test_sft_learns_the_task(sft_dir):
 def test_sft_resumes(sft_dir, tmp_path):
     out = str(tmp_path / "resumed")
     shutil.copytree(sft_dir, out)
-    run("sft.py", f"--out_dir={out}", "--init_from=resume", "--max_iters=610", "--eval_interval=610",
+    run("sft.py", f"--out_dir={out}", "--init_from=resume", "--max_iters=1210", "--eval_interval=1210",
         "--log_interval=5", "--eval_prompts=8", "--fused_lm_head=True")  # (and the fused lm_head path runs)
     iters = [m["iter"] for m in read_metrics(out)]
-    assert iters[-3:] == [605, 610, 610] and load_checkpoint(out)["iter_num"] == 610
+    assert iters[-3:] == [1205, 1210, 1210] and load_checkpoint(out)["iter_num"] == 1210
 
 
 def test_sft_on_jsonl_with_full_vocabulary(tmp_path):
