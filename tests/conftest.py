@@ -20,16 +20,6 @@ WRITERS = ("sft.py", "feedback.py", "reward.py", "ppo.py", "dpo.py", "grpo.py", 
            "experiments.active", "experiments.frontier", "experiments.sweep_inputs")  # the scripts with an out_dir
 
 
-LONGEST_FIRST = ("test_rlaif.py", "test_active.py", "test_ppo.py", "test_dpo.py")  # minutes each on task v2
-
-
-def pytest_collection_modifyitems(config, items):
-    """The longest files first: pytest-xdist (--dist loadfile) hands files out in this order, so a long file no
-    longer starts near the end while the other worker sits idle. Within a file, the order is unchanged."""
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # (a stable sort)
-
-
 def run(script, *args, ok=True, timeout=900, torchrun=0):
     """Run `python script --args...` (or under torchrun with `torchrun` processes) from the repo root;
     run("-m", "experiments.overopt", ...) runs a module, as `python -m experiments.overopt ...`.
