@@ -53,7 +53,7 @@ for conf in sorted(os.listdir(out)):
                 per_seed["cos"].append(mean(f"{k}_grad_cos")); per_seed["ratio"].append(mean(f"{k}_grad_ratio"))
             if per_seed["exact"]:
                 table.append([conf, e, k] + [cell(per_seed[c], s) for c, s in
-                             (("exact", ".3f"), ("est", ".3f"), ("bias", "+.3f"), ("rel", "+.0f"), ("sd", ".3f"),
+                             (("exact", ".3f"), ("est", ".3f"), ("bias", ".3f"), ("rel", ".0f"), ("sd", ".3f"),
                               ("cos", ".2f"), ("ratio", ".2f"))] + [len(per_seed["exact"])])
 print(markdown(["config", "epochs", "estimator", "exact KL", "estimate", "bias", "bias %", "error sd (per response)",
                 "grad cos", "grad norm ratio", "seeds"], table))
