@@ -7,6 +7,7 @@ gradients in the logits against the exact KL's. Logged as kl_est/e1/... (pi = pi
 import torch
 import torch.nn.functional as F
 
+import grpo_variants
 import kernels
 
 ESTIMATORS = ("k1", "k2", "k3", "k3_is")
@@ -15,7 +16,7 @@ ESTIMATORS = ("k1", "k2", "k3", "k3_is")
 def estimates(logp, old_logp, ref_logp):
     """{name: (B, N)} per-token estimates from the sampled tokens' log-probs (B, N) under pi, pi_old, ref."""
     k = {kind: kernels.kl_estimate(logp, ref_logp, kind=kind) for kind in ("k1", "k2", "k3")}
-    return {**k, "k3_is": torch.exp(logp - old_logp) * k["k3"]}
+    return {**k, "k3_is": grpo_variants.kl_k3_corrected(logp, old_logp, ref_logp)}
 
 
 def compare(logits, ref_logits, labels, old_logp):
