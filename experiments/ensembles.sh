@@ -4,7 +4,7 @@
 # feedback), each read as the mean, the worst case (min over members) and mean - 1 * std (Coste et al.
 # 2023; Eisenstein et al. 2023), spent three ways: best-of-N for N = 1..256 (sample.py; the same draws for
 # every objective: same seed), PPO without a KL penalty (beta = 0, 150 iterations) and PPO at its default
-# (adaptive beta, target KL 3, 60 iterations), each evaluated every 10 iterations. Then
+# (adaptive beta from 0.2, target KL 2, 30 iterations), each evaluated every 10 iterations. Then
 # experiments/overopt.py prints the tables and Gao et al.'s fits. Needs an SFT model and its feedback
 # (python sft.py && python feedback.py).
 # A finished run is skipped (rerun to resume); one run at a time (OMP_NUM_THREADS=1), so seeds can run

@@ -64,13 +64,19 @@ def gao_curve(d, alpha, beta, form):
 
 # ----------------------------------------------------------------------------- reading the runs
 def curve(run_dir, kind):
-    """[(kl, proxy, gold, ensemble_std or None, parse)] of a run: best-of-N lines (one per N) or PPO's
-    eval lines (split test), in order."""
+    """[(kl, proxy, gold, ensemble_std or None, parse, row)] of a run: best-of-N lines (one per N) or PPO's
+    eval lines (split test), in order; row is the whole line (the hacking's signs: HACK_KEYS)."""
     if not os.path.exists(os.path.join(run_dir, "done")):  # (ensembles.sh marks a finished run; skip the rest)
         return []
     rows = read_rows(run_dir)
     rows = [r for r in rows if "n" in r] if kind == "bon" else [r for r in rows if r.get("split") == "test"]
-    return [(r["kl"], r["reward"], r["gold"], r.get("ensemble_std"), r.get("parse")) for r in rows]
+    return [(r["kl"], r["reward"], r["gold"], r.get("ensemble_std"), r.get("parse"), r) for r in rows]
+
+
+# how a review goes wrong when a biased reward model is over-optimised (task v2): praise beyond the notes,
+# length, things the notes did not hold, polarity against the notes (README, "The built-in task")
+HACK_KEYS = (("sycophancy", "sycophancy"), ("response_len", "length"), ("gold/hallucination", "hallucination"),
+             ("gold/faithfulness", "faithfulness"))
 
 
 def table(head, rows):
@@ -100,7 +106,7 @@ def main(argv=None):
 
     curves, fits = {}, []
     for kind, label, form in (("bon", "best-of-N", "bon"), ("ppo_beta0", "PPO beta = 0", "rl"),
-                              ("ppo_default", "PPO default (adaptive beta, target KL 3)", "rl")):
+                              ("ppo_default", "PPO default (adaptive beta, target KL 2)", "rl")):
         head, body = ["objective", "runs"], []
         for obj in OBJECTIVES:
             runs = [c for c in (curve(os.path.join(s, f"{kind}_{obj}"), "bon" if kind == "bon" else "rl") for s in seeds) if c]
@@ -115,10 +121,13 @@ def main(argv=None):
             body.append([obj, len(runs),
                          cell([c[i][2] for c, i in zip(runs, peak_i)]), cell([c[i][0] for c, i in zip(runs, peak_i)]),
                          cell([c[-1][2] for c in runs]), cell([c[-1][1] for c in runs]), cell([c[-1][0] for c in runs]),
-                         cell([c[-1][4] for c in runs]), cell([c[0][3] for c in runs]) + " -> " + cell([c[-1][3] for c in runs])])
+                         cell([c[-1][4] for c in runs]), cell([c[0][3] for c in runs]) + " -> " + cell([c[-1][3] for c in runs])]
+                        + [cell([c[0][5].get(k) for c in runs]) + " -> " + cell([c[-1][5].get(k) for c in runs])
+                           for k, _ in HACK_KEYS])
         if body:
             print(f"{label}: gold at its peak and at the end (proxy: the reward optimised; KL in nats)")
-            table(head + ["peak gold", "at KL", "final gold", "final proxy", "final KL", "final parse", "ensemble std start -> end"], body)
+            table(head + ["peak gold", "at KL", "final gold", "final proxy", "final KL", "final parse", "ensemble std start -> end"]
+                  + [f"{name} start -> end" for _, name in HACK_KEYS], body)
     print("Gao et al. 2022's forms fitted to gold - gold at the start, d = sqrt(KL) (seeds pooled):")
     table(["method", "objective", "alpha", "beta", "R^2", "peak d*", "peak KL"],
           [[m, o, f"{a:.3f}", f"{b:.3f}", f"{r:.3f}", f"{p:.2f}", f"{p * p:.1f}"] for m, o, a, b, r, p in fits])
@@ -135,7 +144,7 @@ def draw(curves, fits):
         print("note: matplotlib is not installed: no figure (pip install matplotlib)")
         return
     fit_of = {(m, o): (a, b) for m, o, a, b, *_ in fits}
-    kinds = [("bon", "best-of-N", "bon"), ("ppo_beta0", "PPO beta = 0", "rl"), ("ppo_default", "PPO default (adaptive beta, target KL 3)", "rl")]
+    kinds = [("bon", "best-of-N", "bon"), ("ppo_beta0", "PPO beta = 0", "rl"), ("ppo_default", "PPO default (adaptive beta, target KL 2)", "rl")]
     kinds = [k for k in kinds if any(key[0] == k[0] for key in curves)]
     fig, axes = plt.subplots(1, len(kinds), figsize=(5.2 * len(kinds), 4.2), squeeze=False)
     colors = dict(single="tab:gray", mean="tab:blue", worst="tab:red", uncertainty="tab:green")
