@@ -2,7 +2,7 @@
 # The README's GRPO-family table: every variant of grpo.py, 30 iterations, three seeds, gold reward, on the
 # built-in task, against today's default. Needs out/sft/ckpt.pt (python sft.py). Runs one at a time
 # (OMP_NUM_THREADS=1); a run whose final eval is already in its metrics.jsonl is skipped, so the script
-# resumes. Then prints the table (mean +- std over seeds) of the variants run so far.
+# resumes. Then prints the table (mean +- standard error over seeds) of the variants run so far.
 # Usage: bash experiments/grpo_variants.sh [seeds] [variants, e.g. "default gspo"; default: all]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -49,7 +49,7 @@ python - "$OUT" "${VARIANTS[@]}" <<'PY'
 import os, statistics, sys
 from experiments.table import cell, markdown, read_rows
 out, variants = sys.argv[1], [v.split("|", 1) for v in sys.argv[2:]]
-sd = lambda xs, spec: cell(xs, spec, spread="sd")
+sd = lambda xs, spec: cell(xs, spec)  # mean ± standard error over seeds
 table = []
 for name, flags in variants:
     cols = {k: [] for k in ("gold", "kl", "entropy", "len", "zero", "rounds", "wall")}

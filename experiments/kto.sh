@@ -43,7 +43,7 @@ python - "$OUT" <<'PY'
 import os, sys
 from experiments.table import cell, last, markdown
 out = sys.argv[1]
-sd = lambda xs, spec=".2f": cell(xs, spec, spread="sd")
+sd = lambda xs, spec=".2f": cell(xs, spec)  # mean ± standard error over seeds
 names = {"dpo_pairs": "DPO, all pairs", "dpo_pairs_budget": "DPO, as many pairs as thumbs",
          "kto_thumbs": "KTO, the thumbs", "kto_pairs": "KTO, all pairs split (up / down)",
          "kto_thumbs_beta1": "KTO, the thumbs, beta 1", "kto_thumbs_beta2": "KTO, the thumbs, beta 2"}
