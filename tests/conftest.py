@@ -4,7 +4,6 @@ import fcntl
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 
@@ -117,102 +116,44 @@ def last_eval(out_dir, key="gold"):
     return [m for m in read_metrics(out_dir) if key in m][-1]
 
 
-FIXTURES = ("sft_dir", "reward_dir")  # the session fixtures that train models (minutes): built once per run
-SLOW_FIRST = ("test_rlaif.py", "test_active.py", "test_ppo.py")  # of the files that need them: 3-7 min each, so
-# started first (one of them started last would leave the other worker idle at the end of the run)
-
-
-def _build_locked(root, name, build):
-    """root/name, built by `build(folder)` unless a finished build is there: the first process to take the
-    lock builds while the others wait (xdist's documented recipe). A build that failed is redone."""
-    out = os.path.join(root, name)
-    with open(os.path.join(root, f"{name}.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not os.path.exists(os.path.join(out, "built")):
-            shutil.rmtree(out, ignore_errors=True)
-            os.mkdir(out)
-            build(out)
-            open(os.path.join(out, "built"), "w").close()
-    return out
-
-
-def _run_root(tmp_path_factory):
-    """This test run's folder, shared by its xdist workers (.../pytest-N, the parent of popen-gwK)."""
+def built_once(tmp_path_factory, name, build):
+    """A session fixture's folder, built once per test run even under pytest-xdist: the workers share the run's
+    folder, and the first to take the lock builds while the others wait (xdist's documented recipe), instead of
+    each worker training its own copy. A build that failed is redone."""
     root = tmp_path_factory.getbasetemp()
-    return str(root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root)
-
-
-def _build_sft(out):
-    run("sft.py", f"--out_dir={out}", "--max_iters=1200", "--eval_interval=1200", "--log_interval=100",
-        "--eval_prompts=50")
-
-
-def _build_reward(out, sft):
-    ckpt = os.path.join(sft, "ckpt.pt")
-    run("feedback.py", f"--out_dir={out}/feedback", f"--policy_path={ckpt}")
-    run("reward.py", f"--out_dir={out}", f"--sft_path={ckpt}", f"--data_path={out}/feedback", "--max_iters=300",
-        "--eval_interval=1000", "--log_interval=20", "--n_norm=64", "--n_eval=1")
-
-
-def prebuild(root):
-    """Both fixtures, in a background process (python tests/conftest.py ROOT) started when the run collects a
-    test that needs them: the tests that need none run first beside it, so no core waits for the build."""
-    sft = _build_locked(root, "sft_fixture", _build_sft)
-    _build_locked(root, "reward_fixture", lambda out: _build_reward(out, sft))
-
-
-_prebuilder = []
-
-
-def pytest_collection_modifyitems(session, config, items):
-    """Run the test files that need no trained fixture first, then the slowest of the others (pytest-xdist
-    hands files out in this order: pytest_configure turns its largest-first reordering off), and start
-    building the fixtures in the background at once, one process per run (the first worker here starts it)."""
-    needs = lambda item: any(f in getattr(item, "fixturenames", ()) for f in FIXTURES)
-    files_needing = {item.path for item in items if needs(item)}
-    items.sort(key=lambda item: (item.path in files_needing, item.path.name not in SLOW_FIRST))  # stable
-    if not files_needing or config.option.collectonly:
-        return
-    root = _run_root(config._tmp_path_factory)
-    try:
-        os.close(os.open(os.path.join(root, "prebuild.started"), os.O_CREAT | os.O_EXCL))
-    except FileExistsError:
-        return  # another worker started it
-    with open(os.path.join(root, "prebuild.log"), "w") as log:
-        _prebuilder.append(subprocess.Popen([sys.executable, os.path.abspath(__file__), root], stdout=log,
-                                            stderr=subprocess.STDOUT, cwd=ROOT,
-                                            start_new_session=True))  # its own group: stopped with its stages
-
-
-def pytest_configure(config):
-    if hasattr(config.option, "loadscopereorder"):
-        config.option.loadscopereorder = False  # --dist loadfile: keep pytest_collection_modifyitems' order
-
-
-def pytest_unconfigure(config):
-    for p in _prebuilder:  # an interrupted run leaves no build behind
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGTERM)
-            p.wait()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # .../pytest-N/popen-gwK -> .../pytest-N, this run's, shared by its workers
+    out = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "built").exists():
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir()
+            build(str(out))
+            (out / "built").touch()
+    return str(out)
 
 
 @pytest.fixture(scope="session")
 def sft_dir(tmp_path_factory):
     """A small SFT model on the built-in task (the demo's 1200 steps, about 2 minutes on a core): the start of every RL stage."""
-    return _build_locked(_run_root(tmp_path_factory), "sft_fixture", _build_sft)
+    return built_once(tmp_path_factory, "sft_fixture", lambda out: run(
+        "sft.py", f"--out_dir={out}", "--max_iters=1200", "--eval_interval=1200", "--log_interval=100",
+        "--eval_prompts=50"))
 
 
 @pytest.fixture(scope="session")
 def reward_dir(sft_dir, tmp_path_factory):
     """A small pairwise Bradley-Terry reward model on the built-in task, trained from sft_dir on simulated
     feedback: feedback/ (feedback.py: {pairwise,ties,rankings,likert,binary}_{train,test}.jsonl and its
-    report) and ckpt.pt (scalar head, reward_gain / reward_bias). The start of ppo.py, the data of dpo.py.
-    feedback.py's defaults (the biased default pool, 4 rounds: 5,994 train pairs) and 300 steps (the demo:
-    200): on task v2, acc_gold 0.71, Spearman 0.48 with gold on policy samples, probe/length 0.57,
-    probe/positivity 0.02 (2026-12-07): a weak, positivity-biased reward model, which the RL learning tests
-    are sized for."""
-    return _build_locked(_run_root(tmp_path_factory), "reward_fixture", lambda out: _build_reward(out, sft_dir))
+    report) and ckpt.pt (scalar head, reward_gain / reward_bias). The start of ppo.py, the data of dpo.py."""
+    ckpt = os.path.join(sft_dir, "ckpt.pt")
+    # feedback.py's defaults (the biased default pool, 4 rounds: 5,994 train pairs) and 300 steps (the demo: 200):
+    # on task v2, acc_gold 0.71, Spearman 0.48 with gold on policy samples, probe/length 0.57, probe/positivity
+    # 0.02 (2026-12-07): a weak, positivity-biased reward model, which the RL learning tests are sized for.
 
-
-if __name__ == "__main__":
-    prebuild(sys.argv[1])
+    def build(out):
+        run("feedback.py", f"--out_dir={out}/feedback", f"--policy_path={ckpt}")
+        run("reward.py", f"--out_dir={out}", f"--sft_path={ckpt}", f"--data_path={out}/feedback", "--max_iters=300",
+            "--eval_interval=1000", "--log_interval=20", "--n_norm=64", "--n_eval=1")
+    return built_once(tmp_path_factory, "reward_fixture", build)
