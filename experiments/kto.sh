@@ -17,6 +17,7 @@ SFT=${2:-out/sft/ckpt.pt}
 OUT=out/kto
 for seed in $SEEDS; do
     fb=$OUT/s$seed/feedback
+    mkdir -p "$OUT/s$seed"
     if [ ! -f "$fb/binary_train.jsonl" ]; then
         python feedback.py --overwrite=True --out_dir="$fb" --policy_path="$SFT" --seed="$seed" > "$OUT/s$seed.feedback.log" 2>&1 ||
             { echo "feedback, seed $seed: FAILED"; continue; }

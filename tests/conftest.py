@@ -116,6 +116,25 @@ def last_eval(out_dir, key="gold"):
     return [m for m in read_metrics(out_dir) if key in m][-1]
 
 
+# The test files that take minutes, longest first: pytest-xdist hands out whole files (--dist loadfile), and one
+# of these started near the end of the run would keep one worker busy long after the other ran out of work.
+SLOW_FIRST = ("test_rlaif.py", "test_chain.py", "test_active.py", "test_ppo.py")
+
+
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):  # xdist's own order (most tests first) would undo the one below
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(items):
+    """SLOW_FIRST's files first, then every other file by its number of tests, most first (xdist's default)."""
+    count = {}
+    for item in items:
+        count[item.path] = count.get(item.path, 0) + 1
+    slow = lambda item: SLOW_FIRST.index(item.path.name) if item.path.name in SLOW_FIRST else len(SLOW_FIRST)
+    items.sort(key=lambda item: (slow(item), -count[item.path]))  # stable: a file's tests keep their order
+
+
 def built_once(tmp_path_factory, name, build):
     """A session fixture's folder, built once per test run even under pytest-xdist: the workers share the run's
     folder, and the first to take the lock builds while the others wait (xdist's documented recipe), instead of

@@ -51,11 +51,12 @@ def _pool(reward_dir, n=400):
 
 
 def test_active_learning(sft_dir, reward_dir, tmp_path):
-    """Three rules, one seed, 20 random labels then one round of 180 on a 400-pair pool: the round loop,
-    what was bought, the table, resuming, and that BALD's labels train a better reward model. (Whether a rule
+    """Two rules, one seed, 20 random labels then one round of 180 on a 400-pair pool: the round loop,
+    what was bought, the table, resuming, and that BALD's labels train a better reward model (the other rules'
+    scores are checked by hand above; a third rule here cost CI a minute). (Whether a rule
     beats random needs several seeds and more rounds than CI has: README, experiments/active.sh.)"""
     out = str(tmp_path / "al")
-    rules = ("random", "uncertainty", "bald")
+    rules = ("random", "bald")
     args = [f"--out_dir={out}", f"--sft_path={sft_dir}", f"--pool_path={_pool(reward_dir)}",
             f"--test_path={reward_dir}/feedback/pairwise_test.jsonl", f"--rules={','.join(rules)}", "--seeds=1",
             "--init_labels=20", "--round_size=180", "--n_rounds=1", "--ensemble=2", "--max_iters=80",
@@ -73,7 +74,7 @@ def test_active_learning(sft_dir, reward_dir, tmp_path):
         picks[rule] = {(b["prompt"], b["chosen"], b["rejected"]) for b in bought}
         assert len(picks[rule]) >= 195  # (the pool repeats a few pairs)
     # the same start, different purchases
-    assert picks["random"] != picks["uncertainty"] and picks["uncertainty"] != picks["bald"]
+    assert picks["random"] != picks["bald"]
     # learning, as far as CI's budget shows it: on task v2 a reward model of 20 labels and one of 200 random
     # labels both learn little beyond length in 80 steps (acc_gold 0.599 and 0.599 on the fixture,
     # 2026-12-07; at 150 steps and lr 3e-4, 0.580 and 0.587); BALD's 200 did better (0.630; 0.620). On task
@@ -90,7 +91,7 @@ def test_active_learning(sft_dir, reward_dir, tmp_path):
     assert len(items) == 200
     # a rerun with the same config reuses every finished run and prints the same table
     again = run("-m", "experiments.active", *args)
-    assert again.stdout.count("done in an earlier run") == 3
+    assert again.stdout.count("done in an earlier run") == 2
     table = lambda text: text[text.index("acc_gold of the reward model"):]
     assert table(again.stdout) == table(p.stdout)
 
