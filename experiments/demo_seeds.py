@@ -48,11 +48,6 @@ def final(seed, m):
     return seed[m][-1]
 
 
-def start(seed, m):
-    """A method's starting point: its first eval (best-of-N: N = 1, plain sampling)."""
-    return seed[m][0]
-
-
 def paired(xs, ys):
     """Mean and standard error of the per-seed differences xs - ys."""
     return mean_se([x - y for x, y in zip(xs, ys)])
@@ -113,7 +108,7 @@ def main(argv=None):
             secs = [sum(s["times"][u][1] - s["times"][u][0] for u in UPSTREAM[m])
                     + (s["times"][m][1] if m == "sample" else s[m][i]["time"]) - s["times"][m][0] for s in S]
             golds = [s[m][i]["gold"] for s in S]
-            step = f"N = {s[m][i]['n']}" if m == "sample" else f"iter {S[0][m][i].get('iter', i)}"
+            step = f"N = {S[0][m][i]['n']}" if m == "sample" else f"iter {S[0][m][i].get('iter', i)}"
             labels = 0 if m == "grpo" else round(sum(s["labels"] for s in S) / len(S))
             rows.append([NAMES[m], step, f"{sum(secs) / len(secs):.0f}", labels if labels else "0 (verifiable reward)",
                          cell(golds), cell([s[m][i]["kl"] for s in S])])

@@ -49,7 +49,7 @@ python - "$OUT" "${VARIANTS[@]}" <<'PY'
 import os, statistics, sys
 from experiments.table import cell, markdown, read_rows
 out, variants = sys.argv[1], [v.split("|", 1) for v in sys.argv[2:]]
-sd = lambda xs, spec: cell(xs, spec)  # mean ± standard error over seeds
+se = lambda xs, spec: cell(xs, spec)  # mean ± standard error over seeds
 table = []
 for name, flags in variants:
     cols = {k: [] for k in ("gold", "kl", "entropy", "len", "zero", "rounds", "wall")}
@@ -66,8 +66,8 @@ for name, flags in variants:
         cols["zero"].append(train[-1]["zero_std_frac"]); cols["wall"].append(float(open(os.path.join(d, s, "wall_s")).read()))
     if not cols["gold"]:
         continue
-    table.append([name, f"`{flags or '(none)'}`", sd(cols["gold"], ".3f"), sd(cols["kl"], ".2f"), sd(cols["entropy"], ".2f"),
-                  sd(cols["len"], ".1f"), sd(cols["zero"], ".2f"), sd(cols["rounds"], ".2f"), sd(cols["wall"], ".0f"),
+    table.append([name, f"`{flags or '(none)'}`", se(cols["gold"], ".3f"), se(cols["kl"], ".2f"), se(cols["entropy"], ".2f"),
+                  se(cols["len"], ".1f"), se(cols["zero"], ".2f"), se(cols["rounds"], ".2f"), se(cols["wall"], ".0f"),
                   len(cols["gold"])])
 print(markdown(["variant", "flags", "gold", "KL to SFT", "entropy", "response length", "zero_std_frac",
                 "rollouts / iter", "wall time (s)", "seeds"], table))

@@ -44,7 +44,7 @@ python - "$OUT" <<'PY'
 import os, sys
 from experiments.table import cell, last, markdown
 out = sys.argv[1]
-sd = lambda xs, spec=".2f": cell(xs, spec)  # mean ± standard error over seeds
+se = lambda xs, spec=".2f": cell(xs, spec)  # mean ± standard error over seeds
 names = {"dpo_pairs": "DPO, all pairs", "dpo_pairs_budget": "DPO, as many pairs as thumbs",
          "kto_thumbs": "KTO, the thumbs", "kto_pairs": "KTO, all pairs split (up / down)",
          "kto_thumbs_beta1": "KTO, the thumbs, beta 1", "kto_thumbs_beta2": "KTO, the thumbs, beta 2"}
@@ -62,7 +62,7 @@ for name, label in names.items():
         cols["judgements"].append(rows // 2 if name == "kto_pairs" and rows is not None else rows)  # 2 rows a pair
         for k in ("gold", "kl", "accept_rate", "parse"):
             cols[k].append(ev[k])
-    table.append([label, sd(cols["judgements"], ".0f"), sd(cols["rows"], ".0f"), sd(cols["gold"]), sd(cols["kl"]),
-                  sd(cols["accept_rate"]), sd(cols["parse"]), len(cols["gold"])])
+    table.append([label, se(cols["judgements"], ".0f"), se(cols["rows"], ".0f"), se(cols["gold"]), se(cols["kl"]),
+                  se(cols["accept_rate"]), se(cols["parse"]), len(cols["gold"])])
 print(markdown(["run", "judgements", "data rows", "gold", "KL", "accept_rate", "parse", "seeds"], table))
 PY
