@@ -73,7 +73,7 @@ ent_coef = 0.0  # entropy bonus coefficient (OpenAI used 0) [>= 0]
 grad_clip = 1.0  # clip each model's gradient norm (0: off) [>= 0]
 max_iters = 30  # PPO iterations (rollout + update) [> 0]
 # eval and logging
-eval_interval = 10  # eval on held-out prompts every this many iterations [> 0]
+eval_interval = 15  # eval on held-out prompts every this many iterations [> 0]
 eval_repeats = 4  # responses per held-out prompt at eval [> 0]
 n_print = 3  # samples printed at each eval [>= 0]
 # runtime

@@ -155,9 +155,10 @@ def built_once(tmp_path_factory, name, build):
 
 @pytest.fixture(scope="session")
 def sft_dir(tmp_path_factory):
-    """A small SFT model on the built-in task (the demo's 1200 steps, about 2 minutes on a core): the start of every RL stage."""
+    """A small SFT model on the built-in task (1200 steps at lr 1e-3, the demo's until 2026-12-07: about 2 minutes on
+    a core; the RL learning tests are sized for it): the start of every RL stage."""
     return built_once(tmp_path_factory, "sft_fixture", lambda out: run(
-        "sft.py", f"--out_dir={out}", "--max_iters=1200", "--eval_interval=1200", "--log_interval=100",
+        "sft.py", f"--out_dir={out}", "--max_iters=1200", "--lr=1e-3", "--eval_interval=1200", "--log_interval=100",
         "--eval_prompts=50"))
 
 

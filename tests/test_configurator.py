@@ -50,7 +50,7 @@ def test_config_files(tmp_path):
 
 def test_help_lists_every_key_with_its_meaning(tmp_path):
     out = run("sft.py", "--help").stdout
-    assert "--max_iters=1200" in out and "optimizer steps" in out
+    assert "--max_iters=800" in out and "optimizer steps" in out
     for key in ("out_dir", "init_from", "device", "dtype", "seed", "compile"):
         assert f"--{key}=" in out
     p = run("sft.py", "--max_itres=5", f"--out_dir={tmp_path}/o", ok=False)
