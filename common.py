@@ -4,6 +4,7 @@ seed, DDP under torchrun, the out_dir a run may write: claim_out_dir), loading m
 checkpoints, frozen copies; reward models are in rewards.py), the optimizer, masked_whiten, the one
 checkpoint every stage saves and resumes from, log_metrics.
 """
+import copy
 import json
 import math
 import os
@@ -322,6 +323,29 @@ def save(out_dir, rt, iter_num, config, vocab, data_rng, model, optimizer, rng_s
             iter_num=iter_num, config=config, vocab=vocab, rng=states, **extra))
 
 
+def to_cpu(x):
+    """A copy of x (a tensor, or dicts and lists of them) on the CPU: a state kept aside while training goes on."""
+    if torch.is_tensor(x):
+        return x.detach().to("cpu", copy=True)
+    if isinstance(x, dict):
+        return {k: to_cpu(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(to_cpu(v) for v in x)
+    return copy.deepcopy(x)
+
+
+def snapshot(rt, iter_num, data_rng, model, optimizer, **extra):
+    """What `save` would write now, copied to the CPU (every rank calls it): --stop_on's way back (monitors.py)."""
+    return dict(model=to_cpu(model.state_dict()), model_args=model_args_of(model), iter_num=iter_num,
+                optimizer=to_cpu(optimizer.state_dict()), rng=rng_state(data_rng, rt), **to_cpu(extra))
+
+
+def save_snapshot(out_dir, rt, snap, config, vocab):
+    """A snapshot as out_dir/ckpt.pt, atomically (rank 0; nothing at iteration 0: the start is the SFT model)."""
+    if snap["iter_num"] > 0 and rt.master:
+        save_checkpoint(os.path.join(out_dir, "ckpt.pt"), dict(snap, config=config, vocab=vocab))
+
+
 def evaluate_and_save(evaluate, out_dir, rt, iter_num, config, vocab, data_rng, model, optimizer, **extra):
     """Rank 0 logs evaluate()'s metrics (unless None), then every rank takes part in `save`."""
     if rt.master and (metrics := evaluate()) is not None:
@@ -375,7 +399,7 @@ def restore_rng(states, data_rng, rt):
 
 
 # ----------------------------------------------------------------------------- logging
-JSONL_ONLY = ("kl_est/",)  # diagnostics too many for the compact line (kl_estimators.py): metrics.jsonl only
+JSONL_ONLY = ("kl_est/", "cost/")  # too many for the compact line (kl_estimators.py, monitors.py): metrics.jsonl only
 
 
 def log_metrics(path, metrics, master=True):

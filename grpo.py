@@ -39,6 +39,7 @@ import data
 import grpo_variants as gv
 import kernels
 import kl_estimators
+import monitors
 import rewards
 import task
 from common import log_metrics
@@ -92,6 +93,10 @@ log_interval = 5  # log training metrics every this many rollout batches [> 0]
 eval_interval = 10  # held-out eval (gold, kl) every this many rollout batches [> 0]
 eval_repeats = 4  # responses per held-out prompt (4 x 50 test prompts: less noise) [> 0]
 n_print = 3  # samples printed at each eval [>= 0]
+# reward-hacking monitors (monitors.py: no gold, every rollout batch, monitor/...; the reward model's need 'rm')
+audit_path = ""  # a held-out audit reward model (reward.py --half=2; reward_path: --half=1): monitor/audit_gap ('' none)
+monitor_judge = False  # monitor/judge_agree: the AI judge at judge_path against the reward model, on pairs within groups
+stop_on = ""  # end at the first batch whose NAME>X (or <X): 'audit_gap>0.5', 'kl>4'; keeps the checkpoint before it
 # runtime
 device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
 dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
@@ -185,8 +190,12 @@ if __name__ == "__main__":
         raise UserError(f"--reward_agg=gdpo is GRPO's group normalisation, per reward: it takes --advantage=grpo and "
                         f"--kl_in=loss, not --advantage={advantage} --kl_in={kl_in}")
     uses = {e.split(":")[0].strip() for e in reward_fns.split(",")}  # the rewards named, so the inputs read
+    if (audit_path or monitor_judge) and "rm" not in uses:
+        raise UserError("--audit_path and --monitor_judge watch the reward model, and --reward_fns has no 'rm'",
+                        fix="add rm to --reward_fns, or leave them out")
+    stop = monitors.parse_stop(stop_on)
     rt = common.setup(device, dtype, seed, out_dir, config, ("sft_path", "data_path", "rm" in uses and "reward_path",
-                                                           "judge" in uses and "judge_path"))
+                                                           ("judge" in uses or monitor_judge) and "judge_path", "audit_path"))
 
     # ----------------------------------------------------------------------------- models
     policy, vocab, ckpt = common.load_model(out_dir if init_from == "resume" else sft_path)
@@ -212,6 +221,9 @@ if __name__ == "__main__":
         rm = rewards.load_reward_models(reward_path, vocab, rt.device, aspect_weights, False, reward_ensemble,
                                         uncertainty_coef)
         scorers = [(n, rm.reward_fn(rt.ctx) if n == "rm" else fn, w) for n, fn, w in scorers]
+    watched = rm if rm is not None and all(p.same_vocab for p in rm.parts) else None  # monitors read the policy's ids
+    audit = monitors.load_aside(rewards.load_reward_models, audit_path, vocab, rt.device) if audit_path else None
+    mjudge = monitors.load_aside(load_judge, judge_path, judge_principles, rt.device) if monitor_judge else None
 
     # ----------------------------------------------------------------------------- data
     if data_path == "builtin":
@@ -232,6 +244,10 @@ if __name__ == "__main__":
     if len(train_prompts) < prompts_per_batch * rt.world_size:  # a batch's prompts are distinct
         raise UserError(f"{data_path}: {len(train_prompts)} prompts, fewer than prompts_per_batch x processes = "
                          f"{prompts_per_batch * rt.world_size}; lower --prompts_per_batch or add prompts")
+
+    tracker = monitors.Tracker(**(ckpt or {}).get("monitors", {}))
+    monitors.check_stop(stop, watched, audit, monitor_judge, ("reward", "kl", "entropy", "response_len", "approx_kl",
+                        "policy_loss", "ended") + (("train_gold",) if data_path == "builtin" else ()))
 
     # ----------------------------------------------------------------------------- optimizer
     optimizer = common.configure_optimizer(policy, lr, weight_decay)
@@ -294,12 +310,15 @@ if __name__ == "__main__":
 
     # ----------------------------------------------------------------------------- training loop
     start_iter = iter_num if ckpt else None
-    t0, logs = time.time(), []
+    t0, logs, kept = time.time(), [], []  # kept: --stop_on's states at the start of the last two batches
     while True:
         if common.eval_due(iter_num, eval_interval, max_iters, start_iter):
-            common.evaluate_and_save(evaluate, out_dir, rt, iter_num, config, vocab, rng, raw_policy, optimizer)
+            common.evaluate_and_save(evaluate, out_dir, rt, iter_num, config, vocab, rng, raw_policy, optimizer,
+                                     monitors=tracker.state())
         if iter_num >= max_iters:
             break
+        if stop:
+            kept = kept[-1:] + [common.snapshot(rt, iter_num, rng, raw_policy, optimizer, monitors=tracker.state())]
         common.set_lr(optimizer, common.cosine_lr(iter_num, lr, warmup_iters, max_iters))
 
         # rollout: a group is G consecutive rows
@@ -408,9 +427,16 @@ if __name__ == "__main__":
                **kl_estimators.summary(kl_check)}
         if data_path == "builtin" and "gold" not in each:  # train_gold: "gold" alone is the held-out eval
             row["train_gold"] = sum(rewards.gold_reward(prompts, texts)) / len(texts)
+        rm_score = each["rm"].to(tokens.device) if watched is not None else None  # (no gold: this batch's samples)
+        row.update(monitors.batch_monitors(tracker, watched, audit, tokens, attn, rm_score, row.get("kl", 0.0),
+                                           row["entropy"], row["response_len"], mjudge, prompts, texts))
         logs.append(row)
+        if monitors.alarm(stop, row, rt):  # the policy that sampled this batch hacks: keep the one before it
+            monitors.stop_run(out_dir, rt, kept, config, vocab, stop, iter_num, row)
+            break
         if iter_num % log_interval == 0 and rt.master:
-            avg = {k: sum(r[k] for r in logs) / len(logs) for k in logs[0]}
+            keys = dict.fromkeys(k for r in logs for k in r)  # (judge_agree: absent from a batch without a pair)
+            avg = {k: sum(r[k] for r in logs if k in r) / sum(k in r for r in logs) for k in keys}
             avg["clipfrac"] = avg["clipfrac_low"] + avg["clipfrac_high"]
             log_metrics(rt.metrics_path, {"iter": iter_num, **avg, "lr": optimizer.param_groups[0]["lr"],
                                        "s_per_iter": (time.time() - t0) / len(logs)})

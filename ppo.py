@@ -13,6 +13,7 @@ The policy (from SFT) and a critic train, the reference (SFT) and RM stay frozen
     python sft.py && python feedback.py && python reward.py && python ppo.py     # built-in task
     python ppo.py --beta=0 --adaptive_kl=False              # no KL penalty: watch the policy hack the RM
     python ppo.py --reward_ensemble=worst --reward_path=out/ensemble   # its worst case (Coste et al. 2023)
+    python ppo.py --beta=0 --adaptive_kl=False --stop_on=kl_rate>0.5     # stop when a monitor warns (monitors.py)
     torchrun --nproc_per_node=2 ppo.py                      # DDP (batch_size is per process)
 
 Departures from lm-human-preferences: a separate critic (from the RM, own optimizer: TRL; Huang et al.'s TL;DR),
@@ -27,6 +28,7 @@ import common
 import data
 import kernels
 import kl_estimators
+import monitors
 import task
 from common import log_metrics, masked_whiten
 from configurator import configure
@@ -76,6 +78,9 @@ max_iters = 30  # PPO iterations (rollout + update) [> 0]
 eval_interval = 15  # eval on held-out prompts every this many iterations [> 0]
 eval_repeats = 4  # responses per held-out prompt at eval [> 0]
 n_print = 3  # samples printed at each eval [>= 0]
+# reward-hacking monitors (monitors.py: no gold, on every rollout batch, logged as monitor/...)
+audit_path = ""  # a held-out audit reward model (reward.py --half=2; reward_path: --half=1): monitor/audit_gap ('' none)
+stop_on = ""  # end at the first batch whose NAME>X (or <X): 'audit_gap>0.5', 'kl>4'; keeps the checkpoint before it
 # runtime
 device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
 dtype = "auto"  # 'auto' (bfloat16 on cuda), 'float32', 'bfloat16'
@@ -162,7 +167,8 @@ if __name__ == "__main__":
     config = configure(globals(), choices=dict(kl_estimator=("k1", "k3"), critic_init=("reward", "sft"),
                                                init_from=("sft", "resume"), template=("plain", "instruction"),
                                                reward_ensemble=("mean", "worst", "uncertainty")))
-    rt = common.setup(device, dtype, seed, out_dir, config, ("sft_path", "reward_path", "data_path"))
+    stop = monitors.parse_stop(stop_on)
+    rt = common.setup(device, dtype, seed, out_dir, config, ("sft_path", "reward_path", "data_path", "audit_path"))
 
     # ----------------------------------------------------------------------------- 1. models
     ckpt = common.load_checkpoint(out_dir) if init_from == "resume" else None
@@ -170,6 +176,7 @@ if __name__ == "__main__":
     ref = common.load_frozen(sft_path, vocab, "reference", rt.device)[0]
     rm = load_reward_models(reward_path, vocab, rt.device, aspect_weights, objective=reward_ensemble,
                              coef=uncertainty_coef)  # normalised on SFT samples [detail]
+    audit = monitors.load_aside(load_reward_models, audit_path, vocab, rt.device) if audit_path else None
     # (several reward models, one per aspect: the critic starts from the first)
     critic, _, _ = common.load_model(rm.path if critic_init == "reward" else sft_path, scalar_head=True)
     if ckpt:
@@ -188,11 +195,14 @@ if __name__ == "__main__":
         train_prompts, where = data.load_prompts(data_path, template, lines=True)  # (where: each one's file:line)
         eval_prompts = train_prompts[:n_print]  # your prompts: no held-out split, no gold; the RM's reward on a few
     contexts = {"policy": policy.config.block_size, "reference": ref.config.block_size, "reward model": rm.block_size,
-                "critic": critic.config.block_size}  # a prompt + response passes through all four
+                "critic": critic.config.block_size, **({"audit model": audit.block_size} if audit else {})}
     max_prompt = data.prompt_room(max_new_tokens, contexts)
     train_ids = data.encode_prompts(tok, train_prompts, max_prompt, where)
     if data_path == "builtin":  # (your eval prompts are among the train prompts: checked above)
         data.encode_prompts(tok, eval_prompts, max_prompt, "the built-in task's test prompt")
+    tracker = monitors.Tracker(**(ckpt or {}).get("monitors", {}))
+    monitors.check_stop(stop, rm, audit, False, ("reward", "kl", "entropy", "response_len", "approx_kl", "clipfrac",
+                        "policy_loss", "value_loss", "ended", "beta") + (("gold",) if data_path == "builtin" else ()))
 
     # ----------------------------------------------------------------------------- optimizers
     optimizer = common.configure_optimizer(policy, lr)
@@ -226,13 +236,16 @@ if __name__ == "__main__":
 
     # ----------------------------------------------------------------------------- training loop
     start_iter = iter_num if ckpt else None
+    kept = []  # --stop_on: the states at the start of the last two batches
     while True:
+        state = lambda: dict(beta=kl_coef, critic=raw_critic.state_dict(), critic_optimizer=critic_optimizer.state_dict(),
+                             monitors=tracker.state())
         if common.eval_due(iter_num, eval_interval, max_iters, start_iter):
-            common.evaluate_and_save(evaluate, out_dir, rt, iter_num, config, vocab, rng, raw_policy, optimizer,
-                                     beta=kl_coef, critic=raw_critic.state_dict(),
-                                     critic_optimizer=critic_optimizer.state_dict())
+            common.evaluate_and_save(evaluate, out_dir, rt, iter_num, config, vocab, rng, raw_policy, optimizer, **state())
         if iter_num >= max_iters:
             break
+        if stop:
+            kept = kept[-1:] + [common.snapshot(rt, iter_num, rng, raw_policy, optimizer, **state())]
         t0 = time.time()
 
         # ------------------------------------------------------------------------- 2. rollout
@@ -311,5 +324,9 @@ if __name__ == "__main__":
                      "explained_variance": explained_variance(old_values, returns, fmask),
                      "response_len": response_len, "ended": frac_ended, "mismatch_kl": mismatch,
                      "tokens_per_s": rt.world_size * n_tokens / (time.time() - t0), **kl_estimators.summary(kl_check)})
-        log_metrics(rt.metrics_path, line, rt.master)
+        line.update(monitors.batch_monitors(tracker, rm, audit, tokens, attn, raw_score, seq_kl, ent, response_len))
+        log_metrics(rt.metrics_path, line, rt.master)  # (the monitors: no gold, this batch's samples)
+        if monitors.alarm(stop, line, rt):  # the policy that sampled this batch hacks: keep the one before it
+            monitors.stop_run(out_dir, rt, kept, config, vocab, stop, iter_num)
+            break
     common.finish(rt)

@@ -64,6 +64,7 @@ temperature = 1.0  # sampling temperature of the SFT policy (0: greedy) [>= 0]
 batch_size = 32  # items (pairs, rankings or rated responses) per step, per process [> 0]
 max_iters = 200  # optimizer steps [> 0]
 max_items = 0  # train on the first this many feedback items only (0: all): comparisons at equal label budgets [>= 0]
+half = 0  # 1 or 2: train on the first or the second half of the train items (0: all): an audit model (monitors.py) [>= 0, <= 2]
 lr = 3e-4  # peak learning rate (the tiny built-in model; use ~1e-5 for GPT-2 weights) [> 0]
 warmup_iters = 20  # linear warmup steps [>= 0]
 weight_decay = 0.0  # AdamW weight decay on matrices [>= 0]
@@ -170,6 +171,9 @@ if __name__ == "__main__":
             print(f"note: {data_path} has only {len(train_items)} items, too few to hold 10% out: training and "
                   f"evaluating on all of them (pass --test_path for a real test set)")
     train_items = train_items[:max_items] if max_items else train_items  # (after the held-out split)
+    if half:  # two equal halves of the labels: a training reward model on one, an audit model on the other
+        n_half = len(train_items) // 2
+        train_items = train_items[:n_half] if half == 1 else train_items[n_half:2 * n_half]
     test_pairs = feedback_data.to_pairs(test_items, test_kind)
     train_pairs = feedback_data.to_pairs(train_items, label_kind)
     bad = [it["where"] for it in train_items if loss_kind == "soft" and not (it["y"] is not None and 0 <= it["y"] <= 1)]
@@ -364,9 +368,9 @@ if __name__ == "__main__":
         print(f"{label_kind} feedback, loss {loss_kind}: {len(train_items)} train items, {len(test_items)} test "
               f"items, {len(test_pairs)} test pairs ({time.time() - t0:.1f}s)")
     start_iter = iter_num if ckpt else None
-    def extra(gains=None, biases=None):  # the stage's checkpoint entries: member 0 on top, the others in members
+    def extra(gains=None, biases=None, **final):  # the checkpoint entries: member 0 on top, the others in members
         norm = lambda k: {} if gains is None else dict(reward_gain=gains[k], reward_bias=biases[k])
-        return dict(label_kind=label_kind, aspect=aspect, loss_params=loss_params[0].state_dict(), **norm(0),
+        return dict(label_kind=label_kind, aspect=aspect, loss_params=loss_params[0].state_dict(), **norm(0), **final,
                     members=[dict(model=m.state_dict(), loss_params=lp.state_dict(), **norm(k + 1))
                              for k, (m, lp) in enumerate(zip(members[1:], loss_params[1:]))])
     t0 = time.time()
@@ -414,10 +418,15 @@ if __name__ == "__main__":
         if not all(map(math.isfinite, gain + bias)):  # NaN would reach every RL stage through the checkpoint
             raise UserError(f"the reward's normalisation is not finite (gain {gain}, bias {bias}); nothing saved",
                             out_dir, "raise --n_norm, or check the data for rows the model scores alike")
+        # its normalised reward (members' mean) on its training responses: the range it has seen (monitors.py ood_frac)
+        seen = [(it["prompt"], t) for it in train_items[:256] for t in it["texts"]]
+        seen = (score_texts(seen) * torch.tensor(gain)[:, None] + torch.tensor(bias)[:, None]).mean(0)
+        labelled = dict(zip(("q01", "q50", "q99"), seen.quantile(torch.tensor([0.01, 0.5, 0.99])).tolist()))
         out, rel = evaluate(gain, bias)
         log_metrics(rt.metrics_path, {"iter": iter_num, "label_kind": label_kind, "loss_kind": loss_kind, **out})
         with open(rt.metrics_path, "a") as f:  # the reliability table as one JSON line
             f.write(json.dumps({"iter": iter_num, "reliability": [dict(lo=lo, hi=hi, predicted=round(mp, 4),
                                 observed=round(fr, 4), n=n) for lo, hi, mp, fr, n in rel]}) + "\n")
-    common.save(out_dir, rt, iter_num, config, vocab, rng, raw_model, optimizer, rng_states=states, **extra(gain, bias))
+    common.save(out_dir, rt, iter_num, config, vocab, rng, raw_model, optimizer, rng_states=states,
+                **extra(gain, bias, **({"labelled_scores": labelled} if rt.master else {})))
     common.finish(rt)

@@ -151,6 +151,7 @@ class RewardModel:
     weight: float = 1.0
     aspect: str | None = None
     same_vocab: bool = True
+    labelled_p99: float | None = None  # the 99th percentile of its reward on its training responses (reward.py)
 
 
 @dataclass
@@ -189,6 +190,22 @@ class RewardModels:
                                if isinstance(p.model, RewardEnsemble) else score_sequences(p.model, seqs, pad_id, p.gain, p.bias, chunk))
                    for p in self.parts)
         return {"ensemble_std": std, "reward_mean": mean}
+
+    def spread(self, tokens, attention_mask):
+        """A padded batch -> (B,): the ensemble members' std at each last real token (|weight|-summed)."""
+        return sum(abs(p.weight) * gather_last(p.model.spread(tokens, attention_mask), attention_mask)
+                   for p in self.parts if isinstance(p.model, RewardEnsemble))
+
+    def mean_score(self, tokens, attention_mask):
+        """A padded batch -> (B,): the reward with each ensemble read as its members' mean (whatever objective)."""
+        return sum(p.weight * (gather_last(p.model.mean_score(tokens, attention_mask), attention_mask)
+                               if isinstance(p.model, RewardEnsemble) else
+                               p.gain * gather_last(p.model(tokens, attention_mask).float(), attention_mask) + p.bias)
+                   for p in self.parts)
+
+    @property
+    def labelled_p99(self):  # one model's top of the range it saw on labelled responses (several, or an old one: None)
+        return self.parts[0].labelled_p99 if len(self.parts) == 1 else None
 
     def ensemble_stats(self, seqs, pad_id):
         return {k: v.mean().item() for k, v in self.ensemble_scores(seqs, pad_id).items()}
@@ -231,8 +248,9 @@ def load_reward_model(path, vocab, device, same_vocab=True, objective="mean", co
                         "--reward_ensemble=mean")
     same = list(rm_vocab or []) == list(vocab or [])
     aspect = ckpt.get("aspect") or None
+    p99 = (ckpt.get("labelled_scores") or {}).get("q99")  # (older checkpoints: none, and no ood monitor)
     if not members:
-        return RewardModel(rm, data.Tokenizer(rm_vocab), ckpt["reward_gain"], ckpt["reward_bias"], 1.0, aspect, same)
+        return RewardModel(rm, data.Tokenizer(rm_vocab), ckpt["reward_gain"], ckpt["reward_bias"], 1.0, aspect, same, p99)
     models = [rm]
     for mem in members:
         m = GPT(GPTConfig(**{**ckpt["model_args"], "scalar_head": True}))
@@ -242,7 +260,7 @@ def load_reward_model(path, vocab, device, same_vocab=True, objective="mean", co
     gains = [ckpt["reward_gain"]] + [mem["reward_gain"] for mem in members]
     biases = [ckpt["reward_bias"]] + [mem["reward_bias"] for mem in members]
     ens = RewardEnsemble(models, gains, biases, objective, coef).to(device)
-    return RewardModel(ens, data.Tokenizer(rm_vocab), 1.0, 0.0, 1.0, aspect, same)
+    return RewardModel(ens, data.Tokenizer(rm_vocab), 1.0, 0.0, 1.0, aspect, same, p99)
 
 
 def load_reward_models(paths, vocab, device, aspect_weights="", same_vocab=True, objective="mean", coef=1.0):
