@@ -107,8 +107,9 @@ def reward_monitors(rm, audit, tokens, attn, score):
     if audit is not None:
         timed(out, "audit_gap", lambda: (score.float() - audit(tokens, attn).float()).mean().item())
     hi = rm.labelled_p99
-    if hi is not None:
-        timed(out, "ood_frac", lambda: ood_fraction(rm.mean_score(tokens, attn) if rm.has_ensemble else score, hi))
+    if hi is not None:  # (its range is of the members' mean: the reward itself, unless another objective reads them)
+        mean = all(getattr(p.model, "objective", "mean") == "mean" for p in rm.parts)
+        timed(out, "ood_frac", lambda: ood_fraction(score if mean else rm.mean_score(tokens, attn), hi))
     return out
 
 
