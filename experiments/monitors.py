@@ -12,8 +12,9 @@ baseline: a fixed KL budget.
     python -m experiments.monitors --root=out/monitors --choose --seeds=1,2        # thresholds -> THRESHOLDS
     python -m experiments.monitors --root=out/monitors --seeds=3,4,5 [--figure=figures/monitors.png]
 
---choose picks, per monitor, the threshold that keeps the most gold on the given seeds' runs (mean over runs
-of the gold kept; ties: the one that alarms least), from the values the monitor took there.
+--choose picks, per monitor, the direction (alarm above or below) and the threshold that keep the most gold
+on the given seeds' runs (mean over runs of the gold kept; ties: the one that alarms least), from the values
+the monitor took there. SIGNALS gives the direction the literature expects; the data may choose the other.
 """
 import argparse
 import json
@@ -72,19 +73,21 @@ def gold_kept(run, alarm):
     return g[-1] if alarm is None else g[max(alarm - 1, 0)]
 
 
-def choose(runs, key, op):
-    """The threshold of `key` that keeps the most gold over `runs` (ties: the fewest alarms)."""
+def choose(runs, key):
+    """(op, threshold) of `key` that keep the most gold over `runs` (ties: the fewest alarms, then the expected
+    direction SIGNALS[key]); None if the monitor was never logged."""
     values = sorted({v for r in runs for v in r[key] if v is not None})
     if not values:
         return None
     best = None
-    for thr in values + [values[-1] + 1.0 if op == ">" else values[0] - 1.0]:  # (the last: never alarm)
-        alarms = [first_alarm(r[key], op, thr) for r in runs]
-        kept = sum(gold_kept(r, a) for r, a in zip(runs, alarms)) / len(runs)
-        n = sum(a is not None for a in alarms)
-        if best is None or (round(kept, 9), -n) > (round(best[1], 9), -best[2]):
-            best = (thr, kept, n)
-    return best[0]
+    for op in sorted(("<", ">"), key=lambda o: o != SIGNALS.get(key, ">")):
+        for thr in values + [values[-1] + 1.0 if op == ">" else values[0] - 1.0]:  # (the last: never alarm)
+            alarms = [first_alarm(r[key], op, thr) for r in runs]
+            kept = sum(gold_kept(r, a) for r, a in zip(runs, alarms)) / len(runs)
+            n = sum(a is not None for a in alarms)
+            if best is None or (round(kept, 9), -n) > (round(best[2], 9), -best[3]):
+                best = (op, thr, kept, n)
+    return best[0], best[1]
 
 
 def report(runs, thresholds):
@@ -93,24 +96,24 @@ def report(runs, thresholds):
     clean = [r for r in runs if r["onset"] is None]
     f2 = lambda xs: "-" if not xs else "%.2f ± %.2f" % mean_se(xs)
     rows = []
-    for key, op in SIGNALS.items():
-        thr = thresholds.get(key)
-        if thr is None or not any(v is not None for r in runs for v in r[key]):
+    for key in SIGNALS:
+        if key not in thresholds or not any(v is not None for r in runs for v in r[key]):
             continue
+        op, thr = thresholds[key]
         alarms = {id(r): first_alarm(r[key], op, thr) for r in runs}
         early = [r["onset"] - alarms[id(r)] for r in hacked if alarms[id(r)] is not None]
         warned = sum(alarms[id(r)] is not None and alarms[id(r)] <= r["onset"] for r in hacked)
-        kl_at = [r["kl"][alarms[id(r)]] for r in hacked if alarms[id(r)] is not None]
+        kl_lead = [r["kl"][r["onset"]] - r["kl"][alarms[id(r)]] for r in hacked if alarms[id(r)] is not None]
         false = sum(alarms[id(r)] is not None for r in clean)
         kept_h = [gold_kept(r, alarms[id(r)]) for r in hacked]
         kept_c = [gold_kept(r, alarms[id(r)]) for r in clean]
         cost = [c for r in runs for c in r["cost"].get(key.split("/")[-1], [])]
-        rows.append([key.split("/")[-1], f"{op} {thr:.4g}", f"{warned} / {len(hacked)}", f2(early), f2(kl_at),
+        rows.append([key.split("/")[-1], f"{op} {thr:.4g}", f"{warned} / {len(hacked)}", f2(early), f2(kl_lead),
                      f"{false} / {len(clean)}", f2(kept_h), f2(kept_c),
                      "%.2f" % (sum(cost) / len(cost)) if cost else "-"])
     end_h, peak_h = [r["gold_ma"][-1] for r in hacked], [max(r["gold_ma"]) for r in hacked]
     end_c = [r["gold_ma"][-1] for r in clean]
-    head = ["monitor", "alarm when", "warned by the onset", "lead (logs)", "KL at the alarm", "false alarms",
+    head = ["monitor", "alarm when", "warned by the onset", "lead (logs)", "lead (KL, nats)", "false alarms",
             "gold kept (hacked runs)", "gold kept (others)", "ms / batch"]
     rows.append(["(no stop: the end)", "", "", "", "", "", f2(end_h), f2(end_c), ""])
     rows.append(["(the peak, in hindsight)", "", "", "", f2([r["kl"][r["onset"]] for r in hacked]) + " at the onset",
@@ -144,9 +147,9 @@ def figure(run, thresholds, path):
     for ax, k in zip(axes[1:], keys):
         ax.plot(x, [v if v is not None else float("nan") for v in run[k]])
         ax.set_ylabel(k.split("/")[-1], fontsize=7)
-        a = first_alarm(run[k], SIGNALS[k], thresholds[k]) if k in thresholds else None
+        a = first_alarm(run[k], *thresholds[k]) if k in thresholds else None
         if k in thresholds:
-            ax.axhline(thresholds[k], color="grey", lw=0.5)
+            ax.axhline(thresholds[k][1], color="grey", lw=0.5)
         if a is not None:
             ax.axvline(x[a], color="red", lw=1)
     for ax in axes:
@@ -173,7 +176,7 @@ def main():
                      "%.2f / %.2f / %.2f" % (r["gold_ma"][0], max(r["gold_ma"]), r["gold_ma"][-1]), "%.2f" % r["kl"][-1]]
                     for r in runs]))
     if a.choose:
-        thresholds = {k: t for k, op in SIGNALS.items() if (t := choose(runs, k, op)) is not None}
+        thresholds = {k: t for k in SIGNALS if (t := choose(runs, k)) is not None}
         with open(a.thresholds, "w") as f:
             json.dump({"seeds": a.seeds, "thresholds": thresholds}, f, indent=1)
         print(f"thresholds chosen on seeds {a.seeds} -> {a.thresholds}")

@@ -115,8 +115,12 @@ def test_offline_stop_and_threshold_choice():
     assert gold_kept(hacked, 2) == 0.5 and gold_kept(clean, None) == 0.6 and gold_kept(hacked, 0) == 0.1
     # 0.4 stops the hacked run at log 2 (keeps 0.5) and lets the clean one end (0.6): the most gold, and of the
     # thresholds that keep it (0.4 .. 0.9 exclusive of the clean run's values) the one that alarms least
-    thr = choose([hacked, clean], "m", ">")
-    assert first_alarm(hacked["m"], ">", thr) == 2 and first_alarm(clean["m"], ">", thr) is None
+    op, thr = choose([hacked, clean], "m")
+    assert op == ">" and first_alarm(hacked["m"], ">", thr) == 2 and first_alarm(clean["m"], ">", thr) is None
+    # a monitor that falls when the run hacks: the data choose '<'
+    hacked["m"], clean["m"] = [1.0, 0.9, 0.2, 0.1], [1.0, 0.9, 0.8, 0.7]
+    op, thr = choose([hacked, clean], "m")
+    assert op == "<" and first_alarm(hacked["m"], "<", thr) == 2 and first_alarm(clean["m"], "<", thr) is None
 
 
 # ----------------------------------------------------------------------------- the stages
