@@ -263,6 +263,8 @@ def test_user_prompts(sft_dir, reward_dir, tmp_path):
     assert [(m["iter"], m["split"]) for m in ms] == [(0, "train_prompts"), (1, "train"), (2, "train"),
                                                      (2, "train_prompts")]
     assert all("reward" in m and "kl" in m and "gold" not in m and "parse" not in m for m in ms), ms
+    # the reward-hacking monitors need no gold: on the user's prompts too (monitors.py)
+    assert all({"monitor/ood_frac", "monitor/kl_rate", "monitor/entropy_ratio"} <= set(m) for m in ms if m["split"] == "train")
     shown = [ast.literal_eval(line.split(" -> ")[0].strip()) for line in p.stdout.splitlines() if " -> " in line]
     assert len(shown) == 2 and set(shown) <= set(prompts), p.stdout
     assert common.load_checkpoint(out)["iter_num"] == 2
