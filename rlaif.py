@@ -5,7 +5,7 @@ is set by a *principle*, one line of text, so changing the behaviour asked for i
 
     python rlaif.py --mode=demos --out_dir=out/judge_demos    # 1. people judge a small budget under every principle
     python sft.py --data_path=out/judge_demos/judge_demos.jsonl --init_from=out/sft/ckpt.pt \
-                  --compact_vocab=True --block_size=160 --max_iters=2000 --out_dir=out/judge   # 2. the judge
+                  --compact_vocab=True --block_size=160 --max_iters=2000 --lr=1e-3 --out_dir=out/judge  # 2. the judge
     python rlaif.py --judge=out/judge                          # 3. it labels fresh pairs -> out/rlaif/pairwise_*.jsonl
     python reward.py --data_path=out/rlaif                     # 4a. "distilled" RLAIF: a reward model on AI labels
     python grpo.py --reward_fns=judge --judge_path=out/judge   # 4b. "direct" RLAIF: the judge is the reward

@@ -43,7 +43,7 @@ one_seed() {
     step "demos, seed $seed" "$d/demos" python rlaif.py --mode=demos --out_dir="$d/demos" --policy_path="$SFT" \
         --n_pairs="$BUDGET" --seed="$seed" || return
     step "judge, seed $seed" "$d/judge" python sft.py --data_path="$d/demos/judge_demos.jsonl" --compact_vocab=True \
-        --init_from="$SFT" --block_size=160 --out_dir="$d/judge" --max_iters="$JUDGE_ITERS" --eval_interval="$JUDGE_ITERS" \
+        --init_from="$SFT" --block_size=160 --out_dir="$d/judge" --max_iters="$JUDGE_ITERS" --eval_interval="$JUDGE_ITERS" --lr=1e-3 \
         --max_new_tokens=2 --n_print=0 --log_interval=250 --seed="$seed" || return
     for p in better faithful positive shorter; do
         step "agreement $p, seed $seed" "$d/agree_$p" python rlaif.py --judge="$d/judge" --principles="$d/principles/$p.txt" \

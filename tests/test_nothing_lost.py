@@ -89,7 +89,7 @@ def test_resume_refuses_changed_architecture_prints_other_changes(sft_copy, caps
     config = {**torch.load(ckpt, weights_only=True)["config"], "init_from": "resume", "lr": 3e-4,
               "max_iters": 30}
     common.claim_out_dir(sft_copy, config)
-    assert "resuming with changed keys: max_iters 20 -> 30, lr 0.001 -> 0.0003" in capsys.readouterr().out
+    assert "resuming with changed keys: max_iters 20 -> 30, lr 0.002 -> 0.0003" in capsys.readouterr().out
 
 
 def test_resume_with_nothing_to_resume_says_so(tmp_path):

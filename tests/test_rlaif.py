@@ -156,7 +156,7 @@ def test_judge_learns_the_principles(tmp_path, sft_dir):
     rows = [json.loads(line) for line in open(tmp_path / "demos" / "judge_demos.jsonl")]
     assert len(rows) == 600 * 2 * 2 + 1200 * 2  # choices in both orders, and both responses rated, per principle
     run("sft.py", f"--data_path={tmp_path}/demos/judge_demos.jsonl", f"--init_from={sft_dir}", "--compact_vocab=True",
-        "--block_size=160", "--max_iters=1500", "--eval_interval=1500", "--log_interval=100", "--n_print=0",
+        "--block_size=160", "--max_iters=1500", "--lr=1e-3", "--eval_interval=1500", "--log_interval=100", "--n_print=0",
         "--max_new_tokens=2", f"--out_dir={tmp_path}/judge")
     got, chosen = {}, {}
     for name, principle in (("positive", "the more positive"), ("shorter", "the shorter")):
