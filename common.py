@@ -316,11 +316,15 @@ def model_args_of(model):
 def save(out_dir, rt, iter_num, config, vocab, data_rng, model, optimizer, rng_states=None, **extra):
     """Every stage's out_dir/ckpt.pt, with every rank's random state and the stage's `extra` entries.
     Call it on every rank; rank 0 writes, nothing at iteration 0."""
-    states = rng_states or rng_state(data_rng, rt)
+    ckpt = checkpoint(rt, iter_num, config, vocab, data_rng, model, optimizer, rng_states, **extra)
     if iter_num > 0 and rt.master:
-        save_checkpoint(os.path.join(out_dir, "ckpt.pt"), dict(
-            model=model.state_dict(), model_args=model_args_of(model), optimizer=optimizer.state_dict(),
-            iter_num=iter_num, config=config, vocab=vocab, rng=states, **extra))
+        save_checkpoint(os.path.join(out_dir, "ckpt.pt"), ckpt)
+
+
+def checkpoint(rt, iter_num, config, vocab, data_rng, model, optimizer, rng_states=None, **extra):
+    """The checkpoint dict `save` writes (every rank calls it: the random states are gathered)."""
+    return dict(model=model.state_dict(), model_args=model_args_of(model), optimizer=optimizer.state_dict(),
+                iter_num=iter_num, config=config, vocab=vocab, rng=rng_states or rng_state(data_rng, rt), **extra)
 
 
 def to_cpu(x):
@@ -334,16 +338,15 @@ def to_cpu(x):
     return copy.deepcopy(x)
 
 
-def snapshot(rt, iter_num, data_rng, model, optimizer, **extra):
-    """What `save` would write now, copied to the CPU (every rank calls it): --stop_on's way back (monitors.py)."""
-    return dict(model=to_cpu(model.state_dict()), model_args=model_args_of(model), iter_num=iter_num,
-                optimizer=to_cpu(optimizer.state_dict()), rng=rng_state(data_rng, rt), **to_cpu(extra))
+def snapshot(*args, **extra):
+    """`checkpoint` copied to the CPU now (every rank calls it): --stop_on's way back (monitors.py)."""
+    return to_cpu(checkpoint(*args, **extra))
 
 
-def save_snapshot(out_dir, rt, snap, config, vocab):
+def save_snapshot(out_dir, rt, snap):
     """A snapshot as out_dir/ckpt.pt, atomically (rank 0; nothing at iteration 0: the start is the SFT model)."""
     if snap["iter_num"] > 0 and rt.master:
-        save_checkpoint(os.path.join(out_dir, "ckpt.pt"), dict(snap, config=config, vocab=vocab))
+        save_checkpoint(os.path.join(out_dir, "ckpt.pt"), snap)
 
 
 def evaluate_and_save(evaluate, out_dir, rt, iter_num, config, vocab, data_rng, model, optimizer, **extra):

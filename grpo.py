@@ -318,7 +318,8 @@ if __name__ == "__main__":
         if iter_num >= max_iters:
             break
         if stop:
-            kept = kept[-1:] + [common.snapshot(rt, iter_num, rng, raw_policy, optimizer, monitors=tracker.state())]
+            kept = kept[-1:] + [common.snapshot(rt, iter_num, config, vocab, rng, raw_policy, optimizer,
+                                                monitors=tracker.state())]
         common.set_lr(optimizer, common.cosine_lr(iter_num, lr, warmup_iters, max_iters))
 
         # rollout: a group is G consecutive rows
@@ -432,7 +433,7 @@ if __name__ == "__main__":
                                            row["entropy"], row["response_len"], mjudge, prompts, texts))
         logs.append(row)
         if monitors.alarm(stop, row, rt):  # the policy that sampled this batch hacks: keep the one before it
-            monitors.stop_run(out_dir, rt, kept, config, vocab, stop, iter_num, row)
+            monitors.stop_run(out_dir, rt, kept, stop, iter_num, row)
             break
         if iter_num % log_interval == 0 and rt.master:
             keys = dict.fromkeys(k for r in logs for k in r)  # (judge_agree: absent from a batch without a pair)

@@ -179,14 +179,14 @@ def alarm(stop, line, rt=None):
     return hit
 
 
-def stop_run(out_dir, rt, kept, config, vocab, stop, iter_num, line=None):
+def stop_run(out_dir, rt, kept, stop, iter_num, line=None):
     """End a run at an alarm (`line`: its batch's, logged first): ckpt.pt becomes kept[0], the snapshot before the
     alarm's batch (kept: the last two), atomically; one snapshot (the first batch alarmed): nothing written."""
     if line is not None:
         common.log_metrics(rt.metrics_path, {"iter": iter_num, **line}, rt.master)
     kept = kept[0] if len(kept) == 2 else None
     if kept is not None:
-        common.save_snapshot(out_dir, rt, kept, config, vocab)
+        common.save_snapshot(out_dir, rt, kept)
     if rt.master:
         rule = f"{stop[0]} {stop[1]} {stop[2]:g}"
         common.log_metrics(rt.metrics_path, {"iter": iter_num, "stopped_on": rule,

@@ -245,7 +245,7 @@ if __name__ == "__main__":
         if iter_num >= max_iters:
             break
         if stop:
-            kept = kept[-1:] + [common.snapshot(rt, iter_num, rng, raw_policy, optimizer, **state())]
+            kept = kept[-1:] + [common.snapshot(rt, iter_num, config, vocab, rng, raw_policy, optimizer, **state())]
         t0 = time.time()
 
         # ------------------------------------------------------------------------- 2. rollout
@@ -327,6 +327,6 @@ if __name__ == "__main__":
         line.update(monitors.batch_monitors(tracker, rm, audit, tokens, attn, raw_score, seq_kl, ent, response_len))
         log_metrics(rt.metrics_path, line, rt.master)  # (the monitors: no gold, this batch's samples)
         if monitors.alarm(stop, line, rt):  # the policy that sampled this batch hacks: keep the one before it
-            monitors.stop_run(out_dir, rt, kept, config, vocab, stop, iter_num)
+            monitors.stop_run(out_dir, rt, kept, stop, iter_num)
             break
     common.finish(rt)
