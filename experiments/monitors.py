@@ -11,6 +11,10 @@ baseline: a fixed KL budget.
 
     python -m experiments.monitors --root=out/monitors --choose --seeds=1,2        # thresholds -> THRESHOLDS
     python -m experiments.monitors --root=out/monitors --seeds=3,4,5 [--figure=figures/monitors.png]
+    python -m experiments.monitors --root=out/monitors --seeds=3,4,5 --runs=grpo_rm,grpo_rm_kl01,grpo_gold
+
+Each monitor is reported over the runs that logged it: judge_agree (grpo.py --monitor_judge) over the GRPO runs
+only; --runs restricts every row to the same runs, to compare it like for like.
 
 --choose picks, per monitor, the direction (alarm above or below) and the threshold that keep the most gold
 on the given seeds' runs (mean over runs of the gold kept; ties: the one that alarms least), from the values
@@ -92,13 +96,14 @@ def choose(runs, key):
 
 def report(runs, thresholds):
     """One row per monitor: lead time and KL on the runs with an onset, false alarms on the others, gold kept."""
-    hacked = [r for r in runs if r["onset"] is not None]
-    clean = [r for r in runs if r["onset"] is None]
     f2 = lambda xs: "-" if not xs else "%.2f ± %.2f" % mean_se(xs)
     rows = []
-    for key in SIGNALS:
-        if key not in thresholds or not any(v is not None for r in runs for v in r[key]):
+    for key in SIGNALS:  # each over the runs that logged it (judge_agree: grpo.py's only)
+        logged = [r for r in runs if any(v is not None for v in r[key])]
+        if key not in thresholds or not logged:
             continue
+        hacked = [r for r in logged if r["onset"] is not None]
+        clean = [r for r in logged if r["onset"] is None]
         op, thr = thresholds[key]
         alarms = {id(r): first_alarm(r[key], op, thr) for r in runs}
         early = [r["onset"] - alarms[id(r)] for r in hacked if alarms[id(r)] is not None]
@@ -111,6 +116,8 @@ def report(runs, thresholds):
         rows.append([key.split("/")[-1], f"{op} {thr:.4g}", f"{warned} / {len(hacked)}", f2(early), f2(kl_lead),
                      f"{false} / {len(clean)}", f2(kept_h), f2(kept_c), f2(kept_h + kept_c),
                      "%.2f" % (sum(cost) / len(cost)) if cost else "-"])
+    hacked = [r for r in runs if r["onset"] is not None]
+    clean = [r for r in runs if r["onset"] is None]
     end_h, peak_h = [r["gold_ma"][-1] for r in hacked], [max(r["gold_ma"]) for r in hacked]
     end_c = [r["gold_ma"][-1] for r in clean]
     head = ["monitor", "alarm when", "warned by the onset", "lead (logs)", "lead (KL, nats)", "false alarms",
@@ -122,10 +129,10 @@ def report(runs, thresholds):
     return markdown(head, rows)
 
 
-def load(root, seeds):
+def load(root, seeds, names=RUNS):
     runs = []
     for s in seeds:
-        for name in RUNS:
+        for name in names:
             d = os.path.join(root, f"s{s}", name)
             if os.path.exists(os.path.join(d, "done")):
                 run = label(read_run(d))
@@ -167,9 +174,14 @@ def main():
     ap.add_argument("--seeds", default="1,2")
     ap.add_argument("--choose", action="store_true", help="choose thresholds on these seeds, write THRESHOLDS")
     ap.add_argument("--thresholds", default=THRESHOLDS)
+    ap.add_argument("--runs", default=",".join(RUNS), help="only these runs (e.g. the GRPO ones, to compare "
+                    "judge_agree like for like)")
     ap.add_argument("--figure", default="", help="draw the first hacked run's monitors here (needs matplotlib)")
     a = ap.parse_args()
-    runs = load(a.root, [s.strip() for s in a.seeds.split(",") if s.strip()])
+    names = [n.strip() for n in a.runs.split(",") if n.strip()]
+    if set(names) - set(RUNS):
+        raise SystemExit(f"error: --runs: unknown {sorted(set(names) - set(RUNS))}; allowed: {', '.join(RUNS)}")
+    runs = load(a.root, [s.strip() for s in a.seeds.split(",") if s.strip()], names)
     if not runs:
         raise SystemExit(f"error: no finished run in {a.root} for seeds {a.seeds} (bash experiments/monitors.sh)")
     print(markdown(["seed", "run", "logs", "onset (iter)", "gold: start / peak / end (smoothed)", "KL at the end"],

@@ -14,6 +14,9 @@
 #     grpo_gold      grpo.py --reward_fns=gold,rm:0 (gold, a verifiable reward: no proxy to hack; the reward
 #                    model at weight 0 only so that its monitors are logged too), 40 batches
 # Every run logs every batch (GRPO --log_interval=1) and its held-out eval only at the start and the end.
+# JUDGE=DIR (an AI judge, rlaif.sh's */judge) adds monitor/judge_agree to the GRPO runs (--monitor_judge: the
+# judge on pairs within groups, against the reward model's order); the monitors do not move the random state,
+# so a GRPO run with the judge samples as the same run without it.
 # experiments/monitors.py labels each run by the onset rule, chooses each monitor's threshold on seeds 1-2
 # (--choose: experiments/monitor_thresholds.json, committed before the test seeds run) and reports on the
 # others. Needs an SFT model (default out/sft/ckpt.pt). A finished run is skipped; one process per seed
@@ -29,6 +32,7 @@ SEEDS=${1:-"1 2"}
 SFT=${2:-out/sft/ckpt.pt}
 OUT=${OUT:-out/monitors}
 [ -f "$SFT" ] || { echo "error: no SFT checkpoint at $SFT (python sft.py)" >&2; exit 2; }
+[ -z "${JUDGE:-}" ] || [ -d "$JUDGE" ] || { echo "error: JUDGE=$JUDGE is not a judge's directory (rlaif.sh)" >&2; exit 2; }
 
 step() {  # step DIR LOG python STAGE.py ARGS...: skipped when DIR/done exists
     local dir=$1 log=$2; shift 2
@@ -46,7 +50,7 @@ one_seed() {
     step "$o/rm_audit" "$o/rm_audit.log" python reward.py --sft_path="$SFT" --data_path="$o/feedback" --seed="$s" \
         --half=2 || return 1
     local ppo="python ppo.py --sft_path=$SFT --reward_path=$o/rm_train/ckpt.pt --audit_path=$o/rm_audit/ckpt.pt --seed=$s --max_iters=50 --eval_interval=50 --n_print=0"
-    local grpo="python grpo.py --sft_path=$SFT --reward_path=$o/rm_train/ckpt.pt --audit_path=$o/rm_audit/ckpt.pt --seed=$s --max_iters=40 --eval_interval=40 --log_interval=1 --n_print=0"
+    local grpo="python grpo.py --sft_path=$SFT --reward_path=$o/rm_train/ckpt.pt --audit_path=$o/rm_audit/ckpt.pt --seed=$s --max_iters=40 --eval_interval=40 --log_interval=1 --n_print=0${JUDGE:+ --monitor_judge=True --judge_path=$JUDGE}"
     # shellcheck disable=SC2086
     {
         step "$o/ppo_beta0" "$o/ppo_beta0.log" $ppo --beta=0 --adaptive_kl=False

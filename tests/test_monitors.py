@@ -14,7 +14,7 @@ import labelers
 import monitors
 from configurator import UserError
 from conftest import read_metrics, run
-from experiments.monitors import choose, first_alarm, gold_kept, moving_average
+from experiments.monitors import SIGNALS, choose, first_alarm, gold_kept, moving_average, report
 from model import GPT, GPTConfig
 
 
@@ -121,6 +121,22 @@ def test_offline_stop_and_threshold_choice():
     hacked["m"], clean["m"] = [1.0, 0.9, 0.2, 0.1], [1.0, 0.9, 0.8, 0.7]
     op, thr = choose([hacked, clean], "m")
     assert op == "<" and first_alarm(hacked["m"], "<", thr) == 2 and first_alarm(clean["m"], "<", thr) is None
+
+
+def test_report_counts_each_monitor_over_the_runs_that_logged_it():
+    """judge_agree is logged by grpo.py only: its row counts the GRPO runs, not every run as 'never alarmed'."""
+    def run(onset, judge):
+        r = {k: [None] * 4 for k in SIGNALS}
+        r.update(gold_ma=[0.1, 0.5, 0.3, 0.0], onset=onset, cost={}, kl=[0.0, 1.0, 2.0, 3.0])
+        r["monitor/judge_agree"] = [0.9, 0.8, 0.2, 0.1] if judge else [None] * 4
+        return r
+    runs = [run(1, True), run(1, False), run(1, False), run(None, True)]  # 3 hacked (1 judged), 1 clean (judged)
+    table = report(runs, {"monitor/judge_agree": ["<", 0.5], "kl": [">", 10.0]})
+    judge = next(line for line in table.splitlines() if line.startswith("| judge_agree"))
+    kl = next(line for line in table.splitlines() if line.startswith("| kl "))
+    # the hacked judged run alarms at log 2, after the onset (1): 0 / 1 warned; the clean one alarms too: 1 / 1
+    assert "| 0 / 1 |" in judge and "| 1 / 1 |" in judge, judge
+    assert "| 0 / 3 |" in kl and "| 0 / 1 |" in kl, kl
 
 
 # ----------------------------------------------------------------------------- the stages
