@@ -34,12 +34,7 @@ OUT=${OUT:-out/monitors}
 [ -f "$SFT" ] || { echo "error: no SFT checkpoint at $SFT (python sft.py)" >&2; exit 2; }
 [ -z "${JUDGE:-}" ] || [ -d "$JUDGE" ] || { echo "error: JUDGE=$JUDGE is not a judge's directory (rlaif.sh)" >&2; exit 2; }
 
-step() {  # step DIR LOG python STAGE.py ARGS...: skipped when DIR/done exists
-    local dir=$1 log=$2; shift 2
-    [ -f "$dir/done" ] && return 0
-    rm -rf "$dir"
-    if "$@" --out_dir="$dir" > "$log" 2>&1; then touch "$dir/done"; else echo "FAILED: $log" >&2; return 1; fi
-}
+source experiments/step.sh  # step DIR LOG python STAGE.py ARGS...: skipped when DIR/done exists
 
 one_seed() {
     local s=$1 o=$OUT/s$1
