@@ -162,12 +162,18 @@ if __name__ == "__main__":
     print(f"pool {len(pool)} pairs ({pool_path}), test {len(test)} pairs; rules {', '.join(rule_list)}; seeds "
           f"{seed_list}; {init_labels} + {n_rounds} x {round_size} = {budget} labels per run")
 
-    def train_models(pairs, k, run_seed):
+    first_round = {}  # (run_seed, j) -> round 0's model j: the same labels and seeds for every rule, trained once
+
+    def train_models(pairs, k, run_seed, first=False):
         """k reward models from the SFT start on the bought pairs [(chosen, rejected) index]: model 0 on
         the pairs as they are, models 1.. on bootstrap resamples. Each model's head and batches come from
-        run_seed, so two rules at the same seed and round differ only in their pairs."""
+        run_seed, so two rules at the same seed and round differ only in their pairs (first: round 0, where
+        they do not either, so its models are kept for the next rule)."""
         models = []
         for j in range(k):
+            if first and (run_seed, j) in first_round:
+                models.append(first_round[(run_seed, j)])
+                continue
             torch.manual_seed(run_seed * 1000 + j)
             m = common.load_model(sft_path, scalar_head=True)[0].to(rt.device).train()
             rng = random.Random(run_seed * 1000 + j)
@@ -183,6 +189,8 @@ if __name__ == "__main__":
                 loss.backward()
                 common.optimizer_step(opt, m, grad_clip)
             models.append(m.eval())
+            if first:
+                first_round[(run_seed, j)] = m
         return models
 
     @torch.no_grad()
@@ -221,7 +229,7 @@ if __name__ == "__main__":
             for rnd in range(n_rounds + 1):
                 t0 = time.time()
                 k = ensemble if rule in ("disagreement", "bald") else 1
-                models = train_models([pool[i] for i in bought], k, s * 100 + rnd)
+                models = train_models([pool[i] for i in bought], k, s * 100 + rnd, first=rnd == 0)
                 out = {"rule": rule, "seed": s, "round": rnd, "labels": len(bought), **evaluate(models[0])}
                 if has_gold:
                     gaps = [gold[a] - gold[b] for a, b in (pool[i] for i in bought)]
