@@ -58,7 +58,7 @@ beta = 0.2  # KL penalty coefficient, initial value when adaptive (0.05 let PPO 
 kl_estimator = "k1"  # per-token KL in the reward: 'k1' (log p - log p_ref, as the papers) or 'k3'
 adaptive_kl = True  # Ziegler et al.'s proportional controller moves beta toward target_kl
 target_kl = 2.0  # target sequence KL (nats) for the adaptive controller [> 0]
-kl_horizon = 640  # controller horizon in samples (Ziegler et al.: 10000; here runs are 30 iterations) [> 0]
+kl_horizon = 640  # controller horizon in samples (Ziegler et al.: 10000; here runs are 20 iterations) [> 0]
 whiten_rewards = False  # scale the per-token rewards to std 1 over the batch before GAE (lm-human-preferences: on)
 score_clip = 0.0  # clip the RM score to [-score_clip, score_clip] (0: off) [>= 0]
 # advantages
@@ -73,9 +73,9 @@ clip_range = 0.2  # policy ratio clip epsilon [> 0]
 clip_range_value = 0.2  # value clip: new values stay within this of the rollout's values [> 0]
 ent_coef = 0.0  # entropy bonus coefficient (OpenAI used 0) [>= 0]
 grad_clip = 1.0  # clip each model's gradient norm (0: off) [>= 0]
-max_iters = 30  # PPO iterations (rollout + update) [> 0]
+max_iters = 20  # PPO iterations (rollout + update); the demo's gold gain is made by 15 [> 0]
 # eval and logging
-eval_interval = 15  # eval on held-out prompts every this many iterations [> 0]
+eval_interval = 10  # eval on held-out prompts every this many iterations [> 0]
 eval_repeats = 4  # responses per held-out prompt at eval [> 0]
 n_print = 3  # samples printed at each eval [>= 0]
 # reward-hacking monitors (monitors.py: no gold, on every rollout batch, logged as monitor/...)

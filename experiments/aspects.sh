@@ -35,7 +35,7 @@ for seed in $SEEDS; do
         [ -f "$dir/done" ] && continue
         rm -rf "$dir"; mkdir -p "$dir"
         if python ppo.py --out_dir="$dir" --sft_path="$SFT" --reward_path="$rms" --aspect_weights="$weights" \
-                --seed="$seed" > "$dir/log.txt" 2>&1; then touch "$dir/done"; echo "ppo $name, seed $seed: done"
+                --max_iters=30 --eval_interval=15 --seed="$seed" > "$dir/log.txt" 2>&1; then touch "$dir/done"; echo "ppo $name, seed $seed: done"
         else echo "ppo $name, seed $seed: FAILED (see $dir/log.txt)"; fi
     done
 done

@@ -38,7 +38,7 @@ for seed in $SEEDS; do
         run "$o/ppo_beta0_$name" "$o/ppo_beta0_$name.log" python ppo.py --out_dir="$o/ppo_beta0_$name" --sft_path="$SFT" \
             --reward_path="$rm" --reward_ensemble="$obj" --beta=0 --adaptive_kl=False --max_iters=150 --eval_interval=10 --seed="$seed"
         run "$o/ppo_default_$name" "$o/ppo_default_$name.log" python ppo.py --out_dir="$o/ppo_default_$name" --sft_path="$SFT" \
-            --reward_path="$rm" --reward_ensemble="$obj" --eval_interval=10 --seed="$seed"
+            --reward_path="$rm" --reward_ensemble="$obj" --max_iters=30 --eval_interval=10 --seed="$seed"
     done
 done
 python -m experiments.overopt --root="$OUT"
