@@ -319,7 +319,9 @@ def report(prompts, responses, lengths=None, kls=None):
     n = max(1, len(prompts))
     parts = [aspects(p, r) for p, r in zip(prompts, responses)]
     g = [sum(a.values()) for a in parts]
-    other = [q for q in prompts[1:] + prompts[:1]]  # the next prompt's notes (a different combination)
+    order = list(dict.fromkeys(prompts))  # the distinct prompts: a prompt's repeats (DPO's, sample.py's) are not "other"
+    after = {p: order[(i + 1) % len(order)] for i, p in enumerate(order)}
+    other = [after[p] for p in prompts]  # the next distinct prompt's notes (a different combination)
     rep = dict(gold=sum(g) / n,
                accept_rate=sum(accept_probability(p, r) for p, r in zip(prompts, responses)) / n,
                parse=sum(parses(p, r) for p, r in zip(prompts, responses)) / n,

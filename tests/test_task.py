@@ -139,6 +139,11 @@ def test_report_says_whether_the_policy_reads_its_prompt():
     const = task.report(test, [" I would go again." + E] * len(test))
     assert abs(const["reads_prompt"]) < 0.2 and const["distinct"] == 2.0
     assert rep["gold"] == pytest.approx(sum(rep[f"gold/{a}"] for a in task.ASPECTS))
+    # each prompt's samples side by side (DPO's and sample.py's evals) read the same as the prompts in turn
+    # (PPO's, GRPO's): a repeat of the same notes is not another prompt (it diluted DPO's to a quarter)
+    side = task.report([p for p in test for _ in range(4)], [b for b in best for _ in range(4)])
+    turn = task.report(test * 4, best * 4)
+    assert side["reads_prompt"] == pytest.approx(turn["reads_prompt"]) == pytest.approx(rep["reads_prompt"])
 
 
 def test_sycophancy_is_positivity_beyond_the_notes():
