@@ -73,7 +73,7 @@ clip_range = 0.2  # policy ratio clip epsilon [> 0]
 clip_range_value = 0.2  # value clip: new values stay within this of the rollout's values [> 0]
 ent_coef = 0.0  # entropy bonus coefficient (OpenAI used 0) [>= 0]
 grad_clip = 1.0  # clip each model's gradient norm (0: off) [>= 0]
-max_iters = 20  # PPO iterations (rollout + update); the demo's gold gain is made by 15 [> 0]
+max_iters = 20  # PPO iterations (rollout + update); 20 keeps demo.sh within 5 minutes (RESULTS 1) [> 0]
 # eval and logging
 eval_interval = 10  # eval on held-out prompts every this many iterations [> 0]
 eval_repeats = 4  # responses per held-out prompt at eval [> 0]
