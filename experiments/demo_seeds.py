@@ -17,18 +17,12 @@ import os
 import sys
 
 from configurator import UserError
-from experiments.table import cell, markdown, mean_se, read_rows
+from experiments.table import cell, evals, markdown, mean_se, read_rows
 
 METHODS = ("ppo", "dpo", "grpo", "sample", "grpo_rm")  # sample: best-of-16 with the reward model
 NAMES = {"ppo": "PPO", "dpo": "DPO", "grpo": "GRPO (gold reward)", "sample": "best-of-16", "grpo_rm": "GRPO (RM reward)"}
 UPSTREAM = {"ppo": ("sft", "feedback", "reward"), "dpo": ("sft", "feedback"), "grpo": ("sft",),
             "sample": ("sft", "feedback", "reward"), "grpo_rm": ("sft", "feedback", "reward")}
-
-
-def evals(run_dir):
-    """A stage's held-out evaluations, in order: the rows that carry gold (PPO's: split 'test'; best-of-N:
-    one row per N, logged together at the end)."""
-    return [r for r in read_rows(run_dir) if "gold" in r and r.get("split", "test") == "test"]
 
 
 def read_seed(d):

@@ -13,6 +13,7 @@ import os
 import sys
 
 from configurator import UserError
+from experiments import table
 from experiments.table import cell, markdown, read_rows
 
 RM_KINDS = (("`pairwise` / `bt` Bradley-Terry (default)", "reward"), ("`ties` / `rao_kupper`", "rm_ties"),
@@ -40,8 +41,8 @@ def finished(run):
 
 
 def evals(run):
-    """A run's held-out evaluations in order: the rows with gold (PPO's: split 'test'; best-of-N: one per N)."""
-    return [r for r in finished(run) if "gold" in r and r.get("split", "test") == "test"]
+    """table.evals (the held-out evaluations, in order) of a finished run; none for a run still going."""
+    return table.evals(run) if os.path.exists(os.path.join(run, "done")) else []
 
 
 def seconds(run):

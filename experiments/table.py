@@ -3,7 +3,7 @@ experiments/table.py: the experiments' one mean +- standard error (and standard 
 readers of metrics.jsonl files they need, and a markdown table of runs: a module for the experiments'
 Python and a command for the shell runners.
 
-    from experiments.table import mean_se, cell, last, by_iter, markdown
+    from experiments.table import mean_se, cell, last, evals, by_iter, markdown
     python -m experiments.table --keys=gold,kl --row "beta 0.1" "out/runs/beta0.1_s*" --row "beta 1" "out/runs/beta1_s*"
 
 The command prints one row per --row LABEL GLOB: for each key, the mean over the runs (the folders or
@@ -77,6 +77,12 @@ def last(path, key, split=None):
     is given; None if it has none."""
     rows = [r for r in read_rows(path) if key in r and (split is None or r.get("split") == split)]
     return rows[-1] if rows else None
+
+
+def evals(path):
+    """A stage's held-out evaluations, in order: the rows that carry gold (PPO's: split 'test'; best-of-N: one row
+    per N, logged together at the end)."""
+    return [r for r in read_rows(path) if "gold" in r and r.get("split", "test") == "test"]
 
 
 def by_iter(path, split=None):
