@@ -3,7 +3,7 @@
 # spent at once (1 round: 3 label rounds of the SFT model's samples, ~3,600 pairs, then 150 PPO iterations)
 # or in 3 rounds (each ~1,200 pairs of the current policy's samples, the reward model retrained on all
 # so far, then 50 more PPO iterations), at beta = 0 (the README's hacked run) and at PPO's default
-# (adaptive KL, target 3); and at beta = 0 in 3 rounds whose groups pair 2 samples of the current
+# (adaptive KL, target 2); and at beta = 0 in 3 rounds whose groups pair 2 samples of the current
 # policy with 2 of the SFT model (feedback.py --anchor_path), so the people compare the policy's text
 # with fluent text. One process per seed (OMP_NUM_THREADS=1); a finished round is skipped.
 # Needs an SFT model (default out/sft/ckpt.pt: python sft.py).
