@@ -7,6 +7,7 @@ arc set) bound its accuracy. For any feedback file (feedback.py reports the same
 
     python audit.py --data_path=out/feedback/pairwise_train.jsonl [--reward_path=out/reward]
 """
+import json
 import math
 from itertools import combinations
 
@@ -21,6 +22,7 @@ from model import score_sequences
 data_path = ""  # a feedback file of any kind (pairwise, ties, rankings, likert, binary) to audit
 reward_path = ""  # optional: a reward model (reward.py) whose agreement with the same labels is printed beside the bound
 device = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', ...
+json_line = False  # also print the numbers as one JSON object on the last line (for scripts: experiments/audit.sh)
 
 
 # ----------------------------------------------------------------------------- agreement and labeler models
@@ -264,4 +266,9 @@ if __name__ == "__main__":
         with torch.no_grad():
             a = score_sequences(rm.model, [ids(p, c) for p, c, _ in pairs], tok.eot)
             b = score_sequences(rm.model, [ids(p, r) for p, _, r in pairs], tok.eot)
-        print(f"{reward_path} agrees with {(a > b).float().mean().item():.4f} of them")
+        rep["reward_agreement"] = (a > b).float().mean().item()
+        print(f"{reward_path} agrees with {rep['reward_agreement']:.4f} of them")
+    if json_line:
+        keys = ("n_labels", "min_reversals", "exact", "max_agreement", "contradictions", "prompts_with_cycles", "reward_agreement")
+        print(json.dumps(dict(kind=kind, rows=len(items), skipped=len(skipped), prompts=len({p for p, _, _ in pairs}),
+                              **{k: rep[k] for k in keys if k in rep})))

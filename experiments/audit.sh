@@ -21,16 +21,13 @@ for t in 0.25 1.0; do
         || exit 1
     for kind in pairwise rankings; do
         log="$OUT/audit_t${t}_$kind.txt"
-        python audit.py --data_path="$OUT/feedback_t$t/${kind}_train.jsonl" --reward_path="$RM" > "$log" 2>&1 \
+        python audit.py --data_path="$OUT/feedback_t$t/${kind}_train.jsonl" --reward_path="$RM" --json_line=True > "$log" 2>&1 \
             || { echo "error: audit.py failed, see $log" >&2; exit 1; }
-        # the numbers of audit.py's lines: "... N pairwise labels over P prompts", "... intransitive cycle: C",
-        # "... to reverse ...: R; ...", "... more than A of these labels" (or "agreeing with A"), "agrees with M"
-        awk -v t="$t" -v kind="$kind" '
-            / pairwise labels over / { for (i = 1; i <= NF; i++) { if ($i == "rows") rows = $(i - 1); if ($i == "pairwise") n = $(i - 1); if ($i == "over") p = $(i + 1) } }
-            /intransitive cycle:/ { c = $NF }
-            /to reverse/ { r = $0; sub(/.*: (at most )?/, "", r); sub(/;.*/, "", r) }
-            /of these labels|of the labels exists/ { for (i = 1; i <= NF; i++) if ($i ~ /^[01]\.[0-9]+$/) a = $i }
-            / agrees with / { m = $(NF - 2) }
-            END { printf "| %s | %s %s (%s pairs) | %s of %s | %s | %.3f | %.3f |\n", t, rows, kind, n, c, p, r, a, m }' "$log"
+        tail -n 1 "$log" | python -c '
+import json, sys
+j = json.loads(sys.stdin.read())  # audit.py --json_line: its numbers, on its last line
+bound = ("" if j["exact"] else "at most ") + str(j["min_reversals"])
+print("| {t} | {rows:,} {kind} ({n_labels:,} pairs) | {prompts_with_cycles} of {prompts} | {bound} | {max_agreement:.3f} | "
+      "{reward_agreement:.3f} |".format(t=sys.argv[1], bound=bound, **j))' "$t"
     done
 done

@@ -140,10 +140,15 @@ def test_audit_greedy_above_twelve_nodes_is_an_upper_bound():
 
 
 def test_audit_command(reward_dir, tmp_path):
-    """python audit.py --data_path=... on the built-in labels: the bound, the reward model beside it."""
+    """python audit.py --data_path=... on the built-in labels: the bound, the reward model beside it, and its
+    --json_line (the same numbers as one JSON object on the last line)."""
     path = f"{reward_dir}/feedback/pairwise_train.jsonl"
-    p = run("audit.py", f"--data_path={path}", f"--reward_path={reward_dir}")
+    p = run("audit.py", f"--data_path={path}", f"--reward_path={reward_dir}", "--json_line=True")
     model = float(p.stdout.split(" agrees with ")[1].split()[0])
+    j = json.loads(p.stdout.strip().splitlines()[-1])  # the same numbers for scripts (experiments/audit.sh)
+    assert j["kind"] == "pairwise" and j["n_labels"] == int(p.stdout.split(" pairwise labels")[0].split()[-1])
+    assert round(j["reward_agreement"], 4) == model and j["prompts_with_cycles"] == int(p.stdout.split("cycle: ")[1].split()[0])
+    assert f"{j['max_agreement']:.4f}" in p.stdout and 0 <= j["min_reversals"] < j["n_labels"]
     if "agree with more than " in p.stdout:  # every component small enough for the exact search: a true bound
         bound = float(p.stdout.split("agree with more than ")[1].split()[0])
         assert 0.9 < bound <= 1.0 and 0.5 < model <= bound, p.stdout
