@@ -65,8 +65,8 @@ def bon_table(bon):
         rs = by_n[n]
         rew, rew_se = mean_se([r["reward"] for r in rs])
         g, g_se = mean_se([r["gold"] for r in rs])
-        out.append(dict(n=n, kl=rs[0]["kl"], reward=rew, reward_se=rew_se, gold=g, gold_se=g_se,
-                        parse=sum(r.get("parse", float("nan")) for r in rs) / len(rs), seeds=len(rs)))
+        out.append(dict(n=n, kl=rs[0]["kl"], reward=rew, reward_se=rew_se, gold=g, gold_se=g_se, seeds=len(rs),
+                        **{k: sum(r.get(k, float("nan")) for r in rs) / len(rs) for k in ("parse",) + SIGNS}))
     return out
 
 
@@ -79,6 +79,15 @@ def fmt(v, nd=2):
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{nd}f}"
 
 
+# the signs of reward hacking on the built-in task (task.report): praise beyond the notes, length in tokens,
+# and how much the reviews depend on their own prompt's notes
+SIGNS, SIGNS_HEAD = ("sycophancy", "response_len", "reads_prompt"), " sycophancy | length | reads_prompt |"
+
+
+def signs(r):
+    return " " + " | ".join(fmt(r.get(k), 1 if k == "response_len" else 2) for k in SIGNS) + " |"
+
+
 def tables(sw):
     """The numbers behind the three figures, as markdown."""
     md = []
@@ -89,16 +98,16 @@ def tables(sw):
         md += [f"**Best-of-N** (reward model picks 1 of N SFT samples; 50 held-out prompts x {seeds} seed(s); "
                f"{'mean +- standard error over seeds; ' if seeds > 1 else ''}KL analytic, log N - (N-1)/N). "
                f"Gold peaks at N = {peak['n']} ({peak['gold']:.2f}).", "",
-               "| N | KL | sqrt KL | proxy (RM) | gold | parse |", "|---|---|---|---|---|---|"]
+               "| N | KL | sqrt KL | proxy (RM) | gold | parse |" + SIGNS_HEAD, "|---" * 9 + "|"]
         se = lambda m, s: fmt(m) + (f" +- {s:.2f}" if seeds > 1 else "")
         md += [f"| {r['n']} | {r['kl']:.2f} | {math.sqrt(r['kl']):.2f} | {se(r['reward'], r['reward_se'])} | "
-               f"{se(r['gold'], r['gold_se'])} | {fmt(r['parse'])} |" for r in bon]
+               f"{se(r['gold'], r['gold_se'])} | {fmt(r['parse'])} |" + signs(r) for r in bon]
         md.append("")
     if sw["ppo"] or sw["beta0"]:
         md += ["**PPO** (adaptive KL toward the target, `--kl_horizon=640`, and one run without a KL penalty; "
                "held-out eval, 200 samples; the peak is the best eval on the run's trajectory)", "",
-               "| run | iterations | final KL | final proxy | final gold | final parse | peak gold (at KL) | final beta |",
-               "|---|---|---|---|---|---|---|---|"]
+               "| run | iterations | final KL | final proxy | final gold | final parse | peak gold (at KL) | final beta |"
+               + SIGNS_HEAD, "|---" * 11 + "|"]
         for label, rows in [(f"target KL {t:g}", r) for t, r in sw["ppo"]] + \
                            ([("beta = 0", sw["beta0"])] if sw["beta0"] else []):
             f, pts = final(rows), eval_points(rows)
@@ -107,7 +116,8 @@ def tables(sw):
             pk = max(pts, key=lambda r: r["gold"])
             betas = [r["beta"] for r in rows if r.get("split") == "train" and numeric(r.get("beta"))]
             md.append(f"| {label} | {f['iter']} | {f['kl']:.2f} | {fmt(f.get('reward'))} | {f['gold']:.2f} | "
-                      f"{fmt(f.get('parse'))} | {pk['gold']:.2f} ({pk['kl']:.2f}) | {fmt(betas[-1] if betas else None, 3)} |")
+                      f"{fmt(f.get('parse'))} | {pk['gold']:.2f} ({pk['kl']:.2f}) | {fmt(betas[-1] if betas else None, 3)} |"
+                      + signs(f))
         md.append("")
     if sw["beta0"]:
         pts = eval_points(sw["beta0"])
@@ -117,7 +127,9 @@ def tables(sw):
                "| proxy (RM) | " + " | ".join(fmt(r.get("reward")) for r in pts) + " |",
                "| gold | " + " | ".join(fmt(r["gold"]) for r in pts) + " |",
                "| KL | " + " | ".join(fmt(r["kl"], 1) for r in pts) + " |",
-               "| parse | " + " | ".join(fmt(r.get("parse")) for r in pts) + " |", ""]
+               "| parse | " + " | ".join(fmt(r.get("parse")) for r in pts) + " |"]
+        md += [f"| {k if k != 'response_len' else 'length'} | " + " | ".join(fmt(r.get(k), 1 if k == "response_len" else 2)
+                                                                         for r in pts) + " |" for k in SIGNS] + [""]
     for key, what, col, extra in (
             ("dpo", "DPO** (`--beta`, on the reward model's training pairs; val accuracy: implicit reward "
                     "on 600 held-out pairs)", "beta", "val accuracy"),
@@ -125,8 +137,8 @@ def tables(sw):
                      "rollouts, train prompts)", "kl_coef", "proxy (train)")):
         if not sw[key]:
             continue
-        md += [f"**{what}", "", f"| {col} | steps | final KL | final gold | final parse | peak gold (at KL) | {extra} |",
-               "|---|---|---|---|---|---|---|"]
+        md += [f"**{what}", "", f"| {col} | steps | final KL | final gold | final parse | peak gold (at KL) | {extra} |"
+               + SIGNS_HEAD, "|---" * 10 + "|"]
         for p, rows in sw[key]:
             f = final(rows)
             if not f:
@@ -135,7 +147,7 @@ def tables(sw):
             last = fmt(f.get("val_rewards/accuracies"), 3) if key == "dpo" else fmt(train[-1]["reward"] if train else None)
             pk = max(eval_points(rows), key=lambda r: r["gold"])
             md.append(f"| {p:g} | {f['iter']} | {f['kl']:.2f} | {f['gold']:.2f} | {fmt(f.get('parse'))} | "
-                      f"{pk['gold']:.2f} ({pk['kl']:.2f}) | {last} |")
+                      f"{pk['gold']:.2f} ({pk['kl']:.2f}) | {last} |" + signs(f))
         md.append("")
     sft = [r for r in (sw["sft"] or []) if numeric(r.get("gold"))]
     if sft:

@@ -18,8 +18,9 @@ def run_frontier(*args):
 
 def make_sweep(root):
     write(root / "sft" / "metrics.jsonl", sft_rows())
-    write(root / "bon_s1" / "metrics.jsonl", bon_rows(0.0))
-    write(root / "bon_s2" / "metrics.jsonl", bon_rows(0.2))
+    for seed, shift, syc in ((1, 0.0, 0.1), (2, 0.2, 0.3)):  # the signs of hacking, averaged over the seeds too
+        write(root / f"bon_s{seed}" / "metrics.jsonl", [dict(r, sycophancy=syc, response_len=20 + 10 * shift, reads_prompt=0.5)
+                                                       for r in bon_rows(shift)])
     write(root / "ppo_kl1" / "metrics.jsonl", ppo_rows(iters=4, kl_per_iter=0.25))
     write(root / "ppo_kl4" / "metrics.jsonl", ppo_rows(iters=4, kl_per_iter=1.0))
     write(root / "ppo_beta0" / "metrics.jsonl", ppo_rows(iters=10, kl_per_iter=5.0, peak=2))
@@ -27,7 +28,8 @@ def make_sweep(root):
         write(root / f"dpo_beta{b}" / "metrics.jsonl",
               [{"iter": 0, "gold": 0.0, "kl": 0.0, "parse": 1.0, "val_rewards/accuracies": 0.5},
                {"iter": 10, "loss": 0.6, "lr": 1e-4},
-               {"iter": 20, "gold": 0.4, "kl": kl, "parse": 0.8, "val_rewards/accuracies": 0.7}])
+               {"iter": 20, "gold": 0.4, "kl": kl, "parse": 0.8, "val_rewards/accuracies": 0.7, "sycophancy": 0.25,
+                "response_len": 31.0, "reads_prompt": 0.5}])
     write(root / "grpo_kl0.02" / "metrics.jsonl",
           [{"iter": 0, "gold": 0.0, "kl": 0.0, "parse": 1.0}, {"iter": 5, "reward": 1.5, "lr": 3e-4},
            {"iter": 10, "gold": 0.9, "kl": 3.0, "parse": 0.95}])
@@ -47,12 +49,13 @@ def test_frontier_figures_and_tables(tmp_path):
     md = (out / "frontier.md").read_text()
     assert md.strip() in r.stdout
     # best-of-N: the mean of the two seeds, their standard error, and where gold peaks (i = 2: N = 4)
-    assert "| 4 | 0.64 | 0.80 | 1.10 +- 0.10 | 0.30 +- 0.10 | 0.80 |" in md
+    assert "| 4 | 0.64 | 0.80 | 1.10 +- 0.10 | 0.30 +- 0.10 | 0.80 | 0.20 | 21.0 | 0.50 |" in md
     assert "Gold peaks at N = 4 (0.30)" in md
     # PPO beta = 0: evals at 0, 2, .., 10 at KL 5 per iteration; gold peaks at iteration 2 (KL 10)
     assert "| beta = 0 | 10 | 50.00 | 3.00 | -5.40 | 1.00 | 1.00 (10.00) | 0.100 |" in md
     assert "| gold | 0.60 | 1.00 | 0.60 | -0.60 | -2.60 | -5.40 |" in md
-    assert "| 0.5 | 20 | 2.00 | 0.40 | 0.80 | 0.40 (2.00) | 0.700 |" in md  # DPO beta 0.5, final eval
+    assert "| 0.5 | 20 | 2.00 | 0.40 | 0.80 | 0.40 (2.00) | 0.700 | 0.25 | 31.0 | 0.50 |" in md  # DPO beta 0.5, final eval
+    assert "| beta = 0 | 10 | 50.00 | 3.00 | -5.40 | 1.00 | 1.00 (10.00) | 0.100 | - | 0.0 | - |" in md  # signs not logged: -
     assert "| 0.02 | 10 | 3.00 | 0.90 | 0.95 | 0.90 (3.00) | 1.50 |" in md  # GRPO: final eval, last train reward
     assert "| sft | bon_s1 | total |" in md and "| 60 | 20 | 80 |" in md
 
