@@ -44,8 +44,9 @@ names = {"beta0_once": "beta 0, 1 round", "beta0_rounds3": "beta 0, 3 rounds",
          "beta0_rounds3_anchor": "beta 0, 3 rounds, anchored on SFT samples",
          "default_once": "default beta, 1 round", "default_rounds3": "default beta, 3 rounds"}
 per_seed = lambda xs, f="{:.2f}": " / ".join(f.format(x) for x in xs)  # one value per seed, in seed order
-print("| run | pairs labelled | gold at 50 | gold at 100 | gold at 150 | RM score at 150 (the last RM) | KL at 150 | parse at 150 |")
-print("|---|---|---|---|---|---|---|---|")
+print("| run | pairs labelled | gold at 50 | gold at 100 | gold at 150 | RM score at 150 (the last RM) | KL at 150 | parse at 150 "
+      "| sycophancy at 150 | length at 150 |")
+print("|---" * 10 + "|")
 for name, label in names.items():
     runs = [d for d in sorted(glob.glob(os.path.join(out, "s*", name))) if os.path.exists(os.path.join(d, f"round{3 if 'rounds3' in name else 1}", "done"))]
     if not runs:
@@ -54,6 +55,7 @@ for name, label in names.items():
     pairs = [sum(1 for _ in open(sorted(glob.glob(os.path.join(d, "round*", "pairs.jsonl")))[-1])) for d in runs]
     gold = " | ".join(per_seed([e[it]["gold"] for e in ev]) for it in (50, 100, 150))
     print(f"| {label} | {per_seed(pairs, '{:,}')} | {gold} | {per_seed([e[150]['reward'] for e in ev])} | "
-          f"{per_seed([e[150]['kl'] for e in ev], '{:.1f}')} | {per_seed([e[150]['parse'] for e in ev])} |")
+          f"{per_seed([e[150]['kl'] for e in ev], '{:.1f}')} | {per_seed([e[150]['parse'] for e in ev])} | "
+          f"{per_seed([e[150]['sycophancy'] for e in ev])} | {per_seed([e[150]['response_len'] for e in ev], '{:.1f}')} |")
 print(f"(each cell: one value per seed, {' / '.join(sorted(os.listdir(out)))})")
 PY
