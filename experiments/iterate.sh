@@ -54,6 +54,8 @@ for name, label in names.items():
     ev = [by_iter(os.path.join(d, "ppo"), split="test") for d in runs]  # each seed's held-out evals
     pairs = [sum(1 for _ in open(sorted(glob.glob(os.path.join(d, "round*", "pairs.jsonl")))[-1])) for d in runs]
     gold = " | ".join(per_seed([e[it]["gold"] for e in ev]) for it in (50, 100, 150))
+    if len(runs) < len(glob.glob(os.path.join(out, "s*", ""))):  # a seed still running: say whose values these are
+        label += " (" + " / ".join(os.path.basename(os.path.dirname(d)) for d in runs) + ")"
     print(f"| {label} | {per_seed(pairs, '{:,}')} | {gold} | {per_seed([e[150]['reward'] for e in ev])} | "
           f"{per_seed([e[150]['kl'] for e in ev], '{:.1f}')} | {per_seed([e[150]['parse'] for e in ev])} | "
           f"{per_seed([e[150]['sycophancy'] for e in ev])} | {per_seed([e[150]['response_len'] for e in ev], '{:.1f}')} |")
