@@ -298,7 +298,8 @@ if __name__ == "__main__":
                 ax.set_ylabel(m)
                 ax.grid(alpha=0.3)
             axes[0].legend() if len(metrics) > 1 else axes.legend()
-            fig.suptitle(f"active learning of preference labels ({len(seed_list)} seeds, mean +- se)")
+            fig.suptitle("active learning of preference labels ("
+                         + ("1 seed)" if len(seed_list) == 1 else f"{len(seed_list)} seeds, mean +- se)"))
             fig.tight_layout()
             path = figure or os.path.join(out_dir, "active_learning.png")
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
