@@ -247,8 +247,9 @@ if __name__ == "__main__":
         print(f"repeated items: {rc['n_repeated']} responses labelled more than once ({rc['n_pairs']} pairs of "
               f"labels): {rc['agreement']:.3f} of the pairs agree, mean |difference| {rc['mean_abs_diff']:.3f}")
     rep = audit(pairs)
+    n_prompts = len({p for p, _, _ in pairs})
     print(f"{data_path}: {kind}, {len(items)} rows ({len(skipped)} skipped) -> {rep['n_labels']} pairwise labels "
-          f"over {len({p for p, _, _ in pairs})} prompts")
+          f"over {n_prompts} prompts")
     print(f"contradictions (a pair labelled both ways): {rep['contradictions']}; prompts with an intransitive "
           f"cycle: {rep['prompts_with_cycles']}")
     for p, cyc in rep["examples"]:
@@ -270,5 +271,5 @@ if __name__ == "__main__":
         print(f"{reward_path} agrees with {rep['reward_agreement']:.4f} of them")
     if json_line:
         keys = ("n_labels", "min_reversals", "exact", "max_agreement", "contradictions", "prompts_with_cycles", "reward_agreement")
-        print(json.dumps(dict(kind=kind, rows=len(items), skipped=len(skipped), prompts=len({p for p, _, _ in pairs}),
+        print(json.dumps(dict(kind=kind, rows=len(items), skipped=len(skipped), prompts=n_prompts,
                               **{k: rep[k] for k in keys if k in rep})))

@@ -84,8 +84,12 @@ def fmt(v, nd=2):
 SIGNS, SIGNS_HEAD = ("sycophancy", "response_len", "reads_prompt"), " sycophancy | length | reads_prompt |"
 
 
+def sign(r, k):
+    return fmt(r.get(k), 1 if k == "response_len" else 2)
+
+
 def signs(r):
-    return " " + " | ".join(fmt(r.get(k), 1 if k == "response_len" else 2) for k in SIGNS) + " |"
+    return " " + " | ".join(sign(r, k) for k in SIGNS) + " |"
 
 
 def tables(sw):
@@ -128,8 +132,8 @@ def tables(sw):
                "| gold | " + " | ".join(fmt(r["gold"]) for r in pts) + " |",
                "| KL | " + " | ".join(fmt(r["kl"], 1) for r in pts) + " |",
                "| parse | " + " | ".join(fmt(r.get("parse")) for r in pts) + " |"]
-        md += [f"| {k if k != 'response_len' else 'length'} | " + " | ".join(fmt(r.get(k), 1 if k == "response_len" else 2)
-                                                                         for r in pts) + " |" for k in SIGNS] + [""]
+        md += [f"| {k if k != 'response_len' else 'length'} | " + " | ".join(sign(r, k) for r in pts) + " |"
+               for k in SIGNS] + [""]
     for key, what, col, extra in (
             ("dpo", "DPO** (`--beta`, on the reward model's training pairs; val accuracy: implicit reward "
                     "on 600 held-out pairs)", "beta", "val accuracy"),

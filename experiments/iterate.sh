@@ -47,6 +47,7 @@ per_seed = lambda xs, f="{:.2f}": " / ".join(f.format(x) for x in xs)  # one val
 print("| run | pairs labelled | gold at 50 | gold at 100 | gold at 150 | RM score at 150 (the last RM) | KL at 150 | parse at 150 "
       "| sycophancy at 150 | length at 150 |")
 print("|---" * 10 + "|")
+seeds = sorted(os.path.basename(os.path.dirname(d)) for d in glob.glob(os.path.join(out, "s*", "")))
 for name, label in names.items():
     runs = [d for d in sorted(glob.glob(os.path.join(out, "s*", name))) if os.path.exists(os.path.join(d, f"round{3 if 'rounds3' in name else 1}", "done"))]
     if not runs:
@@ -54,10 +55,10 @@ for name, label in names.items():
     ev = [by_iter(os.path.join(d, "ppo"), split="test") for d in runs]  # each seed's held-out evals
     pairs = [sum(1 for _ in open(sorted(glob.glob(os.path.join(d, "round*", "pairs.jsonl")))[-1])) for d in runs]
     gold = " | ".join(per_seed([e[it]["gold"] for e in ev]) for it in (50, 100, 150))
-    if len(runs) < len(glob.glob(os.path.join(out, "s*", ""))):  # a seed still running: say whose values these are
+    if len(runs) < len(seeds):  # a seed still running: say whose values these are
         label += " (" + " / ".join(os.path.basename(os.path.dirname(d)) for d in runs) + ")"
     print(f"| {label} | {per_seed(pairs, '{:,}')} | {gold} | {per_seed([e[150]['reward'] for e in ev])} | "
           f"{per_seed([e[150]['kl'] for e in ev], '{:.1f}')} | {per_seed([e[150]['parse'] for e in ev])} | "
           f"{per_seed([e[150]['sycophancy'] for e in ev])} | {per_seed([e[150]['response_len'] for e in ev], '{:.1f}')} |")
-print(f"(each cell: one value per seed, {' / '.join(sorted(os.listdir(out)))})")
+print(f"(each cell: one value per seed, {' / '.join(seeds)})")
 PY
